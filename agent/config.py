@@ -1,0 +1,336 @@
+"""Typed configuration: TOML files into frozen dataclasses.
+
+Two files are read, the machine-wide one first (what IT deploys), then the user's, whose
+keys override it. A machine-wide ``[policy] locked = ["section.key", ...]`` list makes keys
+that the user's file may not change. Every key has a default; unknown keys and values of
+the wrong type are a :class:`~agent.errors.ConfigError` naming the key and the file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from agent.errors import ConfigError
+from agent.paths import AgentPaths, default_paths
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+
+@dataclass(frozen=True)
+class SiteConfig:
+    #: Prefix of every pseudonym and the first level of delivered paths. Letters, digits, - and _.
+    name: str = "SITE"
+    #: File holding the site secret that keys UIDs, pseudonyms and date shifts. IT deploys the
+    #: same file to every workstation of a site so results link up. Empty: one secret per
+    #: installation, created on first run in the state folder.
+    secret_file: str = ""
+
+
+@dataclass(frozen=True)
+class WatchConfig:
+    folder: str = ""
+    stable_seconds: float = 30.0
+    #: Polling observer instead of OS notifications (network shares).
+    polling: bool = False
+    #: Full rescan period that reconciles events the OS may have lost.
+    rescan_seconds: float = 60.0
+    #: A series still incomplete after this long is quarantined.
+    max_wait_seconds: float = 3600.0
+    #: Opt-in: delete the exported files once their series is delivered and verified.
+    delete_after_delivery: bool = False
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    #: Series processed at once; 0 means the number of cores.
+    workers: int = 0
+
+
+@dataclass(frozen=True)
+class DeidConfig:
+    retain_longitudinal_modified_dates: bool = True
+    retain_patient_characteristics: bool = True
+    clean_descriptors: bool = True
+    retain_safe_private: bool = True
+    #: Modalities / SOP classes that would normally be quarantined as possibly carrying
+    #: identity in their pixels, but that this site accepts (e.g. ["US"]).
+    allow_pixel_identity: tuple[str, ...] = ()
+    #: Largest date shift in days (the per-patient offset is keyed, between 1 and this).
+    max_date_shift_days: int = 3650
+
+
+@dataclass(frozen=True)
+class DefaceConfig:
+    enabled: bool = True
+    #: Localizers and scouts show a face profile; quarantine them unless this is false.
+    quarantine_localizers: bool = True
+    #: Keep a before/after render of every defaced series in the state folder.
+    renders: bool = True
+
+
+@dataclass(frozen=True)
+class TargetConfig:
+    kind: str = "folder"
+    #: Folder target: the outbox.
+    path: str = ""
+    # Azure target ---------------------------------------------------------------
+    container: str = ""
+    connection_string: str = ""
+    account_url: str = ""
+    sas_token: str = ""
+    #: Name of an environment variable / path of a file holding the secret instead.
+    secret_env: str = ""
+    secret_file: str = ""
+    #: Use DefaultAzureCredential (needs the azure-identity extra) with account_url.
+    use_default_credential: bool = False
+    #: Optional Azure Storage Queue notified with the manifest's blob name.
+    queue_name: str = ""
+    concurrency: int = 4
+    #: Upload bandwidth cap in megabits per second; 0 means no cap.
+    max_mbps: float = 0.0
+    block_size_mb: int = 4
+
+
+@dataclass(frozen=True)
+class TrayConfig:
+    notifications: bool = True
+    autostart: bool = False
+
+
+@dataclass(frozen=True)
+class LogConfig:
+    level: str = "INFO"
+
+
+@dataclass(frozen=True)
+class Config:
+    site: SiteConfig = field(default_factory=SiteConfig)
+    watch: WatchConfig = field(default_factory=WatchConfig)
+    pipeline: PipelineConfig = field(default_factory=PipelineConfig)
+    deid: DeidConfig = field(default_factory=DeidConfig)
+    deface: DefaceConfig = field(default_factory=DefaceConfig)
+    target: TargetConfig = field(default_factory=TargetConfig)
+    tray: TrayConfig = field(default_factory=TrayConfig)
+    log: LogConfig = field(default_factory=LogConfig)
+    #: Where the agent keeps its state, logs and config (not a TOML section).
+    paths: AgentPaths = field(default_factory=default_paths)
+    #: The files the configuration was read from, in order (not a TOML section).
+    sources: tuple[str, ...] = ()
+
+    @property
+    def worker_count(self) -> int:
+        return self.pipeline.workers or (os.cpu_count() or 1)
+
+
+_SECTIONS: dict[str, type] = {
+    "site": SiteConfig,
+    "watch": WatchConfig,
+    "pipeline": PipelineConfig,
+    "deid": DeidConfig,
+    "deface": DefaceConfig,
+    "target": TargetConfig,
+    "tray": TrayConfig,
+    "log": LogConfig,
+}
+_TARGET_KINDS = ("folder", "azure")
+_LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+
+
+def read_toml(path: Path) -> dict[str, Any]:
+    """Parse one TOML file, turning syntax errors into a ConfigError naming the file."""
+    try:
+        with open(path, "rb") as fh:
+            return tomllib.load(fh)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML ({exc})") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot be read ({exc.strerror})") from None
+
+
+def _coerce(value: Any, default: Any, key: str, source: str) -> Any:
+    """Check a TOML value against the type of the field's default."""
+    def wrong(expected: str) -> ConfigError:
+        return ConfigError(
+            f"{source}: [{key}] must be {expected}, not {type(value).__name__} {value!r}"
+        )
+
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            raise wrong("true or false")
+        return value
+    if isinstance(default, int):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise wrong("a whole number")
+        return value
+    if isinstance(default, float):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise wrong("a number")
+        return float(value)
+    if isinstance(default, str):
+        if not isinstance(value, str):
+            raise wrong("a string")
+        return value
+    if isinstance(default, tuple):
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise wrong("a list of strings")
+        return tuple(value)
+    raise wrong(type(default).__name__)  # pragma: no cover
+
+
+def _merge(
+    raw: dict[str, Any], source: str, into: dict[str, dict[str, Any]], locked: set[str]
+) -> None:
+    for section, values in raw.items():
+        if section == "policy":
+            continue
+        if section not in _SECTIONS:
+            raise ConfigError(f"{source}: unknown section [{section}]")
+        if not isinstance(values, dict):
+            raise ConfigError(f"{source}: [{section}] must be a table")
+        defaults = _SECTIONS[section]()
+        names = {f.name for f in dataclasses.fields(defaults)}
+        for key, value in values.items():
+            dotted = f"{section}.{key}"
+            if key not in names:
+                raise ConfigError(f"{source}: unknown key {key!r} in [{section}]")
+            if dotted in locked:
+                raise ConfigError(
+                    f"{source}: [{dotted}] is locked by the machine-wide configuration; "
+                    "ask your IT department to change it"
+                )
+            into.setdefault(section, {})[key] = _coerce(
+                value, getattr(defaults, key), dotted, source
+            )
+
+
+def _policy_locks(raw: dict[str, Any], source: str) -> set[str]:
+    policy = raw.get("policy", {})
+    if not isinstance(policy, dict) or set(policy) - {"locked"}:
+        raise ConfigError(f"{source}: [policy] may only hold 'locked'")
+    locked = policy.get("locked", [])
+    if not isinstance(locked, list) or not all(isinstance(k, str) for k in locked):
+        raise ConfigError(f"{source}: [policy.locked] must be a list of 'section.key' strings")
+    return set(locked)
+
+
+def _validate(cfg: Config) -> None:
+    src = cfg.sources[-1] if cfg.sources else "configuration"
+    if cfg.target.kind not in _TARGET_KINDS:
+        raise ConfigError(
+            f"{src}: [target.kind] must be one of {', '.join(_TARGET_KINDS)}, not {cfg.target.kind!r}"
+        )
+    if cfg.log.level.upper() not in _LOG_LEVELS:
+        raise ConfigError(f"{src}: [log.level] must be one of {', '.join(_LOG_LEVELS)}")
+    positive = {
+        "watch.stable_seconds": cfg.watch.stable_seconds,
+        "watch.rescan_seconds": cfg.watch.rescan_seconds,
+        "watch.max_wait_seconds": cfg.watch.max_wait_seconds,
+        "target.concurrency": cfg.target.concurrency,
+        "target.block_size_mb": cfg.target.block_size_mb,
+        "deid.max_date_shift_days": cfg.deid.max_date_shift_days,
+    }
+    for key, value in positive.items():
+        if value <= 0:
+            raise ConfigError(f"{src}: [{key}] must be greater than 0, not {value}")
+    if cfg.pipeline.workers < 0:
+        raise ConfigError(f"{src}: [pipeline.workers] must be 0 (one per core) or more")
+    if cfg.target.max_mbps < 0:
+        raise ConfigError(f"{src}: [target.max_mbps] must be 0 (no cap) or more")
+    name = cfg.site.name
+    if not name or not all(c.isalnum() or c in "-_" for c in name) or len(name) > 32:
+        raise ConfigError(
+            f"{src}: [site.name] must be 1-32 letters, digits, '-' or '_', not {name!r}"
+        )
+
+
+def load_config(
+    user_file: Path | None = None,
+    *,
+    machine_file: Path | None = None,
+    paths: AgentPaths | None = None,
+) -> Config:
+    """Read the machine-wide file (if present), then ``user_file`` (if given and present).
+
+    Missing files are simply skipped (every key has a default); a file named explicitly on
+    the command line must exist, which the caller checks.
+    """
+    paths = paths or default_paths()
+    machine_file = machine_file if machine_file is not None else paths.machine_config
+    sections: dict[str, dict[str, Any]] = {}
+    sources: list[str] = []
+    locked: set[str] = set()
+    if machine_file.is_file():
+        raw = read_toml(machine_file)
+        locked = _policy_locks(raw, str(machine_file))
+        _merge(raw, str(machine_file), sections, set())
+        sources.append(str(machine_file))
+    if user_file is not None and user_file.is_file():
+        raw = read_toml(user_file)
+        if "policy" in raw:
+            raise ConfigError(f"{user_file}: [policy] belongs in the machine-wide configuration")
+        _merge(raw, str(user_file), sections, locked)
+        sources.append(str(user_file))
+    built = {name: cls(**sections.get(name, {})) for name, cls in _SECTIONS.items()}
+    cfg = Config(**built, paths=paths, sources=tuple(sources))
+    _validate(cfg)
+    return cfg
+
+
+def replace(cfg: Config, **sections: Any) -> Config:
+    """A copy of ``cfg`` with whole sections, or ``section_key=value`` pairs, replaced.
+
+    ``replace(cfg, target_path="/out", deface_enabled=False)`` is how the CLI and tests
+    derive variants without writing TOML.
+    """
+    updates: dict[str, dict[str, Any]] = {}
+    direct: dict[str, Any] = {}
+    for name, value in sections.items():
+        if name in _SECTIONS or name in ("paths", "sources"):
+            direct[name] = value
+            continue
+        section, _, key = name.partition("_")
+        if section not in _SECTIONS:
+            raise TypeError(f"unknown config section in {name!r}")
+        updates.setdefault(section, {})[key] = value
+    for section, values in updates.items():
+        direct[section] = dataclasses.replace(getattr(cfg, section), **values)
+    return dataclasses.replace(cfg, **direct)
+
+
+DEFAULT_CONFIG_TEXT = """\
+# Clinic2Cloud configuration. Every key has a default; see README.md for all of them.
+
+[watch]
+# The folder your viewer exports to. Series are picked up when no file changed for
+# stable_seconds and every file is complete.
+folder = "{export}"
+stable_seconds = 30
+
+[target]
+# "folder" delivers into a local folder (no cloud account needed); "azure" uploads to
+# Azure Blob Storage (set container and connection_string, or account_url + sas_token).
+kind = "folder"
+path = "{outbox}"
+
+[deface]
+enabled = true
+"""
+
+
+def write_default_config(path: Path, export: Path, outbox: Path) -> None:
+    """Create a starter config file (atomically) pointing at ``export`` and ``outbox``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = DEFAULT_CONFIG_TEXT.format(
+        export=str(export).replace("\\", "/"), outbox=str(outbox).replace("\\", "/")
+    )
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
