@@ -225,7 +225,8 @@ def _validate(cfg: Config) -> None:
     src = cfg.sources[-1] if cfg.sources else "configuration"
     if cfg.target.kind not in _TARGET_KINDS:
         raise ConfigError(
-            f"{src}: [target.kind] must be one of {', '.join(_TARGET_KINDS)}, not {cfg.target.kind!r}"
+            f"{src}: [target.kind] must be one of {', '.join(_TARGET_KINDS)}, "
+            f"not {cfg.target.kind!r}"
         )
     if cfg.log.level.upper() not in _LOG_LEVELS:
         raise ConfigError(f"{src}: [log.level] must be one of {', '.join(_LOG_LEVELS)}")

@@ -40,7 +40,8 @@ class FolderTarget:
 
     def __init__(self, root: str | Path) -> None:
         if not str(root):
-            raise ConfigError("[target.path] is empty: name the outbox folder for kind = \"folder\"")
+            raise ConfigError(
+                '[target.path] is empty: name the outbox folder for kind = "folder"')
         self.root = Path(root).expanduser()
         self.description = f"folder {self.root}"
 

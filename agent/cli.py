@@ -1,0 +1,294 @@
+"""The ``clinic2cloud`` command. Every subcommand calls the engine through its public API
+(:class:`agent.main.Agent`, :func:`agent.oneshot.process_folder`, :class:`agent.ledger.Ledger`)
+and turns our errors into a one-line message and an exit code."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+import time
+from pathlib import Path
+from types import FrameType
+
+from agent import __version__
+from agent.config import Config, load_config, replace, write_default_config
+from agent.errors import Clinic2CloudError, ConfigError, FatalError
+from agent.paths import default_paths
+
+log = logging.getLogger("clinic2cloud")
+
+
+def _print(text: str = "") -> None:
+    if sys.stdout is not None:  # windowed (frozen) builds have no stdout
+        print(text, flush=True)
+
+
+def _error(text: str) -> None:
+    if sys.stderr is not None:
+        print(f"clinic2cloud: {text}", file=sys.stderr, flush=True)
+
+
+def _load(args: argparse.Namespace, *, create_default: bool = False) -> Config:
+    paths = default_paths()
+    if args.config:
+        path = Path(args.config).expanduser()
+        if not path.is_file():
+            raise ConfigError(f"{path}: the configuration file does not exist")
+        return load_config(path, paths=paths)
+    if create_default and not paths.user_config.exists() and not paths.machine_config.exists():
+        home = Path.home() / "Clinic2Cloud"
+        export, outbox = home / "Export", home / "Outbox"
+        export.mkdir(parents=True, exist_ok=True)
+        outbox.mkdir(parents=True, exist_ok=True)
+        write_default_config(paths.user_config, export, outbox)
+        _print(f"Created a default configuration: {paths.user_config}")
+        _print(f"  Export your series into: {export}")
+        _print(f"  De-identified series appear in: {outbox}")
+    return load_config(paths.user_config, paths=paths)
+
+
+def _check_run_config(cfg: Config) -> None:
+    src = cfg.sources[-1] if cfg.sources else "the configuration"
+    if not cfg.watch.folder:
+        raise ConfigError(f"{src}: [watch.folder] is not set: name the folder your viewer "
+                          "exports to")
+    folder = Path(cfg.watch.folder).expanduser()
+    if not folder.is_dir():
+        raise ConfigError(f"{src}: [watch.folder] {folder} does not exist or is not a folder")
+    if cfg.target.kind == "folder":
+        from agent.sync.folder import FolderTarget
+
+        problems = FolderTarget(cfg.target.path).check()
+        if problems:
+            raise ConfigError(f"{src}: [target.path] {problems[0]}")
+
+
+# -- commands ------------------------------------------------------------------------------
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from agent.logs import setup_logging
+    from agent.main import Agent
+
+    cfg = _load(args, create_default=True)
+    _check_run_config(cfg)
+    setup_logging(cfg.paths.log_dir, cfg.log.level)
+    agent = Agent(cfg)
+    if not args.headless:
+        from agent.tray import run_tray
+
+        return run_tray(agent)
+
+    def _on_signal(signum: int, frame: FrameType | None) -> None:
+        agent.stop()
+
+    signal.signal(signal.SIGTERM, _on_signal)
+    signal.signal(signal.SIGINT, _on_signal)
+    agent.start()
+    _print(f"Clinic2Cloud {__version__} watching {cfg.watch.folder} "
+           f"(target: {agent.target.description}); stop with Ctrl+C")
+    while not agent.wait(0.5):
+        pass
+    return 0
+
+
+def cmd_process(args: argparse.Namespace) -> int:
+    from agent.logs import setup_logging
+    from agent.oneshot import process_folder
+
+    cfg = _load(args)
+    src = Path(args.src).expanduser()
+    if not src.is_dir():
+        raise ConfigError(f"{src}: the source folder does not exist")
+    out = Path(args.out).expanduser()
+    cfg = replace(cfg, target_kind="folder", target_path=str(out))
+    setup_logging(cfg.paths.log_dir, cfg.log.level, console=not args.json)
+    summary = process_folder(cfg, src, out)
+    if args.json:
+        _print(json.dumps(summary.as_dict(), indent=2))
+    else:
+        for o in summary.series:
+            where = o.location if o.state == "delivered" else o.reason
+            _print(f"series {o.series_id}: {o.state} {o.modality} {o.file_count} files  {where}")
+        _print(f"{summary.delivered} delivered, {summary.quarantined} quarantined, "
+               f"{summary.ignored_files} non-DICOM files ignored, {summary.seconds:.1f} s")
+        if not summary.series:
+            _print("no DICOM series found")
+    return 0 if summary.ok else 1
+
+
+def cmd_deface(args: argparse.Namespace) -> int:
+    from agent.deface import deface_path
+
+    cfg = _load(args)
+    report = deface_path(Path(args.input), Path(args.output),
+                         render=Path(args.render) if args.render else None, cfg=cfg.deface)
+    _print(json.dumps(_jsonable(report), indent=2))
+    return 0
+
+
+def _jsonable(obj: object) -> object:
+    import dataclasses
+
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return {k: _jsonable(v) for k, v in dataclasses.asdict(obj).items()}
+    if isinstance(obj, dict):
+        return {k: _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, (str, int, float, bool)) or obj is None:
+        return obj
+    return str(obj)
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from agent.ledger import Ledger
+
+    cfg = _load(args)
+    if not cfg.paths.ledger.exists():
+        _print("The agent has not run yet: no ledger.")
+        return 0
+    ledger = Ledger(cfg.paths.ledger)
+    counts = ledger.counts(since=time.time() - 86400)
+    rows = ledger.recent(args.limit)
+    if args.json:
+        _print(json.dumps({"counts": counts, "recent": [r.__dict__ for r in rows]}, indent=2))
+        return 0
+    _print("  ".join(f"{k}: {v}" for k, v in sorted(counts.items())) or "nothing yet")
+    for r in rows:
+        when = time.strftime("%Y-%m-%d %H:%M", time.localtime(r.updated))
+        _print(f"{r.id:>5} {when} {r.state:<11} {r.modality:<3} {r.patient:<18} "
+               f"{r.location or r.reason}")
+    return 0
+
+
+def cmd_ledger(args: argparse.Namespace) -> int:
+    from agent.ledger import Ledger
+
+    cfg = _load(args)
+    path = Path(args.ledger) if args.ledger else cfg.paths.ledger
+    if not path.exists():
+        raise FatalError(f"{path}: no ledger there")
+    ledger = Ledger(path)
+    if args.action == "verify":
+        problems = ledger.verify_chain()
+        for p in problems:
+            _print(f"TAMPERED: {p}")
+        if problems:
+            return 1
+        _print(f"ledger intact: {len(ledger.audit_rows())} audit rows, head {ledger.head()}")
+        return 0
+    _print(ledger.export(args.format))
+    return 0
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from agent.sync import open_target
+
+    cfg = _load(args)
+    problems: list[str] = []
+    try:
+        _check_run_config(cfg)
+    except ConfigError as exc:
+        problems.append(str(exc))
+    try:
+        target = open_target(cfg)
+        problems += target.check()
+        target.close()
+    except Clinic2CloudError as exc:
+        problems.append(str(exc))
+    for where in (cfg.paths.state_dir, cfg.paths.log_dir):
+        try:
+            where.mkdir(parents=True, exist_ok=True)
+            probe = where / ".probe"
+            probe.write_text("ok")
+            probe.unlink()
+        except OSError as exc:
+            problems.append(f"{where} is not writable ({exc.strerror})")
+    _print(f"configuration: {', '.join(cfg.sources) or 'built-in defaults'}")
+    _print(f"state: {cfg.paths.state_dir}\nlogs: {cfg.paths.log_dir}")
+    for p in problems:
+        _print(f"PROBLEM: {p}")
+    _print("all checks passed" if not problems else f"{len(problems)} problem(s) found")
+    return 0 if not problems else 1
+
+
+def cmd_lookup(args: argparse.Namespace) -> int:
+    from agent.deid import pseudonym_for_patient
+    from agent.keys import site_secret
+
+    cfg = _load(args)
+    key = site_secret(cfg.site.secret_file, cfg.paths.installation_secret)
+    pseudonym = pseudonym_for_patient(cfg.site.name, key, args.patient_id)
+    _print(f"pseudonym: {pseudonym}")
+    if cfg.paths.ledger.exists():
+        from agent.ledger import Ledger
+
+        for r in Ledger(cfg.paths.ledger).for_patient(pseudonym):
+            when = time.strftime("%Y-%m-%d %H:%M", time.localtime(r.updated))
+            _print(f"  series {r.id} {when} {r.state} {r.modality} {r.location or r.reason}")
+    return 0
+
+
+# -- parser --------------------------------------------------------------------------------
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="clinic2cloud",
+        description="De-identify and deface brain MRI exports and deliver them to the cloud.")
+    parser.add_argument("--version", action="version", version=f"clinic2cloud {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def add(name: str, help_: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_)
+        p.add_argument("--config", help="configuration file (TOML)")
+        return p
+
+    p = add("run", "watch the export folder and deliver series until stopped")
+    p.add_argument("--headless", action="store_true", help="no tray icon (servers, tests)")
+    p.set_defaults(func=cmd_run)
+    p = add("process", "run every series under SRC through the pipeline into DIR, then exit")
+    p.add_argument("src")
+    p.add_argument("--out", required=True)
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.set_defaults(func=cmd_process)
+    p = add("deface", "deface one volume (DICOM series folder or NIfTI file)")
+    p.add_argument("input")
+    p.add_argument("output")
+    p.add_argument("--render", help="write a before/after face render (PNG)")
+    p.set_defaults(func=cmd_deface)
+    p = add("status", "queue, recent deliveries and quarantine")
+    p.add_argument("--limit", type=int, default=20)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_status)
+    p = add("ledger", "verify or export the audit ledger")
+    p.add_argument("action", choices=["verify", "export"])
+    p.add_argument("--format", choices=["csv", "json"], default="json")
+    p.add_argument("--ledger", help="ledger file (default: this user's)")
+    p.set_defaults(func=cmd_ledger)
+    p = add("doctor", "check the configuration, the folders and the target end to end")
+    p.set_defaults(func=cmd_doctor)
+    p = add("lookup", "the pseudonym and deliveries of a patient, computed from the site key")
+    p.add_argument("--patient-id", required=True)
+    p.set_defaults(func=cmd_lookup)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except FatalError as exc:
+        _error(str(exc))
+        return exc.exit_code
+    except Clinic2CloudError as exc:
+        _error(str(exc))
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,366 @@
+"""The local ledger: series states, the files they were made of, and the audit log.
+
+SQLite in WAL mode, one connection guarded by a lock (the agent's few threads write
+rarely, in short transactions). The audit log is append-only - triggers refuse UPDATE and
+DELETE - and hash-chained: every row carries the SHA-256 of the previous row, so
+``clinic2cloud ledger verify`` detects an edited or removed row.
+
+Nothing here is PHI: series are known by a keyed hash of their UIDs, files by a keyed hash
+of their export path, patients by their pseudonym.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import sqlite3
+import threading
+import time
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from agent.errors import FatalError
+
+GENESIS = "0" * 64
+
+#: Series states, in the order a series moves through them.
+DETECTED, STABLE, STAGED, PROCESSED, VERIFIED, DELIVERED, QUARANTINED = (
+    "detected", "stable", "staged", "processed", "verified", "delivered", "quarantined",
+)
+#: States in which a series still has work to do after a restart.
+UNFINISHED = (STAGED, PROCESSED, VERIFIED)
+FINAL = (DELIVERED, QUARANTINED)
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS series (
+    id INTEGER PRIMARY KEY,
+    key TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    state TEXT NOT NULL,
+    reason TEXT NOT NULL DEFAULT '',
+    code TEXT NOT NULL DEFAULT '',
+    created REAL NOT NULL,
+    updated REAL NOT NULL,
+    file_count INTEGER NOT NULL DEFAULT 0,
+    modality TEXT NOT NULL DEFAULT '',
+    patient TEXT NOT NULL DEFAULT '',
+    study TEXT NOT NULL DEFAULT '',
+    series TEXT NOT NULL DEFAULT '',
+    content_sha256 TEXT NOT NULL DEFAULT '',
+    location TEXT NOT NULL DEFAULT '',
+    render TEXT NOT NULL DEFAULT '',
+    attempts INTEGER NOT NULL DEFAULT 0,
+    UNIQUE (key, version)
+);
+CREATE INDEX IF NOT EXISTS series_state ON series(state);
+CREATE INDEX IF NOT EXISTS series_patient ON series(patient);
+CREATE TABLE IF NOT EXISTS files (
+    series_id INTEGER NOT NULL REFERENCES series(id),
+    path_hash TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    mtime_ns INTEGER NOT NULL,
+    PRIMARY KEY (series_id, path_hash)
+);
+CREATE INDEX IF NOT EXISTS files_path ON files(path_hash);
+CREATE TABLE IF NOT EXISTS audit (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    ts REAL NOT NULL,
+    series_id INTEGER,
+    event TEXT NOT NULL,
+    detail TEXT NOT NULL,
+    prev_hash TEXT NOT NULL,
+    hash TEXT NOT NULL
+);
+CREATE TRIGGER IF NOT EXISTS audit_no_update BEFORE UPDATE ON audit
+BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
+CREATE TRIGGER IF NOT EXISTS audit_no_delete BEFORE DELETE ON audit
+BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
+CREATE TABLE IF NOT EXISTS settings (
+    name TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+"""
+
+
+@dataclass(frozen=True)
+class SeriesRow:
+    id: int
+    key: str
+    version: int
+    state: str
+    reason: str
+    code: str
+    created: float
+    updated: float
+    file_count: int
+    modality: str
+    patient: str
+    study: str
+    series: str
+    content_sha256: str
+    location: str
+    render: str
+    attempts: int
+
+
+@dataclass(frozen=True)
+class AuditRow:
+    seq: int
+    ts: float
+    series_id: int | None
+    event: str
+    detail: str
+    prev_hash: str
+    hash: str
+
+
+def _row_hash(prev: str, seq: int, ts: float, series_id: int | None, event: str,
+              detail: str) -> str:
+    text = f"{prev}|{seq}|{ts!r}|{'' if series_id is None else series_id}|{event}|{detail}"
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+class Ledger:
+    """The agent's SQLite ledger. Thread-safe; every method is one short transaction."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None,
+                                       timeout=30)
+            self._db.row_factory = sqlite3.Row
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.executescript(_SCHEMA)
+        except (sqlite3.Error, OSError) as exc:
+            raise FatalError(
+                f"the ledger {path} cannot be opened ({exc}); check that the folder is "
+                "writable and the disk is not full"
+            ) from None
+        self._lock = threading.RLock()
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            else:
+                self._db.execute("COMMIT")
+
+    # -- audit log -------------------------------------------------------------------------
+
+    def _append(self, db: sqlite3.Connection, series_id: int | None, event: str,
+                detail: dict[str, Any] | None = None) -> None:
+        last = db.execute("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1").fetchone()
+        prev, seq = (last["hash"], last["seq"] + 1) if last else (GENESIS, 1)
+        text = json.dumps(detail or {}, sort_keys=True)
+        ts = round(time.time(), 6)
+        h = _row_hash(prev, seq, ts, series_id, event, text)
+        db.execute(
+            "INSERT INTO audit (seq, ts, series_id, event, detail, prev_hash, hash) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (seq, ts, series_id, event, text, prev, h),
+        )
+
+    def audit(self, event: str, series_id: int | None = None, **detail: Any) -> None:
+        """Append one event to the audit log. ``detail`` must hold no PHI."""
+        with self._tx() as db:
+            self._append(db, series_id, event, detail)
+
+    def head(self) -> str:
+        """The hash of the newest audit row: the chain's head, quoted in manifests."""
+        with self._lock:
+            row = self._db.execute("SELECT hash FROM audit ORDER BY seq DESC LIMIT 1").fetchone()
+        return row["hash"] if row else GENESIS
+
+    def audit_rows(self) -> list[AuditRow]:
+        with self._lock:
+            rows = self._db.execute("SELECT * FROM audit ORDER BY seq").fetchall()
+        return [AuditRow(**dict(r)) for r in rows]
+
+    def verify_chain(self) -> list[str]:
+        """Problems in the hash chain (empty when intact)."""
+        problems = []
+        prev = GENESIS
+        expected_seq = 1
+        for row in self.audit_rows():
+            if row.seq != expected_seq:
+                problems.append(f"row {expected_seq} is missing (next row is {row.seq})")
+            if row.prev_hash != prev:
+                problems.append(f"row {row.seq} does not follow the row before it")
+            h = _row_hash(row.prev_hash, row.seq, row.ts, row.series_id, row.event, row.detail)
+            if h != row.hash:
+                problems.append(f"row {row.seq} was altered after it was written")
+            prev, expected_seq = row.hash, row.seq + 1
+        return problems
+
+    # -- series ----------------------------------------------------------------------------
+
+    def _get(self, db: sqlite3.Connection, series_id: int) -> SeriesRow:
+        row = db.execute("SELECT * FROM series WHERE id = ?", (series_id,)).fetchone()
+        if row is None:
+            raise KeyError(series_id)
+        return SeriesRow(**dict(row))
+
+    def get(self, series_id: int) -> SeriesRow:
+        with self._lock:
+            return self._get(self._db, series_id)
+
+    def open_version(self, key: str, files: Iterable[tuple[str, int, int]]) -> SeriesRow:
+        """Record a stable series ready to be staged: a new version of ``key``, or the
+        unfinished one left by a crash before staging. ``files`` are
+        (path hash, size, mtime_ns)."""
+        files = list(files)
+        now = time.time()
+        with self._tx() as db:
+            row = db.execute(
+                "SELECT * FROM series WHERE key = ? AND state IN (?, ?) ORDER BY version DESC",
+                (key, DETECTED, STABLE),
+            ).fetchone()
+            if row is None:
+                top = db.execute("SELECT MAX(version) FROM series WHERE key = ?",
+                                 (key,)).fetchone()[0]
+                cur = db.execute(
+                    "INSERT INTO series (key, version, state, created, updated, file_count) "
+                    "VALUES (?, ?, ?, ?, ?, ?)",
+                    (key, (top or 0) + 1, STABLE, now, now, len(files)),
+                )
+                series_id = int(cur.lastrowid or 0)
+            else:
+                series_id = row["id"]
+                db.execute("DELETE FROM files WHERE series_id = ?", (series_id,))
+                db.execute("UPDATE series SET state = ?, updated = ?, file_count = ? "
+                           "WHERE id = ?", (STABLE, now, len(files), series_id))
+            db.executemany(
+                "INSERT INTO files (series_id, path_hash, size, mtime_ns) VALUES (?, ?, ?, ?)",
+                [(series_id, p, s, m) for p, s, m in files],
+            )
+            created = self._get(db, series_id)
+            self._append(db, series_id, "stable", {"series": key, "version": created.version,
+                                                   "files": len(files)})
+        return created
+
+    def set_state(self, series_id: int, state: str, *, reason: str = "", code: str = "",
+                  **fields: Any) -> SeriesRow:
+        """Move a series to ``state``, with an audit row. ``fields`` update columns."""
+        allowed = {"modality", "patient", "study", "series", "content_sha256", "location",
+                   "render", "attempts", "file_count"}
+        bad = set(fields) - allowed
+        if bad:
+            raise TypeError(f"unknown series fields {bad}")
+        sets = ", ".join(f"{k} = ?" for k in fields)
+        with self._tx() as db:
+            db.execute(
+                f"UPDATE series SET state = ?, reason = ?, code = ?, updated = ?"
+                f"{', ' + sets if sets else ''} WHERE id = ?",
+                (state, reason, code, time.time(), *fields.values(), series_id),
+            )
+            detail: dict[str, Any] = {k: v for k, v in fields.items() if k != "render"}
+            if reason:
+                detail["reason"] = reason
+            if code:
+                detail["code"] = code
+            self._append(db, series_id, state, detail)
+            return self._get(db, series_id)
+
+    def bump_attempts(self, series_id: int) -> int:
+        with self._tx() as db:
+            db.execute("UPDATE series SET attempts = attempts + 1 WHERE id = ?", (series_id,))
+            return int(self._get(db, series_id).attempts)
+
+    def in_state(self, *states: str) -> list[SeriesRow]:
+        marks = ",".join("?" * len(states))
+        with self._lock:
+            rows = self._db.execute(
+                f"SELECT * FROM series WHERE state IN ({marks}) ORDER BY id", states
+            ).fetchall()
+        return [SeriesRow(**dict(r)) for r in rows]
+
+    def recent(self, limit: int = 50) -> list[SeriesRow]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT * FROM series ORDER BY updated DESC, id DESC LIMIT ?", (limit,)
+            ).fetchall()
+        return [SeriesRow(**dict(r)) for r in rows]
+
+    def for_patient(self, pseudonym: str) -> list[SeriesRow]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT * FROM series WHERE patient = ? ORDER BY id", (pseudonym,)
+            ).fetchall()
+        return [SeriesRow(**dict(r)) for r in rows]
+
+    def delivered_content(self, key: str) -> dict[str, str]:
+        """content hash -> location of every delivered version of series ``key``."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT content_sha256, location FROM series WHERE key = ? AND state = ?",
+                (key, DELIVERED),
+            ).fetchall()
+        return {r["content_sha256"]: r["location"] for r in rows if r["content_sha256"]}
+
+    def counts(self, since: float = 0.0) -> dict[str, int]:
+        """How many series are in each state (delivered ones only if updated after ``since``)."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT state, COUNT(*) AS n FROM series "
+                "WHERE state != ? OR updated >= ? GROUP BY state",
+                (DELIVERED, since),
+            ).fetchall()
+        return {r["state"]: r["n"] for r in rows}
+
+    # -- files -----------------------------------------------------------------------------
+
+    def handled_files(self) -> dict[str, tuple[int, int, str]]:
+        """path hash -> (size, mtime_ns, series key) of every file already taken into a
+        series version: the watcher skips these unless they change."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT f.path_hash, f.size, f.mtime_ns, s.key FROM files f "
+                "JOIN series s ON s.id = f.series_id "
+                "WHERE s.state NOT IN (?, ?) ORDER BY f.series_id",
+                (DETECTED, STABLE),
+            ).fetchall()
+        return {r["path_hash"]: (r["size"], r["mtime_ns"], r["key"]) for r in rows}
+
+    # -- settings --------------------------------------------------------------------------
+
+    def setting(self, name: str, default: str = "") -> str:
+        with self._lock:
+            row = self._db.execute("SELECT value FROM settings WHERE name = ?",
+                                   (name,)).fetchone()
+        return row["value"] if row else default
+
+    def set_setting(self, name: str, value: str) -> None:
+        with self._tx() as db:
+            db.execute("INSERT INTO settings (name, value) VALUES (?, ?) "
+                       "ON CONFLICT(name) DO UPDATE SET value = excluded.value", (name, value))
+
+    # -- export ----------------------------------------------------------------------------
+
+    def export(self, fmt: str) -> str:
+        """The series table and the audit log as JSON, or the audit log as CSV."""
+        audit = [r.__dict__ for r in self.audit_rows()]
+        if fmt == "json":
+            with self._lock:
+                series = [dict(r) for r in self._db.execute("SELECT * FROM series ORDER BY id")]
+            return json.dumps({"series": series, "audit": audit, "head": self.head()}, indent=2)
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=list(AuditRow.__dataclass_fields__))
+        writer.writeheader()
+        writer.writerows(audit)
+        return buf.getvalue()

@@ -1,0 +1,118 @@
+"""``clinic2cloud process SRC --out DIR``: every series under SRC through the pipeline, once.
+
+The same pipeline as the agent, without waiting for stability: the files are taken as
+they are, and a series with an incomplete file is quarantined. Work area and ledger live
+in a temporary folder; the keys are the installation's, so pseudonyms match the agent's.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tempfile
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from agent.config import Config
+from agent.dicomfiles import is_complete, read_header
+from agent.errors import CredentialsError, SeriesProblem, TargetUnavailable
+from agent.keys import installation_secret, keyed_hash, site_secret
+from agent.ledger import STAGED, Ledger
+from agent.pipeline import Outcome, Pipeline, build_stages
+from agent.series import FileState
+from agent.sync.folder import FolderTarget
+from agent.watcher import scan_folder
+from agent.work import Stage
+
+
+@dataclass
+class Summary:
+    series: list[Outcome] = field(default_factory=list)
+    ignored_files: int = 0
+    seconds: float = 0.0
+
+    @property
+    def delivered(self) -> int:
+        return sum(o.state == "delivered" for o in self.series)
+
+    @property
+    def quarantined(self) -> int:
+        return sum(o.state == "quarantined" for o in self.series)
+
+    @property
+    def ok(self) -> bool:
+        return bool(self.series) and self.delivered == len(self.series)
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "ok": self.ok,
+            "delivered": self.delivered,
+            "quarantined": self.quarantined,
+            "failed": len(self.series) - self.delivered - self.quarantined,
+            "ignored_files": self.ignored_files,
+            "seconds": round(self.seconds, 3),
+            "series": [dataclasses.asdict(o) for o in self.series],
+        }
+
+
+def group_series(src: Path, series_key: object) -> tuple[dict[str, dict[str, FileState]], int]:
+    """Files under ``src`` grouped by series key; and how many were not DICOM images."""
+    groups: dict[str, dict[str, FileState]] = {}
+    ignored = 0
+    for path, state in sorted(scan_folder(src).items()):
+        try:
+            header = read_header(Path(path))
+        except OSError:
+            header = None
+        if header is None:
+            ignored += 1
+            continue
+        key = series_key(header.study_uid, header.series_uid)  # type: ignore[operator]
+        groups.setdefault(key, {})[path] = state
+    return groups, ignored
+
+
+def process_folder(cfg: Config, src: Path, out: Path,
+                   stages: Sequence[Stage] | None = None) -> Summary:
+    started = time.monotonic()
+    install_key = installation_secret(cfg.paths.installation_secret)
+    site_key = site_secret(cfg.site.secret_file, cfg.paths.installation_secret)
+    with tempfile.TemporaryDirectory(prefix="clinic2cloud-") as tmp:
+        paths = dataclasses.replace(cfg.paths, state_dir=Path(tmp))
+        run_cfg = dataclasses.replace(cfg, paths=paths)
+        ledger = Ledger(paths.ledger)
+        pipeline = Pipeline(run_cfg, ledger, FolderTarget(out),
+                            stages if stages is not None else build_stages(run_cfg, site_key),
+                            install_key)
+        groups, ignored = group_series(
+            src, lambda study, series: keyed_hash(install_key, "series", study, series))
+        summary = Summary(ignored_files=ignored)
+
+        def one(item: tuple[str, dict[str, FileState]]) -> Outcome:
+            key, files = item
+            if not all(is_complete(Path(p)) for p in files):
+                row = ledger.open_version(key, [(pipeline.path_hash(p), s.size, s.mtime_ns)
+                                                for p, s in files.items()])
+                row = pipeline.quarantine(row.id, SeriesProblem(
+                    "a file of the series is incomplete or damaged; export it again",
+                    code="incomplete"))
+                return Pipeline._outcome(row)
+            row = pipeline.stage(key, files)
+            if row.state != STAGED:
+                return Pipeline._outcome(row)
+            try:
+                return pipeline.process(row.id)
+            except (TargetUnavailable, CredentialsError) as exc:
+                return Outcome(series_id=row.id, state="failed", reason=str(exc),
+                               code="target")
+
+        with ThreadPoolExecutor(cfg.worker_count, thread_name_prefix="series-worker") as pool:
+            summary.series = list(pool.map(one, sorted(groups.items())))
+        ledger.close()
+    summary.seconds = time.monotonic() - started
+    return summary
+
+
+__all__ = ["Summary", "process_folder"]

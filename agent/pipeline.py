@@ -1,0 +1,294 @@
+"""What happens to one series, top to bottom: stage, de-identify, deface, verify, deliver.
+
+Every step is persisted in the ledger before the next begins, so a crash or kill -9 at any
+moment leaves a state to resume from: a ``staged`` series is processed again from its
+staged copy (processing is deterministic), a ``verified`` one is delivered from the
+outputs it left (``ready.json``), and the target recognises content it already holds.
+
+The processing stages are pluggable (:class:`~agent.work.Stage`), but the pipeline refuses
+to run without the de-identification and verification stages: no series is ever delivered
+without them.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from agent.config import Config
+from agent.errors import DefaceFailed, FatalError, SeriesProblem
+from agent.keys import keyed_hash
+from agent.ledger import (
+    DELIVERED,
+    PROCESSED,
+    QUARANTINED,
+    STAGED,
+    VERIFIED,
+    Ledger,
+    SeriesRow,
+)
+from agent.series import FileState
+from agent.sync.base import Delivery, DeliveryFile, Target
+from agent.sync.manifest import build_manifest, content_digest, describe_files
+from agent.work import SeriesWork, Stage
+
+log = logging.getLogger(__name__)
+
+REQUIRED_STAGES = ("deidentify", "verify")
+
+
+class Interrupted(Exception):
+    """The agent is shutting down; the series resumes from its persisted state next time."""
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How one series ended (for the one-shot summary and notifications). No PHI."""
+
+    series_id: int
+    state: str
+    reason: str = ""
+    code: str = ""
+    location: str = ""
+    file_count: int = 0
+    modality: str = ""
+    patient: str = ""
+
+
+def build_stages(cfg: Config, site_secret: bytes) -> list[Stage]:
+    """The standard stages: de-identify, deface (when enabled), verify."""
+    from agent.deid import DeidStage, VerifyStage
+
+    stages: list[Stage] = [DeidStage(cfg, site_secret)]
+    if cfg.deface.enabled:
+        from agent.deface import DefaceStage
+
+        stages.append(DefaceStage(cfg))
+    stages.append(VerifyStage(cfg))
+    return stages
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+class Pipeline:
+    """Moves series through their states. Thread-safe: workers call :meth:`process`
+    concurrently for different series."""
+
+    def __init__(self, cfg: Config, ledger: Ledger, target: Target, stages: Sequence[Stage],
+                 installation_key: bytes) -> None:
+        names = [s.name for s in stages]
+        missing = [n for n in REQUIRED_STAGES if n not in names]
+        if missing:
+            raise FatalError(f"refusing to run without the {', '.join(missing)} stage")
+        self.cfg = cfg
+        self.ledger = ledger
+        self.target = target
+        self.stages = list(stages)
+        self._key = installation_key
+        self.work_root = cfg.paths.work
+        self.quarantine_root = cfg.paths.quarantine
+
+    # -- paths -----------------------------------------------------------------------------
+
+    def path_hash(self, path: str | Path) -> str:
+        """Keyed hash of an export path: export paths often hold patient names."""
+        return keyed_hash(self._key, "path", str(path))
+
+    def workdir(self, series_id: int) -> Path:
+        return self.work_root / str(series_id)
+
+    def staged_files(self, series_id: int) -> list[Path]:
+        return sorted((self.workdir(series_id) / "source").glob("*.dcm"))
+
+    # -- 1. stage --------------------------------------------------------------------------
+
+    def stage(self, key: str, files: Mapping[str, FileState]) -> SeriesRow:
+        """Copy a stable series out of the export folder into the work area."""
+        row = self.ledger.open_version(
+            key, [(self.path_hash(p), st.size, st.mtime_ns) for p, st in files.items()]
+        )
+        source = self.workdir(row.id) / "source"
+        if source.exists():
+            shutil.rmtree(source)
+        partial = source.with_name("source.partial")
+        shutil.rmtree(partial, ignore_errors=True)
+        partial.mkdir(parents=True)
+        try:
+            for n, path in enumerate(sorted(files)):
+                shutil.copyfile(path, partial / f"{n:06d}.dcm")
+        except OSError as exc:
+            shutil.rmtree(partial, ignore_errors=True)
+            return self.quarantine(
+                row.id, SeriesProblem(
+                    f"a file of the series could not be copied from the export folder "
+                    f"({exc.strerror}); export the series again", code="unreadable"))
+        os.replace(partial, source)
+        return self.ledger.set_state(row.id, STAGED)
+
+    # -- 2..4. process, verify, deliver ----------------------------------------------------
+
+    def process(self, series_id: int, should_stop: Callable[[], bool] = lambda: False) -> Outcome:
+        """Run a staged series to its end: delivered or quarantined.
+
+        Raises :class:`~agent.errors.TargetUnavailable` / :class:`~agent.errors.CredentialsError`
+        (the series keeps its state and is retried) and :class:`Interrupted`.
+        """
+        row = self.ledger.get(series_id)
+        if row.state in (DELIVERED, QUARANTINED):
+            return self._outcome(row)
+        self.ledger.bump_attempts(series_id)
+        workdir = self.workdir(series_id)
+        ready = workdir / "ready.json"
+        try:
+            if row.state != VERIFIED or not ready.is_file():
+                self._run_stages(row, should_stop)
+            if should_stop():
+                raise Interrupted
+            return self._deliver(series_id, json.loads(ready.read_text(encoding="utf-8")))
+        except SeriesProblem as problem:
+            return self._outcome(self.quarantine(series_id, problem))
+
+    def _run_stages(self, row: SeriesRow, should_stop: Callable[[], bool]) -> None:
+        workdir = self.workdir(row.id)
+        out = workdir / "out"
+        shutil.rmtree(out, ignore_errors=True)
+        out.mkdir(parents=True)
+        sources = self.staged_files(row.id)
+        if not sources:
+            raise SeriesProblem("the staged copy of the series is missing; export it again",
+                                code="missing")
+        work = SeriesWork(key=row.key, version=row.version, source_files=sources, workdir=out)
+        for stage in self.stages:
+            if should_stop():
+                raise Interrupted
+            if stage.name == "verify":
+                self.ledger.set_state(row.id, PROCESSED, modality=work.modality,
+                                      patient=work.patient_pseudonym,
+                                      study=work.study_pseudonym, series=work.series_pseudonym)
+            try:
+                stage(work)
+            except (SeriesProblem, Interrupted):
+                raise
+            except Exception as exc:  # a bug or a library error not converted: fail closed
+                log.exception("stage %s failed on series %s", stage.name, row.id)
+                raise SeriesProblem(
+                    f"the {stage.name} step failed unexpectedly ({type(exc).__name__}); "
+                    "the series was kept back. Please send the log folder to support.",
+                    code="internal") from None
+        self._write_ready(row, work)
+
+    def _write_ready(self, row: SeriesRow, work: SeriesWork) -> None:
+        """Persist the verified outputs: a restart delivers them without reprocessing."""
+        if not work.patient_pseudonym or not work.series_pseudonym:
+            raise SeriesProblem("de-identification did not name the series; kept back",
+                                code="internal")
+        if work.render is not None and work.render.is_file():
+            self.cfg.paths.renders.mkdir(parents=True, exist_ok=True)
+            render = self.cfg.paths.renders / f"{row.id}.png"
+            shutil.copyfile(work.render, render)
+        else:
+            render = None
+        files = [{"path": f.name, "local": str(f)} for f in sorted(work.files)]
+        ready = {
+            "series_path": f"{self.cfg.site.name}/{work.destination}",
+            "files": files,
+            "manifest": {
+                "site": self.cfg.site.name,
+                "patient": work.patient_pseudonym,
+                "study": work.study_pseudonym,
+                "series": work.series_pseudonym,
+                "modality": work.modality,
+                "deidentification_codes": sorted(set(work.codes)),
+                "defaced": work.defaced,
+            },
+        }
+        _atomic_write(self.workdir(row.id) / "ready.json", json.dumps(ready).encode())
+        self.ledger.set_state(row.id, VERIFIED, file_count=len(files), modality=work.modality,
+                              patient=work.patient_pseudonym, study=work.study_pseudonym,
+                              series=work.series_pseudonym,
+                              render=str(render) if render else "")
+
+    def _deliver(self, series_id: int, ready: dict) -> Outcome:
+        row = self.ledger.get(series_id)
+        files: tuple[DeliveryFile, ...] = describe_files(
+            [(f["path"], Path(f["local"])) for f in ready["files"]]
+        )
+        digest = content_digest(files)
+        earlier = self.ledger.delivered_content(row.key)
+        if digest in earlier:
+            done = self.ledger.set_state(
+                series_id, DELIVERED, reason="identical to an earlier delivery; nothing sent",
+                content_sha256=digest, location=earlier[digest])
+            self._cleanup(series_id)
+            return self._outcome(done)
+        manifest = build_manifest(files, ledger_head=self.ledger.head(),
+                                  **ready["manifest"], version=row.version)
+        delivery = Delivery(series_key=row.key, series_path=ready["series_path"],
+                            version=row.version, files=files, manifest=manifest)
+        receipt = self.target.deliver(delivery)
+        done = self.ledger.set_state(series_id, DELIVERED, content_sha256=digest,
+                                     location=receipt.location)
+        self.ledger.audit("confirmed", series_id, bytes=receipt.bytes_sent,
+                          already_present=receipt.already_present)
+        self._cleanup(series_id)
+        return self._outcome(done)
+
+    # -- quarantine ------------------------------------------------------------------------
+
+    def quarantine(self, series_id: int, problem: SeriesProblem) -> SeriesRow:
+        """Keep the staged copy locally (it is the clinic's own data) and record why."""
+        qdir = self.quarantine_root / str(series_id)
+        source = self.workdir(series_id) / "source"
+        try:
+            if source.is_dir():
+                shutil.rmtree(qdir, ignore_errors=True)
+                qdir.parent.mkdir(parents=True, exist_ok=True)
+                shutil.move(str(source), str(qdir))
+            qdir.mkdir(parents=True, exist_ok=True)
+            _atomic_write(qdir / "reason.txt", f"{problem.code}: {problem}\n".encode())
+            render = self.workdir(series_id) / "out" / "render.png"
+            if isinstance(problem, DefaceFailed) and render.is_file():
+                shutil.copyfile(render, qdir / "render.png")
+        except OSError:
+            log.exception("could not move series %s to quarantine", series_id)
+        shutil.rmtree(self.workdir(series_id), ignore_errors=True)
+        log.warning("series %s quarantined: %s", series_id, problem)
+        return self.ledger.set_state(series_id, QUARANTINED, reason=str(problem),
+                                     code=problem.code)
+
+    def requeue(self, series_id: int) -> SeriesRow:
+        """Put a quarantined series back to ``staged`` (the tray's Retry)."""
+        row = self.ledger.get(series_id)
+        if row.state != QUARANTINED:
+            return row
+        qdir = self.quarantine_root / str(series_id)
+        if not any(qdir.glob("*.dcm")):
+            raise SeriesProblem("the quarantined copy is gone; export the series again",
+                                code="missing")
+        source = self.workdir(series_id) / "source"
+        shutil.rmtree(source, ignore_errors=True)
+        source.mkdir(parents=True)
+        for f in qdir.glob("*.dcm"):
+            shutil.copyfile(f, source / f.name)
+        return self.ledger.set_state(series_id, STAGED, reason="retried by the user")
+
+    def _cleanup(self, series_id: int) -> None:
+        shutil.rmtree(self.workdir(series_id), ignore_errors=True)
+
+    @staticmethod
+    def _outcome(row: SeriesRow) -> Outcome:
+        return Outcome(series_id=row.id, state=row.state, reason=row.reason, code=row.code,
+                       location=row.location, file_count=row.file_count,
+                       modality=row.modality, patient=row.patient)

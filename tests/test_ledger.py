@@ -1,0 +1,67 @@
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from agent.ledger import DELIVERED, QUARANTINED, STAGED, Ledger
+
+
+@pytest.fixture
+def ledger(tmp_path: Path) -> Ledger:
+    return Ledger(tmp_path / "ledger.sqlite3")
+
+
+def test_versions_and_states(ledger: Ledger) -> None:
+    a = ledger.open_version("k1", [("h1", 10, 1), ("h2", 10, 1)])
+    assert (a.version, a.state, a.file_count) == (1, "stable", 2)
+    ledger.set_state(a.id, DELIVERED, content_sha256="c1", location="x/y")
+    b = ledger.open_version("k1", [("h3", 10, 1)])
+    assert b.version == 2
+    assert ledger.delivered_content("k1") == {"c1": "x/y"}
+    assert set(ledger.handled_files()) == {"h1", "h2"}  # b is not staged yet
+
+
+def test_unstaged_version_is_reused_after_crash(ledger: Ledger) -> None:
+    a = ledger.open_version("k", [("h1", 1, 1)])
+    b = ledger.open_version("k", [("h1", 1, 1), ("h2", 1, 1)])
+    assert a.id == b.id and b.version == 1 and b.file_count == 2
+
+
+def test_chain_verifies_and_detects_edits(ledger: Ledger, tmp_path: Path) -> None:
+    row = ledger.open_version("k", [("h", 1, 1)])
+    ledger.set_state(row.id, STAGED)
+    ledger.set_state(row.id, QUARANTINED, reason="burned-in annotation", code="identity-risk")
+    assert ledger.verify_chain() == []
+    head = ledger.head()
+    assert len(head) == 64
+    ledger.close()
+
+    db = sqlite3.connect(tmp_path / "ledger.sqlite3")
+    with pytest.raises(sqlite3.DatabaseError, match="append-only"):
+        db.execute("UPDATE audit SET detail = '{}' WHERE seq = 2")
+    with pytest.raises(sqlite3.DatabaseError, match="append-only"):
+        db.execute("DELETE FROM audit WHERE seq = 2")
+    # An attacker who drops the trigger can edit a row, but the chain gives it away.
+    db.execute("DROP TRIGGER audit_no_update")
+    db.execute("UPDATE audit SET detail = '{\"reason\": \"edited\"}' WHERE seq = 2")
+    db.commit()
+    db.close()
+    problems = Ledger(tmp_path / "ledger.sqlite3").verify_chain()
+    assert problems and "row 2 was altered" in problems[0]
+
+
+def test_wal_mode_and_export(ledger: Ledger) -> None:
+    mode = ledger._db.execute("PRAGMA journal_mode").fetchone()[0]
+    assert mode == "wal"
+    ledger.audit("agent-started")
+    assert '"event": "agent-started"' in ledger.export("json")
+    assert ledger.export("csv").splitlines()[0].startswith("seq,ts,series_id,event")
+
+
+def test_settings_roundtrip(ledger: Ledger) -> None:
+    assert ledger.setting("paused_until") == ""
+    ledger.set_setting("paused_until", "0.0")
+    ledger.set_setting("paused_until", "12.5")
+    assert ledger.setting("paused_until") == "12.5"
