@@ -9,8 +9,11 @@ closed yet, however long it has been quiet.
 from __future__ import annotations
 
 import os
+import struct
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import pydicom
 from pydicom.errors import InvalidDicomError
@@ -18,8 +21,6 @@ from pydicom.errors import InvalidDicomError
 #: Media Storage Directory Storage: DICOMDIR files index a media set and carry patient
 #: names; they are never processed as images.
 MEDIA_DIRECTORY_SOP_CLASS = "1.2.840.10008.1.3.10"
-_SEQUENCE_DELIMITER_LE = b"\xfe\xff\xdd\xe0\x00\x00\x00\x00"
-_SEQUENCE_DELIMITER_BE = b"\xff\xfe\xe0\xdd\x00\x00\x00\x00"
 
 
 @dataclass(frozen=True)
@@ -68,28 +69,82 @@ def _expected_native_length(ds: pydicom.Dataset) -> int:
     return (total_bits + 7) // 8
 
 
+def _pixel_value_header(fh: BinaryIO, explicit: bool, little: bool) -> tuple[int, int] | None:
+    """At the Pixel Data tag: (header length, value length) or None if it is not there."""
+    raw = fh.read(12 if explicit else 8)
+    order = "<" if little else ">"
+    if len(raw) < 8:
+        return None
+    group, elem = struct.unpack(order + "HH", raw[:4])
+    if (group, elem) != (0x7FE0, 0x0010):
+        return None
+    if explicit:
+        if len(raw) < 12:
+            return None
+        if raw[4:6] in (b"OB", b"OW", b"OF", b"OD", b"OL", b"OV", b"UN"):
+            return 12, struct.unpack(order + "I", raw[8:12])[0]
+        return 8, struct.unpack(order + "H", raw[6:8])[0]
+    return 8, struct.unpack(order + "I", raw[4:8])[0]
+
+
+_LONG_VRS = {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR",
+              b"UT", b"UV"}
+
+
+def _tail_is_whole(fh: BinaryIO, offset: int, size: int, explicit: bool,
+                   little: bool) -> bool:
+    """Whether the elements after the pixel data (padding, trailers) end exactly at EOF."""
+    order = "<" if little else ">"
+    while offset < size:
+        fh.seek(offset)
+        raw = fh.read(12)
+        if len(raw) < 8:
+            return False
+        if explicit and raw[4:6] in _LONG_VRS:
+            if len(raw) < 12:
+                return False
+            header, length = 12, struct.unpack(order + "I", raw[8:12])[0]
+        elif explicit:
+            header, length = 8, struct.unpack(order + "H", raw[6:8])[0]
+        else:
+            header, length = 8, struct.unpack(order + "I", raw[4:8])[0]
+        if length == 0xFFFFFFFF:
+            return True  # a sequence of undefined length after the pixels: rare, accept
+        offset += header + length
+    return offset == size
+
+
 def is_complete(path: Path) -> bool:
-    """Whether the whole file parses and its pixel data are as long as the header says."""
+    """Whether the whole file parses and its pixel data are as long as the header says.
+
+    Native pixel data: the file must hold as many bytes after the Pixel Data tag as its
+    length says, and at least Rows x Columns x Frames x Samples x Bits. Encapsulated
+    pixel data: the item sequence must be closed by its delimiter.
+    """
     try:
         size = os.path.getsize(path)
-        ds = pydicom.dcmread(path, defer_size=1024)
-        if "PixelData" not in ds:
-            # Objects without pixels (SR, presentation states): a full parse is all we can ask.
-            ds.remove_private_tags()  # touches every element, so deferred reads happen
-            return True
-        elem = ds["PixelData"]
-        if ds.file_meta.TransferSyntaxUID.is_compressed:
-            with open(path, "rb") as fh:
-                fh.seek(max(0, size - 8))
-                tail = fh.read(8)
-            return tail in (_SEQUENCE_DELIMITER_LE, _SEQUENCE_DELIMITER_BE)
-        length = getattr(elem, "length", None)
-        if length is None or length == 0xFFFFFFFF:
-            length = len(ds.PixelData)
-        expected = _expected_native_length(ds)
-        value_start = size - length
-        return length >= expected and value_start > 0 and ds.PixelData is not None and (
-            len(ds.PixelData) >= expected
-        )
+        with open(path, "rb") as fh, warnings.catch_warnings():
+            # pydicom only warns when it hits the end of a file inside a sequence.
+            warnings.simplefilter("error")
+            ds = pydicom.dcmread(fh, stop_before_pixels=True)
+            pos = fh.tell()
+            is_image = "Rows" in ds and "Columns" in ds
+            if pos >= size:
+                return not is_image
+            header = _pixel_value_header(fh, not ds.is_implicit_VR, ds.is_little_endian)
+            if header is None:
+                # Something else follows (no pixels, or pixels elsewhere): parse it all.
+                fh.seek(0)
+                full = pydicom.dcmread(fh)
+                return not is_image or "PixelData" in full or "FloatPixelData" in full
+            header_len, length = header
+            if length == 0xFFFFFFFF:
+                fh.seek(0)
+                full = pydicom.dcmread(fh)
+                return "PixelData" in full
+            end = pos + header_len + length
+            return (size >= end and length >= _expected_native_length(ds)
+                    and _tail_is_whole(fh, end, size, not ds.is_implicit_VR,
+                                       ds.is_little_endian))
     except Exception:  # noqa: BLE001 - any parse failure means "not whole (yet)"
         return False
