@@ -65,6 +65,9 @@ class FolderTarget:
             if final.exists():
                 return self._existing(final, delivery)
             final.parent.mkdir(parents=True, exist_ok=True)
+            # A delivery cut short by a crash or kill -9 left its partial copy: ours to remove.
+            for stale in final.parent.glob(f".{final.name}.*.partial"):
+                shutil.rmtree(stale, ignore_errors=True)
             tmp = final.parent / f".{final.name}.{uuid.uuid4().hex[:8]}.partial"
             tmp.mkdir()
             sent = 0
