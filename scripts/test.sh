@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# Set up a virtual environment with the project and its test tools, lint, type-check, test.
+# The whole test suite on a fresh machine: system tools, a virtual environment with the
+# project and its test tools, then lint, type-check and pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+./scripts/install-test-deps.sh
 PY=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 . .venv/bin/activate
