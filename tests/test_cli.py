@@ -1,0 +1,125 @@
+"""The clinic2cloud command as a user runs it."""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pydicom
+
+from agent.cli import main
+from agent.sync.manifest import verify_folder
+from tests.conftest import PATIENT_ID, write_series
+
+
+def run_cli(*args: str, home: Path, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "CLINIC2CLOUD_HOME": str(home)}
+    return subprocess.run([sys.executable, "-m", "agent", *args], capture_output=True,
+                          text=True, timeout=timeout, env=env)
+
+
+def _nodeface(tmp: Path) -> Path:
+    cfg = tmp / "nodeface.toml"
+    cfg.write_text("[deface]\nenabled = false\n")
+    return cfg
+
+
+def test_process_delivers_every_series(tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    write_series(src / "a", 3)
+    write_series(src / "b b", 2)
+    (src / "notes.txt").write_text("hello")
+    out = tmp_path / "out"
+    r = run_cli("process", str(src), "--out", str(out), "--json", "--config",
+                str(_nodeface(tmp_path)), home=tmp_path / "home")
+    assert r.returncode == 0, r.stderr
+    summary = json.loads(r.stdout)
+    assert summary["delivered"] == 2 and summary["quarantined"] == 0
+    assert summary["ignored_files"] == 1
+    found = sorted(out.rglob("manifest.json"))
+    assert len(found) == 2
+    assert all(verify_folder(m.parent) == [] for m in found)
+    assert sorted(len(json.loads(m.read_text())["files"]) for m in found) == [2, 3]
+
+
+def test_process_nonzero_when_a_series_is_quarantined(tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    write_series(src / "good", 2)
+    [bad] = write_series(src / "bad", 1)
+    data = bad.read_bytes()
+    bad.write_bytes(data[: len(data) // 2])  # truncated
+    r = run_cli("process", str(src), "--out", str(tmp_path / "out"), "--json", "--config",
+                str(_nodeface(tmp_path)), home=tmp_path / "home")
+    assert r.returncode == 1
+    summary = json.loads(r.stdout)
+    assert summary["delivered"] == 1 and summary["quarantined"] == 1
+    [q] = [s for s in summary["series"] if s["state"] == "quarantined"]
+    assert "incomplete" in q["reason"]
+
+
+def test_process_empty_source_is_not_success(tmp_path: Path) -> None:
+    (tmp_path / "src").mkdir()
+    r = run_cli("process", str(tmp_path / "src"), "--out", str(tmp_path / "out"),
+                home=tmp_path / "home")
+    assert r.returncode == 1 and "no DICOM series found" in r.stdout
+
+
+def test_ledger_verify_detects_tampering_and_lookup_finds_patient(
+        tmp_path: Path, make_config, export_dir: Path, outbox_dir: Path, capsys) -> None:
+    from agent.main import Agent
+    from tests.test_agent import manifests, wait_until
+
+    cfg = make_config()
+    agent = Agent(cfg)
+    agent.start()
+    try:
+        write_series(export_dir, 2)
+        assert wait_until(lambda: len(manifests(outbox_dir)) == 1)
+    finally:
+        agent.stop()
+    assert main(["ledger", "verify"]) == 0
+    assert main(["lookup", "--patient-id", PATIENT_ID]) == 0
+    out = capsys.readouterr().out
+    [manifest] = manifests(outbox_dir)
+    patient_folder = manifest.parent.parent.parent.name
+    assert f"pseudonym: {patient_folder}" in out and "delivered" in out
+    assert main(["status"]) == 0
+    assert "delivered" in capsys.readouterr().out
+
+    db = sqlite3.connect(cfg.paths.ledger)
+    db.execute("DROP TRIGGER audit_no_update")
+    db.execute("UPDATE audit SET event = 'delivered' WHERE seq = 1")
+    db.commit()
+    db.close()
+    assert main(["ledger", "verify"]) == 1
+    assert "TAMPERED" in capsys.readouterr().out
+
+
+def test_no_phi_in_ledger_or_logs(tmp_path: Path, make_config, export_dir: Path,
+                                  outbox_dir: Path) -> None:
+    from agent.logs import setup_logging
+    from agent.main import Agent
+    from tests.test_agent import manifests, wait_until
+
+    cfg = make_config(log_level="DEBUG")
+    setup_logging(cfg.paths.log_dir, "DEBUG", console=False)
+    agent = Agent(cfg)
+    agent.start()
+    try:
+        files = write_series(export_dir / "Canarysson Wilhelmina", 3)
+        assert wait_until(lambda: len(manifests(outbox_dir)) == 1)
+    finally:
+        agent.stop()
+    ds = pydicom.dcmread(files[0])
+    secrets = [PATIENT_ID, "Canarysson", "Wilhelmina", ds.StudyInstanceUID,
+               ds.SeriesInstanceUID, ds.SOPInstanceUID, str(export_dir)]
+    blobs = [cfg.paths.ledger.read_bytes()]
+    blobs += [p.read_bytes() for p in cfg.paths.state_dir.glob("ledger.sqlite3*")]
+    blobs += [p.read_bytes() for p in cfg.paths.log_dir.rglob("*") if p.is_file()]
+    for blob in blobs:
+        for s in secrets:
+            assert s.encode() not in blob
