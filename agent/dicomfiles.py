@@ -131,7 +131,8 @@ def is_complete(path: Path) -> bool:
             is_image = "Rows" in ds and "Columns" in ds
             if pos >= size:
                 return not is_image
-            header = _pixel_value_header(fh, not ds.is_implicit_VR, ds.is_little_endian)
+            little = ds.is_little_endian is not False
+            header = _pixel_value_header(fh, not ds.is_implicit_VR, little)
             if header is None:
                 # Something else follows (no pixels, or pixels elsewhere): parse it all.
                 fh.seek(0)
@@ -144,7 +145,6 @@ def is_complete(path: Path) -> bool:
                 return "PixelData" in full
             end = pos + header_len + length
             return (size >= end and length >= _expected_native_length(ds)
-                    and _tail_is_whole(fh, end, size, not ds.is_implicit_VR,
-                                       ds.is_little_endian))
+                    and _tail_is_whole(fh, end, size, not ds.is_implicit_VR, little))
     except Exception:  # noqa: BLE001 - any parse failure means "not whole (yet)"
         return False

@@ -82,8 +82,8 @@ def _wait_manifests(outbox: Path, n: int, timeout: float) -> float:
 def latency(root: Path, n: int) -> None:
     made = write_series(root / "made", n)
     export, outbox = root / "export", root / "outbox"
-    export.mkdir()
-    outbox.mkdir()
+    export.mkdir(parents=True)
+    outbox.mkdir(parents=True)
     proc = _agent(root / "home", export, outbox, rescan=60)
     try:
         time.sleep(2.0)
@@ -101,8 +101,8 @@ def latency(root: Path, n: int) -> None:
 
 def idle(root: Path, total: int) -> None:
     export, outbox = root / "export", root / "outbox"
-    export.mkdir()
-    outbox.mkdir()
+    export.mkdir(parents=True)
+    outbox.mkdir(parents=True)
     for s in range(10):
         write_series(export / f"study{s}", 100, prefix=f"S{s}_")
     junk = export / "other"
