@@ -250,3 +250,37 @@ def test_stop_is_prompt_even_with_a_busy_queue(make_config: Callable[..., Config
     threading.Thread(target=lambda: (agent.stop(), done.set())).start()
     assert done.wait(6)
     assert time.monotonic() - t0 < 5.5
+
+
+def test_outbox_unavailable_shows_offline_then_recovers(
+        running_agent, export_dir: Path, tmp_path: Path) -> None:
+    blocker = tmp_path / "share"
+    blocker.write_text("the share is not mounted")  # a file where the outbox folder should be
+    events: list[AgentEvent] = []
+    agent = running_agent(target_path=str(blocker / "outbox"))
+    agent.subscribe(events.append)
+    write_series(export_dir, 2)
+    assert wait_until(lambda: agent.status().state == AgentState.OFFLINE)
+    assert any(e.kind == "offline" for e in events)
+    blocker.unlink()
+    (blocker / "outbox").mkdir(parents=True)
+    assert wait_until(lambda: len(manifests(blocker / "outbox")) == 1, timeout=30)
+    assert wait_until(lambda: agent.status().state == AgentState.IDLE)
+    assert any(e.kind == "online" for e in events)
+
+
+def test_exports_removed_only_when_asked_and_after_delivery(
+        running_agent, export_dir: Path, outbox_dir: Path) -> None:
+    running_agent(watch_delete_after_delivery=True)
+    files = write_series(export_dir, 3)
+    assert wait_until(lambda: len(manifests(outbox_dir)) == 1)
+    assert wait_until(lambda: not any(f.exists() for f in files))
+
+
+def test_exports_untouched_by_default(running_agent, export_dir: Path,
+                                      outbox_dir: Path) -> None:
+    files = write_series(export_dir, 3)
+    before = {f: (f.stat().st_mtime_ns, f.read_bytes()) for f in files}
+    running_agent()
+    assert wait_until(lambda: len(manifests(outbox_dir)) == 1)
+    assert {f: (f.stat().st_mtime_ns, f.read_bytes()) for f in files} == before
