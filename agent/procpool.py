@@ -3,7 +3,9 @@
 Processes are *spawned*, never forked: a forked worker inherits the parent's open files -
 the single-instance lock among them - and the write end of its own task pipe, so after a
 kill -9 of the agent it would live on forever and keep the next start from running.
-Spawned workers see the pipe close when the agent dies, and exit.
+Spawned workers still hold both ends of their task queue, so they would not notice the
+agent's death by themselves: each asks the kernel to kill it when its parent dies (Linux),
+or watches its parent elsewhere.
 """
 
 from __future__ import annotations
@@ -11,11 +13,37 @@ from __future__ import annotations
 import atexit
 import multiprocessing
 import os
+import sys
 import threading
+import time
 from concurrent.futures import ProcessPoolExecutor
 
 _lock = threading.Lock()
 _pool: ProcessPoolExecutor | None = None
+
+
+def _die_with_parent(parent: int) -> None:
+    """Pool initializer: end this worker when the agent (pid ``parent``) is gone."""
+    if os.getppid() != parent:  # it died while this worker was starting
+        os._exit(0)
+    if sys.platform.startswith("linux"):
+        import ctypes
+        import signal
+
+        pr_set_pdeathsig = 1
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(pr_set_pdeathsig, signal.SIGKILL, 0, 0, 0) == 0:
+            if os.getppid() != parent:  # the parent died before prctl took effect
+                os._exit(0)
+            return
+
+    def watch() -> None:
+        # No portable event tells a process that its parent died; a slow poll is enough.
+        while os.getppid() == parent:
+            time.sleep(2.0)
+        os._exit(0)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
 
 
 def worker_count() -> int:
@@ -28,7 +56,9 @@ def shared_pool() -> ProcessPoolExecutor:
     with _lock:
         if _pool is None:
             _pool = ProcessPoolExecutor(worker_count(),
-                                        mp_context=multiprocessing.get_context("spawn"))
+                                        mp_context=multiprocessing.get_context("spawn"),
+                                        initializer=_die_with_parent,
+                                        initargs=(os.getpid(),))
             atexit.register(shutdown)
         return _pool
 

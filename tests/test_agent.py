@@ -169,6 +169,19 @@ def _spawn(config: Path, home: Path) -> subprocess.Popen[bytes]:
                             stderr=subprocess.PIPE)
 
 
+def _processes_of(home: Path) -> list[int]:
+    """Live processes started with this agent home in their environment."""
+    needle = f"CLINIC2CLOUD_HOME={home}".encode()
+    found = []
+    for proc_dir in Path("/proc").glob("[0-9]*"):
+        try:
+            if needle in (proc_dir / "environ").read_bytes().split(b"\0"):
+                found.append(int(proc_dir.name))
+        except OSError:
+            continue
+    return found
+
+
 def _states(home: Path) -> list[str]:
     db = home / "state" / "ledger.sqlite3"
     if not db.exists():
@@ -224,6 +237,8 @@ def test_kill_9_mid_processing_delivers_exactly_once(
     finally:
         if proc.poll() is None:
             proc.kill()
+    # No worker process of the killed agent lives on (it would hold memory, or locks).
+    assert wait_until(lambda: not _processes_of(home), timeout=10), _processes_of(home)
     proc = _spawn(config, home)
     try:
         assert wait_until(lambda: "delivered" in _states(home), timeout=90)
