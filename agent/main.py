@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from agent.config import Config
-from agent.errors import ConfigError, CredentialsError, SeriesProblem, TargetUnavailable
+from agent.errors import ConfigError, FatalError, SeriesProblem, TargetUnavailable
 from agent.instance import InstanceLock
 from agent.keys import installation_secret, keyed_hash, site_secret
 from agent.ledger import DELIVERED, QUARANTINED, STAGED, UNFINISHED, Ledger, SeriesRow
@@ -269,7 +269,8 @@ class Agent:
             self._offline_delay = min(self._offline_delay * 2, _OFFLINE_RETRY[1])
             self._queue.put(series_id, delay)
             return
-        except CredentialsError as exc:
+        except FatalError as exc:
+            # Wrong or expired credentials, a missing container: a person must act.
             self._set_target_state(AgentState.CREDENTIALS, str(exc), "credentials")
             self._queue.put(series_id, _CREDENTIALS_RETRY)
             return

@@ -130,7 +130,7 @@ def test_many_interleaved_series(start_watcher, export_dir: Path, tmp_path: Path
     """A 2,000-file export of several series arriving interleaved."""
     made = [write_series(tmp_path / f"s{i}", 400, prefix=f"S{i}_") for i in range(5)]
     _, got = start_watcher(watch_stable_seconds=1.0, watch_rescan_seconds=5.0)
-    for group in zip(*made):
+    for group in zip(*made, strict=True):
         for f in group:
             (export_dir / f.name).write_bytes(f.read_bytes())
     got.wait_for(5, timeout=60)

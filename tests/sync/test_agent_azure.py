@@ -1,0 +1,64 @@
+"""The whole agent delivering to a real Azurite: the pipeline and the Azure target together."""
+
+from __future__ import annotations
+
+import json
+import signal
+from collections.abc import Callable
+from pathlib import Path
+
+from agent.config import Config
+from agent.main import Agent
+from agent.status import AgentState
+from agent.sync.azure import AzureTarget
+from tests.conftest import PATIENT_ID, PATIENT_NAME, write_series
+from tests.test_agent import wait_until
+
+from .azurite import Azurite, assert_delivered, blobs_under
+
+
+def _manifests(server: Azurite, container: str) -> list[str]:
+    return [n for n in blobs_under(server, container) if n.endswith("/manifest.json")]
+
+
+def test_agent_delivers_series_to_blob_storage(make_config: Callable[..., Config],
+                                               azurite: Azurite, export_dir: Path) -> None:
+    container = azurite.new_container()
+    agent = Agent(make_config(target_kind="azure", target_container=container,
+                              target_connection_string=azurite.connection_string))
+    agent.start()
+    try:
+        write_series(export_dir / PATIENT_NAME, 3)
+        assert wait_until(lambda: len(_manifests(azurite, container)) == 1, timeout=60)
+    finally:
+        agent.stop()
+    [name] = _manifests(azurite, container)
+    location = name.rsplit("/", 1)[0]
+    manifest = assert_delivered(azurite, container, location)
+    assert len(manifest["files"]) == 3  # type: ignore[arg-type]
+    names = " ".join(blobs_under(azurite, container))
+    for secret in (PATIENT_ID, "Canarysson", "Wilhelmina"):
+        assert secret not in names
+    assert json.dumps(manifest).find(PATIENT_ID) == -1
+
+
+def test_storage_outage_shows_offline_and_resumes(make_config: Callable[..., Config],
+                                                  azurite_factory: Callable[..., Azurite],
+                                                  export_dir: Path, tmp_path: Path) -> None:
+    server = azurite_factory(tmp_path / "az")
+    container = server.new_container()
+    server.stop(signal.SIGKILL)
+    cfg = make_config(target_kind="azure", target_container=container,
+                      target_connection_string=server.connection_string)
+    agent = Agent(cfg, target=AzureTarget(cfg, retry_budget=2.0))
+    agent.start()
+    try:
+        write_series(export_dir, 2)
+        assert wait_until(lambda: agent.status().state == AgentState.OFFLINE, timeout=60)
+        server.start()
+        if not server.service().get_container_client(container).exists():
+            server.service().create_container(container)  # an in-memory Azurite forgets it
+        assert wait_until(lambda: len(_manifests(server, container)) == 1, timeout=90)
+        assert wait_until(lambda: agent.status().state == AgentState.IDLE, timeout=10)
+    finally:
+        agent.stop()
