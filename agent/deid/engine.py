@@ -1,0 +1,668 @@
+"""The de-identification engine: one DICOM file in, one de-identified file out.
+
+Parse once, touch only what the profile changes: the file is split into raw elements
+(:mod:`agent.deid.fastread`, falling back to ``pydicom.dcmread``), the walk decodes only the
+elements it rewrites (ASCII text is rewritten straight from its bytes), and
+:mod:`agent.deid.writer` puts headers in front of the untouched values - Pixel Data above
+all - in the input's transfer syntax, never decoding or re-encoding them.
+
+The rules for what happens to each element are in :mod:`agent.deid.profile` (the table)
+and :meth:`Engine.default_action` (everything the table does not list).
+"""
+
+from __future__ import annotations
+
+import io
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pydicom
+from pydicom.datadict import dictionary_VR, keyword_for_tag
+from pydicom.dataelem import DataElement, RawDataElement
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.errors import InvalidDicomError
+from pydicom.multival import MultiValue
+from pydicom.sequence import Sequence
+from pydicom.tag import BaseTag
+
+from agent.config import Config, DeidConfig
+from agent.deid import pseudo
+from agent.deid.clean import Cleaner
+from agent.deid.fastread import read_fast
+from agent.deid.peek import peek
+from agent.deid.profile import (
+    CODE_MEANINGS,
+    PATIENT_ID,
+    PATIENT_NAME,
+    Action,
+    Profile,
+    build_profile,
+)
+from agent.deid.risk import refusal
+from agent.deid.writer import can_write, encode_items, encode_parts, raw_text
+from agent.errors import IdentityRisk, NotDicom, SeriesProblem
+
+#: Our Implementation Class UID (a 2.25 UUID-derived UID) and version name (SH, 16 chars).
+IMPLEMENTATION_CLASS_UID = "2.25.331131622861568449129939480590977905939"
+IMPLEMENTATION_VERSION_NAME = "CLINIC2CLOUD_1"
+DEIDENTIFICATION_METHOD = "Clinic2Cloud PS3.15 Basic Profile"
+
+_DICOMDIR_CLASS = "1.2.840.10008.1.3.10"
+_UID_CHARS = re.compile(r"[0-9]+(\.[0-9]+)*")
+_PIXEL_DATA_TAGS = frozenset({0x7FE00010, 0x7FE00008, 0x7FE00009})
+_DUMMY_TEXT = "ANONYMIZED"
+_NUMERIC_VRS = frozenset({"IS", "DS", "US", "SS", "UL", "SL", "UV", "SV", "FL", "FD", "AT"})
+_BYTES_VRS = frozenset({"OB", "OW", "OD", "OF", "OL", "OV", "UN"})
+_FREE_TEXT_VRS = frozenset({"LT", "ST", "UT", "UR", "PN"})
+#: Value representations the engine may rewrite without decoding (ASCII text).
+_FAST_VRS = frozenset(
+    {"AE", "AS", "CS", "DA", "DT", "LO", "LT", "PN", "SH", "ST", "TM", "UC", "UI", "UR", "UT"}
+)
+_TEXT_DUMMIES = {
+    "AE": "ANONYMIZED", "AS": "000Y", "CS": "ANONYMIZED", "LO": "ANONYMIZED", "LT": "ANONYMIZED",
+    "PN": "ANONYMIZED", "SH": "ANONYMIZED", "ST": "ANONYMIZED", "TM": "000000",
+    "UC": "ANONYMIZED", "UR": "ANONYMIZED", "UT": "ANONYMIZED", "DA": "19000101",
+    "DT": "19000101000000",
+}
+_CLEANABLE_VRS = frozenset({"SH", "LO", "CS", "UC"})
+#: UI attributes naming a kind of thing rather than an instance: never remapped.
+_CLASS_UID_KEYWORD = re.compile(r"(ClassUID|TransferSyntaxUID|CodingSchemeUID|MappingResourceUID)$")
+#: Identifiers of devices, print jobs and media that later editions added outside the table.
+_DEVICE_ID_KEYWORD = re.compile(
+    r"(DeviceID|SourceID|OwnerID|PrintJobID|PrintQueueID|FileSetID|LotIdentifier|"
+    r"SerialNumber)$"
+)
+#: Attributes whose values the cleaner treats as identifiers of the object itself.
+_SELF_ID_TAGS = (
+    0x00100010, 0x00100020, 0x00101000, 0x00101001, 0x00101005, 0x00101060,
+    0x00080050, 0x00200010, 0x00080080, 0x00080081, 0x00081010, 0x00181000,
+    0x00080090, 0x00081050, 0x00081060, 0x00081070, 0x00100030, 0x00080020,
+    0x00380010, 0x00401001, 0x00321032,
+)
+
+
+@dataclass
+class FileResult:
+    """What the stage needs to know about one de-identified file (no PHI)."""
+
+    path: Path
+    patient_pseudonym: str
+    study_pseudonym: str
+    series_pseudonym: str
+    modality: str
+    series_description: str
+    codes: list[str] = field(default_factory=list)
+
+
+class Engine:
+    """De-identifies datasets and files for one site and one set of options."""
+
+    def __init__(self, site_name: str, site_secret: bytes, options: DeidConfig) -> None:
+        self.site_name = site_name
+        self.secret = site_secret
+        self.options = options
+        self.profile: Profile = build_profile(options)
+        self.uids = pseudo.UidMapper(site_secret)
+        # Per-tag decisions for tags outside the table, computed once.
+        self._default_cache: dict[int, Action] = {}
+        # Ready-encoded marking elements, per (implicit VR, little endian).
+        self._marks: dict[tuple[bool, bool], list[RawDataElement]] = {}
+        self._cleaners: dict[tuple[str, ...], Cleaner] = {}
+
+    @classmethod
+    def from_config(cls, cfg: Config, site_secret: bytes) -> Engine:
+        return cls(cfg.site.name, site_secret, cfg.deid)
+
+    # -- one file -----------------------------------------------------------------------
+
+    def deidentify_file(self, src: Path, out_dir: Path) -> FileResult | None:
+        """De-identify ``src`` into ``out_dir/<new SOP Instance UID>.dcm``.
+
+        Returns None for DICOMDIR index files, which are never delivered (they list
+        patient names; the receiver can rebuild one). Raises NotDicom, IdentityRisk or
+        SeriesProblem.
+        """
+        ds = read_dicom(src)
+        if _sop_class(ds) == _DICOMDIR_CLASS:
+            return None
+        result = self.deidentify_dataset(ds)
+        uid = peek(ds, "SOPInstanceUID")
+        if not _UID_CHARS.fullmatch(uid):
+            raise SeriesProblem("a file has a malformed SOP Instance UID; export it again")
+        out = out_dir / f"{uid}.dcm"
+        # Written in place, not via a temporary file: a partial output of a crashed attempt
+        # is wiped with the whole folder when the series is retried (DeidStage).
+        try:
+            if can_write(str(ds.file_meta.TransferSyntaxUID)):
+                with open(out, "wb") as fh:
+                    fh.writelines(encode_parts(ds))
+            else:  # deflated: pydicom compresses
+                ds.save_as(out, enforce_file_format=True)
+        except (OSError, ValueError, TypeError, AttributeError, KeyError) as exc:
+            out.unlink(missing_ok=True)
+            if isinstance(exc, OSError):
+                raise SeriesProblem(
+                    f"a de-identified file could not be written ({exc.strerror}); "
+                    "check the free space of the agent's work folder"
+                ) from None
+            raise SeriesProblem(
+                f"a file could not be re-encoded after de-identification ({type(exc).__name__})"
+            ) from None
+        result.path = out
+        return result
+
+    # -- one dataset --------------------------------------------------------------------
+
+    def deidentify_dataset(self, ds: Dataset) -> FileResult:
+        """De-identify ``ds`` in place (file meta rebuilt) and describe the result."""
+        risk = refusal(ds, self.options.allow_pixel_identity)
+        if risk is not None:
+            raise IdentityRisk(
+                f"the series {risk.reason}; it may show identity in its pixels and is not "
+                f"delivered (a site that accepts this can add \"{risk.rule}\" to "
+                "[deid] allow_pixel_identity)",
+                code="identity-risk",
+            )
+        if not peek(ds, "SOPInstanceUID"):
+            raise SeriesProblem("a file has no SOP Instance UID, so it is not a valid image")
+        try:
+            return self._deidentify(ds)
+        except SeriesProblem:
+            raise
+        except Exception as exc:  # noqa: BLE001 - any parse error inside the walk
+            raise NotDicom(
+                f"a file holds a damaged DICOM element and cannot be de-identified safely "
+                f"({type(exc).__name__})"
+            ) from None
+
+    def _deidentify(self, ds: Dataset) -> FileResult:
+        patient_id = peek(ds, PATIENT_ID)
+        fallback = "|".join((peek(ds, PATIENT_NAME), peek(ds, 0x00100030)))
+        if fallback == "|":
+            fallback = peek(ds, "StudyInstanceUID")
+        key = pseudo.patient_key(patient_id, fallback)
+        patient = pseudo.pseudonym_for_key(self.site_name, self.secret, key)
+        study_uid = peek(ds, "StudyInstanceUID")
+        series_uid = peek(ds, "SeriesInstanceUID")
+        walk = _Walk(
+            engine=self,
+            pseudonym=patient,
+            days=pseudo.date_offset_days(self.secret, key, self.options.max_date_shift_days),
+            cleaner=self._cleaner(_self_identifiers(ds)),
+        )
+        walk.dataset(ds)
+        self._mark(ds, patient, walk.shifted)
+        self._rebuild_meta(ds)
+        return FileResult(
+            path=Path(),
+            patient_pseudonym=patient,
+            study_pseudonym=pseudo.short_pseudonym(self.secret, "study", study_uid),
+            series_pseudonym=pseudo.short_pseudonym(
+                self.secret, "series", f"{study_uid}|{series_uid}"
+            ),
+            modality=peek(ds, "Modality"),
+            series_description=peek(ds, "SeriesDescription"),
+            codes=list(self.profile.codes),
+        )
+
+    def _cleaner(self, identifiers: list[str]) -> Cleaner:
+        """One Cleaner per distinct set of identifiers (a series shares them all)."""
+        key = tuple(identifiers)
+        cleaner = self._cleaners.get(key)
+        if cleaner is None:
+            if len(self._cleaners) > 64:
+                self._cleaners.clear()
+            cleaner = self._cleaners[key] = Cleaner(identifiers)
+        return cleaner
+
+    def _mark(self, ds: Dataset, patient: str, shifted: bool) -> None:
+        """Record what was done (PS3.15 E.1.1 requirements).
+
+        The elements are built as ready-encoded raw elements (the code sequence once per
+        encoding): building pydicom Datasets for them costs more than the rest of the file.
+        """
+        elements: Any = ds._dict
+        implicit, little = _encoding(ds)
+        codes = self.profile.codes
+        cached = self._marks.get((implicit, little))
+        if cached is None:
+            method = [DEIDENTIFICATION_METHOD] + [CODE_MEANINGS[c][:64] for c in codes[1:]]
+            seq = encode_items([self._code_item(c) for c in codes], implicit=implicit,
+                               little=little)
+            cached = [
+                raw_text(0x00120062, "CS", ["YES"], implicit=implicit, little=little),
+                raw_text(0x00120063, "LO", method, implicit=implicit, little=little),
+                RawDataElement(BaseTag(0x00120064), "SQ", len(seq), seq, 0, implicit, little),
+            ]
+            if self.options.retain_longitudinal_modified_dates:
+                cached.append(
+                    raw_text(0x00280303, "CS", ["MODIFIED"], implicit=implicit, little=little)
+                )
+            self._marks[(implicit, little)] = cached
+        marks = list(cached) + [
+            raw_text(PATIENT_NAME, "PN", [patient], implicit=implicit, little=little),
+            raw_text(PATIENT_ID, "LO", [patient], implicit=implicit, little=little),
+        ]
+        if shifted and not self.options.retain_longitudinal_modified_dates:
+            marks.append(raw_text(0x00280303, "CS", ["MODIFIED"], implicit=implicit,
+                                  little=little))
+        for elem in marks:
+            elements[elem.tag] = elem
+
+    @staticmethod
+    def _code_item(code: str) -> Dataset:
+        item = Dataset()
+        items: Any = item._dict
+        for elem in (
+            DataElement(0x00080100, "SH", code),
+            DataElement(0x00080102, "SH", "DCM"),
+            DataElement(0x00080104, "LO", CODE_MEANINGS[code]),
+        ):
+            items[elem.tag] = elem
+        return item
+
+    def _rebuild_meta(self, ds: Dataset) -> None:
+        """A new file meta: ours, nothing of the source's (AE titles, private info)."""
+        old = getattr(ds, "file_meta", None)
+        ts = peek(old, 0x00020010) if old is not None else None
+        if not ts:
+            implicit, little = ds.original_encoding
+            if implicit:
+                ts = pydicom.uid.ImplicitVRLittleEndian
+            elif little:
+                ts = pydicom.uid.ExplicitVRLittleEndian
+            else:
+                ts = pydicom.uid.ExplicitVRBigEndian
+        meta = FileMetaDataset()
+        items: Any = meta._dict
+        # Raw (ready-encoded, explicit VR little endian) elements: no per-file validation.
+        for tag, vr, value in (
+            (0x00020001, "OB", b"\x00\x01"),
+            (0x00020002, "UI", _sop_class(ds).encode("ascii", "replace")),
+            (0x00020003, "UI", peek(ds, "SOPInstanceUID").encode("ascii", "replace")),
+            (0x00020010, "UI", str(ts).encode("ascii", "replace")),
+            (0x00020012, "UI", IMPLEMENTATION_CLASS_UID.encode("ascii")),
+            (0x00020013, "SH", IMPLEMENTATION_VERSION_NAME.encode("ascii")),
+        ):
+            if len(value) % 2:
+                value += b"\x00" if vr == "UI" else b" "
+            key = BaseTag(tag)
+            items[key] = RawDataElement(key, vr, len(value), value, 0, False, True)
+        ds.file_meta = meta
+        ds.preamble = b"\x00" * 128  # the source's preamble may hold anything (TIFF headers)
+
+    # -- decisions for tags outside the table ------------------------------------------
+
+    def default_action(self, tag: int) -> Action:
+        """The action for a standard (even-group) tag that Table E.1-1 does not list."""
+        cached = self._default_cache.get(tag)
+        if cached is not None:
+            return cached
+        action = self._decide_default(tag)
+        self._default_cache[tag] = action
+        return action
+
+    def _decide_default(self, tag: int) -> Action:
+        from agent.deid.profile import PATIENT_GROUP_KEEP
+
+        group, elem = tag >> 16, tag & 0xFFFF
+        if elem == 0 or group in (0x0000, 0x0002, 0x0004) or tag in (0xFFFCFFFC, 0x00080001):
+            return Action.REMOVE  # lengths, commands, meta, DICOMDIR records, padding
+        if 0x5000 <= group <= 0x501E or 0x6000 <= group <= 0x601E:
+            return Action.REMOVE  # curves and overlays (may hold drawn text)
+        try:
+            vr = str(dictionary_VR(tag))
+        except KeyError:
+            return Action.REMOVE  # unknown to us: fail closed
+        if group == 0x0010 and tag not in PATIENT_GROUP_KEEP:
+            return Action.REMOVE  # later patient-module rows (names to use, pronouns ...)
+        if vr == "SQ":
+            return Action.RECURSE
+        if vr in _FREE_TEXT_VRS:
+            return Action.REMOVE
+        if vr in ("DA", "DT"):
+            return Action.SHIFT if self.options.retain_longitudinal_modified_dates else (
+                Action.REMOVE
+            )
+        if vr == "UI":
+            if _CLASS_UID_KEYWORD.search(keyword_for_tag(tag) or ""):
+                return Action.KEEP
+            return Action.UID
+        if _DEVICE_ID_KEYWORD.search(keyword_for_tag(tag) or ""):
+            return Action.REMOVE  # identifies a device, job or medium (not in the table)
+        if vr in _CLEANABLE_VRS and vr != "CS":
+            return Action.SCRUB
+        return Action.KEEP
+
+
+@dataclass
+class _Walk:
+    """One pass over one dataset (recursing into sequences)."""
+
+    engine: Engine
+    pseudonym: str
+    days: int
+    cleaner: Cleaner
+    shifted: bool = False
+
+    def dataset(self, ds: Dataset) -> None:
+        elements: Any = ds._dict  # raw access: no value is decoded unless we change it
+        actions = self.engine.profile.actions
+        creators: dict[int, str] = {}
+        private: list[int] = []
+        for key in list(elements):
+            # Table lookups with a plain int (pydicom's BaseTag compares in Python); the
+            # dataset's own dict with its own key object (found by identity, no compare).
+            tag = int(key)
+            if tag >> 16 & 1:
+                private.append(key)
+                continue
+            if tag in _PIXEL_DATA_TAGS:
+                continue
+            action = actions.get(tag)
+            if action is None:
+                action = self.engine.default_action(tag)
+            self.apply(ds, key, action)
+        if private:
+            self.private(ds, private, creators)
+
+    def private(self, ds: Dataset, tags: list[int], creators: dict[int, str]) -> None:
+        """Keep Table E.3.10-1 elements (with their creators); remove every other one."""
+        elements: Any = ds._dict
+        safe = self.engine.profile.safe_private
+        keep_safe = self.engine.options.retain_safe_private
+        for tag in tags:
+            elem = tag & 0xFFFF
+            if 0x10 <= elem <= 0xFF:
+                creators[tag] = _text(ds[tag].value) if keep_safe else ""
+        kept_blocks: set[int] = set()
+        for tag in tags:
+            group, elem = tag >> 16, tag & 0xFFFF
+            if elem < 0x1000:
+                continue
+            block_tag = (group << 16) | (elem >> 8)
+            creator = creators.get(block_tag, "")
+            if keep_safe and creator and (group, elem & 0xFF, creator) in safe:
+                kept_blocks.add(block_tag)
+                raw = elements[tag]
+                if _vr_of(raw) == "SQ":
+                    for item in ds[tag].value:
+                        self.dataset(item)
+            else:
+                del elements[tag]
+        for tag in tags:
+            if (tag & 0xFFFF) < 0x1000 and tag not in kept_blocks:
+                del elements[tag]
+
+    def apply(self, ds: Dataset, tag: int, action: Action) -> None:
+        elements: Any = ds._dict
+        if action is Action.REMOVE:
+            del elements[tag]
+            return
+        raw = elements[tag]
+        vr = _vr_of(raw)
+        if action is Action.KEEP and vr not in ("SQ", "UN"):
+            return  # the common case: untouched, written back as raw bytes
+        if action is Action.SCRUB and vr != "UN":
+            value = raw.value
+            if isinstance(value, (bytes, bytearray)) and not self.cleaner.may_contain(value):
+                return  # nothing of ours in it: no need to decode
+        if isinstance(raw, RawDataElement) and vr in _FAST_VRS and self.fast(ds, tag, raw, vr,
+                                                                             action):
+            return
+        try:
+            elem = ds[tag]  # decodes the value (and replaces UN by the dictionary's VR)
+        except Exception:  # noqa: BLE001 - a value we cannot read is a value we drop
+            del elements[tag]
+            return
+        vr = elem.VR
+        if vr == "UN":
+            del elements[tag]  # standard tag the dictionary cannot type: not known safe
+            return
+        if vr == "SQ":
+            if action is Action.EMPTY:
+                elem.value = Sequence()
+            else:
+                for item in elem.value:
+                    self.dataset(item)
+            return
+        if action in (Action.KEEP, Action.RECURSE):
+            return
+        if action is Action.SCRUB:
+            self.scrub(elem)
+            return
+        if action is Action.EMPTY:
+            elem.value = None if vr not in _BYTES_VRS else b""
+        elif action is Action.PSEUDONYM:
+            elem.value = self.pseudonym
+        elif action is Action.UID:
+            self.uid(elem)
+        elif action is Action.SHIFT:
+            self.shift(ds, elem)
+        elif action is Action.CLEAN:
+            self.clean(ds, elem)
+        elif action is Action.DUMMY:
+            self.dummy(ds, elem)
+
+    def fast(self, ds: Dataset, tag: int, raw: RawDataElement, vr: str, action: Action) -> bool:
+        """Text actions straight on ASCII raw bytes (no pydicom decode/encode round trip).
+
+        Returns False when the value is not plain ASCII (the decoded path handles
+        character sets) or the action needs the general path.
+        """
+        value = raw.value or b""
+        try:
+            text = value.decode("ascii").rstrip("\x00 ")
+        except UnicodeDecodeError:
+            return False
+        values = text.split("\\") if text else []
+        if action is Action.EMPTY:
+            new: list[str] = []
+        elif action is Action.PSEUDONYM:
+            new = [self.pseudonym]
+        elif action is Action.UID and vr == "UI":
+            mapper = self.engine.uids
+            new = [mapper(v) for v in values]
+        elif action is Action.SHIFT or (
+            action in (Action.DUMMY, Action.CLEAN) and vr in ("DA", "DT")
+            and self.engine.options.retain_longitudinal_modified_dates
+        ):
+            if vr not in ("DA", "DT"):
+                return True  # TM: kept as is
+            fn = pseudo.shift_da if vr == "DA" else pseudo.shift_dt
+            self.shifted = True
+            new = [x for x in (fn(v, self.days) for v in values if v.strip()) if x]
+            if action is Action.DUMMY and not new:
+                new = ["19000101" if vr == "DA" else "19000101000000"]
+        elif action is Action.CLEAN and vr in _CLEANABLE_VRS:
+            new = [x for x in (self.cleaner(v) for v in values if v.strip()) if x]
+        elif action is Action.SCRUB and vr in _CLEANABLE_VRS:
+            new = [self.cleaner.scrub(v) for v in values]
+        elif action is Action.DUMMY and vr in _TEXT_DUMMIES:
+            new = [_TEXT_DUMMIES[vr]]
+        else:
+            return False
+        data = "\\".join(new).encode("ascii", "replace")
+        if len(data) % 2:
+            data += b"\0" if vr == "UI" else b" "
+        elements: Any = ds._dict
+        elements[tag] = RawDataElement(
+            raw.tag, raw.VR, len(data), data, 0, raw.is_implicit_VR, raw.is_little_endian
+        )
+        return True
+
+    def uid(self, elem: DataElement) -> None:
+        if elem.VR != "UI":
+            elem.value = None
+            return
+        mapper = self.engine.uids
+        if isinstance(elem.value, MultiValue):
+            elem.value = [mapper(str(v)) for v in elem.value]
+        elif elem.value:
+            elem.value = mapper(str(elem.value))
+
+    def shift(self, ds: Dataset, elem: DataElement) -> None:
+        if elem.VR == "DA":
+            fn = pseudo.shift_da
+        elif elem.VR == "DT":
+            fn = pseudo.shift_dt
+        else:
+            return  # TM and others: a whole-day shift leaves them as they are
+        values = elem.value if isinstance(elem.value, MultiValue) else [elem.value]
+        shifted = [fn(str(v), self.days) for v in values if v not in (None, "")]
+        self.shifted = True
+        elem.value = [v for v in shifted if v] or None
+        if isinstance(elem.value, list) and len(elem.value) == 1:
+            elem.value = elem.value[0]
+
+    def clean(self, ds: Dataset, elem: DataElement) -> None:
+        if elem.VR in ("DA", "DT"):
+            self.shift(ds, elem)
+            return
+        if elem.VR not in _CLEANABLE_VRS:
+            del ds._dict[elem.tag]
+            return
+        values = elem.value if isinstance(elem.value, MultiValue) else [elem.value]
+        cleaned = [self.cleaner(str(v)) for v in values if v not in (None, "")]
+        elem.value = [v for v in cleaned if v] or None
+        if isinstance(elem.value, list) and len(elem.value) == 1:
+            elem.value = elem.value[0]
+
+    def scrub(self, elem: DataElement) -> None:
+        if elem.VR not in _CLEANABLE_VRS or elem.value in (None, ""):
+            return
+        values = elem.value if isinstance(elem.value, MultiValue) else [elem.value]
+        cleaned = [self.cleaner.scrub(str(v)) for v in values]
+        elem.value = cleaned if len(cleaned) > 1 else cleaned[0]
+
+    def dummy(self, ds: Dataset, elem: DataElement) -> None:
+        vr = elem.VR
+        if vr in ("DA", "DT") and self.engine.options.retain_longitudinal_modified_dates:
+            self.shift(ds, elem)
+            if elem.value:
+                return
+        value: Any
+        if vr == "DA":
+            value = "19000101"
+        elif vr == "DT":
+            value = "19000101000000"
+        elif vr == "TM":
+            value = "000000"
+        elif vr == "UI":
+            self.uid(elem)
+            return
+        elif vr == "AS":
+            value = "000Y"
+        elif vr in _NUMERIC_VRS:
+            value = 0
+        elif vr in _BYTES_VRS or vr.startswith("O"):
+            value = b"\x00\x00"
+        elif vr == "PN":
+            value = _DUMMY_TEXT
+        else:
+            value = _DUMMY_TEXT
+        elem.value = value
+
+
+def _encoding(ds: Dataset) -> tuple[bool, bool]:
+    """(implicit VR, little endian) of the dataset as read."""
+    meta = getattr(ds, "file_meta", None)
+    ts = str(meta.get("TransferSyntaxUID", "")) if meta is not None else ""
+    if ts == "1.2.840.10008.1.2":
+        return True, True
+    if ts == "1.2.840.10008.1.2.2":
+        return False, False
+    if ts:
+        return False, True
+    implicit, little = ds.original_encoding
+    return bool(implicit), bool(little) if little is not None else True
+
+
+def _vr_of(raw: RawDataElement | DataElement) -> str:
+    vr = raw.VR
+    if vr is None:  # implicit VR: the dictionary's
+        try:
+            return str(dictionary_VR(raw.tag))
+        except KeyError:
+            return "UN"
+    return str(vr)
+
+
+def _text(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, DataElement):
+        value = value.value
+    if isinstance(value, bytes):
+        value = value.decode("latin-1", "replace")
+    return str(value).strip("\x00 ")
+
+
+def _sop_class(ds: Dataset) -> str:
+    meta = getattr(ds, "file_meta", None)
+    return peek(ds, 0x00080016) or (peek(meta, 0x00020002) if meta is not None else "")
+
+
+def _self_identifiers(ds: Dataset) -> list[str]:
+    """The object's own identifiers, for the descriptor cleaner."""
+    out: list[str] = []
+    for tag in _SELF_ID_TAGS:
+        for text in peek(ds, tag).split("\\"):
+            text = text.strip()
+            if not text:
+                continue
+            out.append(text)
+            out.extend(p for p in _SPLIT.split(text) if len(p) >= 2)
+            if len(text) == 8 and text.isdigit():  # dates: also as commonly written
+                y, m, d = text[:4], text[4:6], text[6:8]
+                out += [f"{y}-{m}-{d}", f"{d}.{m}.{y}", f"{m}/{d}/{y}", f"{d}/{m}/{y}"]
+    return out
+
+
+_SPLIT = re.compile(r"[\^=\s,.]+")
+
+
+def read_dicom(src: Path) -> Dataset:
+    """Parse a file (lazily: values are decoded on access). Raises NotDicom."""
+    try:
+        data = src.read_bytes()
+    except OSError as exc:
+        raise NotDicom(
+            f"a file of the series cannot be read ({exc.strerror}); check the staging folder"
+        ) from None
+    fast = read_fast(data, str(src))
+    if fast is not None:
+        return fast
+    try:
+        ds = pydicom.dcmread(io.BytesIO(data), force=True)
+    except (InvalidDicomError, EOFError, OSError, ValueError, TypeError, KeyError,
+            IndexError, NotImplementedError, AttributeError, OverflowError) as exc:
+        raise NotDicom(
+            f"a file of the series cannot be read as DICOM ({type(exc).__name__}); "
+            "re-export the series from the viewer"
+        ) from None
+    elements: Any = ds._dict
+    for raw in elements.values():
+        if (isinstance(raw, RawDataElement) and raw.length != 0xFFFFFFFF
+                and isinstance(raw.value, bytes) and len(raw.value) != raw.length):
+            raise NotDicom(
+                "a file of the series is truncated (an export still being written, or "
+                "interrupted); export the series again"
+            )
+    if not ds._dict or ("SOPClassUID" not in ds and not _sop_class(ds)):
+        raise NotDicom(
+            "a file of the series is not a DICOM object (no SOP Class UID); "
+            "re-export the series from the viewer"
+        )
+    return ds
+
+
+def deidentify_file(
+    src: Path, out_dir: Path, *, site_name: str, site_secret: bytes,
+    options: DeidConfig | None = None,
+) -> FileResult | None:
+    """Convenience: one file with a one-off :class:`Engine` (tests, benchmark)."""
+    engine = Engine(site_name, site_secret, options or DeidConfig())
+    return engine.deidentify_file(src, out_dir)

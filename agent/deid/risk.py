@@ -1,0 +1,97 @@
+"""Objects that may carry identity in their pixels: quarantined unless the site allows them.
+
+Header de-identification cannot remove a name burned into the pixels, a face in a photo or
+a document's text. Each rule has a short name; ``[deid] allow_pixel_identity`` may list rule
+names, modalities or SOP Class UIDs that this site accepts anyway.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pydicom.dataset import Dataset
+
+from agent.deid.peek import peek
+
+
+@dataclass(frozen=True)
+class PixelRisk:
+    """Why an object is refused: the rule's name and the sentence a person reads."""
+
+    rule: str
+    reason: str
+
+
+_SC = "1.2.840.10008.5.1.4.1.1.7"
+# SOP class prefixes (exact or prefix + ".") and why they are risky.
+_RISKY_CLASSES: tuple[tuple[str, str, str], ...] = (
+    (_SC, "secondary-capture", "is a secondary capture (screen shots may show names)"),
+    ("1.2.840.10008.5.1.4.1.1.6", "ultrasound", "is ultrasound (names are often burned in)"),
+    ("1.2.840.10008.5.1.4.1.1.3.1", "ultrasound", "is ultrasound (names are often burned in)"),
+    ("1.2.840.10008.5.1.4.1.1.77.1", "photo-video", "is a visible-light photo or video"),
+    ("1.2.840.10008.5.1.4.1.1.104", "document", "is an encapsulated document (PDF/CDA/3D)"),
+    ("1.2.840.10008.5.1.4.1.1.88", "structured-report", "is a structured report (free text)"),
+    ("1.2.840.10008.5.1.4.1.1.11", "presentation-state", "is a presentation state (annotations)"),
+    ("1.2.840.10008.5.1.4.1.1.66", "raw-data", "is raw data (vendor content, unknown layout)"),
+    ("1.2.840.10008.5.1.4.1.1.9", "waveform", "is a waveform (annotations and free text)"),
+    ("1.2.840.10008.5.1.1.29", "print", "is a print object (film sheets show names)"),
+    ("1.2.840.10008.5.1.1.30", "print", "is a print object (film sheets show names)"),
+)
+_RISKY_MODALITIES = {
+    "US": ("ultrasound", "is ultrasound (names are often burned in)"),
+    "IVUS": ("ultrasound", "is ultrasound (names are often burned in)"),
+    "SC": ("secondary-capture", "is a secondary capture (screen shots may show names)"),
+    "OT": ("secondary-capture", "has modality OT (often screen captures)"),
+    "XC": ("photo-video", "is an external camera photo"),
+    "ES": ("photo-video", "is an endoscopy photo or video"),
+    "GM": ("photo-video", "is a general microscopy photo"),
+    "OP": ("photo-video", "is an ophthalmic photo"),
+    "DOC": ("document", "is a document"),
+    "SR": ("structured-report", "is a structured report (free text)"),
+    "PR": ("presentation-state", "is a presentation state (annotations)"),
+    "VIDEO": ("photo-video", "is a video"),
+}
+
+
+def _class_matches(uid: str, prefix: str) -> bool:
+    return uid == prefix or uid.startswith(prefix + ".")
+
+
+def pixel_risks(ds: Dataset) -> list[PixelRisk]:
+    """Every rule ``ds`` trips (empty when it is safe to de-identify the header only)."""
+    out: list[PixelRisk] = []
+    burned = peek(ds, "BurnedInAnnotation").upper()
+    if burned == "YES":
+        out.append(
+            PixelRisk("burned-in", "declares burned-in annotation (Burned In Annotation = YES)")
+        )
+    sop_class = peek(ds, "SOPClassUID")
+    for prefix, rule, reason in _RISKY_CLASSES:
+        if _class_matches(sop_class, prefix):
+            out.append(PixelRisk(rule, reason))
+            break
+    modality = peek(ds, "Modality").upper()
+    if modality in _RISKY_MODALITIES:
+        rule, reason = _RISKY_MODALITIES[modality]
+        out.append(PixelRisk(rule, reason))
+    if any("SCREEN" in v for v in peek(ds, "ImageType").upper().split("\\")):
+        out.append(PixelRisk("secondary-capture", "is a screen save (Image Type)"))
+    if "ConversionType" in ds:  # the SC Equipment module: a digitised/captured image
+        out.append(
+            PixelRisk("secondary-capture", "is a converted/captured image (Conversion Type)")
+        )
+    return out
+
+
+def refusal(ds: Dataset, allowed: tuple[str, ...]) -> PixelRisk | None:
+    """The first risk not allowed by the site (by rule name, modality or SOP Class UID)."""
+    allow = {a.strip().upper() for a in allowed}
+    modality = peek(ds, "Modality").upper()
+    sop_class = peek(ds, "SOPClassUID").upper()
+    for risk in pixel_risks(ds):
+        if risk.rule.upper() in allow or sop_class in allow:
+            continue
+        if modality in allow and risk.rule != "burned-in":
+            continue  # allowing a modality never allows a declared burned-in annotation
+        return risk
+    return None

@@ -1,0 +1,631 @@
+"""The independent verifier: did any original identifier survive, is every output clean?
+
+Deliberately shares no code with the engine, so that a bug in the engine is not repeated
+here: it reads files with its own parser (:mod:`agent.deid.verify_parse`, not pydicom's
+reader), reads the shipped safe-private table with its own code, and imports nothing of
+the engine (only the process-pool helper :mod:`agent.deid.pool`).
+
+1. **Collect** the series' identifiers from every element of the original files:
+
+   ========== ============================================================================
+   name       every PN value at any depth (private too, when the VR is explicit) and
+              each of its components
+   id         LO/SH/UC/IS values of attributes whose keyword ends in ID/IDs/Number
+              (Patient ID, Accession Number, Study ID, Device Serial Number ...)
+   date       DA values and the date part of DT values, as YYYYMMDD, YYYY-MM-DD,
+              YYYY.MM.DD, DD.MM.YYYY, MM/DD/YYYY and DD/MM/YYYY
+   uid        UI values that name instances (not classes, transfer syntaxes or coding
+              schemes, nothing under 1.2.840.10008. and nothing in the UID dictionary)
+   place      institution, department, station, addresses, telephone numbers
+   free text  LT, ST and UT values (comments, histories, notes)
+   ========== ============================================================================
+
+   **Too generic to identify** (ignored): values under 4 characters, except name
+   components of 2-3 characters, which are checked as whole words in text values only;
+   numbers of fewer than 6 digits; values whose every word is in the standard's own
+   vocabulary (words of the data dictionary's attribute names and UID names, e.g. "MR",
+   "HEAD", "BRAIN", the coded (CS) values of the series, e.g. "PERFUSION") or a few
+   generic words ("ANONYMOUS", "UNKNOWN" ...); values found inside the device description
+   the profile keeps by design (Manufacturer, Model Name, Software Versions: a Station
+   Name "TOSHIBA" is not told apart from the Manufacturer "TOSHIBA_MEC").
+
+2. **Scan** each output's whole byte stream (preamble, file meta, every element including
+   Pixel Data; deflated datasets inflated first) and its file name, case-insensitively, for
+   every identifier, in ASCII/UTF-8, Latin-1 and UTF-16LE. Numbers, dates and UIDs match
+   only as whole digit/dot runs (a date inside a random 39-digit ``2.25.`` UID is chance,
+   not a leak); names of 4-5 characters match only as whole words. Inside the Pixel Data
+   value only 8-bit text needles of 6+ bytes are searched (plus numbers, dates and UIDs):
+   sample values make short and UTF-16 patterns appear by chance (a 4-letter name in
+   UTF-16 is just four small pixel values).
+
+3. **Structure**: file meta holds only the basic elements, its Media Storage SOP Instance
+   UID equals the SOP Instance UID and nothing else of the source's meta; the preamble is
+   zero; no private element outside Table E.3.10-1; no UN element (other than safe private);
+   no overlay (60xx) or curve (50xx) groups; no command (0000) or DICOMDIR (0004) elements;
+   Patient Identity Removed = YES; 113100 in the De-identification Method Code Sequence;
+   Burned In Annotation not YES unless the site allows it.
+
+Findings name the element path (``(0008,1110)[0].(0008,1155)``) and the kind of
+identifier, never its value.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import mmap
+import re
+import struct
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from functools import lru_cache
+from importlib import resources
+from pathlib import Path
+
+from pydicom.datadict import DicomDictionary, keyword_for_tag
+from pydicom.uid import UID_dictionary
+
+from agent.config import Config
+from agent.deid.pool import make_pool
+from agent.deid.verify_parse import Element, Parsed, ParseError, parse
+from agent.errors import LeakFound, NotDicom, SeriesProblem
+from agent.work import SeriesWork
+
+_WELL_KNOWN = "1.2.840.10008."
+_ALLOWED_META = frozenset(
+    {0x00020000, 0x00020001, 0x00020002, 0x00020003, 0x00020010, 0x00020012, 0x00020013}
+)
+_GENERIC_WORDS = frozenset(
+    """anonymous anonymized anonymised unknown none null test phantom research patient
+    study series image images scan exam head brain neuro spine body mri mr ct pet
+    localizer scout axial sagittal coronal left right male female other yes no""".split()
+)
+_NAME_KINDS = ("name",)
+_PLACE_KEYWORDS = frozenset(
+    """InstitutionName InstitutionAddress InstitutionalDepartmentName StationName
+    PatientAddress PatientTelephoneNumbers ReferringPhysicianAddress
+    ReferringPhysicianTelephoneNumbers PersonAddress PersonTelephoneNumbers
+    RegionOfResidence CountryOfResidence InstitutionDepartmentTypeCodeSequence
+    PatientTelecomInformation PersonTelecomInformation""".split()
+)
+_ID_SUFFIX = re.compile(r"(ID|IDs|Number|Numbers|Identifier)$")
+_ID_VRS = frozenset({"LO", "SH", "UC", "IS", "LT"})
+_CLASS_UID = re.compile(r"(ClassUID|TransferSyntaxUID|CodingSchemeUID|MappingResourceUID)$")
+_WORD = re.compile(r"[A-Za-z0-9]+")
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One reason not to deliver: where, and what kind (never the value)."""
+
+    where: str
+    what: str
+
+    def __str__(self) -> str:
+        return f"{self.where}: {self.what}"
+
+
+@dataclass
+class Identifiers:
+    """The series' original identifiers, arranged for fast scanning.
+
+    ``text``: lower-cased byte needles (several encodings) -> (kind, whole-word only);
+    ``numbers``: digit-only values matched as whole digit runs; ``dotted``: UIDs and
+    written dates matched as whole tokens; ``short``: 2-3 character name parts matched as
+    whole words in decoded text values.
+    """
+
+    text: dict[bytes, tuple[str, bool]] = field(default_factory=dict)
+    numbers: dict[bytes, str] = field(default_factory=dict)
+    dotted: dict[bytes, str] = field(default_factory=dict)
+    short: dict[str, str] = field(default_factory=dict)
+    #: Words that identify nobody in this series (its coded values) and the kept device text.
+    extra_vocab: set[str] = field(default_factory=set)
+    retained: list[str] = field(default_factory=list)
+    _pixel_groups: dict[bytes, list[tuple[bytes, str]]] | None = field(
+        default=None, repr=False, compare=False
+    )
+    _token_memo: dict[bytes, str | None] = field(default_factory=dict, repr=False,
+                                                 compare=False)
+
+    def __len__(self) -> int:
+        return len(self.text) + len(self.numbers) + len(self.dotted) + len(self.short)
+
+    # -- adding -----------------------------------------------------------------------
+
+    def add(self, kind: str, value: str) -> None:
+        value = value.strip("\x00 \t\r\n")
+        if not value:
+            return
+        if value.isdigit():
+            if len(value) >= 6:
+                self.numbers[value.encode()] = kind
+            return
+        if re.fullmatch(r"[0-9]+(\.[0-9]+)+", value):
+            if len(value) >= 6:
+                self.dotted[value.encode()] = kind
+            return
+        if self._generic(value):
+            return
+        if len(value) < 4:
+            if kind in _NAME_KINDS and len(value) >= 2:
+                self.short[value.lower()] = kind
+            return
+        whole_word = kind in _NAME_KINDS and len(value) < 6
+        for enc in ("utf-8", "latin-1", "utf-16-le"):
+            try:
+                needle = value.lower().encode(enc)
+            except UnicodeEncodeError:
+                continue
+            self.text.setdefault(needle, (kind, whole_word))
+
+    def _generic(self, value: str) -> bool:
+        words = _WORD.findall(value)
+        vocab = _vocabulary()
+        if not words or all(w.lower() in vocab or w.lower() in self.extra_vocab for w in words):
+            return True
+        low = value.lower()
+        return any(low in kept for kept in self.retained)
+
+    def add_date(self, value: str) -> None:
+        v = value.strip()[:8]
+        if len(v) != 8 or not v.isdigit():
+            return
+        y, m, d = v[:4], v[4:6], v[6:8]
+        self.numbers[v.encode()] = "date"
+        for form in (f"{y}-{m}-{d}", f"{y}.{m}.{d}", f"{d}.{m}.{y}", f"{m}/{d}/{y}",
+                     f"{d}/{m}/{y}", f"{y}/{m}/{d}", f"{d}-{m}-{y}"):
+            self.dotted[form.encode()] = "date"
+
+    # -- scanning ---------------------------------------------------------------------
+
+    def scan(self, data: bytes, *, pixels: bool = False) -> Iterator[tuple[int, str]]:
+        """Yield (offset, kind) for every identifier found in ``data``.
+
+        ``pixels``: ``data`` is a Pixel Data value. Sample values make every short byte
+        pattern likely by chance (a 4-letter name in UTF-16 is 4 small pixel values), so
+        there only 8-bit needles of 6+ bytes are searched: text can only get into sample
+        values by a program writing it there byte for byte, and UTF-16 text lives in
+        OB/UN payloads of the header, which are searched with every needle.
+        """
+        if not data:
+            return
+        low = data.lower()
+        if pixels:
+            yield from self._scan_pixels(low)
+        for needle, (kind, whole) in self.text.items():
+            if pixels:
+                break
+            start = low.find(needle)
+            while start >= 0:
+                end = start + len(needle)
+                if not whole or (_boundary(low, start - 1) and _boundary(low, end)):
+                    yield start, kind
+                    break
+                start = low.find(needle, start + 1)
+        if self.numbers or self.dotted:
+            for start, token in _digit_tokens(data):
+                hit = self._token_hit(token)
+                if hit is not None:
+                    yield start, hit
+
+    def _scan_pixels(self, low: bytes) -> Iterator[tuple[int, str]]:
+        """Pixel-region needles, grouped by their first 5 bytes: one ``find`` per group
+        (the C search is what costs on 100 kB), then each needle checked at the hits."""
+        groups = self._pixel_groups
+        if groups is None:
+            groups = {}
+            for needle, (kind, whole) in self.text.items():
+                if _pixel_needle(needle, whole):
+                    groups.setdefault(needle[:5], []).append((needle, kind))
+            self._pixel_groups = groups
+        for prefix, members in groups.items():
+            start = low.find(prefix)
+            while start >= 0:
+                for needle, kind in members:
+                    if low.startswith(needle, start):
+                        yield start, kind
+                        return
+                start = low.find(prefix, start + 1)
+
+    def _token_hit(self, token: bytes) -> str | None:
+        """A run of digits and separators: whole digit runs, then dot-aligned sub-runs.
+
+        Memoised: a series repeats the same UIDs, codes and numbers in every file."""
+        memo = self._token_memo
+        if token in memo:
+            return memo[token]
+        hit = self._token_lookup(token)
+        if len(memo) < 100_000:
+            memo[token] = hit
+        return hit
+
+    def _token_lookup(self, token: bytes) -> str | None:
+        if self.numbers:
+            for run in _SEPARATORS.split(token):
+                if len(run) >= 6:
+                    kind = self.numbers.get(run)
+                    if kind is not None:
+                        return kind
+        if self.dotted and len(token) >= 6:
+            return _dotted_hit(token, self.dotted)
+        return None
+
+    def reduced(self) -> Identifiers:
+        """The same search with redundant needles dropped: a needle holding a shorter
+        needle (same encoding, same matching rule) is found whenever it is present."""
+        keep: dict[bytes, tuple[str, bool]] = {}
+        needles = sorted(self.text.items(), key=lambda kv: len(kv[0]))
+        for needle, (kind, whole) in needles:
+            if any(n in needle and not w and not whole for n, (_, w) in keep.items()):
+                continue
+            keep[needle] = (kind, whole)
+        return Identifiers(text=keep, numbers=self.numbers, dotted=self.dotted,
+                           short=self.short, extra_vocab=self.extra_vocab,
+                           retained=self.retained)
+
+
+def _pixel_needle(needle: bytes, whole: bool) -> bool:
+    """Needles searched in sample values (see :meth:`Identifiers.scan`)."""
+    return not whole and len(needle) >= 6 and b"\0" not in needle
+
+
+_TOKEN_TABLE = bytes(49 if chr(i) in "0123456789./-" else 48 for i in range(256))
+_SEPARATORS = re.compile(rb"[./-]")
+_DIGIT_BYTES = frozenset(b"0123456789")
+
+
+def _digit_tokens(data: bytes) -> list[tuple[int, bytes]]:
+    """Maximal runs of [0-9./-] of 6+ bytes holding a digit.
+
+    One ``translate`` maps token bytes to "1" and others to "0"; ``find`` then jumps from
+    run to run at C speed (pixel data rarely has any).
+    """
+    mask = data.translate(_TOKEN_TABLE)
+    out = []
+    start = mask.find(b"111111")
+    while start >= 0:
+        end = mask.find(b"0", start)
+        if end < 0:
+            end = len(data)
+        token = data[start:end]
+        if not _DIGIT_BYTES.isdisjoint(token):
+            out.append((start, token))
+        start = mask.find(b"111111", end)
+    return out
+
+
+def _boundary(data: bytes, index: int) -> bool:
+    return index < 0 or index >= len(data) or not chr(data[index]).isalnum()
+
+
+def _dotted_hit(token: bytes, table: dict[bytes, str]) -> str | None:
+    """Whether any dot-aligned run of ``token``'s parts is an identifier (UID inside UID)."""
+    kind = table.get(token)
+    if kind is not None:
+        return kind
+    if token in _known_uid_bytes():
+        return None  # a standard UID (SOP class, transfer syntax): nothing else in the run
+    parts = re.split(rb"([-./])", token)
+    n = len(parts)
+    for i in range(0, n, 2):
+        for j in range(i + 1, n + 1, 2):
+            kind = table.get(b"".join(parts[i:j]))
+            if kind is not None:
+                return kind
+    return None
+
+
+@lru_cache(maxsize=1)
+def _vocabulary() -> frozenset[str]:
+    words: set[str] = set(_GENERIC_WORDS)
+    for entry in DicomDictionary.values():
+        words.update(w.lower() for w in _WORD.findall(entry[2]))
+    for entry in UID_dictionary.values():
+        words.update(w.lower() for w in _WORD.findall(entry[0]))
+    return frozenset(words)
+
+
+@lru_cache(maxsize=1)
+def _known_uids() -> frozenset[str]:
+    return frozenset(UID_dictionary)
+
+
+@lru_cache(maxsize=1)
+def _known_uid_bytes() -> frozenset[bytes]:
+    return frozenset(u.encode("ascii") for u in UID_dictionary)
+
+
+# -- collecting ---------------------------------------------------------------------------
+
+
+_RETAINED_KEYWORDS = frozenset({"Manufacturer", "ManufacturerModelName", "SoftwareVersions"})
+_BINARY_VRS = frozenset(
+    {"OB", "OW", "OF", "OD", "OL", "OV", "US", "SS", "UL", "SL", "FL", "FD", "AT", "UV", "SV",
+     "SQ", "UN"}
+)
+_SINGLE_VALUED = frozenset({"LT", "ST", "UT", "UR"})
+
+
+def _decoder(parsed: Parsed) -> str:
+    """The Python codec for the file's Specific Character Set (best effort)."""
+    elem = parsed.find(0x00080005)
+    terms = parsed.text(elem).upper() if elem is not None else ""
+    if "192" in terms:
+        return "utf-8"
+    if not terms or terms in ("ISO_IR 6", "ISO_IR 100", "ISO 2022 IR 6", "ISO 2022 IR 100"):
+        return "latin-1"
+    try:
+        from pydicom.charset import convert_encodings
+
+        return str(convert_encodings(terms.split("\\"))[-1])
+    except Exception:  # noqa: BLE001 - unknown character sets: latin-1 keeps every byte
+        return "latin-1"
+
+
+class _Collector:
+    """One pass over the originals. Values already seen in an earlier file of the series
+    (same tag, same bytes) are skipped: a series repeats most of its header."""
+
+    def __init__(self) -> None:
+        self.seen: set[tuple[int, bytes]] = set()
+        self.candidates: list[tuple[str, str]] = []
+        self.dates: set[str] = set()
+        self.vocab: set[str] = set()
+        self.retained: list[str] = []
+
+    def file(self, parsed: Parsed) -> None:
+        codec = _decoder(parsed)
+        for elem in parsed.meta + parsed.elements:
+            if elem.vr in _BINARY_VRS:
+                continue
+            raw = parsed.value(elem)
+            key = (elem.tag, raw)
+            if key in self.seen:
+                continue
+            self.seen.add(key)
+            try:
+                text = raw.decode(codec, "replace")
+            except LookupError:
+                text = raw.decode("latin-1")
+            text = text.strip("\x00 ")
+            values = [text] if elem.vr in _SINGLE_VALUED else text.split("\\")
+            self.element(elem, [v.strip("\x00 ") for v in values if v.strip("\x00 ")])
+
+    def element(self, elem: Element, values: list[str]) -> None:
+        tag, vr = elem.tag, elem.vr
+        if vr == "PN":
+            for v in values:
+                self.candidates.append(("name", v))
+                for part in re.split(r"[\^=]+", v):
+                    self.candidates.append(("name", part))
+                    self.candidates.extend(("name", w) for w in part.split())
+            return
+        if vr in ("DA", "DT"):
+            self.dates.update(values)
+            return
+        if vr == "CS":
+            for v in values:
+                self.vocab.update(w.lower() for w in _WORD.findall(v))
+            return
+        if tag >> 16 & 1:
+            return  # only names and dates: vendor text is not known to identify
+        keyword = keyword_for_tag(tag) or ""
+        if keyword in _RETAINED_KEYWORDS:
+            self.retained.extend(v.lower() for v in values)
+        elif vr == "UI":
+            if tag >> 16 == 0x0002 or _CLASS_UID.search(keyword):
+                return
+            for v in values:
+                if not v.startswith(_WELL_KNOWN) and v not in _known_uids():
+                    self.candidates.append(("uid", v))
+        elif keyword in _PLACE_KEYWORDS:
+            self.candidates.extend(("place", v) for v in values)
+        elif vr in _ID_VRS and _ID_SUFFIX.search(keyword):
+            self.candidates.extend(("id", v) for v in values)
+        elif vr in ("LT", "ST", "UT"):
+            self.candidates.extend(("free text", v) for v in values)
+
+    def identifiers(self) -> Identifiers:
+        ids = Identifiers(extra_vocab=self.vocab, retained=self.retained)
+        for kind, value in self.candidates:
+            ids.add(kind, value)
+        for d in self.dates:
+            ids.add_date(d)
+        return ids
+
+
+def collect_identifiers(files: Iterable[Path]) -> Identifiers:
+    """Every identifier of the original files (see the module docstring)."""
+    collector = _Collector()
+    for path in files:
+        try:
+            # Memory-mapped: only the pages of the header are read, not the pixel data.
+            with open(path, "rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as mm:
+                parsed = parse(mm, part10=False)  # type: ignore[arg-type]
+                collector.file(parsed)
+        except (OSError, ValueError, ParseError, struct.error):
+            raise NotDicom(
+                "an original file of the series cannot be read to check the result"
+            ) from None
+    return collector.identifiers()
+
+
+@dataclass(frozen=True)
+class Rules:
+    """Structural expectations for outputs."""
+
+    safe_private: frozenset[tuple[int, int, str]]
+    retain_safe_private: bool = True
+    allow_burned_in: bool = False
+
+
+@lru_cache(maxsize=1)
+def load_safe_private() -> frozenset[tuple[int, int, str]]:
+    """Table E.3.10-1 (group, element within block, creator), parsed independently."""
+    text = (resources.files("agent.deid") / "data" / "ps3.15-table-E.3.10-1-safe-private.csv")
+    out = set()
+    for row in csv.reader(io.StringIO(text.read_text(encoding="utf-8"))):
+        if not row or row[0] == "group":
+            continue
+        out.add((int(row[0], 16), int(row[1], 16), row[3].strip()))
+    return frozenset(out)
+
+
+_TEXT_VRS = frozenset(
+    {"AE", "AS", "CS", "DA", "DS", "DT", "IS", "LO", "LT", "PN", "SH", "ST", "TM", "UC", "UR",
+     "UT"}
+)
+
+
+def _top_level(parsed: Parsed, rules: Rules) -> list[Finding]:
+    out: list[Finding] = []
+    for elem in parsed.meta:
+        if elem.tag not in _ALLOWED_META:
+            out.append(Finding(elem.path, "file meta element of the source kept"))
+    media = next((e for e in parsed.meta if e.tag == 0x00020003), None)
+    sop = parsed.find(0x00080018)
+    if media is None or sop is None or parsed.text(media) != parsed.text(sop):
+        out.append(Finding("(0002,0003)", "does not follow the SOP Instance UID"))
+    removed = parsed.find(0x00120062)
+    if removed is None or parsed.text(removed).upper() != "YES":
+        out.append(Finding("(0012,0062)", "Patient Identity Removed is not YES"))
+    if not any(e.tag == 0x00080100 and e.path.startswith("(0012,0064)[")
+               and parsed.text(e) == "113100" for e in parsed.elements):
+        out.append(Finding("(0012,0064)", "113100 (Basic Profile) not recorded"))
+    burned = parsed.find(0x00280301)
+    if not rules.allow_burned_in and burned is not None and parsed.text(burned).upper() == "YES":
+        out.append(Finding("(0028,0301)", "declares burned-in annotation"))
+    if parsed.preamble.strip(b"\x00"):
+        out.append(Finding("preamble", "non-zero preamble (may carry source data)"))
+    return out
+
+
+def _inspect(parsed: Parsed, rules: Rules, ids: Identifiers, out: list[Finding]) -> None:
+    """Structural rules and short name parts, element by element."""
+    for elem in parsed.elements:
+        tag, vr = elem.tag, elem.vr
+        group, el = tag >> 16, tag & 0xFFFF
+        if group & 1:
+            if el < 0x10:
+                out.append(Finding(elem.path, "private group length / reserved element"))
+            elif el >= 0x1000 and (
+                not rules.retain_safe_private
+                or (group, el & 0xFF, elem.creator) not in rules.safe_private
+            ):
+                out.append(Finding(elem.path, "private element not on the safe list"))
+            continue
+        if group in (0x0000, 0x0002, 0x0004) or el == 0:
+            out.append(Finding(elem.path, "command, meta, DICOMDIR or group length element"))
+        elif 0x5000 <= group <= 0x501E or 0x6000 <= group <= 0x601E:
+            out.append(Finding(elem.path, "overlay or curve data"))
+        elif vr == "UN":
+            out.append(Finding(elem.path, "element of unknown VR (UN)"))
+        elif tag not in DicomDictionary:
+            out.append(Finding(elem.path, "element unknown to the DICOM dictionary"))
+        elif ids.short and vr in _TEXT_VRS:
+            for word in _WORD.findall(parsed.value(elem).decode("latin-1")):
+                kind = ids.short.get(word.lower())
+                if kind is not None:
+                    out.append(Finding(elem.path, f"original {kind} (short) found"))
+                    break
+
+
+def _scan_stream(parsed: Parsed, ids: Identifiers) -> Iterator[tuple[int, str]]:
+    """Scan the whole byte stream; the Pixel Data value with long needles only."""
+    data = parsed.stream
+    start, end = parsed.pixel_span
+    if start <= 0:
+        yield from ids.scan(data)
+        return
+    yield from ids.scan(data[:start])
+    for offset, kind in ids.scan(data[start:end], pixels=True):
+        yield start + offset, kind
+    for offset, kind in ids.scan(data[end:]):
+        yield end + offset, kind
+
+
+def check_file(path: Path, ids: Identifiers, rules: Rules) -> list[Finding]:
+    """Every finding for one output file (empty: the file may be delivered)."""
+    findings: list[Finding] = []
+    if any(True for _ in ids.scan(path.name.encode("utf-8"))):
+        findings.append(Finding("file name", "original identifier in the file name"))
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise SeriesProblem(
+            f"an output file cannot be read for checking ({exc.strerror})"
+        ) from None
+    try:
+        parsed = parse(data)
+    except (ParseError, struct.error) as exc:
+        findings.append(Finding("file", f"does not parse as DICOM ({exc})"))
+        # Still scan the bytes: a leak is a leak even in a broken file.
+        for offset, kind in list(ids.scan(data))[:3]:
+            findings.append(Finding(f"byte offset {offset}", f"original {kind} found"))
+        return findings
+    findings += _top_level(parsed, rules)
+    _inspect(parsed, rules, ids, findings)
+    seen: set[str] = set()
+    for offset, kind in _scan_stream(parsed, ids):
+        elem = parsed.at(offset)
+        if elem is not None:
+            where = elem.path
+        elif offset < 128:
+            where = "preamble"
+        else:
+            where = f"byte offset {offset}"
+        if where not in seen:
+            seen.add(where)
+            findings.append(Finding(where, f"original {kind} found"))
+    return findings
+
+
+def _check_many(args: tuple[list[Path], Identifiers, Rules]) -> list[tuple[str, list[Finding]]]:
+    paths, ids, rules = args
+    return [(p.name, check_file(p, ids, rules)) for p in paths]
+
+
+def verify_series(
+    source_files: list[Path], outputs: list[Path], rules: Rules, *, processes: int = 1
+) -> None:
+    """Raise LeakFound naming the first findings; return when every output is clean."""
+    if not outputs:
+        raise LeakFound("the series has no output files to deliver")
+    ids = collect_identifiers(source_files).reduced()
+    results: list[tuple[str, list[Finding]]] = []
+    if processes > 1 and len(outputs) >= 64:
+        chunks = [outputs[i::processes] for i in range(processes)]
+        with make_pool(processes) as pool:
+            for part in pool.map(_check_many, [(c, ids, rules) for c in chunks]):
+                results += part
+    else:
+        results = _check_many((outputs, ids, rules))
+    bad = [(n, f) for n, f in results if f]
+    if bad:
+        first = bad[0][1]
+        more = sum(len(f) for _, f in bad) - 1
+        text = "; ".join(str(f) for f in first[:3])
+        raise LeakFound(
+            f"verification failed in {len(bad)} of {len(outputs)} files: {text}"
+            + (f" (and {more} more findings)" if more > 0 else "")
+            + "; nothing of this series is delivered"
+        )
+
+
+class VerifyStage:
+    """Pipeline stage ``verify``: compares ``work.source_files`` with ``work.files``."""
+
+    name = "verify"
+
+    def __init__(self, cfg: Config) -> None:
+        allowed = {a.strip().lower() for a in cfg.deid.allow_pixel_identity}
+        self.rules = Rules(
+            safe_private=load_safe_private(),
+            retain_safe_private=cfg.deid.retain_safe_private,
+            allow_burned_in="burned-in" in allowed,
+        )
+        self.processes = max(1, cfg.worker_count)
+
+    def __call__(self, work: SeriesWork) -> None:
+        verify_series(work.source_files, work.files, self.rules, processes=self.processes)

@@ -1,0 +1,283 @@
+"""The verifier's own DICOM parser: every element of a file, with where its bytes lie.
+
+Independent of the engine (and of pydicom's reader: only pydicom's data dictionary is used,
+for the VR of implicit-VR elements). It walks the byte stream with ``struct`` - sequences
+and items of defined or undefined length, encapsulated pixel data, deflated transfer
+syntaxes - and records each element's path, tag, VR and byte range, so that a hit found
+by scanning the raw bytes can be named by its element path, and structural rules can be
+checked without decoding values.
+"""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from dataclasses import dataclass, field
+
+from pydicom.datadict import dictionary_VR
+
+_LONG_VRS = frozenset(
+    {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"}
+)
+_UNDEFINED = 0xFFFFFFFF
+_ITEM = 0xFFFEE000
+_ITEM_END = 0xFFFEE00D
+_SEQ_END = 0xFFFEE0DD
+_DEFLATED = ("1.2.840.10008.1.2.1.99", "1.2.840.10008.1.2.8.1")
+MAX_DEPTH = 32
+
+
+class ParseError(Exception):
+    """The bytes are not a well-formed DICOM stream."""
+
+
+@dataclass(slots=True)
+class Element:
+    """One element: where it is, what it is; ``creator`` for private data elements."""
+
+    prefix: str
+    tag: int
+    vr: str
+    value_start: int
+    value_end: int
+    depth: int
+    creator: str = ""
+
+    @property
+    def path(self) -> str:
+        """E.g. ``(0008,1110)[0].(0008,1155)`` (built on demand: most are never shown)."""
+        return f"{self.prefix}{_tag_str(self.tag)}"
+
+
+@dataclass
+class Parsed:
+    """A whole file: the stream actually holding the dataset (inflated if deflated)."""
+
+    stream: bytes
+    preamble: bytes
+    meta: list[Element] = field(default_factory=list)
+    elements: list[Element] = field(default_factory=list)
+    transfer_syntax: str = ""
+    pixel_span: tuple[int, int] = (-1, -1)
+
+    def value(self, elem: Element) -> bytes:
+        return self.stream[elem.value_start:elem.value_end]
+
+    def text(self, elem: Element) -> str:
+        return self.value(elem).decode("latin-1").strip("\x00 ")
+
+    def find(self, tag: int) -> Element | None:
+        """A top-level element by tag."""
+        for elem in self.elements:
+            if elem.depth == 0 and elem.tag == tag:
+                return elem
+        return None
+
+    def at(self, offset: int) -> Element | None:
+        """The innermost element whose value holds ``offset``."""
+        best: Element | None = None
+        for elem in self.meta + self.elements:
+            if elem.value_start <= offset < elem.value_end and (
+                best is None or elem.depth >= best.depth
+            ):
+                best = elem
+        return best
+
+
+def _tag_str(tag: int) -> str:
+    return f"({tag >> 16:04X},{tag & 0xFFFF:04X})"
+
+
+def _implicit_vr(tag: int) -> str:
+    if tag >> 16 & 1:
+        return "LO" if 0x10 <= (tag & 0xFFFF) <= 0xFF else "UN"
+    try:
+        return str(dictionary_VR(tag))
+    except KeyError:
+        return "UN"
+
+
+class _Reader:
+    def __init__(self, data: bytes, implicit: bool, little: bool, out: list[Element]) -> None:
+        self.data = data
+        self.implicit = implicit
+        e = "<" if little else ">"
+        self.tag = struct.Struct(f"{e}HH")
+        # tag group, tag element, explicit VR bytes, explicit short length - one unpack.
+        self.head = struct.Struct(f"{e}HH2sH").unpack_from
+        self.u16 = struct.Struct(f"{e}H")
+        self.u32 = struct.Struct(f"{e}L")
+        self.out = out
+
+    def read_tag(self, pos: int) -> int:
+        if pos + 8 > len(self.data):
+            raise ParseError("truncated element header")
+        g, e = self.tag.unpack_from(self.data, pos)
+        return (g << 16) | e
+
+    def dataset(self, pos: int, end: int | None, depth: int, prefix: str) -> int:
+        """Parse elements from ``pos`` to ``end`` (None: until an item delimiter)."""
+        if depth > MAX_DEPTH:
+            raise ParseError("sequences nested too deeply")
+        creators: dict[int, str] = {}
+        data = self.data
+        size = len(data)
+        limit = size if end is None else end
+        implicit = self.implicit
+        head = self.head
+        u32 = self.u32.unpack_from
+        out = self.out
+        while pos < limit:
+            if pos + 8 > size:
+                raise ParseError("truncated element header")
+            group, el, raw_vr, short_len = head(data, pos)
+            tag = (group << 16) | el
+            if group == 0xFFFE:
+                if tag == _ITEM_END and end is None:
+                    return pos + 8
+                raise ParseError("unexpected delimiter")
+            if implicit:
+                vr = _implicit_vr(tag)
+                length = u32(data, pos + 4)[0]
+                value = pos + 8
+            else:
+                vr = raw_vr.decode("latin-1")
+                if raw_vr in _LONG_VRS:
+                    if pos + 12 > size:
+                        raise ParseError("truncated element header")
+                    length = u32(data, pos + 8)[0]
+                    value = pos + 12
+                else:
+                    length = short_len
+                    value = pos + 8
+            creator = ""
+            if group & 1 and el >= 0x1000:
+                creator = creators.get((group << 16) | (el >> 8), "")
+            elem = Element(prefix, tag, vr, value, value, depth, creator)
+            out.append(elem)
+            if length == _UNDEFINED:
+                if vr in ("SQ", "UN"):
+                    pos = self.sequence(value, None, depth, elem.path)
+                else:
+                    pos = self.fragments(value)
+                elem.value_end = pos
+                continue
+            if value + length > size:
+                raise ParseError("value runs past the end of the file")
+            elem.value_end = value + length
+            if vr == "SQ":
+                self.sequence(value, value + length, depth, elem.path)
+            elif group & 1 and 0x10 <= el <= 0xFF:
+                creators[tag] = data[value:value + length].decode("latin-1").strip("\x00 ")
+            pos = value + length
+        if end is None:
+            raise ParseError("item without delimiter")
+        return pos
+
+    def sequence(self, pos: int, end: int | None, depth: int, path: str) -> int:
+        data = self.data
+        index = 0
+        while end is None or pos < end:
+            tag = self.read_tag(pos)
+            length = self.u32.unpack_from(data, pos + 4)[0]
+            if tag == _SEQ_END:
+                return pos + 8
+            if tag != _ITEM:
+                raise ParseError("sequence holds something other than items")
+            start = pos + 8
+            prefix = f"{path}[{index}]."
+            if length == _UNDEFINED:
+                pos = self.dataset(start, None, depth + 1, prefix)
+            else:
+                if start + length > len(data):
+                    raise ParseError("item runs past the end of the file")
+                self.dataset(start, start + length, depth + 1, prefix)
+                pos = start + length
+            index += 1
+        return pos
+
+    def fragments(self, pos: int) -> int:
+        data = self.data
+        while True:
+            tag = self.read_tag(pos)
+            length = self.u32.unpack_from(data, pos + 4)[0]
+            if tag == _SEQ_END:
+                return pos + 8
+            if tag != _ITEM or length == _UNDEFINED:
+                raise ParseError("encapsulated pixel data without proper fragments")
+            pos += 8 + length
+            if pos > len(data):
+                raise ParseError("fragment runs past the end of the file")
+
+
+def _guess_syntax(data: bytes) -> str:
+    """The transfer syntax of a bare dataset (no preamble, no meta), from its first bytes."""
+    if len(data) < 8:
+        raise ParseError("too short to be DICOM")
+    little = struct.unpack_from("<H", data, 0)[0] <= 0x00FF or data[0] != 0
+    explicit = data[4:6].isalpha() and data[4:6].isupper()
+    if not explicit:
+        return "1.2.840.10008.1.2"
+    return "1.2.840.10008.1.2.1" if little else "1.2.840.10008.1.2.2"
+
+
+def parse(data: bytes, *, part10: bool = True) -> Parsed:
+    """Parse a Part 10 file (preamble, ``DICM``, meta, dataset). Raises ParseError.
+
+    ``part10=False`` also accepts a bare dataset (old exports without preamble and meta),
+    guessing its encoding from the first element.
+    """
+    if len(data) < 132 or data[128:132] != b"DICM":
+        if part10:
+            raise ParseError("no DICOM Part 10 header (preamble and DICM)")
+        ts = _guess_syntax(data)
+        parsed = Parsed(stream=data, preamble=b"", transfer_syntax=ts)
+        elements: list[Element] = []
+        _Reader(data, ts == "1.2.840.10008.1.2", ts != "1.2.840.10008.1.2.2",
+                elements).dataset(0, len(data), 0, "")
+        parsed.elements = elements
+        return parsed
+    meta: list[Element] = []
+    reader = _Reader(data, False, True, meta)
+    pos = 132
+    ts = ""
+    while pos + 8 <= len(data):
+        group = struct.unpack_from("<H", data, pos)[0]
+        if group != 0x0002:
+            break
+        before = len(meta)
+        # Parse one element at a time: the meta ends where group 0002 ends.
+        tag = reader.read_tag(pos)
+        raw_vr = data[pos + 4:pos + 6]
+        if raw_vr in _LONG_VRS:
+            length = struct.unpack_from("<L", data, pos + 8)[0]
+            value = pos + 12
+        else:
+            length = struct.unpack_from("<H", data, pos + 6)[0]
+            value = pos + 8
+        if length == _UNDEFINED or value + length > len(data):
+            raise ParseError("malformed file meta")
+        meta.append(Element("", tag, raw_vr.decode("latin-1"), value, value + length, 0))
+        if tag == 0x00020010:
+            ts = data[value:value + length].decode("latin-1").strip("\x00 ")
+        pos = value + length
+        assert len(meta) == before + 1
+    body = data[pos:]
+    parsed = Parsed(stream=data, preamble=data[:128], meta=meta, transfer_syntax=ts)
+    if ts in _DEFLATED:
+        try:
+            body = zlib.decompress(body, -15)
+        except zlib.error as exc:
+            raise ParseError(f"deflated dataset cannot be inflated ({exc})") from None
+        # Offsets of the dataset refer to the inflated stream, appended after the meta.
+        parsed.stream = data[:pos] + body
+    implicit = ts == "1.2.840.10008.1.2"
+    little = ts != "1.2.840.10008.1.2.2"
+    elements = []
+    body_reader = _Reader(parsed.stream, implicit, little, elements)
+    body_reader.dataset(pos, len(parsed.stream), 0, "")
+    parsed.elements = elements
+    for elem in elements:
+        if elem.depth == 0 and elem.tag == 0x7FE00010:
+            parsed.pixel_span = (elem.value_start, elem.value_end)
+    return parsed

@@ -1,0 +1,179 @@
+"""The verifier on its own: it catches a broken engine and broken outputs, and accepts what
+the defacing stage legitimately changes. Messages never contain the identifier itself."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import pydicom
+import pytest
+from pydicom.dataset import Dataset
+from pydicom.sequence import Sequence
+
+from agent.config import Config, DeidConfig
+from agent.deid.engine import Engine
+from agent.deid.profile import Action
+from agent.deid.verify import Rules, VerifyStage, check_file, collect_identifiers
+from agent.errors import LeakFound
+
+from .helpers import SECRET, SITE, make_work, write_series
+
+INSTITUTION = "Verifier Memorial Clinic"
+OTHER_NAME = "Verifiersson^Gudrun"
+PID = "VRF-PID-123987"
+
+
+def _plant(ds: Dataset, i: int) -> None:
+    ds.PatientID = PID
+    ds.PatientName = "Verifiersson^Karl"
+    ds.OtherPatientNames = OTHER_NAME
+    ds.InstitutionName = INSTITUTION
+    ds.StudyDate = "20180203"
+    ref = Dataset()
+    ref.ReferencedSOPClassUID = "1.2.840.10008.3.1.2.3.1"
+    ref.ReferencedSOPInstanceUID = "1.2.826.0.1.3680043.10.998.4242"
+    ds.SourceImageSequence = Sequence([ref])
+
+
+def _run(tmp_path: Path, cfg: Config, engine: Engine) -> list[Path]:
+    sources = write_series(tmp_path, 2, _plant)
+    out = tmp_path / "out"
+    out.mkdir()
+    work = make_work(tmp_path, sources)
+    work.files = [r.path for s in sources if (r := engine.deidentify_file(s, out))]
+    with pytest.raises(LeakFound) as err:
+        VerifyStage(cfg)(work)
+    message = str(err.value)
+    for secret in (INSTITUTION, "Verifiersson", "Gudrun", PID, "20180203", "4242"):
+        assert secret.lower() not in message.lower(), "the finding must not repeat PHI"
+    return [Path(message)]
+
+
+def _broken(actions: dict[int, Action], options: DeidConfig | None = None) -> Engine:
+    engine = Engine(SITE, SECRET, options or DeidConfig())
+    engine.profile = dataclasses.replace(
+        engine.profile, actions={**engine.profile.actions, **actions}
+    )
+    return engine
+
+
+@pytest.mark.parametrize(
+    ("actions", "where", "kind"),
+    [
+        ({0x00101001: Action.KEEP}, "(0010,1001)", "name"),
+        ({0x00080080: Action.KEEP}, "(0008,0080)", "place"),
+        ({0x00080020: Action.KEEP}, "(0008,0020)", "date"),
+        ({0x00081155: Action.KEEP}, "(0008,2112)[0].(0008,1155)", "uid"),
+    ],
+)
+def test_broken_profile_is_caught(
+    tmp_path: Path, cfg: Config, actions: dict[int, Action], where: str, kind: str
+) -> None:
+    [message] = _run(tmp_path, cfg, _broken(actions))
+    assert where in str(message) and kind in str(message)
+
+
+def test_kept_source_meta_is_caught(tmp_path: Path, cfg: Config) -> None:
+    class KeepsMeta(Engine):
+        def _rebuild_meta(self, ds: Dataset) -> None:
+            ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+            ds.file_meta.SourceApplicationEntityTitle = "SCANNERAE"
+
+    [message] = _run(tmp_path, cfg, KeepsMeta(SITE, SECRET, DeidConfig()))
+    assert "(0002,0016)" in str(message)
+
+
+def test_unsafe_private_and_un_are_caught(tmp_path: Path, cfg: Config, rules: Rules) -> None:
+    engine = Engine(SITE, SECRET, DeidConfig())
+    [src] = write_series(tmp_path, 1, _plant)
+    result = engine.deidentify_file(src, tmp_path)
+    assert result is not None
+    ids = collect_identifiers([src])
+    assert check_file(result.path, ids, rules) == []
+    ds = pydicom.dcmread(result.path)
+    block = ds.private_block(0x0041, "SOME VENDOR", create=True)
+    block.add_new(0x01, "DS", "1.5")  # harmless value, but not on the safe list
+    ds.add_new(0x60003000, "OW", b"\0\0")  # overlay data
+    ds.add_new(0x00189999, "UN", b"ab")  # UN
+    ds.PatientIdentityRemoved = "NO"
+    ds.save_as(result.path, enforce_file_format=True)
+    whats = {f.where: f.what for f in check_file(result.path, ids, rules)}
+    assert "private" in whats["(0041,1001)"]
+    assert "overlay" in whats["(6000,3000)"]
+    assert "UN" in whats["(0018,9999)"] or "unknown" in whats["(0018,9999)"]
+    assert "(0012,0062)" in whats
+
+
+@pytest.mark.parametrize(
+    "planted",
+    [
+        "scan of 03.02.2018", "02/03/2018", "2018-02-03", "verifiersson",
+        "VERIFIER MEMORIAL CLINIC",
+        "x1.2.826.0.1.3680043.10.998.4242.7",
+    ],
+)
+def test_identifier_in_any_form_is_found(
+    tmp_path: Path, rules: Rules, planted: str
+) -> None:
+    engine = Engine(SITE, SECRET, DeidConfig())
+    [src] = write_series(tmp_path, 1, _plant)
+    result = engine.deidentify_file(src, tmp_path)
+    assert result is not None
+    ds = pydicom.dcmread(result.path)
+    ds.DerivationDescription = planted
+    ds.save_as(result.path, enforce_file_format=True)
+    findings = check_file(result.path, collect_identifiers([src]), rules)
+    assert [f.where for f in findings] == ["(0008,2111)"]
+
+
+def test_utf16_and_file_name_are_scanned(tmp_path: Path, rules: Rules) -> None:
+    engine = Engine(SITE, SECRET, DeidConfig())
+    [src] = write_series(tmp_path, 1, _plant)
+    result = engine.deidentify_file(src, tmp_path)
+    assert result is not None
+    ds = pydicom.dcmread(result.path)
+    ds.add_new(0x00189998, "OB", "Verifiersson".encode("utf-16-le"))
+    named = result.path.with_name(f"{PID}.dcm")
+    ds.save_as(named, enforce_file_format=True)
+    wheres = [f.where for f in check_file(named, collect_identifiers([src]), rules)]
+    assert "file name" in wheres
+    assert any("(0018,9998)" in w for w in wheres)
+
+
+def test_defacing_changes_are_accepted(tmp_path: Path, cfg: Config) -> None:
+    """What the deface stage does: new pixels, DERIVED, 113102 appended, re-saved."""
+    engine = Engine(SITE, SECRET, DeidConfig())
+    sources = write_series(tmp_path, 2, _plant)
+    out = tmp_path / "out"
+    out.mkdir()
+    work = make_work(tmp_path, sources)
+    work.files = [r.path for s in sources if (r := engine.deidentify_file(s, out))]
+    for path in work.files:
+        ds = pydicom.dcmread(path)
+        arr = ds.pixel_array.copy()
+        arr[:10, :] = 0
+        ds.PixelData = np.ascontiguousarray(arr).tobytes()
+        ds.ImageType = ["DERIVED", "SECONDARY", "DEFACED"]
+        item = Dataset()
+        item.CodeValue = "113102"
+        item.CodingSchemeDesignator = "DCM"
+        item.CodeMeaning = "Clean Recognizable Visual Features Option"
+        ds.DeidentificationMethodCodeSequence.append(item)
+        ds.save_as(path, enforce_file_format=True)
+    VerifyStage(cfg)(work)  # no exception
+
+
+def test_generic_values_are_not_identifiers(tmp_path: Path) -> None:
+    def generic(ds: Dataset, i: int) -> None:
+        ds.InstitutionName = "HEAD"
+        ds.StationName = "MR"
+        ds.PatientID = "1234"
+        ds.AccessionNumber = "12345678"
+
+    [src] = write_series(tmp_path, 1, generic)
+    ids = collect_identifiers([src])
+    assert b"head" not in ids.text and b"mr" not in ids.text
+    assert b"1234" not in ids.numbers
+    assert ids.numbers[b"12345678"] == "id"
