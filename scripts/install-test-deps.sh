@@ -8,7 +8,7 @@ SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO="sudo"
 need=()
 for pkg in xvfb trayer dicom3tools dcm2niix libgdcm-tools xdotool x11-utils imagemagick \
-           mricron-data nodejs npm; do
+           mricron-data nodejs npm python3-tk; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
 if [ "${#need[@]}" -gt 0 ]; then
