@@ -1,0 +1,112 @@
+"""The words of the tray: tooltip, status line, pause descriptions, series rows.
+
+Pure functions of :class:`~agent.status.AgentStatus` / :class:`~agent.status.SeriesSummary`,
+so every front end says the same thing and tests need no display. The agent only hands us
+pseudonyms; nothing here could show PHI.
+"""
+
+from __future__ import annotations
+
+import time
+
+from agent.status import AgentState, AgentStatus, SeriesSummary
+
+APP_NAME = "Clinic2Cloud"
+
+#: What each state means, in the words a clinician reads in the tooltip.
+STATE_WORDS: dict[AgentState, str] = {
+    AgentState.IDLE: "Idle - watching for exports",
+    AgentState.WORKING: "Working",
+    AgentState.PAUSED: "Paused",
+    AgentState.OFFLINE: "Offline - deliveries wait and resume by themselves",
+    AgentState.CREDENTIALS: "Credentials refused - uploads stopped",
+    AgentState.ATTENTION: "Needs attention - series in quarantine",
+    AgentState.STOPPED: "Stopped",
+}
+
+
+def clock(ts: float) -> str:
+    """``14:30`` today, ``Mon 14:30`` within a week, ``2026-11-20 14:30`` otherwise."""
+    now = time.time()
+    t = time.localtime(ts)
+    if time.strftime("%Y-%m-%d", t) == time.strftime("%Y-%m-%d", time.localtime(now)):
+        return time.strftime("%H:%M", t)
+    if abs(now - ts) < 6 * 86400:
+        return time.strftime("%a %H:%M", t)
+    return time.strftime("%Y-%m-%d %H:%M", t)
+
+
+def pause_words(paused_until: float | None) -> str:
+    """``""`` when not paused, else ``Paused until resumed`` / ``Paused until 14:30``."""
+    if paused_until is None:
+        return ""
+    if paused_until == 0.0:
+        return "Paused until resumed"
+    return f"Paused until {clock(paused_until)}"
+
+
+def counts_line(status: AgentStatus) -> str:
+    """The menu's status line: ``2 queued · 5 delivered today · 1 quarantined``."""
+    waiting = status.queued + status.working
+    parts = [f"{waiting} queued", f"{status.delivered_today} delivered today"]
+    parts.append(f"{status.quarantined} quarantined")
+    return " \u00b7 ".join(parts)
+
+
+def state_line(status: AgentStatus) -> str:
+    """One sentence for the state: the agent's own message when it gives one."""
+    if status.state is AgentState.PAUSED and status.paused_until is not None:
+        words = pause_words(status.paused_until)
+    else:
+        words = STATE_WORDS.get(status.state, status.state.value)
+    if status.state is AgentState.WORKING:
+        busy = status.working or 1
+        words = f"Working on {busy} series"
+        if status.progress is not None:
+            words += f" ({round(100 * max(0.0, min(1.0, status.progress)))}%)"
+    if status.message and status.state in _EXPLAINED:
+        # The agent knows more (which target is offline, why); keep the state word first.
+        return f"{words.split(' - ')[0]}: {status.message}"
+    return words
+
+
+#: States whose cause the agent's message explains better than our generic words.
+_EXPLAINED = (AgentState.OFFLINE, AgentState.CREDENTIALS, AgentState.ATTENTION)
+
+
+def tooltip(status: AgentStatus) -> str:
+    """The icon's tooltip: the state in words, then the counts. Kept short: Windows cuts
+    tooltips at 127 characters."""
+    text = f"{APP_NAME} - {state_line(status)}\n{counts_line(status)}"
+    return text if len(text) <= 127 else text[:124] + "..."
+
+
+SERIES_STATE_WORDS = {
+    "delivered": "Delivered",
+    "quarantined": "Quarantined",
+    "detected": "Waiting",
+    "stable": "Queued",
+    "queued": "Queued",
+    "processing": "Processing",
+    "uploading": "Uploading",
+    "failed": "Failed",
+}
+
+
+def series_state(summary: SeriesSummary) -> str:
+    """The series state as a word (unknown ledger states are shown as they are)."""
+    return SERIES_STATE_WORDS.get(summary.state, summary.state.replace("_", " ").capitalize())
+
+
+def series_row(summary: SeriesSummary) -> tuple[str, str, str, str, str]:
+    """Time, modality, pseudonym, state and detail of one series, as the window lists them."""
+    detail = summary.reason if summary.state == "quarantined" else ""
+    if not detail and summary.file_count:
+        detail = f"{summary.file_count} files"
+    return (
+        clock(summary.updated),
+        summary.modality or "-",
+        summary.patient_pseudonym or f"series {summary.id}",
+        series_state(summary),
+        detail,
+    )
