@@ -122,7 +122,7 @@ class Identifiers:
     #: Words that identify nobody in this series (its coded values) and the kept device text.
     extra_vocab: set[str] = field(default_factory=set)
     retained: list[str] = field(default_factory=list)
-    _pixel_groups: dict[bytes, list[tuple[bytes, str]]] | None = field(
+    _pixel_needles: list[tuple[bytes, str]] | None = field(
         default=None, repr=False, compare=False
     )
     _token_memo: dict[bytes, str | None] = field(default_factory=dict, repr=False,
@@ -192,10 +192,9 @@ class Identifiers:
             return
         low = data.lower()
         if pixels:
-            yield from self._scan_pixels(low)
+            yield from self._scan_pixels(low, data)
+            return
         for needle, (kind, whole) in self.text.items():
-            if pixels:
-                break
             start = low.find(needle)
             while start >= 0:
                 end = start + len(needle)
@@ -209,24 +208,41 @@ class Identifiers:
                 if hit is not None:
                     yield start, hit
 
-    def _scan_pixels(self, low: bytes) -> Iterator[tuple[int, str]]:
-        """Pixel-region needles, grouped by their first 5 bytes: one ``find`` per group
-        (the C search is what costs on 100 kB), then each needle checked at the hits."""
-        groups = self._pixel_groups
-        if groups is None:
-            groups = {}
-            for needle, (kind, whole) in self.text.items():
-                if _pixel_needle(needle, whole):
-                    groups.setdefault(needle[:5], []).append((needle, kind))
-            self._pixel_groups = groups
-        for prefix, members in groups.items():
-            start = low.find(prefix)
-            while start >= 0:
-                for needle, kind in members:
-                    if low.startswith(needle, start):
-                        yield start, kind
+    def _scan_pixels(self, low: bytes, data: bytes) -> Iterator[tuple[int, str]]:
+        """Pixel-region needles, searched only inside runs of 6+ text bytes.
+
+        One ``translate`` marks text bytes (printable ASCII and 0x80-0xFF, for UTF-8 and
+        Latin-1 names); ``find`` jumps from run to run at C speed. 12- and 16-bit samples
+        have a small high byte in every pair, so runs are rare and short, and the needles
+        are searched in a few bytes instead of the whole 100 kB value. Numbers, dates and
+        UIDs are text too, so their tokens are looked for in the same runs.
+        """
+        needles = self._pixel_needles
+        if needles is None:
+            needles = [(n, kind) for n, (kind, whole) in self.text.items()
+                       if _pixel_needle(n, whole)]
+            self._pixel_needles = needles
+        if not needles and not (self.numbers or self.dotted):
+            return
+        mask = low.translate(_TEXT_TABLE)
+        start = mask.find(b"111111")
+        while start >= 0:
+            end = mask.find(b"0", start)
+            if end < 0:
+                end = len(low)
+            run = low[start:end]
+            for needle, kind in needles:
+                at = run.find(needle)
+                if at >= 0:
+                    yield start + at, kind
+                    return
+            if self.numbers or self.dotted:
+                for at, token in _digit_tokens(data[start:end]):
+                    hit = self._token_hit(token)
+                    if hit is not None:
+                        yield start + at, hit
                         return
-                start = low.find(prefix, start + 1)
+            start = mask.find(b"111111", end)
 
     def _token_hit(self, token: bytes) -> str | None:
         """A run of digits and separators: whole digit runs, then dot-aligned sub-runs.
@@ -270,6 +286,7 @@ def _pixel_needle(needle: bytes, whole: bool) -> bool:
     return not whole and len(needle) >= 6 and b"\0" not in needle
 
 
+_TEXT_TABLE = bytes(49 if 0x20 <= i <= 0x7E or i >= 0x80 else 48 for i in range(256))
 _TOKEN_TABLE = bytes(49 if chr(i) in "0123456789./-" else 48 for i in range(256))
 _SEPARATORS = re.compile(rb"[./-]")
 _DIGIT_BYTES = frozenset(b"0123456789")

@@ -177,3 +177,26 @@ def test_generic_values_are_not_identifiers(tmp_path: Path) -> None:
     assert b"head" not in ids.text and b"mr" not in ids.text
     assert b"1234" not in ids.numbers
     assert ids.numbers[b"12345678"] == "id"
+
+
+@pytest.mark.parametrize("text", [INSTITUTION.upper(), PID, "20180203",
+                                  "1.2.826.0.1.3680043.10.998.4242"])
+def test_text_written_into_pixel_data_is_found(tmp_path: Path, cfg: Config, text: str) -> None:
+    """A program that wrote an identifier byte for byte into the sample values (a burned-in
+    label stored as text) is caught, among ordinary 16-bit samples."""
+    engine = Engine(SITE, SECRET, DeidConfig())
+    sources = write_series(tmp_path, 2, _plant)
+    out = tmp_path / "out"
+    out.mkdir()
+    work = make_work(tmp_path, sources)
+    work.files = [r.path for s in sources if (r := engine.deidentify_file(s, out))]
+    VerifyStage(cfg)(work)  # clean before
+    ds = pydicom.dcmread(work.files[1])
+    raw = bytearray(ds.PixelData)
+    at = len(raw) // 2
+    raw[at:at + len(text)] = text.encode()
+    ds.PixelData = bytes(raw)
+    ds.save_as(work.files[1], enforce_file_format=True)
+    with pytest.raises(LeakFound) as err:
+        VerifyStage(cfg)(work)
+    assert text.lower() not in str(err.value).lower()
