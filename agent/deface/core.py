@@ -1,0 +1,312 @@
+"""Face replacement on one volume: register, synthesise, blend, check.
+
+:func:`deface_image` works on real-world intensities and returns the new values only inside
+the bounding box of the replacement region, with a blend weight; the writers
+(:mod:`agent.deface.dicomio`, :mod:`agent.deface.api`) quantise them into the original data
+type and write only voxels whose weight is positive, so every other voxel - the whole
+brain protection region in particular - keeps its original bits.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass, field
+from functools import lru_cache
+
+import numpy as np
+import SimpleITK as sitk
+
+from agent.deface import synth
+from agent.deface.register import Registration, register_template, to_work_grid
+from agent.deface.render import skin_threshold
+from agent.deface.template import BRAIN, FACE, PROTECT, REPLACE, Template
+from agent.errors import DefaceFailed
+
+#: Width (mm) of the feathered edge inside the replacement region.
+FEATHER_MM = 10.0
+#: Registration QC bounds.
+MIN_DICE = 0.80
+SCALE_RANGE = (0.72, 1.4)
+MAX_ROTATION_DEG = 40.0
+#: At least this fraction of the template's face tissue must fall inside the field of view.
+MIN_FACE_IN_FOV = 0.30
+#: At least this fraction of voxels whose weight is >= 0.25 must actually change.
+MIN_CHANGED = 0.85
+
+
+@dataclass
+class DefaceReport:
+    """Numbers describing one defacing: what was replaced and how well the template fit."""
+
+    voxels_replaced: int = 0
+    voxels_in_region: int = 0
+    fraction_changed: float = 0.0
+    face_in_fov: float = 0.0
+    dice: float = 0.0
+    scales: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    rotation_deg: float = 0.0
+    brain_voxels_changed: int = 0
+    seconds_register: float = 0.0
+    seconds: float = 0.0
+    shape: tuple[int, int, int] = (0, 0, 0)
+    notes: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, object]:
+        """Plain numbers for JSON output (the CLI's ``--json``, the ledger)."""
+        return dataclasses.asdict(self)
+
+
+@dataclass
+class DefaceResult:
+    """New values inside ``box`` (numpy slices of the subject's z, y, x array)."""
+
+    box: tuple[slice, slice, slice]
+    values: np.ndarray
+    weight: np.ndarray
+    protect: np.ndarray
+    #: Voxels of the box that are tissue before or after (air replaced by air may not change).
+    tissue: np.ndarray
+    registration: Registration
+    report: DefaceReport
+
+
+class TemplateDoesNotFit(DefaceFailed):
+    """The template could not be fitted: not a head, or a head the method cannot handle."""
+
+    code = "deface-fit"
+
+
+@lru_cache(maxsize=4)
+def _template_maps(template: Template) -> tuple[sitk.Image, sitk.Image]:
+    """(blend weight, protection mask) on the template grid, both float32."""
+    lab = template.label_array()
+    replace = ((lab & REPLACE) > 0) & ((lab & PROTECT) == 0)
+    rep = sitk.GetImageFromArray(replace.astype(np.uint8))
+    rep.CopyInformation(template.labels)
+    dist = sitk.GetArrayFromImage(sitk.SignedMaurerDistanceMap(
+        rep, insideIsPositive=True, squaredDistance=False, useImageSpacing=True))
+    # Weight 0 at the region's edge rising to 1 at FEATHER_MM inside: the blend happens
+    # entirely inside the region, so voxels outside keep their bits.
+    spacing = float(min(template.labels.GetSpacing()))
+    ramp = np.clip((dist - spacing / 2.0) / FEATHER_MM, 0.0, 1.0)
+    # Smoothstep: the weight leaves 0 (and reaches 1) with zero slope, so the blend adds
+    # no gradient of its own at the region's boundary.
+    weight = ramp * ramp * (3.0 - 2.0 * ramp)
+    weight = np.where(replace, weight, 0.0).astype(np.float32)
+    w = sitk.GetImageFromArray(weight)
+    w.CopyInformation(template.labels)
+    p = sitk.GetImageFromArray(((lab & PROTECT) > 0).astype(np.float32))
+    p.CopyInformation(template.labels)
+    return w, p
+
+
+def _sub_reference(image: sitk.Image, box: tuple[slice, slice, slice]) -> sitk.Image:
+    """An empty image with the geometry of ``image`` restricted to ``box`` (z, y, x slices)."""
+    start = [box[2].start, box[1].start, box[0].start]
+    size = [box[2].stop - box[2].start, box[1].stop - box[1].start, box[0].stop - box[0].start]
+    ref = sitk.Image([int(v) for v in size], sitk.sitkFloat32)
+    ref.SetSpacing(image.GetSpacing())
+    ref.SetDirection(image.GetDirection())
+    ref.SetOrigin(image.TransformIndexToPhysicalPoint([int(v) for v in start]))
+    return ref
+
+
+def _bounding_box(mask: np.ndarray) -> tuple[slice, slice, slice]:
+    idx = np.argwhere(mask)
+    lo, hi = idx.min(0), idx.max(0) + 1
+    return (slice(int(lo[0]), int(hi[0])), slice(int(lo[1]), int(hi[1])),
+            slice(int(lo[2]), int(hi[2])))
+
+
+def similarity_part(tx: sitk.AffineTransform) -> sitk.AffineTransform:
+    """The closest rotation times one isotropic scale, same centre and translation."""
+    mat = np.array(tx.GetMatrix()).reshape(3, 3)
+    u, s, vt = np.linalg.svd(mat)
+    rot = u @ vt
+    if np.linalg.det(rot) < 0:  # pragma: no cover - a reflection never fits a head
+        raise DefaceFailed("the template fit is mirrored", code="deface-fit")
+    scale = float(np.prod(s) ** (1.0 / 3.0))
+    out = sitk.AffineTransform(3)
+    out.SetCenter(tx.GetCenter())
+    out.SetTranslation(tx.GetTranslation())
+    out.SetMatrix(tuple((rot * scale).ravel()))
+    return out
+
+
+def face_in_fov(image: sitk.Image, template: Template, reg: Registration) -> float:
+    """Fraction of the template's face tissue that maps inside the subject's volume."""
+    lab = template.label_array()
+    head = sitk.GetArrayViewFromImage(template.head)
+    level = 0.15 * float(np.percentile(head[head > 0], 95))
+    sel = ((lab & FACE) > 0) & ((lab & PROTECT) == 0) & (head > level)
+    idx = np.argwhere(sel)[:, ::-1][::7].astype(np.float64)  # x, y, z; a sample is enough
+    if not len(idx):
+        return 0.0
+    tdir = np.array(template.head.GetDirection()).reshape(3, 3)
+    pts_t = (tdir @ (idx * np.array(template.head.GetSpacing())).T).T + template.head.GetOrigin()
+    tx = reg.transform
+    mat = np.array(tx.GetMatrix()).reshape(3, 3)
+    c = np.array(tx.GetCenter())
+    t = np.array(tx.GetTranslation())
+    pts_s = (np.linalg.inv(mat) @ (pts_t - c - t).T).T + c
+    sdir = np.array(image.GetDirection()).reshape(3, 3)
+    cidx = (np.linalg.inv(sdir) @ (pts_s - image.GetOrigin()).T).T / np.array(image.GetSpacing())
+    size = np.array(image.GetSize())
+    inside = np.all((cidx >= -0.5) & (cidx <= size - 0.5), axis=1)
+    return float(inside.mean())
+
+
+def deface_image(image: sitk.Image, template: Template, *, seed: int = 0,
+                 registration: Registration | None = None) -> DefaceResult:
+    """Replace face, ears and wrap-around air of ``image`` (real-world values, float32).
+
+    Raises :class:`TemplateDoesNotFit` when the template does not fit (not a head, or a head
+    the method cannot handle) and :class:`DefaceFailed` when a check fails; SimpleITK and
+    numpy errors become DefaceFailed too (never a face delivered on an internal error).
+    """
+    try:
+        return _deface_image(image, template, seed, registration)
+    except (RuntimeError, ValueError, MemoryError) as exc:
+        raise DefaceFailed(
+            f"defacing failed inside the image processing ({type(exc).__name__}: "
+            f"{str(exc).strip().splitlines()[-1][:200] if str(exc).strip() else ''}); "
+            "the series is held back", code="deface-error") from None
+
+
+def _deface_image(image: sitk.Image, template: Template, seed: int,
+                  given: Registration | None) -> DefaceResult:
+    t0 = time.perf_counter()
+    image = sitk.Cast(image, sitk.sitkFloat32)
+    report = DefaceReport(shape=tuple(int(v) for v in image.GetSize()[::-1]))  # type: ignore[arg-type]
+    if given is None:
+        reg = register_template(image, template.head)
+    else:  # same geometry as the volume it was fitted on: reuse it, with this volume's data
+        reg = dataclasses.replace(given, work=to_work_grid(image), seconds=0.0)
+    report.dice, report.scales, report.rotation_deg = reg.dice, reg.scales, reg.rotation_deg
+    report.seconds_register = reg.seconds
+    if reg.dice < MIN_DICE:
+        raise TemplateDoesNotFit(
+            f"the head template does not fit this image (overlap {reg.dice:.2f} < {MIN_DICE})")
+    if not (SCALE_RANGE[0] <= min(reg.scales) and max(reg.scales) <= SCALE_RANGE[1]):
+        raise TemplateDoesNotFit(
+            "the head template fits only at an implausible scale "
+            f"({min(reg.scales):.2f}-{max(reg.scales):.2f})")
+    if reg.rotation_deg > MAX_ROTATION_DEG:
+        raise TemplateDoesNotFit(
+            f"the head template fits only rotated by {reg.rotation_deg:.0f} degrees")
+    report.face_in_fov = face_in_fov(image, template, reg)
+    if report.face_in_fov < MIN_FACE_IN_FOV:
+        raise DefaceFailed(
+            f"only {100 * report.face_in_fov:.0f}% of the face lies inside the field of view; "
+            "the face cannot be replaced reliably", code="deface-fov")
+
+    w_t, p_t = _template_maps(template)
+    weight_full = sitk.GetArrayFromImage(
+        sitk.Resample(w_t, image, reg.transform, sitk.sitkLinear, 0.0, sitk.sitkFloat32))
+    if not (weight_full > 0).any():
+        raise DefaceFailed("the replacement region does not overlap the image",
+                           code="deface-fov")
+    box = _bounding_box(weight_full > 0)
+    ref = _sub_reference(image, box)
+    weight = weight_full[box]
+    del weight_full
+    # Protection: any trace of the (linearly interpolated) protection mask protects.
+    protect = sitk.GetArrayFromImage(
+        sitk.Resample(p_t, ref, reg.transform, sitk.sitkLinear, 0.0, sitk.sitkFloat32)) > 0
+    weight[protect] = 0.0
+    # The new face is placed with a similarity transform (rotation, translation, one
+    # scale): an anisotropic fit would stretch the average face into the patient's
+    # proportions. Regions and protection follow the full affine fit of the head.
+    tvals = sitk.GetArrayFromImage(sitk.Resample(
+        template.head, ref, similarity_part(reg.transform), sitk.sitkLinear, 0.0,
+        sitk.sitkFloat32))
+    sub_img = sitk.RegionOfInterest(image, ref.GetSize(),
+                                    [box[2].start, box[1].start, box[0].start])
+    subject = sitk.GetArrayFromImage(sub_img)
+    imap = _calibrate(template, reg, sub_img, subject, protect)
+    region = weight > 0
+    mean, sd = imap.apply(tvals[region])
+    new = mean + sd * synth.noise_field(mean.shape, seed)
+    values = subject.copy()
+    values[region] += weight[region] * (new - subject[region])
+
+    report.voxels_in_region = int(region.sum())
+    level = skin_threshold(reg.work)
+    tissue = (subject > level) | (values > level)
+    report.seconds = time.perf_counter() - t0
+    return DefaceResult(box=box, values=values.astype(np.float32), weight=weight,
+                        protect=protect, tissue=tissue, registration=reg, report=report)
+
+
+def _calibrate(template: Template, reg: Registration, sub_img: sitk.Image,
+               subject: np.ndarray, protect: np.ndarray) -> synth.IntensityMap:
+    """Learn template -> subject intensities and the subject's noise level.
+
+    Intensities: quantiles over the whole head outside the brain on the low-resolution work
+    grid (the face region alone can be mostly air). Noise: the high-pass residual of the
+    full-resolution subject near the region, in its flattest places only (elsewhere the
+    residual is anatomy, not noise), separately in air and in tissue.
+    """
+    work = reg.work
+    t_work = sitk.GetArrayFromImage(sitk.Resample(
+        template.head, work, reg.transform, sitk.sitkLinear, -1.0, sitk.sitkFloat32))
+    brain = sitk.GetArrayFromImage(sitk.Resample(template.labels, work, reg.transform,
+                                                 sitk.sitkNearestNeighbor, BRAIN))
+    s_work = sitk.GetArrayFromImage(work)
+    sel = (t_work >= 0) & ((brain & BRAIN) == 0)
+    try:
+        levels, values = synth.quantile_levels(t_work[sel], s_work[sel])
+    except ValueError:
+        raise DefaceFailed("too little head tissue to match the template's intensities",
+                           code="deface-fit") from None
+    t_thr = synth.SKIN_FRACTION * synth.otsu(t_work[sel])
+    s_thr = synth.SKIN_FRACTION * synth.otsu(s_work[sel])
+    # A central block of at most ~64^3 voxels is plenty for two noise levels.
+    size = np.array(sub_img.GetSize())
+    block = np.minimum(size, 64)
+    start = (size - block) // 2
+    roi = sitk.RegionOfInterest(sub_img, [int(v) for v in block], [int(v) for v in start])
+    sl = tuple(slice(int(a), int(a + b)) for a, b in zip(start[::-1], block[::-1], strict=True))
+    residual = sitk.GetArrayFromImage(synth.highpass(roi))
+    grad = sitk.GetArrayFromImage(sitk.GradientMagnitudeRecursiveGaussian(
+        roi, float(np.mean(roi.GetSpacing()))))
+    sub, keep = subject[sl], ~protect[sl]
+    noise_air = synth.flat_noise(residual, grad, keep & (sub < s_thr))
+    noise_tissue = synth.flat_noise(residual, grad, keep & (sub >= s_thr))
+    # MR noise is the same in air and tissue (Rayleigh in air: its spread is about 0.65 of
+    # the Gaussian sigma). The air gives the cleaner estimate; fine anatomy inflates the
+    # tissue one. A masked (noise-free) background leaves only the tissue estimate, halved.
+    if noise_air > 0:
+        noise_tissue = min(noise_tissue, noise_air / 0.65)
+    else:
+        noise_tissue *= 0.5
+    noise = np.where(levels < t_thr, noise_air, noise_tissue)
+    return synth.IntensityMap(levels, values, noise)
+
+
+def check_output(original: np.ndarray, output: np.ndarray, result: DefaceResult) -> None:
+    """Fail closed unless the brain is bit-identical and the region was really replaced.
+
+    ``original`` and ``output`` are the full arrays in the stored data type.
+    """
+    box = result.box
+    outside = np.ones(original.shape, bool)
+    outside[box] = result.weight <= 0
+    changed_outside = int(np.count_nonzero(original[outside] != output[outside]))
+    o_box, n_box = original[box], output[box]
+    brain_changed = int(np.count_nonzero(o_box[result.protect] != n_box[result.protect]))
+    result.report.brain_voxels_changed = brain_changed
+    if brain_changed or changed_outside:
+        raise DefaceFailed(
+            f"internal error: {brain_changed + changed_outside} voxels outside the replacement "
+            "region changed; the series is held back", code="deface-qc")
+    diff = o_box != n_box
+    strong = (result.weight >= 0.25) & result.tissue
+    result.report.voxels_replaced = int(np.count_nonzero(diff))
+    frac = float(diff[strong].mean()) if strong.any() else 0.0
+    result.report.fraction_changed = frac
+    if frac < MIN_CHANGED:
+        raise DefaceFailed(
+            f"only {100 * frac:.0f}% of the face region changed after defacing "
+            f"(at least {100 * MIN_CHANGED:.0f}% required)", code="deface-qc")

@@ -1,0 +1,108 @@
+"""The defacing template: an average head with its regions, and where to find it.
+
+``templates/head.nii.gz`` is an average head (int16) and ``templates/labels.nii.gz`` a uint8
+bit field on the same 2 mm MNI grid (see ``scripts/build_templates.py`` and
+``templates/README.md`` for provenance). The bits are:
+
+* :data:`FACE` - brow ridge to chin, cheek to cheek, with the air in front of the face;
+* :data:`EARS` - both ears with the air around them;
+* :data:`WRAP` - air behind the head where a phase-wrapped face can reappear;
+* :data:`BRAIN` - the MNI152 brain;
+* :data:`PROTECT` - the brain plus a safety margin: never written, whatever the other bits say.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+
+from agent.errors import DefaceFailed
+
+FACE = 1
+EARS = 2
+WRAP = 4
+BRAIN = 8
+PROTECT = 16
+#: Bits whose voxels are replaced (unless PROTECT is also set).
+REPLACE = FACE | EARS | WRAP
+
+HEAD_FILE = "head.nii.gz"
+LABELS_FILE = "labels.nii.gz"
+ENV_VAR = "CLINIC2CLOUD_TEMPLATES"
+
+
+def template_dirs() -> list[Path]:
+    """Candidate template folders, in the order they are tried."""
+    here = Path(__file__).resolve()
+    candidates: list[Path] = []
+    env = os.environ.get(ENV_VAR)
+    if env:
+        candidates.append(Path(env))
+    candidates.append(here.parents[1] / "data" / "templates")  # agent/data/templates
+    candidates.append(here.parents[2] / "templates")  # <repo>/templates
+    meipass = getattr(sys, "_MEIPASS", None)
+    if meipass:
+        candidates.append(Path(meipass) / "templates")
+    return candidates
+
+
+def find_templates() -> Path:
+    """The first candidate folder holding both template files.
+
+    Raises DefaceFailed (the series is quarantined rather than delivered with a face) when
+    none does: the installation is broken and the message says how to fix it.
+    """
+    tried = template_dirs()
+    for folder in tried:
+        if (folder / HEAD_FILE).is_file() and (folder / LABELS_FILE).is_file():
+            return folder
+    raise DefaceFailed(
+        "the defacing template is missing (looked in "
+        + ", ".join(str(p) for p in tried)
+        + f"); reinstall Clinic2Cloud or set {ENV_VAR} to a folder holding "
+        f"{HEAD_FILE} and {LABELS_FILE}",
+        code="deface-template",
+    )
+
+
+@dataclass(frozen=True, eq=False)  # hashed by identity: cached per loaded template
+class Template:
+    """The average head (float32) and its label bit field (uint8), same grid."""
+
+    head: sitk.Image
+    labels: sitk.Image
+    folder: Path
+
+    def label_array(self) -> np.ndarray:
+        return sitk.GetArrayViewFromImage(self.labels)
+
+
+@lru_cache(maxsize=4)
+def load_template(folder: Path | None = None) -> Template:
+    """Read (once per process) the template from ``folder`` or :func:`find_templates`."""
+    folder = folder or find_templates()
+    try:
+        head = sitk.ReadImage(str(folder / HEAD_FILE), sitk.sitkFloat32)
+        labels = sitk.ReadImage(str(folder / LABELS_FILE), sitk.sitkUInt8)
+    except RuntimeError as exc:
+        raise DefaceFailed(
+            f"the defacing template in {folder} cannot be read ({_first_line(exc)}); "
+            "reinstall Clinic2Cloud",
+            code="deface-template",
+        ) from None
+    if head.GetSize() != labels.GetSize():
+        raise DefaceFailed(f"the defacing template in {folder} is inconsistent; reinstall",
+                           code="deface-template")
+    labels.CopyInformation(head)
+    return Template(head=head, labels=labels, folder=folder)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[-1] if text else type(exc).__name__
