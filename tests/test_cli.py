@@ -123,3 +123,37 @@ def test_no_phi_in_ledger_or_logs(tmp_path: Path, make_config, export_dir: Path,
     for blob in blobs:
         for s in secrets:
             assert s.encode() not in blob
+
+
+def test_first_run_creates_default_config_and_folders(tmp_path: Path) -> None:
+    import signal
+    import time
+
+    env = {**os.environ, "CLINIC2CLOUD_HOME": str(tmp_path / "agent"), "HOME": str(tmp_path)}
+    proc = subprocess.Popen([sys.executable, "-m", "agent", "run", "--headless"], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        lines = []
+        assert proc.stdout is not None
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not any("watching" in s for s in lines):
+            line = proc.stdout.readline()
+            if not line:
+                break
+            lines.append(line)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=10) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    text = "".join(lines)
+    export, outbox = tmp_path / "Clinic2Cloud" / "Export", tmp_path / "Clinic2Cloud" / "Outbox"
+    assert export.is_dir() and outbox.is_dir()
+    config = tmp_path / "agent" / "config" / "config.toml"
+    assert config.is_file()
+    assert str(config) in text and str(export) in text and str(outbox) in text
+    from agent.config import load_config
+    from agent.paths import AgentPaths
+
+    cfg = load_config(config, paths=AgentPaths.under(tmp_path / "agent"))
+    assert Path(cfg.watch.folder) == export and Path(cfg.target.path) == outbox
