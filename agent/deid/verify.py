@@ -224,12 +224,7 @@ class Identifiers:
             self._pixel_needles = needles
         if not needles and not (self.numbers or self.dotted):
             return
-        mask = low.translate(_TEXT_TABLE)
-        start = mask.find(b"111111")
-        while start >= 0:
-            end = mask.find(b"0", start)
-            if end < 0:
-                end = len(low)
+        for start, end in _runs(low, _TEXT_TABLE):
             run = low[start:end]
             for needle, kind in needles:
                 at = run.find(needle)
@@ -242,7 +237,6 @@ class Identifiers:
                     if hit is not None:
                         yield start + at, hit
                         return
-            start = mask.find(b"111111", end)
 
     def _token_hit(self, token: bytes) -> str | None:
         """A run of digits and separators: whole digit runs, then dot-aligned sub-runs.
@@ -292,24 +286,26 @@ _SEPARATORS = re.compile(rb"[./-]")
 _DIGIT_BYTES = frozenset(b"0123456789")
 
 
-def _digit_tokens(data: bytes) -> list[tuple[int, bytes]]:
-    """Maximal runs of [0-9./-] of 6+ bytes holding a digit.
+def _runs(data: bytes, table: bytes) -> Iterator[tuple[int, int]]:
+    """(start, end) of every maximal run of 6+ bytes that ``table`` maps to "1".
 
-    One ``translate`` maps token bytes to "1" and others to "0"; ``find`` then jumps from
-    run to run at C speed (pixel data rarely has any).
+    One ``translate`` maps the bytes to "1" or "0"; ``find`` then jumps from run to run
+    at C speed.
     """
-    mask = data.translate(_TOKEN_TABLE)
-    out = []
+    mask = data.translate(table)
     start = mask.find(b"111111")
     while start >= 0:
         end = mask.find(b"0", start)
         if end < 0:
             end = len(data)
-        token = data[start:end]
-        if not _DIGIT_BYTES.isdisjoint(token):
-            out.append((start, token))
+        yield start, end
         start = mask.find(b"111111", end)
-    return out
+
+
+def _digit_tokens(data: bytes) -> list[tuple[int, bytes]]:
+    """Maximal runs of [0-9./-] of 6+ bytes holding a digit (pixel data rarely has any)."""
+    return [(start, data[start:end]) for start, end in _runs(data, _TOKEN_TABLE)
+            if not _DIGIT_BYTES.isdisjoint(data[start:end])]
 
 
 def _boundary(data: bytes, index: int) -> bool:

@@ -17,6 +17,7 @@ from agent.deid.engine import Engine
 from agent.deid.profile import Action
 from agent.deid.verify import Rules, VerifyStage, check_file, collect_identifiers
 from agent.errors import LeakFound
+from agent.work import SeriesWork
 
 from .helpers import SECRET, SITE, make_work, write_series
 
@@ -142,14 +143,20 @@ def test_utf16_and_file_name_are_scanned(tmp_path: Path, rules: Rules) -> None:
     assert any("(0018,9998)" in w for w in wheres)
 
 
-def test_defacing_changes_are_accepted(tmp_path: Path, cfg: Config) -> None:
-    """What the deface stage does: new pixels, DERIVED, 113102 appended, re-saved."""
+def _deidentified(tmp_path: Path) -> SeriesWork:
+    """A planted series, de-identified by the real engine, as the verify stage gets it."""
     engine = Engine(SITE, SECRET, DeidConfig())
     sources = write_series(tmp_path, 2, _plant)
     out = tmp_path / "out"
     out.mkdir()
     work = make_work(tmp_path, sources)
     work.files = [r.path for s in sources if (r := engine.deidentify_file(s, out))]
+    return work
+
+
+def test_defacing_changes_are_accepted(tmp_path: Path, cfg: Config) -> None:
+    """What the deface stage does: new pixels, DERIVED, 113102 appended, re-saved."""
+    work = _deidentified(tmp_path)
     for path in work.files:
         ds = pydicom.dcmread(path)
         arr = ds.pixel_array.copy()
@@ -184,12 +191,7 @@ def test_generic_values_are_not_identifiers(tmp_path: Path) -> None:
 def test_text_written_into_pixel_data_is_found(tmp_path: Path, cfg: Config, text: str) -> None:
     """A program that wrote an identifier byte for byte into the sample values (a burned-in
     label stored as text) is caught, among ordinary 16-bit samples."""
-    engine = Engine(SITE, SECRET, DeidConfig())
-    sources = write_series(tmp_path, 2, _plant)
-    out = tmp_path / "out"
-    out.mkdir()
-    work = make_work(tmp_path, sources)
-    work.files = [r.path for s in sources if (r := engine.deidentify_file(s, out))]
+    work = _deidentified(tmp_path)
     VerifyStage(cfg)(work)  # clean before
     ds = pydicom.dcmread(work.files[1])
     raw = bytearray(ds.PixelData)
