@@ -62,3 +62,30 @@ def test_storage_outage_shows_offline_and_resumes(make_config: Callable[..., Con
         assert wait_until(lambda: agent.status().state == AgentState.IDLE, timeout=10)
     finally:
         agent.stop()
+
+
+def test_doctor_passes_and_explains_a_wrong_key(azurite: Azurite, tmp_path: Path,
+                                                export_dir: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    container = azurite.new_container()
+
+    def doctor(connection_string: str) -> subprocess.CompletedProcess[str]:
+        cfg = tmp_path / "c.toml"
+        cfg.write_text(f'[watch]\nfolder = "{export_dir}"\n[target]\nkind = "azure"\n'
+                       f'container = "{container}"\nconnection_string = "{connection_string}"\n')
+        env = {**os.environ, "CLINIC2CLOUD_HOME": str(tmp_path / "home")}
+        return subprocess.run([sys.executable, "-m", "agent", "doctor", "--config", str(cfg)],
+                              capture_output=True, text=True, timeout=120, env=env)
+
+    good = doctor(azurite.connection_string)
+    assert good.returncode == 0, good.stdout + good.stderr
+    assert "all checks passed" in good.stdout
+    wrong = azurite.connection_string.replace("AccountKey=", "AccountKey=AAAA")
+    bad = doctor(wrong)
+    assert bad.returncode == 1
+    assert "PROBLEM" in bad.stdout
+    key = wrong.split("AccountKey=")[1].split(";")[0]
+    assert key[:12] not in bad.stdout + bad.stderr  # the secret is never echoed
