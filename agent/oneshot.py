@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,7 +20,7 @@ from agent.dicomfiles import is_complete, read_header
 from agent.errors import CredentialsError, SeriesProblem, TargetUnavailable
 from agent.keys import installation_secret, keyed_hash, site_secret
 from agent.ledger import STAGED, Ledger
-from agent.pipeline import Outcome, Pipeline, build_stages
+from agent.pipeline import Outcome, Pipeline, build_stages, outcome_of
 from agent.series import FileState
 from agent.sync.folder import FolderTarget
 from agent.watcher import scan_folder
@@ -57,7 +57,8 @@ class Summary:
         }
 
 
-def group_series(src: Path, series_key: object) -> tuple[dict[str, dict[str, FileState]], int]:
+def group_series(src: Path, series_key: Callable[[str, str], str]
+                 ) -> tuple[dict[str, dict[str, FileState]], int]:
     """Files under ``src`` grouped by series key; and how many were not DICOM images."""
     groups: dict[str, dict[str, FileState]] = {}
     ignored = 0
@@ -69,7 +70,7 @@ def group_series(src: Path, series_key: object) -> tuple[dict[str, dict[str, Fil
         if header is None:
             ignored += 1
             continue
-        key = series_key(header.study_uid, header.series_uid)  # type: ignore[operator]
+        key = series_key(header.study_uid, header.series_uid)
         groups.setdefault(key, {})[path] = state
     return groups, ignored
 
@@ -98,10 +99,10 @@ def process_folder(cfg: Config, src: Path, out: Path,
                 row = pipeline.quarantine(row.id, SeriesProblem(
                     "a file of the series is incomplete or damaged; export it again",
                     code="incomplete"))
-                return Pipeline._outcome(row)
+                return outcome_of(row)
             row = pipeline.stage(key, files)
             if row.state != STAGED:
-                return Pipeline._outcome(row)
+                return outcome_of(row)
             try:
                 return pipeline.process(row.id)
             except (TargetUnavailable, CredentialsError) as exc:

@@ -60,6 +60,13 @@ class Outcome:
     patient: str = ""
 
 
+def outcome_of(row: SeriesRow) -> Outcome:
+    """The summary of a series row, for the one-shot report and notifications."""
+    return Outcome(series_id=row.id, state=row.state, reason=row.reason, code=row.code,
+                   location=row.location, file_count=row.file_count,
+                   modality=row.modality, patient=row.patient)
+
+
 def build_stages(cfg: Config, site_secret: bytes) -> list[Stage]:
     """The standard stages: de-identify, deface (when enabled), verify."""
     from agent.deid import DeidStage, VerifyStage
@@ -147,7 +154,7 @@ class Pipeline:
         """
         row = self.ledger.get(series_id)
         if row.state in (DELIVERED, QUARANTINED):
-            return self._outcome(row)
+            return outcome_of(row)
         self.ledger.bump_attempts(series_id)
         workdir = self.workdir(series_id)
         ready = workdir / "ready.json"
@@ -158,7 +165,7 @@ class Pipeline:
                 raise Interrupted
             return self._deliver(series_id, json.loads(ready.read_text(encoding="utf-8")))
         except SeriesProblem as problem:
-            return self._outcome(self.quarantine(series_id, problem))
+            return outcome_of(self.quarantine(series_id, problem))
 
     def _run_stages(self, row: SeriesRow, should_stop: Callable[[], bool]) -> None:
         workdir = self.workdir(row.id)
@@ -232,7 +239,7 @@ class Pipeline:
                 series_id, DELIVERED, reason="identical to an earlier delivery; nothing sent",
                 content_sha256=digest, location=earlier[digest])
             self._cleanup(series_id)
-            return self._outcome(done)
+            return outcome_of(done)
         manifest = build_manifest(files, ledger_head=self.ledger.head(),
                                   **ready["manifest"], version=row.version)
         delivery = Delivery(series_key=row.key, series_path=ready["series_path"],
@@ -243,7 +250,7 @@ class Pipeline:
         self.ledger.audit("confirmed", series_id, bytes=receipt.bytes_sent,
                           already_present=receipt.already_present)
         self._cleanup(series_id)
-        return self._outcome(done)
+        return outcome_of(done)
 
     # -- quarantine ------------------------------------------------------------------------
 
@@ -287,8 +294,3 @@ class Pipeline:
     def _cleanup(self, series_id: int) -> None:
         shutil.rmtree(self.workdir(series_id), ignore_errors=True)
 
-    @staticmethod
-    def _outcome(row: SeriesRow) -> Outcome:
-        return Outcome(series_id=row.id, state=row.state, reason=row.reason, code=row.code,
-                       location=row.location, file_count=row.file_count,
-                       modality=row.modality, patient=row.patient)
