@@ -89,6 +89,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     agent.start()
     _print(f"Clinic2Cloud {__version__} watching {cfg.watch.folder} "
            f"(target: {agent.target.description}); stop with Ctrl+C")
+    # A timed wait keeps the main thread returning to the interpreter, where Python runs
+    # signal handlers (Windows cannot interrupt an untimed wait).
     while not agent.wait(0.5):
         pass
     return 0
