@@ -45,6 +45,17 @@ class SeriesVolume:
     intercepts: np.ndarray
 
 
+def save_defaced(ds: Dataset, path: Path) -> Path:
+    """Write a defaced object; a failure to write is a defacing failure (never deliver)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        ds.save_as(str(path), enforce_file_format=True)
+    except Exception as exc:
+        raise _fail(f"the defaced image cannot be written ({type(exc).__name__})",
+                    code="deface-write") from None
+    return path
+
+
 def _fail(message: str, code: str = "deface-input") -> DefaceFailed:
     return DefaceFailed(message, code=code)
 
@@ -274,14 +285,7 @@ def write_series(volume: SeriesVolume, stored: np.ndarray, out_dir: Path,
             if kw in ds:
                 delattr(ds, kw)
         mark_derived(ds)
-        path = out_dir / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            ds.save_as(str(path), enforce_file_format=True)
-        except Exception as exc:
-            raise _fail(f"the defaced image cannot be written ({type(exc).__name__})",
-                        code="deface-write") from None
-        written.append(path)
+        written.append(save_defaced(ds, out_dir / name))
     return written
 
 

@@ -83,7 +83,7 @@ def frame_headers(ds: Dataset) -> list[FrameHeader]:
 def write_frames(ds: Dataset, updates: list[tuple[list[Dataset], np.ndarray]],
                  path: Path) -> Path:
     """Write ``ds`` with the frames of each (headers, stored slices) pair replaced."""
-    from agent.deface.dicomio import mark_derived
+    from agent.deface.dicomio import mark_derived, save_defaced
 
     frames = np.array(ds.pixel_array, copy=True)
     for headers, stored in updates:
@@ -113,10 +113,4 @@ def write_frames(ds: Dataset, updates: list[tuple[list[Dataset], np.ndarray]],
                             else [str(item.FrameType)]
                         values[0] = "DERIVED"
                         item.FrameType = values
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        ds.save_as(str(path), enforce_file_format=True)
-    except Exception as exc:
-        raise DefaceFailed(f"the defaced image cannot be written ({type(exc).__name__})",
-                           code="deface-write") from None
-    return path
+    return save_defaced(ds, path)
