@@ -75,6 +75,9 @@ class Agent:
 
     def start(self) -> None:
         """Start watching and processing; returns at once. Raises AlreadyRunning."""
+        folder = Path(self._cfg.watch.folder).expanduser() if self._cfg.watch.folder else None
+        if folder is not None and not folder.is_dir():
+            raise ConfigError(f"[watch.folder] {folder} does not exist or is not a folder")
         self._instance.acquire()
         self._started = True
         self.ledger.audit("agent-started")
@@ -84,10 +87,7 @@ class Agent:
             t = threading.Thread(target=self._work, name=f"series-worker-{n + 1}", daemon=True)
             t.start()
             self._workers.append(t)
-        if self._cfg.watch.folder:
-            folder = Path(self._cfg.watch.folder).expanduser()
-            if not folder.is_dir():
-                raise ConfigError(f"[watch.folder] {folder} does not exist or is not a folder")
+        if folder is not None:
             self._watcher = ExportWatcher(
                 self._cfg.watch,
                 series_key=lambda study, series: keyed_hash(
