@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import logging.handlers
 import sys
+import traceback
 from pathlib import Path
 
 FORMAT = "%(asctime)s %(levelname)s %(threadName)s %(name)s: %(message)s"
@@ -41,3 +42,13 @@ def setup_logging(log_dir: Path, level: str = "INFO", *, console: bool = True) -
     logging.getLogger("azure").setLevel(logging.WARNING)
     logging.getLogger("watchdog").setLevel(logging.WARNING)
     return logfile
+
+
+def log_failure(logger: logging.Logger, what: str, exc: BaseException) -> None:
+    """Log an unexpected exception without its message.
+
+    Library messages quote the values and file names they choked on (a patient's name, an
+    export path); the type and the frames of our own code are what support needs.
+    """
+    frames = "".join(traceback.format_tb(exc.__traceback__))
+    logger.error("%s: %s\n%s", what, type(exc).__name__, frames.rstrip())

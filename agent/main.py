@@ -19,6 +19,7 @@ from agent.errors import ConfigError, FatalError, SeriesProblem, TargetUnavailab
 from agent.instance import InstanceLock
 from agent.keys import installation_secret, keyed_hash, site_secret
 from agent.ledger import DELIVERED, QUARANTINED, STAGED, UNFINISHED, Ledger, SeriesRow
+from agent.logs import log_failure
 from agent.pipeline import Interrupted, Outcome, Pipeline, build_stages
 from agent.series import FileState
 from agent.status import AgentEvent, AgentState, AgentStatus, SeriesSummary
@@ -274,8 +275,8 @@ class Agent:
             self._set_target_state(AgentState.CREDENTIALS, str(exc), "credentials")
             self._queue.put(series_id, _CREDENTIALS_RETRY)
             return
-        except Exception:  # noqa: BLE001 - a worker must never die
-            log.exception("unexpected error on series %s; it will be retried", series_id)
+        except Exception as exc:  # noqa: BLE001 - a worker must never die
+            log_failure(log, f"unexpected error on series {series_id}; it will be retried", exc)
             self._queue.put(series_id, 30.0)
             return
         if self._target_state is not None:

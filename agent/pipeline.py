@@ -32,6 +32,7 @@ from agent.ledger import (
     Ledger,
     SeriesRow,
 )
+from agent.logs import log_failure
 from agent.series import FileState
 from agent.sync.base import Delivery, DeliveryFile, Target
 from agent.sync.manifest import build_manifest, content_digest, describe_files
@@ -189,7 +190,7 @@ class Pipeline:
             except (SeriesProblem, Interrupted):
                 raise
             except Exception as exc:  # a bug or a library error not converted: fail closed
-                log.exception("stage %s failed on series %s", stage.name, row.id)
+                log_failure(log, f"stage {stage.name} failed on series {row.id}", exc)
                 raise SeriesProblem(
                     f"the {stage.name} step failed unexpectedly ({type(exc).__name__}); "
                     "the series was kept back. Please send the log folder to support.",
@@ -268,8 +269,8 @@ class Pipeline:
             render = self.workdir(series_id) / "out" / "render.png"
             if isinstance(problem, DefaceFailed) and render.is_file():
                 shutil.copyfile(render, qdir / "render.png")
-        except OSError:
-            log.exception("could not move series %s to quarantine", series_id)
+        except OSError as exc:
+            log_failure(log, f"could not move series {series_id} to quarantine", exc)
         shutil.rmtree(self.workdir(series_id), ignore_errors=True)
         log.warning("series %s quarantined: %s", series_id, problem)
         return self.ledger.set_state(series_id, QUARANTINED, reason=str(problem),

@@ -24,6 +24,7 @@ from watchdog.observers.polling import PollingObserver
 
 from agent.config import WatchConfig
 from agent.dicomfiles import is_complete, read_header
+from agent.logs import log_failure
 from agent.series import FileState, SeriesTracker
 
 log = logging.getLogger(__name__)
@@ -239,8 +240,8 @@ class ExportWatcher:
             self._mark_handled(due.key, files)
             try:
                 self._on_ready(due.key, files)
-            except Exception:  # noqa: BLE001 - the scanner must survive whatever happens
-                log.exception("handing a stable series to the pipeline failed")
+            except Exception as exc:  # noqa: BLE001 - the scanner must survive whatever happens
+                log_failure(log, "handing a stable series to the pipeline failed", exc)
 
     def _mark_handled(self, key: str, files: dict[str, FileState]) -> None:
         for path, state in files.items():

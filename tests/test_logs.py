@@ -1,0 +1,43 @@
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from pathlib import Path
+
+from agent.config import Config
+from agent.deid import DeidStage, VerifyStage
+from agent.logs import setup_logging
+from agent.main import Agent
+from agent.work import SeriesWork
+from tests.conftest import PATIENT_NAME, write_series
+from tests.test_agent import wait_until
+
+
+class Exploding:
+    """A stage with a bug whose message quotes a patient's name, as library errors do."""
+
+    name = "explode"
+
+    def __call__(self, work: SeriesWork) -> None:
+        raise ValueError(f"Invalid value {PATIENT_NAME!r} in {work.source_files[0]}")
+
+
+def test_unexpected_errors_quarantine_and_log_no_message(
+        make_config: Callable[..., Config], export_dir: Path) -> None:
+    cfg = make_config()
+    logfile = setup_logging(cfg.paths.log_dir, "INFO", console=False)
+    agent = Agent(cfg, stages=[DeidStage(cfg, b"s" * 32), Exploding(), VerifyStage(cfg)])
+    agent.start()
+    try:
+        write_series(export_dir, 2)
+        assert wait_until(lambda: agent.status().quarantined == 1)
+    finally:
+        agent.stop()
+        for h in logging.getLogger().handlers:
+            h.flush()
+    [row] = agent.ledger.in_state("quarantined")
+    assert row.code == "internal" and "explode step failed" in row.reason
+    assert logfile is not None
+    text = logfile.read_text()
+    assert "stage explode failed" in text and "ValueError" in text
+    assert "Canarysson" not in text
