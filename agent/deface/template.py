@@ -46,6 +46,7 @@ def template_dirs() -> list[Path]:
         candidates.append(Path(env))
     candidates.append(here.parents[1] / "data" / "templates")  # agent/data/templates
     candidates.append(here.parents[2] / "templates")  # <repo>/templates
+    candidates.append(Path(sys.prefix) / "share" / "clinic2cloud" / "templates")  # wheel
     meipass = getattr(sys, "_MEIPASS", None)
     if meipass:
         candidates.append(Path(meipass) / "templates")
