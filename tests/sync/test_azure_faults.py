@@ -17,7 +17,7 @@ from pathlib import Path
 from agent.errors import TargetUnavailable
 from agent.sync.azure import DEFAULT_RETRY_BUDGET, AzureTarget
 from agent.sync.azure_auth import BudgetRetry
-from agent.sync.base import Receipt
+from agent.sync.base import Delivery, Receipt
 
 from .azurite import Azurite, assert_delivered, azure_config, blobs_under, make_delivery
 
@@ -129,13 +129,7 @@ def test_storage_killed_and_restarted_mid_upload(
     db = cfg.paths.state_dir / "uploads.sqlite3"
     target = AzureTarget(cfg, retry_budget=2.0)
     outcome: list[Receipt | BaseException] = []
-
-    def run() -> None:
-        try:
-            outcome.append(target.deliver(delivery))
-        except BaseException as exc:
-            outcome.append(exc)
-
+    run = _deliver_into(outcome, target, delivery)
     thread = threading.Thread(target=run)
     try:
         thread.start()
@@ -173,15 +167,8 @@ def test_close_during_delivery_fails_fast_without_hanging(
     cfg = azure_config(tmp_path, azurite, container, block_size_mb=1, concurrency=2,
                        max_mbps=16.0)  # 2 MB/s: the file would take 6 s
     target = AzureTarget(cfg)
-    outcome: list[BaseException | Receipt] = []
-
-    def run() -> None:
-        try:
-            outcome.append(target.deliver(delivery))
-        except BaseException as exc:
-            outcome.append(exc)
-
-    thread = threading.Thread(target=run)
+    outcome: list[Receipt | BaseException] = []
+    thread = threading.Thread(target=_deliver_into(outcome, target, delivery))
     thread.start()
     time.sleep(1.0)
     start = time.monotonic()
@@ -190,3 +177,17 @@ def test_close_during_delivery_fails_fast_without_hanging(
     assert not thread.is_alive() and time.monotonic() - start < 10
     assert isinstance(outcome[0], TargetUnavailable)
     assert not any(n.endswith("manifest.json") for n in blobs_under(azurite, container))
+
+
+def _deliver_into(outcome: list[Receipt | BaseException], target: AzureTarget,
+                  delivery: Delivery) -> Callable[[], None]:
+    """A callable that delivers once and appends the receipt or the exception to ``outcome``
+    (for a delivery running in a thread while the test breaks things)."""
+
+    def run() -> None:
+        try:
+            outcome.append(target.deliver(delivery))
+        except BaseException as exc:
+            outcome.append(exc)
+
+    return run
