@@ -15,6 +15,18 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
 
 
+def _new_object(sop_class: str) -> Dataset:
+    """An empty object of ``sop_class`` with a fresh SOP Instance UID and its file meta."""
+    ds = Dataset()
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = sop_class
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.file_meta = meta
+    ds.SOPClassUID, ds.SOPInstanceUID = sop_class, meta.MediaStorageSOPInstanceUID
+    return ds
+
+
 def write_mr_series(
     image: sitk.Image,
     folder: Path,
@@ -46,14 +58,7 @@ def write_mr_series(
     order = rng.permutation(len(arr))
     paths = []
     for k in range(arr.shape[0]):
-        ds = Dataset()
-        meta = FileMetaDataset()
-        meta.MediaStorageSOPClassUID = MRImageStorage
-        meta.MediaStorageSOPInstanceUID = generate_uid()
-        meta.TransferSyntaxUID = ExplicitVRLittleEndian
-        ds.file_meta = meta
-        ds.SOPClassUID = MRImageStorage
-        ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
+        ds = _new_object(MRImageStorage)
         ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.FrameOfReferenceUID = study, series, frame
         ds.PatientName, ds.PatientID = "SYNTHETIC^PHANTOM", "PHANTOM01"
         ds.PatientIdentityRemoved = "YES"
@@ -94,13 +99,7 @@ def write_enhanced_mr(image: sitk.Image, path: Path, *, slope: float = 1.0,
     n = stored.shape[0]
     d = np.array(image.GetDirection()).reshape(3, 3)
     sx, sy, sz = image.GetSpacing()
-    ds = Dataset()
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = EnhancedMRImageStorage
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds.file_meta = meta
-    ds.SOPClassUID, ds.SOPInstanceUID = EnhancedMRImageStorage, meta.MediaStorageSOPInstanceUID
+    ds = _new_object(EnhancedMRImageStorage)
     ds.StudyInstanceUID, ds.SeriesInstanceUID = generate_uid(), generate_uid()
     ds.PatientName, ds.PatientID = "SYNTHETIC^PHANTOM", "PHANTOM02"
     ds.Modality, ds.BodyPartExamined, ds.SeriesDescription = "MR", "BRAIN", "3D T1"
