@@ -114,7 +114,8 @@ def cmd_process(args: argparse.Namespace) -> int:
         for o in summary.series:
             where = o.location if o.state == "delivered" else o.reason
             _print(f"series {o.series_id}: {o.state} {o.modality} {o.file_count} files  {where}")
-        _print(f"{summary.delivered} delivered, {summary.quarantined} quarantined, "
+        _print(f"{summary.delivered} delivered, {summary.withheld} withheld, "
+               f"{summary.quarantined} quarantined, "
                f"{summary.ignored_files} non-DICOM files ignored, {summary.seconds:.1f} s")
         if not summary.series:
             _print("no DICOM series found")

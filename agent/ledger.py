@@ -25,16 +25,23 @@ from pathlib import Path
 from typing import Any
 
 from agent.errors import FatalError
+from agent.vocab import FINAL, UNFINISHED, SeriesState, may_move
 
 GENESIS = "0" * 64
 
-#: Series states, in the order a series moves through them.
-DETECTED, STABLE, STAGED, PROCESSED, VERIFIED, DELIVERED, QUARANTINED = (
-    "detected", "stable", "staged", "processed", "verified", "delivered", "quarantined",
-)
-#: States in which a series still has work to do after a restart.
-UNFINISHED = (STAGED, PROCESSED, VERIFIED)
-FINAL = (DELIVERED, QUARANTINED)
+# Short names for the states (the vocabulary lives in agent.vocab).
+STABLE = SeriesState.STABLE
+STAGED = SeriesState.STAGED
+PROCESSED = SeriesState.PROCESSED
+VERIFIED = SeriesState.VERIFIED
+DELIVERED = SeriesState.DELIVERED
+WITHHELD = SeriesState.WITHHELD
+QUARANTINED = SeriesState.QUARANTINED
+__all__ = ["FINAL", "UNFINISHED", "Ledger", "SeriesRow", "AuditRow", "IllegalTransition"]
+
+
+class IllegalTransition(RuntimeError):
+    """A state change the transition table (:data:`agent.vocab.TRANSITIONS`) forbids: a bug."""
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS series (
@@ -92,7 +99,7 @@ class SeriesRow:
     id: int
     key: str
     version: int
-    state: str
+    state: SeriesState
     reason: str
     code: str
     created: float
@@ -117,6 +124,12 @@ class AuditRow:
     detail: str
     prev_hash: str
     hash: str
+
+
+def _series_row(row: sqlite3.Row) -> SeriesRow:
+    values = dict(row)
+    values["state"] = SeriesState(values["state"])
+    return SeriesRow(**values)
 
 
 def _row_hash(prev: str, seq: int, ts: float, series_id: int | None, event: str,
@@ -214,7 +227,7 @@ class Ledger:
         row = db.execute("SELECT * FROM series WHERE id = ?", (series_id,)).fetchone()
         if row is None:
             raise KeyError(series_id)
-        return SeriesRow(**dict(row))
+        return _series_row(row)
 
     def get(self, series_id: int) -> SeriesRow:
         with self._lock:
@@ -228,8 +241,8 @@ class Ledger:
         now = time.time()
         with self._tx() as db:
             row = db.execute(
-                "SELECT * FROM series WHERE key = ? AND state IN (?, ?) ORDER BY version DESC",
-                (key, DETECTED, STABLE),
+                "SELECT * FROM series WHERE key = ? AND state = ? ORDER BY version DESC",
+                (key, STABLE),
             ).fetchone()
             if row is None:
                 top = db.execute("SELECT MAX(version) FROM series WHERE key = ?",
@@ -254,16 +267,24 @@ class Ledger:
                                                    "files": len(files)})
         return created
 
-    def set_state(self, series_id: int, state: str, *, reason: str = "", code: str = "",
-                  **fields: Any) -> SeriesRow:
-        """Move a series to ``state``, with an audit row. ``fields`` update columns."""
+    def set_state(self, series_id: int, state: SeriesState, *, reason: str = "",
+                  code: str = "", **fields: Any) -> SeriesRow:
+        """Move a series to ``state``, with an audit row. ``fields`` update columns.
+
+        Raises :class:`IllegalTransition` for a change :data:`agent.vocab.TRANSITIONS`
+        does not list (a bug in the caller: nothing is written).
+        """
         allowed = {"modality", "patient", "study", "series", "content_sha256", "location",
                    "render", "attempts", "file_count"}
         bad = set(fields) - allowed
         if bad:
             raise TypeError(f"unknown series fields {bad}")
+        state = SeriesState(state)
         sets = ", ".join(f"{k} = ?" for k in fields)
         with self._tx() as db:
+            old = self._get(db, series_id).state
+            if not may_move(old, state):
+                raise IllegalTransition(f"series {series_id}: {old} -> {state} is not allowed")
             db.execute(
                 f"UPDATE series SET state = ?, reason = ?, code = ?, updated = ?"
                 f"{', ' + sets if sets else ''} WHERE id = ?",
@@ -282,27 +303,27 @@ class Ledger:
             db.execute("UPDATE series SET attempts = attempts + 1 WHERE id = ?", (series_id,))
             return int(self._get(db, series_id).attempts)
 
-    def in_state(self, *states: str) -> list[SeriesRow]:
+    def in_state(self, *states: SeriesState) -> list[SeriesRow]:
         marks = ",".join("?" * len(states))
         with self._lock:
             rows = self._db.execute(
                 f"SELECT * FROM series WHERE state IN ({marks}) ORDER BY id", states
             ).fetchall()
-        return [SeriesRow(**dict(r)) for r in rows]
+        return [_series_row(r) for r in rows]
 
     def recent(self, limit: int = 50) -> list[SeriesRow]:
         with self._lock:
             rows = self._db.execute(
                 "SELECT * FROM series ORDER BY updated DESC, id DESC LIMIT ?", (limit,)
             ).fetchall()
-        return [SeriesRow(**dict(r)) for r in rows]
+        return [_series_row(r) for r in rows]
 
     def for_patient(self, pseudonym: str) -> list[SeriesRow]:
         with self._lock:
             rows = self._db.execute(
                 "SELECT * FROM series WHERE patient = ? ORDER BY id", (pseudonym,)
             ).fetchall()
-        return [SeriesRow(**dict(r)) for r in rows]
+        return [_series_row(r) for r in rows]
 
     def delivered_content(self, key: str) -> dict[str, str]:
         """content hash -> location of every delivered version of series ``key``."""
@@ -314,12 +335,13 @@ class Ledger:
         return {r["content_sha256"]: r["location"] for r in rows if r["content_sha256"]}
 
     def counts(self, since: float = 0.0) -> dict[str, int]:
-        """How many series are in each state (delivered ones only if updated after ``since``)."""
+        """How many series are in each state (delivered and withheld ones only if updated
+        after ``since``: they are endings nobody acts on)."""
         with self._lock:
             rows = self._db.execute(
                 "SELECT state, COUNT(*) AS n FROM series "
-                "WHERE state != ? OR updated >= ? GROUP BY state",
-                (DELIVERED, since),
+                "WHERE state NOT IN (?, ?) OR updated >= ? GROUP BY state",
+                (DELIVERED, WITHHELD, since),
             ).fetchall()
         return {r["state"]: r["n"] for r in rows}
 
@@ -332,8 +354,8 @@ class Ledger:
             rows = self._db.execute(
                 "SELECT f.path_hash, f.size, f.mtime_ns, s.key FROM files f "
                 "JOIN series s ON s.id = f.series_id "
-                "WHERE s.state NOT IN (?, ?) ORDER BY f.series_id",
-                (DETECTED, STABLE),
+                "WHERE s.state != ? ORDER BY f.series_id",
+                (STABLE,),
             ).fetchall()
         return {r["path_hash"]: (r["size"], r["mtime_ns"], r["key"]) for r in rows}
 

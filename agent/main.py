@@ -18,12 +18,21 @@ from agent.config import Config
 from agent.errors import ConfigError, FatalError, SeriesProblem, TargetUnavailable
 from agent.instance import InstanceLock
 from agent.keys import installation_secret, keyed_hash, site_secret
-from agent.ledger import DELIVERED, QUARANTINED, STAGED, UNFINISHED, Ledger, SeriesRow
+from agent.ledger import (
+    DELIVERED,
+    QUARANTINED,
+    STAGED,
+    UNFINISHED,
+    WITHHELD,
+    Ledger,
+    SeriesRow,
+)
 from agent.logs import log_failure
 from agent.pipeline import Interrupted, Outcome, Pipeline, build_stages
 from agent.series import FileState
 from agent.status import AgentEvent, AgentState, AgentStatus, SeriesSummary
 from agent.sync import Target, open_target
+from agent.vocab import AuditEvent, EventKind, ProblemCode, SeriesState
 from agent.watcher import ExportWatcher
 from agent.work import Stage
 from agent.workqueue import ScheduledQueue
@@ -81,7 +90,7 @@ class Agent:
             raise ConfigError(f"[watch.folder] {folder} does not exist or is not a folder")
         self._instance.acquire()
         self._started = True
-        self.ledger.audit("agent-started")
+        self.ledger.audit(AuditEvent.AGENT_STARTED)
         for row in self.ledger.in_state(*UNFINISHED):
             self._queue.put(row.id)  # resume what a crash or shutdown left unfinished
         for n in range(self._cfg.worker_count):
@@ -122,10 +131,10 @@ class Agent:
         else:
             self.target.close()
         if self._started:
-            self.ledger.audit("agent-stopped")
+            self.ledger.audit(AuditEvent.AGENT_STOPPED)
         self._instance.release()
         self._stopped.set()
-        self._emit(AgentEvent("state", "stopped"))
+        self._emit(AgentEvent(EventKind.STATE, "stopped"))
 
     def wait(self, timeout: float | None = None) -> bool:
         """Block until the agent stopped; True if it did."""
@@ -142,16 +151,16 @@ class Agent:
         """Stop taking new series, for ``seconds`` or until :meth:`resume`. Survives restarts."""
         until = 0.0 if seconds is None else time.time() + seconds
         self.ledger.set_setting(PAUSE_SETTING, repr(until))
-        self.ledger.audit("paused", seconds=seconds)
+        self.ledger.audit(AuditEvent.PAUSED, seconds=seconds)
         self._notify_pause_change()
-        self._emit(AgentEvent("paused", "paused until resumed" if seconds is None
+        self._emit(AgentEvent(EventKind.PAUSED, "paused until resumed" if seconds is None
                               else f"paused for {seconds / 3600:.1f} h"))
 
     def resume(self) -> None:
         self.ledger.set_setting(PAUSE_SETTING, "")
-        self.ledger.audit("resumed")
+        self.ledger.audit(AuditEvent.RESUMED)
         self._notify_pause_change()
-        self._emit(AgentEvent("resumed", "resumed"))
+        self._emit(AgentEvent(EventKind.RESUMED, "resumed"))
 
     def _notify_pause_change(self) -> None:
         with self._pause_changed:
@@ -172,7 +181,7 @@ class Agent:
         try:
             row = self.pipeline.requeue(series_id)
         except SeriesProblem as problem:
-            self._emit(AgentEvent("quarantined", str(problem), series_id))
+            self._emit(AgentEvent(EventKind.QUARANTINED, str(problem), series_id))
             return
         if row.state == STAGED:
             self._queue.put(series_id)
@@ -189,7 +198,7 @@ class Agent:
         counts = self.ledger.counts(since=_start_of_today())
         with self._lock:
             working = len(self._working)
-        queued = len(self._queue) + counts.get("stable", 0) + (
+        queued = len(self._queue) + counts.get(SeriesState.STABLE, 0) + (
             len(self._watcher.tracker) if self._watcher else 0)
         quarantined = counts.get(QUARANTINED, 0)
         paused = self.paused_until()
@@ -208,7 +217,8 @@ class Agent:
             state, message = AgentState.IDLE, "watching for exports"
         return AgentStatus(
             state=state, queued=queued, working=working,
-            delivered_today=counts.get(DELIVERED, 0), quarantined=quarantined,
+            delivered_today=counts.get(DELIVERED, 0),
+            withheld_today=counts.get(WITHHELD, 0), quarantined=quarantined,
             paused_until=paused, message=message,
             recent=tuple(self.recent(10)),
         )
@@ -221,7 +231,7 @@ class Agent:
         if row.state == STAGED:
             self._queue.put(row.id)
         else:
-            self._emit(AgentEvent("quarantined", row.reason, row.id))
+            self._emit(AgentEvent(EventKind.QUARANTINED, row.reason, row.id))
 
     def _series_expired(self, key: str, files: dict[str, FileState]) -> None:
         row = self.ledger.open_version(
@@ -229,9 +239,9 @@ class Agent:
         minutes = self._cfg.watch.max_wait_seconds / 60
         problem = SeriesProblem(
             f"the export never completed: a file was still incomplete after {minutes:.0f} "
-            "minutes. Export the series again from the viewer.", code="incomplete")
+            "minutes. Export the series again from the viewer.", code=ProblemCode.INCOMPLETE)
         self.pipeline.quarantine(row.id, problem)
-        self._emit(AgentEvent("quarantined", str(problem), row.id))
+        self._emit(AgentEvent(EventKind.QUARANTINED, str(problem), row.id))
 
     # -- the workers -----------------------------------------------------------------------
 
@@ -265,14 +275,14 @@ class Agent:
         except Interrupted:
             return
         except TargetUnavailable as exc:
-            self._set_target_state(AgentState.OFFLINE, str(exc), "offline")
+            self._set_target_state(AgentState.OFFLINE, str(exc), EventKind.OFFLINE)
             delay = self._offline_delay * random.uniform(0.8, 1.2)
             self._offline_delay = min(self._offline_delay * 2, _OFFLINE_RETRY[1])
             self._queue.put(series_id, delay)
             return
         except FatalError as exc:
             # Wrong or expired credentials, a missing container: a person must act.
-            self._set_target_state(AgentState.CREDENTIALS, str(exc), "credentials")
+            self._set_target_state(AgentState.CREDENTIALS, str(exc), EventKind.CREDENTIALS)
             self._queue.put(series_id, _CREDENTIALS_RETRY)
             return
         except Exception as exc:  # noqa: BLE001 - a worker must never die
@@ -280,24 +290,28 @@ class Agent:
             self._queue.put(series_id, 30.0)
             return
         if self._target_state is not None:
-            self._set_target_state(None, "", "online")
+            self._set_target_state(None, "", EventKind.ONLINE)
         self._offline_delay = _OFFLINE_RETRY[0]
         self._finished(outcome)
 
     def _finished(self, outcome: Outcome) -> None:
         exports = self._exports.pop(outcome.series_id, [])
         if outcome.state == DELIVERED:
-            self._emit(AgentEvent("delivered", f"{outcome.file_count} files delivered",
+            self._emit(AgentEvent(EventKind.DELIVERED, f"{outcome.file_count} files delivered",
                                   outcome.series_id))
             if self._cfg.watch.delete_after_delivery:
                 for path in exports:
                     Path(path).unlink(missing_ok=True)
                 if exports:
-                    self.ledger.audit("export-removed", outcome.series_id, files=len(exports))
+                    self.ledger.audit(AuditEvent.EXPORT_REMOVED, outcome.series_id,
+                                      files=len(exports))
+        elif outcome.state == WITHHELD:
+            self._emit(AgentEvent(EventKind.WITHHELD, outcome.reason, outcome.series_id))
         elif outcome.state == QUARANTINED:
-            self._emit(AgentEvent("quarantined", outcome.reason, outcome.series_id))
+            self._emit(AgentEvent(EventKind.QUARANTINED, outcome.reason, outcome.series_id))
 
-    def _set_target_state(self, state: AgentState | None, message: str, kind: str) -> None:
+    def _set_target_state(self, state: AgentState | None, message: str,
+                          kind: EventKind) -> None:
         changed = state != self._target_state
         self._target_state, self._target_message = state, message
         if changed:

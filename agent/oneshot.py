@@ -23,6 +23,7 @@ from agent.ledger import STAGED, Ledger
 from agent.pipeline import Outcome, Pipeline, build_stages, outcome_of
 from agent.series import FileState
 from agent.sync.folder import FolderTarget
+from agent.vocab import SeriesState
 from agent.watcher import scan_folder
 from agent.work import Stage
 
@@ -35,22 +36,28 @@ class Summary:
 
     @property
     def delivered(self) -> int:
-        return sum(o.state == "delivered" for o in self.series)
+        return sum(o.state == SeriesState.DELIVERED for o in self.series)
+
+    @property
+    def withheld(self) -> int:
+        return sum(o.state == SeriesState.WITHHELD for o in self.series)
 
     @property
     def quarantined(self) -> int:
-        return sum(o.state == "quarantined" for o in self.series)
+        return sum(o.state == SeriesState.QUARANTINED for o in self.series)
 
     @property
     def ok(self) -> bool:
-        return bool(self.series) and self.delivered == len(self.series)
+        """Every series ended as it should: delivered, or withheld by a stated policy."""
+        return bool(self.series) and self.delivered + self.withheld == len(self.series)
 
     def as_dict(self) -> dict[str, object]:
         return {
             "ok": self.ok,
             "delivered": self.delivered,
+            "withheld": self.withheld,
             "quarantined": self.quarantined,
-            "failed": len(self.series) - self.delivered - self.quarantined,
+            "failed": len(self.series) - self.delivered - self.withheld - self.quarantined,
             "ignored_files": self.ignored_files,
             "seconds": round(self.seconds, 3),
             "series": [dataclasses.asdict(o) for o in self.series],

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from agent.config import Config
-from agent.errors import DefaceFailed, FatalError, SeriesProblem
+from agent.errors import DefaceFailed, FatalError, SeriesProblem, Withheld
 from agent.keys import keyed_hash
 from agent.ledger import (
     DELIVERED,
@@ -29,6 +29,7 @@ from agent.ledger import (
     QUARANTINED,
     STAGED,
     VERIFIED,
+    WITHHELD,
     Ledger,
     SeriesRow,
 )
@@ -36,6 +37,7 @@ from agent.logs import log_failure
 from agent.series import FileState
 from agent.sync.base import Delivery, DeliveryFile, Target
 from agent.sync.manifest import build_manifest, content_digest, describe_files
+from agent.vocab import FINAL
 from agent.work import SeriesWork, Stage
 
 log = logging.getLogger(__name__)
@@ -52,6 +54,8 @@ class Outcome:
     """How one series ended (for the one-shot summary and notifications). No PHI."""
 
     series_id: int
+    #: A :class:`~agent.vocab.SeriesState` ending, or "failed" (one-shot only: the target
+    #: could not be reached, nothing was decided about the series).
     state: str
     reason: str = ""
     code: str = ""
@@ -148,13 +152,13 @@ class Pipeline:
     # -- 2..4. process, verify, deliver ----------------------------------------------------
 
     def process(self, series_id: int, should_stop: Callable[[], bool] = lambda: False) -> Outcome:
-        """Run a staged series to its end: delivered or quarantined.
+        """Run a staged series to its end: delivered, withheld or quarantined.
 
         Raises :class:`~agent.errors.TargetUnavailable` / :class:`~agent.errors.CredentialsError`
         (the series keeps its state and is retried) and :class:`Interrupted`.
         """
         row = self.ledger.get(series_id)
-        if row.state in (DELIVERED, QUARANTINED):
+        if row.state in FINAL:
             return outcome_of(row)
         self.ledger.bump_attempts(series_id)
         workdir = self.workdir(series_id)
@@ -167,6 +171,8 @@ class Pipeline:
             return self._deliver(series_id, json.loads(ready.read_text(encoding="utf-8")))
         except SeriesProblem as problem:
             return outcome_of(self.quarantine(series_id, problem))
+        except Withheld as held:
+            return outcome_of(self.withhold(series_id, held))
 
     def _run_stages(self, row: SeriesRow, should_stop: Callable[[], bool]) -> None:
         workdir = self.workdir(row.id)
@@ -187,7 +193,7 @@ class Pipeline:
                                       study=work.study_pseudonym, series=work.series_pseudonym)
             try:
                 stage(work)
-            except (SeriesProblem, Interrupted):
+            except (SeriesProblem, Withheld, Interrupted):
                 raise
             except Exception as exc:  # a bug or a library error not converted: fail closed
                 log_failure(log, f"stage {stage.name} failed on series {row.id}", exc)
@@ -275,6 +281,13 @@ class Pipeline:
         log.warning("series %s quarantined: %s", series_id, problem)
         return self.ledger.set_state(series_id, QUARANTINED, reason=str(problem),
                                      code=problem.code)
+
+    def withhold(self, series_id: int, held: Withheld) -> SeriesRow:
+        """End a series as withheld by policy: nothing is kept (the export folder still holds
+        it), nobody is alarmed, the reason is recorded."""
+        shutil.rmtree(self.workdir(series_id), ignore_errors=True)
+        log.info("series %s withheld (%s): %s", series_id, held.code, held)
+        return self.ledger.set_state(series_id, WITHHELD, reason=str(held), code=held.code)
 
     def requeue(self, series_id: int) -> SeriesRow:
         """Put a quarantined series back to ``staged`` (the tray's Retry)."""

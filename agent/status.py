@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
+
+from agent.vocab import EventKind
 
 
-class AgentState(str, Enum):
+class AgentState(StrEnum):
     """The one word the tray icon shows. Ordered by how urgently a person should look."""
 
     IDLE = "idle"
@@ -41,6 +43,8 @@ class AgentStatus:
     queued: int = 0
     working: int = 0
     delivered_today: int = 0
+    #: Held back by policy today (localizers, reports...): shown, never an alarm.
+    withheld_today: int = 0
     quarantined: int = 0
     #: Unix time the pause ends; None when not paused, 0.0 when paused until resumed.
     paused_until: float | None = None
@@ -53,12 +57,8 @@ class AgentStatus:
 
 @dataclass(frozen=True)
 class AgentEvent:
-    """Something a person may want to be told about.
+    """Something a person may want to be told about (:class:`~agent.vocab.EventKind`)."""
 
-    ``kind`` is one of ``delivered``, ``quarantined``, ``offline``, ``online``,
-    ``credentials``, ``paused``, ``resumed``, ``state``.
-    """
-
-    kind: str
+    kind: EventKind
     message: str
     series_id: int | None = None

@@ -21,19 +21,11 @@ from agent.main import Agent
 from agent.status import AgentEvent, AgentState
 from agent.sync.manifest import verify_folder
 from tests.conftest import PATIENT_ID, PATIENT_NAME, write_series
+from tests.waiting import wait_until
 
 
 def manifests(outbox: Path) -> list[Path]:
     return sorted(outbox.rglob("manifest.json"))
-
-
-def wait_until(cond: Callable[[], bool], timeout: float = 30.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return True
-        time.sleep(0.05)
-    return cond()
 
 
 @pytest.fixture

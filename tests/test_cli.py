@@ -71,7 +71,8 @@ def test_process_empty_source_is_not_success(tmp_path: Path) -> None:
 def test_ledger_verify_detects_tampering_and_lookup_finds_patient(
         tmp_path: Path, make_config, export_dir: Path, outbox_dir: Path, capsys) -> None:
     from agent.main import Agent
-    from tests.test_agent import manifests, wait_until
+    from tests.test_agent import manifests
+    from tests.waiting import wait_until
 
     cfg = make_config()
     agent = Agent(cfg)
@@ -103,7 +104,8 @@ def test_no_phi_in_ledger_or_logs(tmp_path: Path, make_config, export_dir: Path,
                                   outbox_dir: Path) -> None:
     from agent.logs import setup_logging
     from agent.main import Agent
-    from tests.test_agent import manifests, wait_until
+    from tests.test_agent import manifests
+    from tests.waiting import wait_until
 
     cfg = make_config(log_level="DEBUG")
     setup_logging(cfg.paths.log_dir, "DEBUG", console=False)

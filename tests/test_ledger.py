@@ -5,7 +5,17 @@ from pathlib import Path
 
 import pytest
 
-from agent.ledger import DELIVERED, QUARANTINED, STAGED, Ledger
+from agent.ledger import (
+    DELIVERED,
+    PROCESSED,
+    QUARANTINED,
+    STAGED,
+    VERIFIED,
+    WITHHELD,
+    IllegalTransition,
+    Ledger,
+)
+from agent.vocab import TRANSITIONS, SeriesState
 
 
 @pytest.fixture
@@ -16,6 +26,8 @@ def ledger(tmp_path: Path) -> Ledger:
 def test_versions_and_states(ledger: Ledger) -> None:
     a = ledger.open_version("k1", [("h1", 10, 1), ("h2", 10, 1)])
     assert (a.version, a.state, a.file_count) == (1, "stable", 2)
+    for state in (STAGED, PROCESSED, VERIFIED):
+        ledger.set_state(a.id, state)
     ledger.set_state(a.id, DELIVERED, content_sha256="c1", location="x/y")
     b = ledger.open_version("k1", [("h3", 10, 1)])
     assert b.version == 2
@@ -65,3 +77,23 @@ def test_settings_roundtrip(ledger: Ledger) -> None:
     ledger.set_setting("paused_until", "0.0")
     ledger.set_setting("paused_until", "12.5")
     assert ledger.setting("paused_until") == "12.5"
+
+
+def test_the_transition_table_is_enforced(ledger: Ledger) -> None:
+    row = ledger.open_version("k", [("h", 1, 1)])
+    with pytest.raises(IllegalTransition):
+        ledger.set_state(row.id, DELIVERED)  # never delivered without being processed
+    assert ledger.get(row.id).state == SeriesState.STABLE  # nothing written
+    ledger.set_state(row.id, STAGED)
+    ledger.set_state(row.id, WITHHELD, reason="a localizer", code="localizer")
+    ledger.set_state(row.id, STAGED)  # a person asked to send it anyway
+    ledger.set_state(row.id, QUARANTINED, reason="x", code="internal")
+    for state in (PROCESSED, VERIFIED, DELIVERED, WITHHELD):
+        with pytest.raises(IllegalTransition):
+            ledger.set_state(row.id, state)
+    assert ledger.verify_chain() == []
+
+
+def test_every_state_has_a_row_in_the_table() -> None:
+    assert set(TRANSITIONS) == set(SeriesState)
+    assert TRANSITIONS[SeriesState.DELIVERED] == frozenset()

@@ -10,7 +10,7 @@ from agent.logs import setup_logging
 from agent.main import Agent
 from agent.work import SeriesWork
 from tests.conftest import PATIENT_NAME, write_series
-from tests.test_agent import wait_until
+from tests.waiting import wait_until
 
 
 class Exploding:

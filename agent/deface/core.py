@@ -22,6 +22,7 @@ from agent.deface.register import Registration, register_template, to_work_grid
 from agent.deface.render import skin_threshold
 from agent.deface.template import BRAIN, FACE, PROTECT, REPLACE, Template
 from agent.errors import DefaceFailed
+from agent.vocab import ProblemCode
 
 #: Width (mm) of the feathered edge inside the replacement region.
 FEATHER_MM = 10.0
@@ -74,7 +75,7 @@ class DefaceResult:
 class TemplateDoesNotFit(DefaceFailed):
     """The template could not be fitted: not a head, or a head the method cannot handle."""
 
-    code = "deface-fit"
+    code = ProblemCode.DEFACE_FIT
 
 
 @lru_cache(maxsize=4)

@@ -27,15 +27,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 from tests.conftest import PATIENT_ID, PATIENT_NAME, write_series
+from tests.waiting import wait_until
 
 
 def _wait(predicate: Callable[[], bool], timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.25)
-    return False
+    return wait_until(predicate, timeout, step=0.25)
 
 
 def _stop(proc: subprocess.Popen[bytes]) -> int:

@@ -12,7 +12,7 @@ from agent.main import Agent
 from agent.status import AgentState
 from agent.sync.azure import AzureTarget
 from tests.conftest import PATIENT_ID, PATIENT_NAME, write_series
-from tests.test_agent import wait_until
+from tests.waiting import wait_until
 
 from .azurite import Azurite, assert_delivered, blobs_under
 

@@ -35,7 +35,7 @@ def sas(container: str, *, hours: float = 1.0, **perms: bool) -> str:
     return generate_container_sas(
         ACCOUNT, container, account_key=ACCOUNT_KEY,
         permission=ContainerSasPermissions(**perms),
-        expiry=dt.datetime.now(dt.timezone.utc) + dt.timedelta(hours=hours),
+        expiry=dt.datetime.now(dt.UTC) + dt.timedelta(hours=hours),
     )
 
 

@@ -18,6 +18,7 @@ from agent.errors import TargetUnavailable
 from agent.sync.azure import DEFAULT_RETRY_BUDGET, AzureTarget
 from agent.sync.azure_auth import BudgetRetry
 from agent.sync.base import Delivery, Receipt
+from tests.waiting import wait_until
 
 from .azurite import Azurite, assert_delivered, azure_config, blobs_under, make_delivery
 
@@ -48,10 +49,7 @@ def committed_blobs(db: Path) -> set[str]:
 
 
 def wait_for(predicate: Callable[[], bool], timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.02)
+    assert wait_until(predicate, timeout, step=0.02), "timed out"
 
 
 def test_sigkill_mid_upload_resumes_without_resending(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,19 +17,15 @@ from agent.tray import TrayApp
 from agent.ui.icons import LOOKS
 from agent.ui.notify import RecordingNotifier
 from agent.work import SeriesWork
+from tests.waiting import wait_until as _wait_until
 
 #: Height of the trayer panel docked at the top edge; icons are drawn inside it.
 TRAY_HEIGHT = 32
 
 
 def wait_until(predicate: Callable[[], object], timeout: float = 10.0, step: float = 0.05) -> bool:
-    """Poll ``predicate`` until it is truthy or ``timeout`` passes; returns the last verdict."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(step)
-    return bool(predicate())
+    """The suite's one waiting helper, with the tray tests' shorter default timeout."""
+    return _wait_until(predicate, timeout, step)
 
 
 def screenshot(display: str, box: tuple[int, int, int, int] | None = None) -> Image.Image:

@@ -1,0 +1,133 @@
+"""The words the engine, the ledger and the front ends share, as types.
+
+Series states, the state transitions the ledger accepts, the kinds of events front ends
+hear about, audit event names and problem codes are all here, in one place, so that a
+newcomer reads the vocabulary once and a typo is a type error rather than a silent new
+state. Every enum is a :class:`enum.StrEnum`: its members compare equal to (and are stored
+in SQLite and JSON as) their plain string values.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class SeriesState(StrEnum):
+    """Where one version of one series is. The three endings are DELIVERED, WITHHELD and
+    QUARANTINED; everything before them is work still to do."""
+
+    #: Every file is complete and quiet; recorded in the ledger, not yet copied.
+    STABLE = "stable"
+    #: Copied into the work area; processing starts (or restarts) from here.
+    STAGED = "staged"
+    #: De-identified (and defaced); the verifier runs next.
+    PROCESSED = "processed"
+    #: Verified; its outputs are persisted (``ready.json``) and wait for delivery.
+    VERIFIED = "verified"
+    #: Every file and the manifest are at the target, hash-verified.
+    DELIVERED = "delivered"
+    #: Held back by a stated policy (localizer, report, raw data, the site's selection):
+    #: recorded and visible, nobody needs to act.
+    WITHHELD = "withheld"
+    #: Something is wrong and a person must act; the reason says what to do.
+    QUARANTINED = "quarantined"
+
+
+#: States in which a series still has work to do after a restart.
+UNFINISHED: tuple[SeriesState, ...] = (
+    SeriesState.STAGED, SeriesState.PROCESSED, SeriesState.VERIFIED)
+#: The endings.
+FINAL: tuple[SeriesState, ...] = (
+    SeriesState.DELIVERED, SeriesState.WITHHELD, SeriesState.QUARANTINED)
+
+_S = SeriesState
+#: Every state change the ledger accepts: from -> the states it may move to. A new series
+#: version starts in STABLE. Re-entering the same working state is a restart after a crash.
+TRANSITIONS: dict[SeriesState, frozenset[SeriesState]] = {
+    _S.STABLE: frozenset({_S.STABLE, _S.STAGED, _S.WITHHELD, _S.QUARANTINED}),
+    _S.STAGED: frozenset({_S.STAGED, _S.PROCESSED, _S.VERIFIED, _S.WITHHELD,
+                          _S.QUARANTINED}),
+    _S.PROCESSED: frozenset({_S.STAGED, _S.PROCESSED, _S.VERIFIED, _S.WITHHELD,
+                             _S.QUARANTINED}),
+    _S.VERIFIED: frozenset({_S.STAGED, _S.PROCESSED, _S.VERIFIED, _S.DELIVERED,
+                            _S.QUARANTINED}),
+    # Retry (a person asked) puts a kept-back series through the pipeline again.
+    _S.QUARANTINED: frozenset({_S.STAGED}),
+    _S.WITHHELD: frozenset({_S.STAGED}),
+    _S.DELIVERED: frozenset(),
+}
+
+
+def may_move(old: SeriesState | str, new: SeriesState | str) -> bool:
+    """Whether the ledger accepts moving a series from ``old`` to ``new``."""
+    return SeriesState(new) in TRANSITIONS[SeriesState(old)]
+
+
+class EventKind(StrEnum):
+    """What an :class:`~agent.status.AgentEvent` tells a front end about."""
+
+    DELIVERED = "delivered"
+    WITHHELD = "withheld"
+    QUARANTINED = "quarantined"
+    WAITING = "waiting"            # an export is incomplete and has waited long
+    OFFLINE = "offline"
+    ONLINE = "online"
+    CREDENTIALS = "credentials"
+    PAUSED = "paused"
+    RESUMED = "resumed"
+    HEALTH = "health"              # a part of the engine failed or recovered
+    RESULTS = "results"            # results came back from the cloud
+    STATE = "state"
+
+
+class AuditEvent(StrEnum):
+    """Audit log events that are not series states (those are logged under their state)."""
+
+    AGENT_STARTED = "agent-started"
+    AGENT_STOPPED = "agent-stopped"
+    PAUSED = "paused"
+    RESUMED = "resumed"
+    CONFIRMED = "confirmed"
+    EXPORT_REMOVED = "export-removed"
+    RETRIED = "retried"
+
+
+class ProblemCode(StrEnum):
+    """Stable short identifiers of why a series was kept back (ledger, tray, tests)."""
+
+    SERIES_PROBLEM = "series-problem"
+    NOT_DICOM = "not-dicom"
+    IDENTITY_RISK = "identity-risk"
+    LEAK = "leak"
+    INCOMPLETE = "incomplete"
+    UNREADABLE = "unreadable"
+    MISSING = "missing"
+    INTEGRITY = "integrity"
+    INTERNAL = "internal"
+    BAD_NAME = "bad-name"
+    DUPLICATE = "duplicate"
+    MIXED_SERIES = "mixed-series"
+    TARGET = "target"
+    TARGET_CONFLICT = "target-conflict"
+    OUTBOX_MISSING = "outbox-missing"
+    DEFACE = "deface"
+    DEFACE_INPUT = "deface-input"
+    DEFACE_FIT = "deface-fit"
+    DEFACE_FOV = "deface-fov"
+    DEFACE_QC = "deface-qc"
+    DEFACE_ERROR = "deface-error"
+    DEFACE_WRITE = "deface-write"
+    DEFACE_TEMPLATE = "deface-template"
+    DEFACE_CT = "deface-ct"
+    DEFACE_LOCALIZER = "deface-localizer"
+
+
+class WithheldCode(StrEnum):
+    """Why a series was withheld by policy (not a problem: nobody needs to act)."""
+
+    LOCALIZER = "localizer"
+    SCREEN_CAPTURE = "screen-capture"
+    REPORT = "report"
+    RAW_DATA = "raw-data"
+    NOT_AN_IMAGE = "not-an-image"
+    SITE_POLICY = "site-policy"
