@@ -18,7 +18,12 @@ import numpy as np
 import SimpleITK as sitk
 
 from agent.deface import synth
-from agent.deface.register import Registration, register_template, to_work_grid
+from agent.deface.register import (
+    Registration,
+    check_modality,
+    register_template,
+    to_work_grid,
+)
 from agent.deface.render import skin_threshold
 from agent.deface.template import BRAIN, FACE, PROTECT, REPLACE, Template
 from agent.errors import DefaceFailed
@@ -159,13 +164,18 @@ def face_in_fov(image: sitk.Image, template: Template, reg: Registration) -> flo
 
 
 def deface_image(image: sitk.Image, template: Template, *, seed: int = 0,
-                 registration: Registration | None = None) -> DefaceResult:
+                 registration: Registration | None = None, modality: str = "MR"
+                 ) -> DefaceResult:
     """Replace face, ears and wrap-around air of ``image`` (real-world values, float32).
 
     Raises :class:`TemplateDoesNotFit` when the template does not fit (not a head, or a head
     the method cannot handle) and :class:`DefaceFailed` when a check fails; SimpleITK and
     numpy errors become DefaceFailed too (never a face delivered on an internal error).
     """
+    modality = check_modality(modality)
+    if modality == "CT":
+        raise DefaceFailed("defacing head CT is not supported yet; the series is held back",
+                           code="deface-ct")
     try:
         return _deface_image(image, template, seed, registration)
     except (RuntimeError, ValueError, MemoryError) as exc:

@@ -123,8 +123,23 @@ def _dice(a: np.ndarray, b: np.ndarray) -> float:
     return 2.0 * inter / total if total else 0.0
 
 
-def register_template(subject: sitk.Image, template_head: sitk.Image) -> Registration:
+#: Modalities the defacer knows; anything else is a programming error.
+MODALITIES = ("MR", "CT")
+
+
+def check_modality(modality: str) -> str:
+    """``modality`` upper-cased, or ValueError when the defacer has no path for it."""
+    m = str(modality).upper()
+    if m not in MODALITIES:
+        raise ValueError(f"unknown defacing modality {modality!r} (expected MR or CT)")
+    return m
+
+
+def register_template(subject: sitk.Image, template_head: sitk.Image, *,
+                      modality: str = "MR") -> Registration:
     """Fit the template head to ``subject`` (any orientation, physical LPS space).
+
+    ``modality`` ("MR" or "CT") selects how the head is found and what the fit compares.
 
     Initialisation: head-mask centroids, then the same with the tops of the heads aligned
     (the field of view often cuts the chin or the neck, which moves the centroid); the start
@@ -133,6 +148,7 @@ def register_template(subject: sitk.Image, template_head: sitk.Image) -> Registr
     import time
 
     t0 = time.perf_counter()
+    check_modality(modality)
     fixed = to_work_grid(subject)
     moving = to_work_grid(template_head)
     fmask = head_mask(fixed)
