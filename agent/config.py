@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -150,34 +151,39 @@ def read_toml(path: Path) -> dict[str, Any]:
         raise ConfigError(f"{path}: cannot be read ({exc.strerror})") from None
 
 
+def _is_whole(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _is_strings(v: Any) -> bool:
+    return isinstance(v, list) and all(isinstance(x, str) for x in v)
+
+
+#: The type of a field's default -> (accepts a TOML value, what to say otherwise, converter).
+#: bool comes before int: a bool is an int to isinstance.
+_COERCIONS: tuple[tuple[type, Callable[[Any], bool], str, Callable[[Any], Any]], ...] = (
+    (bool, lambda v: isinstance(v, bool), "true or false", bool),
+    (int, _is_whole, "a whole number", int),
+    (float, _is_number, "a number", float),
+    (str, lambda v: isinstance(v, str), "a string", str),
+    (tuple, _is_strings, "a list of strings", tuple),
+)
+
+
 def _coerce(value: Any, default: Any, key: str, source: str) -> Any:
     """Check a TOML value against the type of the field's default."""
-    def wrong(expected: str) -> ConfigError:
-        return ConfigError(
-            f"{source}: [{key}] must be {expected}, not {type(value).__name__} {value!r}"
-        )
-
-    if isinstance(default, bool):
-        if not isinstance(value, bool):
-            raise wrong("true or false")
-        return value
-    if isinstance(default, int):
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise wrong("a whole number")
-        return value
-    if isinstance(default, float):
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise wrong("a number")
-        return float(value)
-    if isinstance(default, str):
-        if not isinstance(value, str):
-            raise wrong("a string")
-        return value
-    if isinstance(default, tuple):
-        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-            raise wrong("a list of strings")
-        return tuple(value)
-    raise wrong(type(default).__name__)  # pragma: no cover
+    for kind, accepts, expected, convert in _COERCIONS:
+        if isinstance(default, kind):
+            if not accepts(value):
+                raise ConfigError(
+                    f"{source}: [{key}] must be {expected}, not {type(value).__name__} "
+                    f"{value!r}")
+            return convert(value)
+    raise ConfigError(f"{source}: [{key}] has no known type")  # pragma: no cover
 
 
 def _merge(

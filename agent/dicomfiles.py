@@ -146,5 +146,5 @@ def is_complete(path: Path) -> bool:
             end = pos + header_len + length
             return (size >= end and length >= _expected_native_length(ds)
                     and _tail_is_whole(fh, end, size, not ds.is_implicit_VR, little))
-    except Exception:  # noqa: BLE001 - any parse failure means "not whole (yet)"
+    except Exception:  # noqa: BLE001 -- any parse failure means "not whole (yet)"
         return False

@@ -285,7 +285,7 @@ class Agent:
             self._set_target_state(AgentState.CREDENTIALS, str(exc), EventKind.CREDENTIALS)
             self._queue.put(series_id, _CREDENTIALS_RETRY)
             return
-        except Exception as exc:  # noqa: BLE001 - a worker must never die
+        except Exception as exc:  # noqa: BLE001 -- a worker must never die
             log_failure(log, f"unexpected error on series {series_id}; it will be retried", exc)
             self._queue.put(series_id, 30.0)
             return
@@ -324,7 +324,7 @@ class Agent:
         for callback in subscribers:
             try:
                 callback(event)
-            except Exception:  # noqa: BLE001 - a front end's bug must not stop the engine
+            except Exception:
                 log.exception("event subscriber failed")
 
     @staticmethod

@@ -19,6 +19,7 @@ import shutil
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from agent.config import Config
 from agent.errors import DefaceFailed, FatalError, SeriesProblem, Withheld
@@ -195,7 +196,7 @@ class Pipeline:
                 stage(work)
             except (SeriesProblem, Withheld, Interrupted):
                 raise
-            except Exception as exc:  # a bug or a library error not converted: fail closed
+            except Exception as exc:  # noqa: BLE001 -- a bug or a library error not converted: fail closed
                 log_failure(log, f"stage {stage.name} failed on series {row.id}", exc)
                 raise SeriesProblem(
                     f"the {stage.name} step failed unexpectedly ({type(exc).__name__}); "
@@ -234,7 +235,7 @@ class Pipeline:
                               series=work.series_pseudonym,
                               render=str(render) if render else "")
 
-    def _deliver(self, series_id: int, ready: dict) -> Outcome:
+    def _deliver(self, series_id: int, ready: dict[str, Any]) -> Outcome:
         row = self.ledger.get(series_id)
         files: tuple[DeliveryFile, ...] = describe_files(
             [(f["path"], Path(f["local"])) for f in ready["files"]]

@@ -80,7 +80,7 @@ def load_backend() -> ModuleType | None:
         return None
     try:
         import pystray
-    except Exception as exc:  # noqa: BLE001 - any backend failure means "no tray"
+    except Exception as exc:  # noqa: BLE001 -- any backend failure means "no tray"
         log.warning("no usable tray backend (%s: %s)", type(exc).__name__, exc)
         return None
     return pystray
@@ -188,7 +188,7 @@ class TrayApp:
     def _read_status(self) -> AgentStatus | None:
         try:
             return self.agent.status()
-        except Exception:  # noqa: BLE001 - e.g. the ledger is busy: keep the last status
+        except Exception:
             log.warning("cannot read the agent's status", exc_info=True)
             return None
 
@@ -234,7 +234,7 @@ class TrayApp:
             try:
                 self.refresh()
                 self.notifications.tick()
-            except Exception:  # noqa: BLE001 - the tray thread must survive a bad refresh
+            except Exception:
                 log.exception("tray refresh failed")
         self._shutdown_icon()
 
@@ -274,7 +274,7 @@ class TrayApp:
         def run(_icon: Any, _item: Any) -> None:
             try:
                 action()
-            except Exception:  # noqa: BLE001 - a failed action must not kill the backend
+            except Exception:
                 log.exception("menu action failed")
             self._wake.set()
 
@@ -368,7 +368,7 @@ class TrayApp:
         if not self._loop_done.is_set():
             try:
                 self.icon.stop()
-            except Exception:  # noqa: BLE001 - we are leaving anyway
+            except Exception:
                 log.warning("stopping the tray icon failed", exc_info=True)
         if not self._loop_done.wait(2.0) and self._dispatcher is not None:
             log.warning("the tray icon loop did not end; closing its window")
@@ -434,7 +434,7 @@ def _apply_autostart(cfg: Config) -> None:
 
         if autostart.apply(cfg.tray.autostart):
             log.info("start at login %s", "enabled" if cfg.tray.autostart else "disabled")
-    except Exception:  # noqa: BLE001 - a read-only home must not stop the agent
+    except Exception:
         log.warning("cannot update the start-at-login entry", exc_info=True)
 
 
@@ -451,7 +451,7 @@ def run_tray(agent: Agent | AgentFacade, *, notifier: Notifier | None = None) ->
     agent.start()
     try:
         app = TrayApp(agent, pystray, notifier=notifier)
-    except Exception as exc:  # noqa: BLE001 - e.g. the X server went away meanwhile
+    except Exception as exc:  # noqa: BLE001 -- e.g. the X server went away meanwhile
         log.warning("cannot create the tray icon (%s); running headless", exc)
         return _run_headless(agent, started=True)
     _apply_autostart(agent.config)

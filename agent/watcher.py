@@ -135,13 +135,11 @@ class ExportWatcher:
     def _run(self) -> None:
         next_rescan = time.monotonic()  # the first pass is a full scan
         while not self._stop.is_set():
-            now = time.monotonic()
-            if now >= next_rescan:
+            if time.monotonic() >= next_rescan:
                 self._full_scan()
                 next_rescan = time.monotonic() + self.cfg.rescan_seconds
             self._check_due()
-            now = time.monotonic()
-            wait = next_rescan - now
+            wait = next_rescan - time.monotonic()
             deadline = self.tracker.next_deadline(time.time())
             if deadline is not None:
                 wait = min(wait, deadline + 0.05)
@@ -149,27 +147,32 @@ class ExportWatcher:
                 item = self._events.get(timeout=max(0.05, wait))
             except queue.Empty:
                 continue
-            if item is None:
-                break
-            paths: set[str] = set()
-            rescan = item is _RESCAN
-            if isinstance(item, str):
-                paths.add(item)
-            while True:  # drain: a burst of events is handled as one batch
-                try:
-                    more = self._events.get_nowait()
-                except queue.Empty:
-                    break
-                if more is None:
-                    return
-                if more is _RESCAN:
-                    rescan = True
-                elif isinstance(more, str):
-                    paths.add(more)
+            batch = self._drain(item)
+            if batch is None:
+                return
+            paths, rescan = batch
             if rescan:
                 next_rescan = time.monotonic()
             for path in paths:
                 self._look_at(path)
+
+    def _drain(self, first: object) -> tuple[set[str], bool] | None:
+        """The paths and rescan request of a burst of events (handled as one batch);
+        None when the stop sentinel is among them."""
+        paths: set[str] = set()
+        rescan = False
+        item: object = first
+        while True:
+            if item is None:
+                return None
+            if item is _RESCAN:
+                rescan = True
+            elif isinstance(item, str):
+                paths.add(item)
+            try:
+                item = self._events.get_nowait()
+            except queue.Empty:
+                return paths, rescan
 
     def _full_scan(self) -> None:
         self.scans += 1
@@ -240,7 +243,7 @@ class ExportWatcher:
             self._mark_handled(due.key, files)
             try:
                 self._on_ready(due.key, files)
-            except Exception as exc:  # noqa: BLE001 - the scanner must survive whatever happens
+            except Exception as exc:  # noqa: BLE001 -- the scanner must survive whatever happens
                 log_failure(log, "handing a stable series to the pipeline failed", exc)
 
     def _mark_handled(self, key: str, files: dict[str, FileState]) -> None:

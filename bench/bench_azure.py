@@ -38,11 +38,11 @@ from azure.storage.blob import BlobServiceClient
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from agent.config import Config, TargetConfig, replace  # noqa: E402
-from agent.paths import AgentPaths  # noqa: E402
-from agent.sync.azure import AzureTarget  # noqa: E402
-from agent.sync.base import Delivery  # noqa: E402
-from agent.sync.manifest import build_manifest, describe_files  # noqa: E402
+from agent.config import Config, TargetConfig, replace
+from agent.paths import AgentPaths
+from agent.sync.azure import AzureTarget
+from agent.sync.base import Delivery
+from agent.sync.manifest import build_manifest, describe_files
 
 KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
 

@@ -106,7 +106,8 @@ def main() -> None:
         t = time.perf_counter()
         dicom, nii, mask = make_inputs(work, shape)
         print(f"inputs: {shape} voxels, made in {time.perf_counter() - t:.1f} s")
-        cases = [("clinic2cloud DICOM", "clinic2cloud", dicom, work / "out_dicom", []),
+        cases: list[tuple[str, str, Path, Path, list[str]]] = [
+                 ("clinic2cloud DICOM", "clinic2cloud", dicom, work / "out_dicom", []),
                  ("clinic2cloud NIfTI", "clinic2cloud", nii, work / "out.nii.gz", [])]
         try:
             import quickshear  # noqa: F401

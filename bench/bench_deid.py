@@ -34,9 +34,9 @@ from pydicom.data import get_testdata_file
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from agent.config import DeidConfig  # noqa: E402
-from agent.deid.stage import deidentify_files  # noqa: E402
-from agent.deid.verify import Rules, load_safe_private, verify_series  # noqa: E402
+from agent.config import DeidConfig
+from agent.deid.stage import deidentify_files
+from agent.deid.verify import Rules, load_safe_private, verify_series
 
 SECRET = b"benchmark-secret-0123456789abcdef"
 

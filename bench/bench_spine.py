@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from tests.conftest import write_series  # noqa: E402
+from tests.conftest import write_series
 
 STABLE = 2.0
 

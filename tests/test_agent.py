@@ -20,8 +20,11 @@ from agent.config import Config
 from agent.main import Agent
 from agent.status import AgentEvent, AgentState
 from agent.sync.manifest import verify_folder
+from agent.vocab import SeriesState
 from tests.conftest import PATIENT_ID, PATIENT_NAME, write_series
 from tests.waiting import wait_until
+
+StartAgent = Callable[..., Agent]
 
 
 def manifests(outbox: Path) -> list[Path]:
@@ -43,7 +46,7 @@ def running_agent(make_config: Callable[..., Config]) -> Iterator[Callable[..., 
         a.stop()
 
 
-def test_series_delivered_deidentified_with_manifest(running_agent, export_dir: Path,
+def test_series_delivered_deidentified_with_manifest(running_agent: StartAgent, export_dir: Path,
                                                      outbox_dir: Path) -> None:
     events: list[AgentEvent] = []
     agent = running_agent()
@@ -68,7 +71,7 @@ def test_series_delivered_deidentified_with_manifest(running_agent, export_dir: 
 
 
 def test_late_files_make_a_new_version_identical_ones_do_not(
-        running_agent, export_dir: Path, outbox_dir: Path) -> None:
+        running_agent: StartAgent, export_dir: Path, outbox_dir: Path) -> None:
     agent = running_agent()
     first = write_series(export_dir, 3)
     assert wait_until(lambda: len(manifests(outbox_dir)) == 1)
@@ -80,7 +83,8 @@ def test_late_files_make_a_new_version_identical_ones_do_not(
     assert len(v2) == 1 and len(json.loads(v2[0].read_text())["files"]) == 5
     # Touching a file changes nothing in its content: no third delivery.
     os.utime(first[0], ns=(time.time_ns(), time.time_ns() + 10**9))
-    agent._watcher.rescan_now()  # type: ignore[union-attr]
+    assert agent._watcher is not None
+    agent._watcher.rescan_now()
     assert wait_until(lambda: agent.ledger.counts().get("delivered", 0) == 3, timeout=15)
     assert len(manifests(outbox_dir)) == 2
 
@@ -105,7 +109,8 @@ def test_pause_survives_restart_and_resume_continues(
         agent.stop()
 
 
-def test_timed_pause_ends_by_itself(running_agent, export_dir: Path, outbox_dir: Path) -> None:
+def test_timed_pause_ends_by_itself(running_agent: StartAgent, export_dir: Path,
+                                    outbox_dir: Path) -> None:
     agent = running_agent()
     agent.pause(1.5)
     write_series(export_dir, 2)
@@ -115,7 +120,7 @@ def test_timed_pause_ends_by_itself(running_agent, export_dir: Path, outbox_dir:
 
 
 def test_burned_in_series_is_quarantined_not_delivered(
-        running_agent, export_dir: Path, outbox_dir: Path, tmp_path: Path) -> None:
+        running_agent: StartAgent, export_dir: Path, outbox_dir: Path, tmp_path: Path) -> None:
     events: list[AgentEvent] = []
     agent = running_agent()
     agent.subscribe(events.append)
@@ -126,7 +131,7 @@ def test_burned_in_series_is_quarantined_not_delivered(
         ds.save_as(export_dir / f.name)
     assert wait_until(lambda: agent.status().quarantined == 1)
     assert manifests(outbox_dir) == []
-    [row] = agent.ledger.in_state("quarantined")
+    [row] = agent.ledger.in_state(SeriesState.QUARANTINED)
     assert "burn" in row.reason.lower()
     assert agent.status().state == AgentState.ATTENTION
     assert any(e.kind == "quarantined" for e in events)
@@ -135,7 +140,8 @@ def test_burned_in_series_is_quarantined_not_delivered(
     assert (qdir / "reason.txt").is_file() and len(list(qdir.glob("*.dcm"))) == 2
 
 
-def test_second_instance_refused(running_agent, make_config: Callable[..., Config]) -> None:
+def test_second_instance_refused(running_agent: StartAgent,
+                                 make_config: Callable[..., Config]) -> None:
     from agent.instance import AlreadyRunning
 
     running_agent()
@@ -254,13 +260,18 @@ def test_stop_is_prompt_even_with_a_busy_queue(make_config: Callable[..., Config
     time.sleep(1.0)
     done = threading.Event()
     t0 = time.monotonic()
-    threading.Thread(target=lambda: (agent.stop(), done.set())).start()
+
+    def stop() -> None:
+        agent.stop()
+        done.set()
+
+    threading.Thread(target=stop).start()
     assert done.wait(6)
     assert time.monotonic() - t0 < 5.5
 
 
 def test_outbox_unavailable_shows_offline_then_recovers(
-        running_agent, export_dir: Path, tmp_path: Path) -> None:
+        running_agent: StartAgent, export_dir: Path, tmp_path: Path) -> None:
     blocker = tmp_path / "share"
     blocker.write_text("the share is not mounted")  # a file where the outbox folder should be
     events: list[AgentEvent] = []
@@ -277,14 +288,14 @@ def test_outbox_unavailable_shows_offline_then_recovers(
 
 
 def test_exports_removed_only_when_asked_and_after_delivery(
-        running_agent, export_dir: Path, outbox_dir: Path) -> None:
+        running_agent: StartAgent, export_dir: Path, outbox_dir: Path) -> None:
     running_agent(watch_delete_after_delivery=True)
     files = write_series(export_dir, 3)
     assert wait_until(lambda: len(manifests(outbox_dir)) == 1)
     assert wait_until(lambda: not any(f.exists() for f in files))
 
 
-def test_exports_untouched_by_default(running_agent, export_dir: Path,
+def test_exports_untouched_by_default(running_agent: StartAgent, export_dir: Path,
                                       outbox_dir: Path) -> None:
     files = write_series(export_dir, 3)
     before = {f: (f.stat().st_mtime_ns, f.read_bytes()) for f in files}

@@ -7,11 +7,14 @@ import os
 import sqlite3
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pydicom
+import pytest
 
 from agent.cli import main
+from agent.config import Config
 from agent.sync.manifest import verify_folder
 from tests.conftest import PATIENT_ID, write_series
 
@@ -69,7 +72,8 @@ def test_process_empty_source_is_not_success(tmp_path: Path) -> None:
 
 
 def test_ledger_verify_detects_tampering_and_lookup_finds_patient(
-        tmp_path: Path, make_config, export_dir: Path, outbox_dir: Path, capsys) -> None:
+        tmp_path: Path, make_config: Callable[..., Config], export_dir: Path, outbox_dir: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
     from agent.main import Agent
     from tests.test_agent import manifests
     from tests.waiting import wait_until
@@ -100,7 +104,8 @@ def test_ledger_verify_detects_tampering_and_lookup_finds_patient(
     assert "TAMPERED" in capsys.readouterr().out
 
 
-def test_no_phi_in_ledger_or_logs(tmp_path: Path, make_config, export_dir: Path,
+def test_no_phi_in_ledger_or_logs(tmp_path: Path, make_config: Callable[..., Config],
+                                  export_dir: Path,
                                   outbox_dir: Path) -> None:
     from agent.logs import setup_logging
     from agent.main import Agent
@@ -135,7 +140,7 @@ def test_first_run_creates_default_config_and_folders(tmp_path: Path) -> None:
     proc = subprocess.Popen([sys.executable, "-m", "agent", "run", "--headless"], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        lines = []
+        lines: list[str] = []
         assert proc.stdout is not None
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and not any("watching" in s for s in lines):

@@ -8,6 +8,7 @@ from agent.config import Config
 from agent.deid import DeidStage, VerifyStage
 from agent.logs import setup_logging
 from agent.main import Agent
+from agent.vocab import SeriesState
 from agent.work import SeriesWork
 from tests.conftest import PATIENT_NAME, write_series
 from tests.waiting import wait_until
@@ -35,7 +36,7 @@ def test_unexpected_errors_quarantine_and_log_no_message(
         agent.stop()
         for h in logging.getLogger().handlers:
             h.flush()
-    [row] = agent.ledger.in_state("quarantined")
+    [row] = agent.ledger.in_state(SeriesState.QUARANTINED)
     assert row.code == "internal" and "explode step failed" in row.reason
     assert logfile is not None
     text = logfile.read_text()

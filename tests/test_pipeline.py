@@ -12,7 +12,7 @@ from agent.deid import DeidStage, VerifyStage
 from agent.errors import Withheld
 from agent.oneshot import process_folder
 from agent.vocab import SeriesState, WithheldCode
-from agent.work import SeriesWork
+from agent.work import SeriesWork, Stage
 from tests.conftest import write_series
 
 
@@ -39,7 +39,7 @@ def test_withheld_is_an_ending_that_is_not_a_failure(
         ds.SeriesDescription = "3-plane localizer"
         ds.save_as(f)
     out = tmp_path / "out"
-    stages = [DeidStage(cfg, secret), HoldLocalizers(), VerifyStage(cfg)]
+    stages: list[Stage] = [DeidStage(cfg, secret), HoldLocalizers(), VerifyStage(cfg)]
     summary = process_folder(cfg, src, out, stages=stages)
     states = sorted(o.state for o in summary.series)
     assert states == [SeriesState.DELIVERED, SeriesState.WITHHELD]

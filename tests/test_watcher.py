@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -37,8 +37,11 @@ class Collector:
             self.event.clear()
 
 
+StartWatcher = Callable[..., tuple[ExportWatcher, Collector]]
+
+
 @pytest.fixture
-def start_watcher(make_config: Callable[..., Config]):
+def start_watcher(make_config: Callable[..., Config]) -> Iterator[StartWatcher]:
     started: list[ExportWatcher] = []
 
     def start(**overrides: object) -> tuple[ExportWatcher, Collector]:
@@ -56,7 +59,7 @@ def start_watcher(make_config: Callable[..., Config]):
         w.stop()
 
 
-def test_slow_export_with_stalled_half_file(start_watcher, export_dir: Path,
+def test_slow_export_with_stalled_half_file(start_watcher: StartWatcher, export_dir: Path,
                                             tmp_path: Path) -> None:
     """A viewer writes slices one by one; one file stops halfway for longer than
     stable_seconds. Nothing is handed over before the export is complete."""
@@ -92,7 +95,8 @@ def test_slow_export_with_stalled_half_file(start_watcher, export_dir: Path,
     assert all(Path(p).stat().st_size == st.size for p, st in handed.items())
 
 
-def test_junk_and_incomplete_forever(start_watcher, export_dir: Path, tmp_path: Path) -> None:
+def test_junk_and_incomplete_forever(start_watcher: StartWatcher, export_dir: Path,
+                                     tmp_path: Path) -> None:
     (export_dir / "readme.txt").write_text("not dicom")
     (export_dir / "DICOMDIR").write_bytes(b"\0" * 200)
     files = write_series(tmp_path / "made", 2)
@@ -103,7 +107,8 @@ def test_junk_and_incomplete_forever(start_watcher, export_dir: Path, tmp_path: 
     assert got.expired and not got.ready
 
 
-def test_files_grouped_by_header_across_folders(start_watcher, export_dir: Path) -> None:
+def test_files_grouped_by_header_across_folders(start_watcher: StartWatcher,
+                                                export_dir: Path) -> None:
     _, got = start_watcher(watch_stable_seconds=0.5)
     a1 = write_series(export_dir / "x", 3, prefix="A")
     study = __import__("pydicom").dcmread(a1[0]).StudyInstanceUID
@@ -115,7 +120,7 @@ def test_files_grouped_by_header_across_folders(start_watcher, export_dir: Path)
     assert sizes == [4, 5]
 
 
-def test_polling_and_long_unicode_paths(start_watcher, export_dir: Path) -> None:
+def test_polling_and_long_unicode_paths(start_watcher: StartWatcher, export_dir: Path) -> None:
     _, got = start_watcher(watch_stable_seconds=0.3, watch_polling=True,
                            watch_rescan_seconds=1.0)
     deep = export_dir
@@ -126,7 +131,8 @@ def test_polling_and_long_unicode_paths(start_watcher, export_dir: Path) -> None
     assert len(got.ready) == 1 and len(got.ready[0][1]) == 3
 
 
-def test_many_interleaved_series(start_watcher, export_dir: Path, tmp_path: Path) -> None:
+def test_many_interleaved_series(start_watcher: StartWatcher, export_dir: Path,
+                                 tmp_path: Path) -> None:
     """A 2,000-file export of several series arriving interleaved."""
     made = [write_series(tmp_path / f"s{i}", 400, prefix=f"S{i}_") for i in range(5)]
     _, got = start_watcher(watch_stable_seconds=1.0, watch_rescan_seconds=5.0)

@@ -50,7 +50,7 @@ def save_defaced(ds: Dataset, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
         ds.save_as(str(path), enforce_file_format=True)
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 -- pydicom's writer raises many types; converted
         raise _fail(f"the defaced image cannot be written ({type(exc).__name__})",
                     code="deface-write") from None
     return path
@@ -66,7 +66,7 @@ def read_datasets(files: list[Path]) -> list[tuple[Path, Dataset]]:
     for path in files:
         try:
             out.append((path, pydicom.dcmread(str(path))))
-        except Exception as exc:  # pydicom raises many types for damaged files
+        except Exception as exc:  # noqa: BLE001 -- pydicom raises many types for damaged files
             raise _fail(f"a file of the series cannot be read as DICOM ({type(exc).__name__})"
                         ) from None
     return out
@@ -200,7 +200,7 @@ def build_volume(items: list[tuple[Path, Dataset]]) -> SeriesVolume:
     for _, ds in items:
         try:
             arr = ds.pixel_array
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 -- pixel decoders raise many types; converted
             raise _fail(f"the pixel data cannot be decoded ({type(exc).__name__})") from None
         if arr.shape != (int(first.Rows), int(first.Columns)):
             raise _fail("unexpected pixel data shape")

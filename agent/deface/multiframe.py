@@ -27,7 +27,7 @@ class FrameHeader(Dataset):
         self.frame_index = frame
 
     @property
-    def pixel_array(self) -> np.ndarray:  # type: ignore[override]
+    def pixel_array(self) -> np.ndarray:
         return self.frame_pixels
 
 
@@ -51,7 +51,7 @@ def frame_headers(ds: Dataset) -> list[FrameHeader]:
     """Per-frame classic headers of a multi-frame object (pixels decoded once)."""
     try:
         frames = ds.pixel_array
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 -- pixel decoders raise many types; converted
         raise DefaceFailed(f"the pixel data cannot be decoded ({type(exc).__name__})",
                            code="deface-input") from None
     n = int(ds.NumberOfFrames)

@@ -77,7 +77,7 @@ class DefaceStage:
         for path in work.files:
             try:
                 headers.append(pydicom.dcmread(str(path), stop_before_pixels=True))
-            except Exception:
+            except Exception:  # noqa: BLE001 -- pydicom raises many types for damaged files
                 raise DefaceFailed("a file of the series cannot be read as DICOM",
                                    code="deface-input") from None
         if not headers:

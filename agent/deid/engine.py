@@ -171,7 +171,7 @@ class Engine:
             return self._deidentify(ds)
         except SeriesProblem:
             raise
-        except Exception as exc:  # noqa: BLE001 - any parse error inside the walk
+        except Exception as exc:  # noqa: BLE001 -- any parse error inside the walk
             raise NotDicom(
                 f"a file holds a damaged DICOM element and cannot be de-identified safely "
                 f"({type(exc).__name__})"
@@ -414,7 +414,7 @@ class _Walk:
             return
         try:
             elem = ds[tag]  # decodes the value (and replaces UN by the dictionary's VR)
-        except Exception:  # noqa: BLE001 - a value we cannot read is a value we drop
+        except Exception:  # noqa: BLE001 -- a value we cannot read is a value we drop
             del elements[tag]
             return
         vr = elem.VR

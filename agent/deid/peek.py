@@ -33,7 +33,7 @@ def peek(ds: Dataset, key: int | str) -> str:
             pass
     try:
         value = ds[tag].value
-    except Exception:  # noqa: BLE001 - an unreadable value reads as absent
+    except Exception:  # noqa: BLE001 -- an unreadable value reads as absent
         return ""
     if value is None:
         return ""

@@ -62,8 +62,8 @@ from functools import lru_cache
 from importlib import resources
 from pathlib import Path
 
-from pydicom.datadict import DicomDictionary, keyword_for_tag
-from pydicom.uid import UID_dictionary
+from pydicom.datadict import DicomDictionary, keyword_for_tag  # type: ignore[attr-defined]
+from pydicom.uid import UID_dictionary  # type: ignore[attr-defined]
 
 from agent.config import Config
 from agent.deid.pool import make_pool
@@ -372,7 +372,7 @@ def _decoder(parsed: Parsed) -> str:
         from pydicom.charset import convert_encodings
 
         return str(convert_encodings(terms.split("\\"))[-1])
-    except Exception:  # noqa: BLE001 - unknown character sets: latin-1 keeps every byte
+    except Exception:  # noqa: BLE001 -- unknown character sets: latin-1 keeps every byte
         return "latin-1"
 
 

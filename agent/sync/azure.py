@@ -32,7 +32,7 @@ from agent.sync.azure_errors import code_of, convert, is_read_denied
 from agent.sync.azure_progress import BlobState, ProgressStore
 from agent.sync.azure_queue import ManifestNotifier
 from agent.sync.base import MANIFEST_NAME, Delivery, Receipt
-from agent.sync.manifest import content_digest, dumps, same_files
+from agent.sync.manifest import content_digest, dumps, same_files, with_version
 
 log = logging.getLogger(__name__)
 
@@ -121,7 +121,7 @@ class AzureTarget:
                 )
                 version = delivery.version + 1
                 delivery = dataclasses.replace(
-                    delivery, version=version, manifest={**delivery.manifest, "version": version}
+                    delivery, version=version, manifest=with_version(delivery.manifest, version)
                 )
         raise SeriesProblem(
             f"{MAX_VERSION_BUMPS} versions of this series in the container already hold other "
@@ -199,7 +199,7 @@ class AzureTarget:
                 return None
             raise convert(exc, action="looking for an existing manifest",
                           where=self._conn.where) from None
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 -- SDK/transport errors of any type; converted
             raise convert(exc, action="looking for an existing manifest",
                           where=self._conn.where) from None
         try:
@@ -225,7 +225,7 @@ class AzureTarget:
                 validate_content=True,
                 content_settings=ContentSettings(content_type="text/plain"),
             )
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 -- SDK/transport errors of any type; converted
             err = convert(exc, action="writing a test file", where=self._conn.where)
             problems.append(str(err))
         finally:

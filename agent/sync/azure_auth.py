@@ -155,6 +155,53 @@ def _endpoint_from_connection_string(cs: str) -> tuple[str, str]:
     return endpoint.rstrip("/"), account
 
 
+def _split_account_url(account_url: str, container: str) -> tuple[str, str, str]:
+    """(account URL without query, container, SAS token) from ``[target] account_url``.
+
+    A container SAS URL carries the container as its last path segment and the token as
+    its query."""
+    split = urlsplit(account_url)
+    if split.scheme not in ("http", "https") or not split.netloc:
+        raise ConfigError(
+            "[target.account_url] must look like https://<account>.blob.core.windows.net"
+        )
+    path = split.path.strip("/")
+    sas = ""
+    if split.query:
+        sas = split.query
+        head, _, last = path.rpartition("/")
+        if last and (not container or container == last):
+            container, path = last, head
+        elif last:
+            raise ConfigError(
+                f"[target] container {container!r} differs from the container in the "
+                "SAS URL"
+            )
+    url = urlunsplit((split.scheme, split.netloc, f"/{path}" if path else "", "", ""))
+    return url, container, sas
+
+
+def _sas_or(secret: Secret | None, sas_from_url: str) -> Secret | None:
+    """The SAS token carried by the account URL, unless another secret is configured too."""
+    if not sas_from_url:
+        return secret
+    if secret is not None:
+        raise ConfigError(
+            "[target.account_url] already carries a SAS token; remove the other secret"
+        )
+    return Secret("sas-token", sas_from_url)
+
+
+def _check_container(container: str) -> None:
+    if not container:
+        raise ConfigError("[target.container] is empty: name the Azure Blob container")
+    if not _CONTAINER_RE.match(container):
+        raise ConfigError(
+            f"[target.container] {container!r} is not a valid container name (3-63 lowercase "
+            "letters, digits and single hyphens)"
+        )
+
+
 def resolve(t: TargetConfig) -> Connection:
     """Check the ``[target]`` keys of kind "azure" and decide how to authenticate."""
     secret = _secret_from(t)
@@ -166,39 +213,10 @@ def resolve(t: TargetConfig) -> Connection:
                 "[target] the secret is a full SAS URL and account_url is set too: keep one"
             )
         account_url, secret = secret.value, None
-    sas_from_url = ""
     if account_url:
-        split = urlsplit(account_url)
-        if split.scheme not in ("http", "https") or not split.netloc:
-            raise ConfigError(
-                "[target.account_url] must look like https://<account>.blob.core.windows.net"
-            )
-        path = split.path.strip("/")
-        if split.query:  # a container SAS URL: the container is its last path segment
-            sas_from_url = split.query
-            head, _, last = path.rpartition("/")
-            if last and (not container or container == last):
-                container, path = last, head
-            elif last:
-                raise ConfigError(
-                    f"[target] container {container!r} differs from the container in the "
-                    "SAS URL"
-                )
-        account_url = urlunsplit((split.scheme, split.netloc, f"/{path}" if path else "", "",
-                                  ""))
-    if sas_from_url:
-        if secret is not None:
-            raise ConfigError(
-                "[target.account_url] already carries a SAS token; remove the other secret"
-            )
-        secret = Secret("sas-token", sas_from_url)
-    if not container:
-        raise ConfigError("[target.container] is empty: name the Azure Blob container")
-    if not _CONTAINER_RE.match(container):
-        raise ConfigError(
-            f"[target.container] {container!r} is not a valid container name (3-63 lowercase "
-            "letters, digits and single hyphens)"
-        )
+        account_url, container, sas_from_url = _split_account_url(account_url, container)
+        secret = _sas_or(secret, sas_from_url)
+    _check_container(container)
     if secret is not None and secret.kind == "connection-string":
         endpoint, _ = _endpoint_from_connection_string(secret.value)
         return Connection(endpoint, container, "connection-string", secret)
@@ -212,13 +230,11 @@ def resolve(t: TargetConfig) -> Connection:
             "[target.account_url] is empty: set it (https://<account>.blob.core.windows.net) "
             "or use a connection string"
         )
-    if secret is not None:
-        if t.use_default_credential:
-            raise ConfigError(
-                "[target] sets use_default_credential and a SAS token: choose one"
-            )
-        return Connection(account_url, container, "sas", secret)
-    return Connection(account_url, container, "entra-id", None)
+    if secret is None:
+        return Connection(account_url, container, "entra-id", None)
+    if t.use_default_credential:
+        raise ConfigError("[target] sets use_default_credential and a SAS token: choose one")
+    return Connection(account_url, container, "sas", secret)
 
 
 class BudgetRetry(ExponentialRetry):

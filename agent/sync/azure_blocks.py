@@ -239,7 +239,7 @@ class Uploader:
             if is_read_denied(exc):
                 return True
             raise convert(exc, action="checking a delivered file", where=self.where) from None
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 -- SDK/transport errors of any type; converted
             raise convert(exc, action="checking a delivered file", where=self.where) from None
         stored = props.content_settings.content_md5
         if stored and md5 and _b64(bytes(stored)) != md5:
@@ -274,7 +274,7 @@ class Uploader:
             if not prior:
                 return "taken"
             outcome = "ours"  # our earlier attempt's put went through before the crash
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 -- SDK/transport errors of any type; converted
             raise convert(exc, action="uploading the manifest", where=self.where) from None
         # When the blob was already there, its bytes may be an earlier rendering of the same
         # manifest: leave its MD5 unknown rather than record one it may not have.
@@ -364,7 +364,7 @@ class Uploader:
             self.store.block_staged(self.where, blob, index)
             job.add_sent(len(data))
             self.stats.add(blocks_staged=1, bytes_sent=len(data))
-        except BaseException as exc:
+        except BaseException as exc:  # noqa: BLE001 -- handed to the delivering thread
             job.fail(exc, "uploading a block")
         finally:
             job.slots.release()
@@ -387,7 +387,7 @@ class Uploader:
             if is_taken(exc):
                 return None
             job.fail(exc, "uploading a file")
-        except BaseException as exc:
+        except BaseException as exc:  # noqa: BLE001 -- handed to the delivering thread
             job.fail(exc, "uploading a file")
         finally:
             job.slots.release()
@@ -439,7 +439,7 @@ class Uploader:
                     continue
                 job.fail(exc, "committing a file")
                 return
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 -- handed to the delivering thread
                 job.fail(exc, "committing a file")
                 return
             self.stats.add(commits=1)
@@ -455,7 +455,7 @@ class Uploader:
                 raise convert(exc, action="checking an existing file", where=self.where) \
                     from None
             ours = p.prior  # cannot look: trust our own earlier attempt at this content
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 -- SDK/transport errors of any type; converted
             raise convert(exc, action="checking an existing file", where=self.where) from None
         else:
             stored = props.content_settings.content_md5

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from agent.sync.manifest import Manifest
 
 MANIFEST_NAME = "manifest.json"
 
@@ -33,7 +36,7 @@ class Delivery:
     series_path: str
     version: int
     files: tuple[DeliveryFile, ...]
-    manifest: dict[str, Any] = field(default_factory=dict)
+    manifest: Manifest = field(default_factory=lambda: _empty_manifest())
 
     @property
     def location(self) -> str:
@@ -68,3 +71,10 @@ class Target(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+def _empty_manifest() -> Manifest:
+    from agent.sync.manifest import FORMAT, Manifest
+
+    return Manifest(format=FORMAT, agent_version="", ledger_head="", content_sha256="",
+                    files=[])

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from agent.errors import ConfigError, TargetUnavailable
 from agent.sync.base import MANIFEST_NAME, Delivery, Receipt
-from agent.sync.manifest import dumps, same_files, verify_folder
+from agent.sync.manifest import dumps, same_files, verify_folder, with_version
 
 
 def _fsync_dir(path: Path) -> None:
@@ -114,8 +114,8 @@ class FolderTarget:
         from dataclasses import replace
 
         return self.deliver(replace(delivery, version=delivery.version + 1,
-                                    manifest={**delivery.manifest,
-                                              "version": delivery.version + 1}))
+                                    manifest=with_version(delivery.manifest,
+                                                          delivery.version + 1)))
 
     def close(self) -> None:
         pass

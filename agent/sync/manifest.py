@@ -5,13 +5,47 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Required, TypedDict, cast
 
 from agent import __version__
 from agent.sync.base import DeliveryFile
 
 FORMAT = "clinic2cloud-manifest/1"
 _CHUNK = 1 << 20
+
+
+class ManifestFile(TypedDict):
+    """One delivered file: its path below the series folder, size and SHA-256."""
+
+    path: str
+    size: int
+    sha256: str
+
+
+class ManifestFields(TypedDict, total=False):
+    """What the pipeline says about a series in its manifest: pseudonyms and codes only."""
+
+    site: str
+    patient: str
+    study: str
+    series: str
+    modality: str
+    #: De-identification method codes (CID 7050: 113100 Basic Profile, 113102 ...).
+    deidentification_codes: list[str]
+    defaced: bool
+
+
+class Manifest(ManifestFields, total=False):
+    """The manifest document (``manifest.json``), delivered last as the commit marker."""
+
+    format: Required[str]
+    agent_version: Required[str]
+    #: 1 for the first delivery of a series; grows with later files or a conflict.
+    version: int
+    #: The ledger's chain head when the series was delivered (ties the delivery to it).
+    ledger_head: Required[str]
+    content_sha256: Required[str]
+    files: Required[list[ManifestFile]]
 
 
 def sha256_file(path: Path) -> str:
@@ -41,24 +75,34 @@ def content_digest(files: tuple[DeliveryFile, ...]) -> str:
 
 def build_manifest(
     files: tuple[DeliveryFile, ...], *, ledger_head: str, **fields: Any
-) -> dict[str, Any]:
-    """The manifest document. ``fields`` (site, patient, study, series, version, modality,
-    codes ...) must hold pseudonyms and codes only."""
-    return {
+) -> Manifest:
+    """The manifest document. ``fields`` are those of :class:`Manifest` (site, patient,
+    study, series, version, modality, codes ...): pseudonyms and codes only."""
+    unknown = set(fields) - set(Manifest.__annotations__)
+    if unknown:
+        raise TypeError(f"not manifest fields: {sorted(unknown)}")
+    return cast(Manifest, {
         "format": FORMAT,
         "agent_version": __version__,
         **fields,
         "ledger_head": ledger_head,
         "content_sha256": content_digest(files),
-        "files": [{"path": f.path, "size": f.size, "sha256": f.sha256} for f in files],
-    }
+        "files": [ManifestFile(path=f.path, size=f.size, sha256=f.sha256) for f in files],
+    })
 
 
-def dumps(manifest: dict[str, Any]) -> bytes:
+def with_version(manifest: Manifest, version: int) -> Manifest:
+    """A copy of ``manifest`` for another version of the same delivery."""
+    out = manifest.copy()
+    out["version"] = version
+    return out
+
+
+def dumps(manifest: Manifest) -> bytes:
     return (json.dumps(manifest, indent=2, sort_keys=False) + "\n").encode("utf-8")
 
 
-def same_files(manifest: dict[str, Any], files: tuple[DeliveryFile, ...]) -> bool:
+def same_files(manifest: Manifest | dict[str, Any], files: tuple[DeliveryFile, ...]) -> bool:
     """Whether a delivered manifest lists exactly these files with these hashes."""
     listed = {(f["path"], f["sha256"]) for f in manifest.get("files", [])}
     return listed == {(f.path, f.sha256) for f in files}

@@ -57,7 +57,7 @@ def patch_icon(icon: Any) -> Dispatcher | None:
     dock_once(icon)
     try:
         return Dispatcher(icon)
-    except Exception:  # noqa: BLE001 - pystray's own dispatching still mostly works
+    except Exception:
         log.warning("cannot open a second X connection for the tray icon", exc_info=True)
         return None
 
@@ -71,7 +71,7 @@ def listen_to_clicks(icon: Any) -> None:
             event_mask=Xlib.X.ExposureMask | Xlib.X.StructureNotifyMask | Xlib.X.ButtonPressMask
         )
         icon._display.flush()
-    except Exception:  # noqa: BLE001 - the icon still shows, only clicks are lost
+    except Exception:
         log.warning("cannot listen to clicks on the tray icon", exc_info=True)
 
 
@@ -175,7 +175,7 @@ class Dispatcher:
         with self._lock:
             try:
                 return self._display.get_selection_owner(self._tray_atom) != Xlib.X.NONE
-            except Exception:  # noqa: BLE001 - the display may be going away
+            except Exception:  # noqa: BLE001 -- the display may be going away
                 return False
 
     def destroy_window(self) -> None:

@@ -14,7 +14,7 @@ from .conftest import Case
 
 def read_stored(folder: Path) -> tuple[np.ndarray, list[pydicom.Dataset]]:
     """Stored pixel values (slices sorted along the normal) and the datasets."""
-    dss = [pydicom.dcmread(str(p)) for p in sorted(folder.iterdir())]
+    dss: list[pydicom.Dataset] = [pydicom.dcmread(str(p)) for p in sorted(folder.iterdir())]
     iop = np.array([float(v) for v in dss[0].ImageOrientationPatient])
     normal = np.cross(iop[:3], iop[3:])
     dss.sort(key=lambda d: float(np.array([float(v) for v in d.ImagePositionPatient]) @ normal))

@@ -53,7 +53,7 @@ def test_verifier_parser_reads_every_engine_output(tmp_path: Path) -> None:
                 result = engine.deidentify_file(path, tmp_path)
             except NotDicom:
                 continue
-            except Exception:  # noqa: BLE001 - refusals are tested in test_corpus
+            except Exception:  # noqa: BLE001 -- refusals are tested in test_corpus
                 continue
             if result is None:
                 continue

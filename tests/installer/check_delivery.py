@@ -18,6 +18,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pydicom
@@ -32,8 +33,57 @@ def _volume(files: list[Path]) -> np.ndarray:
     return np.stack([d.pixel_array for d in dss]).astype(np.int32)
 
 
+def _canaries(extra: tuple[str, ...]) -> list[bytes]:
+    canaries = [v.encode() for v in (*CANARIES.values(), *extra)]
+    return canaries + [c.replace(b"^", b" ") for c in canaries if b"^" in c]
+
+
+def _identifiers_left(out: Path, canaries: list[bytes]) -> list[str]:
+    """Canaries in any delivered path or file."""
+    problems: list[str] = []
+    for path in [*out.rglob("*")]:
+        rel = str(path.relative_to(out))
+        if any(c.decode() in rel for c in canaries):
+            problems.append(f"identifier in a delivered path: {rel}")
+        if path.is_file():
+            data = path.read_bytes()
+            problems += [f"identifier {c.decode()!r} left in {rel}" for c in canaries
+                         if c in data]
+    return problems
+
+
+def _marked_deidentified(dicoms: list[Path]) -> list[str]:
+    problems: list[str] = []
+    for path in dicoms:
+        ds = pydicom.dcmread(path)
+        if ds.get("PatientIdentityRemoved") != "YES":
+            problems.append(f"{path.name}: Patient Identity Removed is not YES")
+        method = {item.CodeValue for item in ds.get("DeidentificationMethodCodeSequence", [])}
+        if "113100" not in method:
+            problems.append(f"{path.name}: no 113100 in Deidentification Method Code Sequence")
+    return problems
+
+
+def _defaced(manifest: dict[str, Any], codes: set[str], source: Path,
+             dicoms: list[Path]) -> tuple[list[str], int]:
+    """Problems with the defacing of the delivery, and the number of voxels changed."""
+    problems: list[str] = []
+    if manifest.get("defaced") is not True:
+        problems.append("the manifest does not say the series was defaced")
+    if "113102" not in codes:
+        problems.append("manifest lacks code 113102 (Clean Recognizable Visual Features)")
+    before = _volume(sorted(p for p in source.iterdir() if p.is_file()))
+    after = _volume(dicoms)
+    if before.shape != after.shape:
+        return [*problems, f"volume shape changed: {before.shape} -> {after.shape}"], 0
+    changed = int((before != after).sum())
+    if changed < 1000:
+        problems.append(f"only {changed} voxels changed: the face was not replaced")
+    return problems, changed
+
+
 def check(out: Path, source: Path, expect_defaced: bool,
-          extra_canaries: tuple[str, ...] = ()) -> tuple[list[str], dict]:
+          extra_canaries: tuple[str, ...] = ()) -> tuple[list[str], dict[str, Any]]:
     problems: list[str] = []
     manifests = sorted(out.rglob("manifest.json"))
     if len(manifests) != 1:
@@ -46,38 +96,12 @@ def check(out: Path, source: Path, expect_defaced: bool,
         problems.append(f"manifest lacks the Basic Profile code 113100: {sorted(codes)}")
     files = [folder / f["path"] for f in manifest.get("files", [])]
     dicoms = [p for p in files if p.suffix.lower() != ".png" and p.is_file()]
-    canaries = [v.encode() for v in (*CANARIES.values(), *extra_canaries)]
-    canaries += [c.replace(b"^", b" ") for c in canaries if b"^" in c]
-    for path in [*out.rglob("*")]:
-        rel = str(path.relative_to(out))
-        if any(c.decode() in rel for c in canaries):
-            problems.append(f"identifier in a delivered path: {rel}")
-        if path.is_file():
-            data = path.read_bytes()
-            for c in canaries:
-                if c in data:
-                    problems.append(f"identifier {c.decode()!r} left in {rel}")
-    for path in dicoms:
-        ds = pydicom.dcmread(path)
-        if ds.get("PatientIdentityRemoved") != "YES":
-            problems.append(f"{path.name}: Patient Identity Removed is not YES")
-        method = {item.CodeValue for item in ds.get("DeidentificationMethodCodeSequence", [])}
-        if "113100" not in method:
-            problems.append(f"{path.name}: no 113100 in Deidentification Method Code Sequence")
+    problems += _identifiers_left(out, _canaries(extra_canaries))
+    problems += _marked_deidentified(dicoms)
     changed = 0
     if expect_defaced:
-        if manifest.get("defaced") is not True:
-            problems.append("the manifest does not say the series was defaced")
-        if "113102" not in codes:
-            problems.append("manifest lacks code 113102 (Clean Recognizable Visual Features)")
-        before = _volume(sorted(p for p in source.iterdir() if p.is_file()))
-        after = _volume(dicoms)
-        if before.shape != after.shape:
-            problems.append(f"volume shape changed: {before.shape} -> {after.shape}")
-        else:
-            changed = int((before != after).sum())
-            if changed < 1000:
-                problems.append(f"only {changed} voxels changed: the face was not replaced")
+        more, changed = _defaced(manifest, codes, source, dicoms)
+        problems += more
     info = {"files": len(files), "codes": sorted(codes), "defaced": manifest.get("defaced"),
             "voxels_changed": changed}
     return problems, info

@@ -17,6 +17,7 @@ import plistlib
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -169,7 +170,7 @@ def test_windows_machine_config_path_matches_agent_paths(monkeypatch: pytest.Mon
                                                          ) -> None:
     from agent import paths
 
-    monkeypatch.setattr(paths.sys, "platform", "win32")
+    monkeypatch.setattr(sys, "platform", "win32")
     monkeypatch.setenv("PROGRAMDATA", r"C:\ProgramData")
     assert str(paths._machine_config_dir()).replace("/", "\\") == r"C:\ProgramData\Clinic2Cloud"
 

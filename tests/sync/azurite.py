@@ -17,7 +17,7 @@ from azure.storage.blob import BlobServiceClient, ContainerClient
 from agent.config import Config, TargetConfig, replace
 from agent.paths import AgentPaths
 from agent.sync.base import Delivery
-from agent.sync.manifest import build_manifest, describe_files
+from agent.sync.manifest import Manifest, build_manifest, describe_files
 
 #: Azurite's well-known development account (public, documented by Microsoft).
 ACCOUNT = "devstoreaccount1"
@@ -55,7 +55,7 @@ class Azurite:
 
     def start(self, timeout: float = 30.0) -> None:
         self.location.mkdir(parents=True, exist_ok=True)
-        log = open(self.location / "azurite.log", "ab")  # noqa: SIM115 - kept by the process
+        log = open(self.location / "azurite.log", "ab")
         self.proc = subprocess.Popen(
             [
                 f"azurite-{self.service_name}",
@@ -156,7 +156,7 @@ def download(server: Azurite, container: str, name: str) -> bytes:
     return server.service().get_blob_client(container, name).download_blob().readall()
 
 
-def assert_delivered(server: Azurite, container: str, location: str) -> dict[str, object]:
+def assert_delivered(server: Azurite, container: str, location: str) -> Manifest:
     """The manifest at ``location`` lists exactly the blobs there, each whole and with a
     correct Content-MD5; returns the manifest."""
     blobs = blobs_under(server, container, location + "/")

@@ -35,7 +35,7 @@ def test_agent_delivers_series_to_blob_storage(make_config: Callable[..., Config
     [name] = _manifests(azurite, container)
     location = name.rsplit("/", 1)[0]
     manifest = assert_delivered(azurite, container, location)
-    assert len(manifest["files"]) == 3  # type: ignore[arg-type]
+    assert len(manifest["files"]) == 3
     names = " ".join(blobs_under(azurite, container))
     for secret in (PATIENT_ID, "Canarysson", "Wilhelmina"):
         assert secret not in names
@@ -151,10 +151,10 @@ def test_agent_killed_mid_upload_resumes_exactly_once(azurite: Azurite, tmp_path
         proc.wait(10)
     [name] = _manifests(azurite, container)
     manifest = assert_delivered(azurite, container, name.rsplit("/", 1)[0])
-    files = manifest["files"]  # type: ignore[index]
+    files = manifest["files"]
     assert len(files) == 60
     assert len(blobs_under(azurite, container)) == 61  # no stray or duplicate blobs
-    total = sum(f["size"] for f in files)  # type: ignore[union-attr]
+    total = sum(f["size"] for f in files)
     con = sqlite3.connect(home / "state" / "ledger.sqlite3")
     sent = [json.loads(d)["bytes"] for (d,) in
             con.execute("SELECT detail FROM audit WHERE event = 'confirmed'")]
@@ -162,6 +162,6 @@ def test_agent_killed_mid_upload_resumes_exactly_once(azurite: Azurite, tmp_path
     assert len(sent) == 1
     # Only what was not confirmed before the kill is sent again: the missing files and at
     # most the 4 (concurrency) that were in flight.
-    biggest = max(f["size"] for f in files)  # type: ignore[union-attr]
+    biggest = max(f["size"] for f in files)
     assert sent[0] <= (60 - already + 4) * biggest
     assert sent[0] < total

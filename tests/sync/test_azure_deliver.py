@@ -210,7 +210,7 @@ def test_concurrent_deliveries_from_worker_threads(
     def run(d: object) -> None:
         try:
             target.deliver(d)  # type: ignore[arg-type]
-        except BaseException as exc:  # pragma: no cover - reported below
+        except BaseException as exc:  # noqa: BLE001  # pragma: no cover - reported below
             errors.append(exc)
 
     threads = [threading.Thread(target=run, args=(d,)) for d in deliveries]

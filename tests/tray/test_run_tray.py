@@ -81,7 +81,7 @@ def test_run_shows_the_icon_and_sigterm_exits_cleanly(
         f"no idle icon in the tray: {colours(system_tray)}; exit code {proc.poll()}")
     # Feed it a real DICOM file: the agent processes it (delivered, or quarantined if the
     # pipeline objects - its details are not the tray's business) and the icon follows.
-    shutil.copy(pydicom.data.get_testdata_file("MR_small.dcm"), export / "MR_small.dcm")
+    shutil.copy(str(pydicom.data.get_testdata_file("MR_small.dcm")), export / "MR_small.dcm")
     wait_until(lambda: any(outbox.rglob("manifest.json")), 20)
     assert proc.poll() is None
     c = colours(system_tray)

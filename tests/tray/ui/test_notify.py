@@ -12,6 +12,7 @@ from agent.ui.notify import (
     RecordingNotifier,
     default_notifier,
 )
+from agent.vocab import EventKind
 
 
 class Clock:
@@ -30,7 +31,7 @@ def center(**kw: object) -> tuple[NotificationCenter, RecordingNotifier, Clock]:
 def test_deliveries_are_coalesced_into_one_notification() -> None:
     nc, rec, clock = center()
     for i in range(5):
-        nc.handle(AgentEvent("delivered", f"{i} files delivered", i))
+        nc.handle(AgentEvent(EventKind.DELIVERED, f"{i} files delivered", i))
         clock.now += 1
     assert nc.tick() == 0 and rec.sent == []  # still gathering (10 s window)
     clock.now += 6
@@ -41,7 +42,7 @@ def test_deliveries_are_coalesced_into_one_notification() -> None:
 
 def test_single_delivery_keeps_its_message() -> None:
     nc, rec, clock = center(coalesce_seconds=2.0)
-    nc.handle(AgentEvent("delivered", "12 files delivered", 7))
+    nc.handle(AgentEvent(EventKind.DELIVERED, "12 files delivered", 7))
     clock.now += 2
     nc.tick()
     assert rec.sent == [("Delivered", "12 files delivered")]
@@ -49,11 +50,11 @@ def test_single_delivery_keeps_its_message() -> None:
 
 def test_quarantine_is_told_at_once_then_rate_limited() -> None:
     nc, rec, clock = center()
-    nc.handle(AgentEvent("quarantined", "burned-in text suspected", 1))
+    nc.handle(AgentEvent(EventKind.QUARANTINED, "burned-in text suspected", 1))
     assert nc.tick() == 1
     assert rec.sent[-1] == ("Series quarantined", "burned-in text suspected")
     for i in range(3):
-        nc.handle(AgentEvent("quarantined", "leak", 2 + i))
+        nc.handle(AgentEvent(EventKind.QUARANTINED, "leak", 2 + i))
     clock.now += 10
     assert nc.tick() == 0  # within the 30 s interval
     clock.now += 25
@@ -63,19 +64,19 @@ def test_quarantine_is_told_at_once_then_rate_limited() -> None:
 
 def test_offline_then_online_in_one_batch_cancel_out() -> None:
     nc, rec, clock = center()
-    nc.handle(AgentEvent("offline", "the outbox is not reachable"))
-    nc.handle(AgentEvent("online", "reachable again"))
+    nc.handle(AgentEvent(EventKind.OFFLINE, "the outbox is not reachable"))
+    nc.handle(AgentEvent(EventKind.ONLINE, "reachable again"))
     clock.now += 100
     assert nc.tick() == 0 and rec.sent == []
-    nc.handle(AgentEvent("credentials", "the storage refused the SAS token"))
+    nc.handle(AgentEvent(EventKind.CREDENTIALS, "the storage refused the SAS token"))
     assert nc.tick() == 1
     assert rec.titles == ["Credentials problem"]
 
 
 def test_no_bursts_between_kinds() -> None:
     nc, rec, clock = center(min_gap=2.0)
-    nc.handle(AgentEvent("quarantined", "a", 1))
-    nc.handle(AgentEvent("offline", "b"))
+    nc.handle(AgentEvent(EventKind.QUARANTINED, "a", 1))
+    nc.handle(AgentEvent(EventKind.OFFLINE, "b"))
     assert nc.tick() == 1
     clock.now += 2
     assert nc.tick() == 1
@@ -84,11 +85,11 @@ def test_no_bursts_between_kinds() -> None:
 
 def test_user_actions_do_not_notify_and_mute_silences_everything() -> None:
     nc, rec, clock = center()
-    nc.handle(AgentEvent("paused", "paused until resumed"))
-    nc.handle(AgentEvent("state", "stopped"))
+    nc.handle(AgentEvent(EventKind.PAUSED, "paused until resumed"))
+    nc.handle(AgentEvent(EventKind.STATE, "stopped"))
     assert nc.pending == 0
     muted, rec2, clock2 = center(enabled=False)
-    muted.handle(AgentEvent("quarantined", "x", 1))
+    muted.handle(AgentEvent(EventKind.QUARANTINED, "x", 1))
     clock2.now += 100
     assert muted.tick() == 0 and rec2.sent == []
 
@@ -98,7 +99,7 @@ def test_handle_is_thread_safe_and_cheap() -> None:
 
     def burst() -> None:
         for i in range(200):
-            nc.handle(AgentEvent("delivered", "d", i))
+            nc.handle(AgentEvent(EventKind.DELIVERED, "d", i))
 
     threads = [threading.Thread(target=burst) for _ in range(4)]
     for t in threads:
