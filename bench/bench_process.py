@@ -34,9 +34,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench.slices import generate_study
+from slices import generate_study
 
 ROOT = Path(__file__).resolve().parents[1]
 DICOGNITO = "import sys; from dicognito.__main__ import main; main(sys.argv[1:])"
