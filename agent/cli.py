@@ -52,11 +52,11 @@ def _load(args: argparse.Namespace, *, create_default: bool = False) -> Config:
 
 def _check_run_config(cfg: Config) -> None:
     src = cfg.sources[-1] if cfg.sources else "the configuration"
-    if not cfg.watch.folder:
+    if not cfg.watch.folder and not cfg.dicom.listen:
         raise ConfigError(f"{src}: [watch.folder] is not set: name the folder your viewer "
                           "exports to")
     folder = Path(cfg.watch.folder).expanduser()
-    if not folder.is_dir():
+    if cfg.watch.folder and not folder.is_dir():
         raise ConfigError(f"{src}: [watch.folder] {folder} does not exist or is not a folder")
     if cfg.target.kind == "folder":
         from agent.sync.folder import FolderTarget
@@ -89,6 +89,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     agent.start()
     _print(f"Clinic2Cloud {__version__} watching {cfg.watch.folder} "
            f"(target: {agent.target.description}); stop with Ctrl+C")
+    node = agent.dicom_status()
+    if node is not None:
+        _print(node.summary())
     # A timed wait keeps the main thread returning to the interpreter, where Python runs
     # signal handlers (Windows cannot interrupt an untimed wait).
     while not agent.wait(0.5):

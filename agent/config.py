@@ -102,6 +102,37 @@ class TrayConfig:
 
 
 @dataclass(frozen=True)
+class DicomConfig:
+    """The DICOM node: a C-STORE SCP that PACS and viewers send to (off by default), and
+    the calling identity and TLS files the agent uses when it sends results (C-STORE SCU)."""
+
+    listen: bool = False
+    ae_title: str = "CLINIC2CLOUD"
+    #: TCP port; 0 picks a free one (its number is shown by status and doctor).
+    port: int = 11112
+    #: Local address to listen on; empty: every interface.
+    bind_address: str = ""
+    #: Calling AE titles allowed to associate; empty: any.
+    allowed_callers: tuple[str, ...] = ()
+    #: IP addresses or networks (CIDR, e.g. "10.1.2.0/24") allowed to connect; empty: any.
+    allowed_addresses: tuple[str, ...] = ()
+    #: Associations at once; more are refused (transient, the sender retries).
+    max_associations: int = 8
+    #: Quiet time after which received instances form a series; 0: [watch] stable_seconds.
+    stable_seconds: float = 0.0
+    #: A peer silent this long during an association is dropped.
+    timeout_seconds: float = 60.0
+    #: DICOM TLS: certificate and key (PEM) of this node; both set turns TLS on.
+    tls_certificate: str = ""
+    tls_key: str = ""
+    #: CA bundle (PEM) that callers' (and PACS') certificates must chain to; empty: with TLS
+    #: on, callers need no certificate (server authentication only).
+    tls_ca: str = ""
+    #: Sending results: attempts per object before it is reported failed.
+    send_attempts: int = 3
+
+
+@dataclass(frozen=True)
 class LogConfig:
     level: str = "INFO"
 
@@ -115,6 +146,7 @@ class Config:
     deface: DefaceConfig = field(default_factory=DefaceConfig)
     target: TargetConfig = field(default_factory=TargetConfig)
     tray: TrayConfig = field(default_factory=TrayConfig)
+    dicom: DicomConfig = field(default_factory=DicomConfig)
     log: LogConfig = field(default_factory=LogConfig)
     #: Where the agent keeps its state, logs and config (not a TOML section).
     paths: AgentPaths = field(default_factory=default_paths)
@@ -134,6 +166,7 @@ _SECTIONS: dict[str, type] = {
     "deface": DefaceConfig,
     "target": TargetConfig,
     "tray": TrayConfig,
+    "dicom": DicomConfig,
     "log": LogConfig,
 }
 _TARGET_KINDS = ("folder", "azure")
@@ -246,11 +279,46 @@ def _validate(cfg: Config) -> None:
         raise ConfigError(f"{src}: [pipeline.workers] must be 0 (one per core) or more")
     if cfg.target.max_mbps < 0:
         raise ConfigError(f"{src}: [target.max_mbps] must be 0 (no cap) or more")
+    _validate_dicom(cfg.dicom, src)
     name = cfg.site.name
     if not name or not all(c.isalnum() or c in "-_" for c in name) or len(name) > 32:
         raise ConfigError(
             f"{src}: [site.name] must be 1-32 letters, digits, '-' or '_', not {name!r}"
         )
+
+
+def _validate_dicom(dicom: DicomConfig, src: str) -> None:
+    """[dicom]: AE titles as DICOM allows them, ports, networks, TLS files that go together."""
+    import ipaddress
+
+    from agent.dicomnode.remote import valid_ae_title as ae_ok
+
+    if not ae_ok(dicom.ae_title):
+        raise ConfigError(f"{src}: [dicom.ae_title] must be 1-16 ASCII characters without "
+                          f"backslash, not {dicom.ae_title!r}")
+    for title in dicom.allowed_callers:
+        if not ae_ok(title):
+            raise ConfigError(f"{src}: [dicom.allowed_callers] {title!r} is not an AE title "
+                              "(1-16 ASCII characters without backslash)")
+    for net in dicom.allowed_addresses:
+        try:
+            ipaddress.ip_network(net, strict=False)
+        except ValueError:
+            raise ConfigError(f"{src}: [dicom.allowed_addresses] {net!r} is not an IP "
+                              "address or network (e.g. 10.1.2.3 or 10.1.2.0/24)") from None
+    if not 0 <= dicom.port <= 65535:
+        raise ConfigError(f"{src}: [dicom.port] must be between 0 and 65535, not {dicom.port}")
+    for key, value in (("max_associations", dicom.max_associations),
+                       ("timeout_seconds", dicom.timeout_seconds),
+                       ("send_attempts", dicom.send_attempts)):
+        if value <= 0:
+            raise ConfigError(f"{src}: [dicom.{key}] must be greater than 0, not {value}")
+    if dicom.stable_seconds < 0:
+        raise ConfigError(f"{src}: [dicom.stable_seconds] must be 0 ([watch] stable_seconds) "
+                          "or more")
+    if bool(dicom.tls_certificate) != bool(dicom.tls_key):
+        raise ConfigError(f"{src}: [dicom.tls_certificate] and [dicom.tls_key] go together: "
+                          "set both to turn DICOM TLS on, or neither")
 
 
 def load_config(

@@ -359,6 +359,17 @@ class Ledger:
             ).fetchall()
         return {r["path_hash"]: (r["size"], r["mtime_ns"], r["key"]) for r in rows}
 
+    def files_in_state(self, *states: SeriesState) -> list[tuple[int, str, str, int, int]]:
+        """(series id, state, path hash, size, mtime_ns) of every file of every series version
+        in ``states``: the DICOM node removes intake files once their series ended."""
+        marks = ",".join("?" * len(states))
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT s.id, s.state, f.path_hash, f.size, f.mtime_ns FROM files f "
+                f"JOIN series s ON s.id = f.series_id WHERE s.state IN ({marks})", states,
+            ).fetchall()
+        return [(r[0], r[1], r[2], r[3], r[4]) for r in rows]
+
     # -- settings --------------------------------------------------------------------------
 
     def setting(self, name: str, default: str = "") -> str:

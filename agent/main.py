@@ -13,6 +13,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from agent.config import Config
 from agent.errors import ConfigError, FatalError, SeriesProblem, TargetUnavailable
@@ -36,6 +37,10 @@ from agent.vocab import AuditEvent, EventKind, ProblemCode, SeriesState
 from agent.watcher import ExportWatcher
 from agent.work import Stage
 from agent.workqueue import ScheduledQueue
+
+if TYPE_CHECKING:
+    from agent.dicomnode.scp import DicomNode
+    from agent.dicomnode.status import NodeStatus
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +76,7 @@ class Agent:
         self._subscribers: list[Callable[[AgentEvent], None]] = []
         self._workers: list[threading.Thread] = []
         self._watcher: ExportWatcher | None = None
+        self._dicom: DicomNode | None = None
         self._instance = InstanceLock(paths.runtime_file)
         self._target_state: AgentState | None = None
         self._target_message = ""
@@ -89,6 +95,11 @@ class Agent:
         if folder is not None and not folder.is_dir():
             raise ConfigError(f"[watch.folder] {folder} does not exist or is not a folder")
         self._instance.acquire()
+        try:
+            self._start_dicom_node()
+        except BaseException:
+            self._instance.release()
+            raise
         self._started = True
         self.ledger.audit(AuditEvent.AGENT_STARTED)
         for row in self.ledger.in_state(*UNFINISHED):
@@ -100,8 +111,7 @@ class Agent:
         if folder is not None:
             self._watcher = ExportWatcher(
                 self._cfg.watch,
-                series_key=lambda study, series: keyed_hash(
-                    self._install_key, "series", study, series),
+                series_key=self._series_key,
                 path_hash=self.pipeline.path_hash,
                 handled=self.ledger.handled_files(),
                 on_ready=self._series_ready,
@@ -121,6 +131,8 @@ class Agent:
         self._notify_pause_change()
         if self._watcher is not None:
             self._watcher.stop(timeout=min(1.5, timeout / 3))
+        if self._dicom is not None:
+            self._dicom.stop(timeout=min(1.5, timeout / 3))
         for t in self._workers:
             t.join(max(0.0, deadline - time.monotonic() - 0.5))
         busy = [t.name for t in self._workers if t.is_alive()]
@@ -199,7 +211,8 @@ class Agent:
         with self._lock:
             working = len(self._working)
         queued = len(self._queue) + counts.get(SeriesState.STABLE, 0) + (
-            len(self._watcher.tracker) if self._watcher else 0)
+            len(self._watcher.tracker) if self._watcher else 0) + (
+            len(self._dicom.watcher.tracker) if self._dicom else 0)
         quarantined = counts.get(QUARANTINED, 0)
         paused = self.paused_until()
         if self._stopped.is_set():
@@ -221,7 +234,31 @@ class Agent:
             withheld_today=counts.get(WITHHELD, 0), quarantined=quarantined,
             paused_until=paused, message=message,
             recent=tuple(self.recent(10)),
+            dicom=self.dicom_status(),
         )
+
+    def dicom_status(self) -> NodeStatus | None:
+        """The DICOM node's snapshot (listening, last association, refused callers), or
+        None when ``[dicom] listen`` is off."""
+        return self._dicom.status() if self._dicom is not None else None
+
+    # -- the DICOM node --------------------------------------------------------------------
+
+    def _series_key(self, study_uid: str, series_uid: str) -> str:
+        return keyed_hash(self._install_key, "series", study_uid, series_uid)
+
+    def _start_dicom_node(self) -> None:
+        """Listen for C-STORE when configured; received series join the same pipeline."""
+        if not self._cfg.dicom.listen:
+            return
+        from agent.dicomnode.scp import DicomNode
+
+        node = DicomNode(self._cfg, self.ledger, key=self._install_key,
+                         path_hash=self.pipeline.path_hash, series_key=self._series_key,
+                         on_ready=self._series_ready, on_expired=self._series_expired)
+        node.start()
+        self.subscribe(node.on_agent_event)
+        self._dicom = node
 
     # -- from the watcher ------------------------------------------------------------------
 

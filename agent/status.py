@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+from agent.dicomnode.status import NodeStatus
 from agent.vocab import EventKind
 
 
@@ -53,6 +54,8 @@ class AgentStatus:
     #: Fraction of the current batch done, when known (0..1), for the working icon.
     progress: float | None = None
     recent: tuple[SeriesSummary, ...] = field(default_factory=tuple)
+    #: The DICOM node, when ``[dicom] listen`` is on (see :class:`NodeStatus`).
+    dicom: NodeStatus | None = None
 
 
 @dataclass(frozen=True)
