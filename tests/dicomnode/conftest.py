@@ -36,6 +36,15 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def listening(port: int) -> bool:
+    """Whether something accepts TCP connections on the loopback ``port``."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
 @dataclass
 class Sent:
     """What storescu said: its exit code, and the files the node acknowledged."""
@@ -107,3 +116,46 @@ def port_of(agent: Agent) -> int:
 
 def manifests(outbox: Path) -> list[Path]:
     return sorted(outbox.rglob("manifest.json"))
+
+
+@dataclass
+class Storescp:
+    """A real PACS stand-in: dcmtk's storescp, writing what it receives into ``folder``."""
+
+    port: int
+    ae_title: str
+    folder: Path
+    proc: subprocess.Popen[bytes]
+
+    def received(self) -> list[Path]:
+        return sorted(p for p in self.folder.rglob("*") if p.is_file())
+
+
+@pytest.fixture
+def storescp(tmp_path: Path) -> Iterator[Callable[..., Storescp]]:
+    """Start dcmtk storescp on a free port; stopped (and reaped) after the test."""
+    need_dcmtk()
+    from tests.waiting import wait_until
+
+    procs: list[subprocess.Popen[bytes]] = []
+
+    def start(ae_title: str = "PACS", extra: Sequence[str] = ()) -> Storescp:
+        folder = tmp_path / f"pacs-{len(procs)}"
+        folder.mkdir()
+        port = free_port()
+        proc = subprocess.Popen(["storescp", "-aet", ae_title, "-od", str(folder), *extra,
+                                 str(port)], stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)
+        procs.append(proc)
+        assert wait_until(lambda: listening(port) or proc.poll() is not None, timeout=20)
+        assert proc.poll() is None, "storescp did not start"
+        return Storescp(port, ae_title, folder, proc)
+
+    yield start
+    for proc in procs:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
