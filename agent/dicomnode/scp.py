@@ -74,6 +74,10 @@ class _GuardedServer(ThreadedAssociationServer):
     before a thread is spent, and the TLS handshake moved out of the accept loop."""
 
     node: DicomNode
+    #: Connections admitted whose association thread is not running yet: counted with
+    #: the active ones, so a burst of connects cannot slip past the bound.
+    _starting = 0
+    _count_lock = threading.Lock()
 
     def get_request(self) -> tuple[socket.socket, Any]:
         assert self.socket is not None
@@ -84,18 +88,27 @@ class _GuardedServer(ThreadedAssociationServer):
         return sock, address
 
     def verify_request(self, request: Any, client_address: Any) -> bool:
-        return self.node._admit(client_address[0], len(self.active_associations))
+        with self._count_lock:
+            admitted = self.node._admit(client_address[0],
+                                        len(self.active_associations) + self._starting)
+            if admitted:
+                self._starting += 1
+        return admitted
 
     def process_request_thread(self, request: Any, client_address: Any) -> None:
-        if isinstance(request, ssl.SSLSocket):
-            try:
-                request.settimeout(self.node.timeout)
-                request.do_handshake()
-            except (OSError, ValueError):
-                self.node._refused("", client_address[0], "TLS handshake failed")
-                self.shutdown_request(request)
-                return
-        super().process_request_thread(request, client_address)
+        try:
+            if isinstance(request, ssl.SSLSocket):
+                try:
+                    request.settimeout(self.node.timeout)
+                    request.do_handshake()
+                except (OSError, ValueError):
+                    self.node._refused("", client_address[0], "TLS handshake failed")
+                    self.shutdown_request(request)
+                    return
+            super().process_request_thread(request, client_address)
+        finally:
+            with self._count_lock:
+                self._starting -= 1
 
     def shutdown(self) -> None:
         # pynetdicom's shutdown expects to be in the AE's server list; we run our own.
@@ -284,7 +297,7 @@ class DicomNode:
     def _on_rejected(self, event: Any) -> None:
         rq = event.assoc.requestor
         calling = str(rq.ae_title or "").strip()
-        called = str(getattr(event.assoc.acceptor, "ae_title", "") or "").strip()
+        called = str(getattr(rq.primitive, "called_ae_title", "") or "").strip()
         if self._dicom.allowed_callers and calling not in [
                 t.strip() for t in self._dicom.allowed_callers]:
             reason = "calling AE title not allowed"
