@@ -6,10 +6,14 @@ for a child process), so tests never collide with each other or with a real PACS
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
+import signal
 import socket
+import sqlite3
 import subprocess
+import sys
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -66,10 +70,16 @@ def storescu(port: int, files: Sequence[Path], *, calling: str = SENDER_AE,
     cmd = ["storescu", "-v", "-aet", calling, "-aec", called, *extra, "127.0.0.1", str(port),
            *map(str, files)]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    acked, failed = parse_responses(r.stdout + r.stderr)
+    return Sent(r.returncode, acked, failed, r.stdout + r.stderr)
+
+
+def parse_responses(output: str) -> tuple[list[Path], list[Path]]:
+    """The files storescu -v was told success for, and those it was told a failure for."""
     acked: list[Path] = []
     failed: list[Path] = []
     current: Path | None = None
-    for line in (r.stdout + r.stderr).splitlines():
+    for line in output.splitlines():
         m = _SENDING.search(line)
         if m:
             current = Path(m.group(1).strip())
@@ -78,7 +88,7 @@ def storescu(port: int, files: Sequence[Path], *, calling: str = SENDER_AE,
         if m and current is not None:
             (acked if m.group(1) == "Success" else failed).append(current)
             current = None
-    return Sent(r.returncode, acked, failed, r.stdout + r.stderr)
+    return acked, failed
 
 
 def echoscu(port: int, *, calling: str = SENDER_AE, called: str = NODE_AE,
@@ -115,7 +125,84 @@ def port_of(agent: Agent) -> int:
 
 
 def manifests(outbox: Path) -> list[Path]:
-    return sorted(outbox.rglob("manifest.json"))
+    """Manifests of finished deliveries (not of a folder still being written)."""
+    return sorted(p for p in outbox.rglob("manifest.json")
+                  if not any(part.endswith(".partial") for part in p.parts))
+
+
+class AgentProcess:
+    """A real ``clinic2cloud run --headless`` process with its DICOM node on a free port."""
+
+    def __init__(self, tmp_path: Path, export: Path, outbox: Path, *,
+                 stable_seconds: float = 2.0, deface: bool = False) -> None:
+        self.home = tmp_path / "agent-process-home"
+        self.port = free_port()
+        self.config = tmp_path / "agent-process.toml"
+        self.config.write_text(
+            f'[watch]\nfolder = "{export}"\nstable_seconds = 0.5\nrescan_seconds = 2\n'
+            f'[target]\npath = "{outbox}"\n[deface]\nenabled = {str(deface).lower()}\n'
+            f'[dicom]\nlisten = true\nport = {self.port}\nbind_address = "127.0.0.1"\n'
+            f"stable_seconds = {stable_seconds}\n", encoding="utf-8")
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> AgentProcess:
+        from tests.waiting import wait_until
+
+        env = {**os.environ, "CLINIC2CLOUD_HOME": str(self.home)}
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "agent", "run", "--headless", "--config", str(self.config)],
+            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        assert wait_until(lambda: listening(self.port) or self.proc.poll() is not None,
+                          timeout=60)
+        assert self.proc.poll() is None, self.proc.stderr.read() if self.proc.stderr else ""
+        return self
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(timeout=10)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+
+    def states(self) -> list[str]:
+        db = self.home / "state" / "ledger.sqlite3"
+        if not db.exists():
+            return []
+        try:
+            con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1)
+            try:
+                return [r[0] for r in con.execute("SELECT state FROM series ORDER BY id")]
+            finally:
+                con.close()
+        except sqlite3.Error:
+            return []
+
+    @property
+    def intake(self) -> Path:
+        return self.home / "state" / "dicom" / "intake"
+
+
+@pytest.fixture
+def agent_process(tmp_path: Path, export_dir: Path,
+                  outbox_dir: Path) -> Iterator[Callable[..., AgentProcess]]:
+    need_dcmtk()
+    started: list[AgentProcess] = []
+
+    def make(**kwargs: object) -> AgentProcess:
+        agent = AgentProcess(tmp_path, export_dir, outbox_dir, **kwargs)  # type: ignore[arg-type]
+        started.append(agent)
+        return agent
+
+    yield make
+    for agent in started:
+        agent.stop()
 
 
 @dataclass
