@@ -306,6 +306,10 @@ def _validate_dicom(dicom: DicomConfig, src: str) -> None:
         except ValueError:
             raise ConfigError(f"{src}: [dicom.allowed_addresses] {net!r} is not an IP "
                               "address or network (e.g. 10.1.2.3 or 10.1.2.0/24)") from None
+    _validate_dicom_numbers(dicom, src)
+
+
+def _validate_dicom_numbers(dicom: DicomConfig, src: str) -> None:
     if not 0 <= dicom.port <= 65535:
         raise ConfigError(f"{src}: [dicom.port] must be between 0 and 65535, not {dicom.port}")
     for key, value in (("max_associations", dicom.max_associations),

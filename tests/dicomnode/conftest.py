@@ -28,6 +28,11 @@ NODE_AE = "CLINIC2CLOUD"
 SENDER_AE = "VIEWER"
 
 
+#: What the fixtures below yield: call them to start a node agent, a storescp, an agent
+#: process.
+NodeAgents = Callable[..., Agent]
+
+
 def need_dcmtk() -> None:
     missing = [tool for tool in DCMTK if shutil.which(tool) is None]
     if missing:
@@ -152,9 +157,9 @@ class AgentProcess:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "agent", "run", "--headless", "--config", str(self.config)],
             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        assert wait_until(lambda: listening(self.port) or self.proc.poll() is not None,
-                          timeout=60)
-        assert self.proc.poll() is None, self.proc.stderr.read() if self.proc.stderr else ""
+        proc = self.proc
+        assert wait_until(lambda: listening(self.port) or proc.poll() is not None, timeout=60)
+        assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
         return self
 
     def kill(self) -> None:
@@ -246,3 +251,7 @@ def storescp(tmp_path: Path) -> Iterator[Callable[..., Storescp]]:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(timeout=10)
+
+
+Storescps = Callable[..., Storescp]
+AgentProcesses = Callable[..., AgentProcess]

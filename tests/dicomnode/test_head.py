@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pydicom
@@ -19,14 +20,14 @@ from tests.deface.conftest import Colin, colin, make_case  # noqa: F401 - the fi
 from tests.deface.dicom_writer import write_mr_series
 from tests.waiting import wait_until
 
-from .conftest import manifests, port_of, storescu
+from .conftest import AgentProcesses, NodeAgents, Storescps, manifests, port_of, storescu
 
 CORPUS = Path(__file__).resolve().parents[2] / ".." / "shared" / "corpus" / "dicom"
 GE_MPRAGE = CORPUS / "dcm_qa_ge" / "05_3D_Ax_T1_MP_RAGE_R22"
 
 
 def test_head_series_sent_by_storescu_is_defaced_and_delivered(
-        agent_process, colin: Colin, tmp_path: Path, outbox_dir: Path) -> None:  # noqa: F811
+        agent_process: AgentProcesses, colin: Colin, tmp_path: Path, outbox_dir: Path) -> None:  # noqa: F811
     case = make_case(colin, "sagittal", (2.0, 2.0, 2.0))
     files = write_mr_series(case.image, tmp_path / "viewer")
     agent = agent_process(deface=True).start()
@@ -48,7 +49,7 @@ def test_head_series_sent_by_storescu_is_defaced_and_delivered(
     assert agent.states() == ["delivered"]
 
 
-def _process(src: Path, out: Path, home: Path) -> dict:
+def _process(src: Path, out: Path, home: Path) -> dict[str, Any]:
     env = {**os.environ, "CLINIC2CLOUD_HOME": str(home)}
     r = subprocess.run([sys.executable, "-m", "agent", "process", str(src), "--out", str(out),
                         "--json"], capture_output=True, text=True, timeout=300, env=env)
@@ -56,7 +57,7 @@ def _process(src: Path, out: Path, home: Path) -> dict:
 
 
 def test_vendor_series_over_the_network_ends_as_when_exported(
-        agent_process, tmp_path: Path, outbox_dir: Path) -> None:
+        agent_process: AgentProcesses, tmp_path: Path, outbox_dir: Path) -> None:
     """A real GE 3D T1 sent by storescu ends exactly as `clinic2cloud process` of the same
     files: receiving keeps the objects as they were, nothing the pipeline reads changes."""
     if not GE_MPRAGE.is_dir():
@@ -71,7 +72,8 @@ def test_vendor_series_over_the_network_ends_as_when_exported(
     assert agent.states() == [s["state"] for s in expected]
 
 
-def test_received_instances_are_kept_as_sent(node_agent, storescp, tmp_path: Path) -> None:
+def test_received_instances_are_kept_as_sent(node_agent: NodeAgents, storescp: Storescps,
+                                             tmp_path: Path) -> None:
     """Byte for byte what came over the wire (compressed stays compressed), behind file
     meta naming the transfer syntax it came in: the same bytes dcmtk's storescp keeps in
     its bit-preserving mode when the same files are sent to it."""

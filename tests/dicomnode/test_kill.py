@@ -13,7 +13,7 @@ from agent.sync.manifest import verify_folder
 from tests.conftest import write_series
 from tests.waiting import wait_until
 
-from .conftest import AgentProcess, manifests, parse_responses, storescu
+from .conftest import AgentProcess, AgentProcesses, manifests, parse_responses, storescu
 
 
 def _intake_uids(agent: AgentProcess) -> set[str]:
@@ -27,7 +27,7 @@ def _intake_uids(agent: AgentProcess) -> set[str]:
 
 
 def test_sigkill_during_transfer_loses_no_acknowledged_instance(
-        agent_process, tmp_path: Path, outbox_dir: Path) -> None:
+        agent_process: AgentProcesses, tmp_path: Path, outbox_dir: Path) -> None:
     files = write_series(tmp_path / "pacs", 120)
     uid_of = {f: str(pydicom.dcmread(f, stop_before_pixels=True).SOPInstanceUID)
               for f in files}

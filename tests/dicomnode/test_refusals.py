@@ -13,22 +13,30 @@ from pathlib import Path
 import numpy as np
 import pydicom
 
+from agent.dicomnode.status import NodeStatus
 from agent.main import Agent
 from tests.conftest import write_series
 from tests.waiting import wait_until
 
-from .conftest import echoscu, manifests, port_of, storescu
+from .conftest import NodeAgents, echoscu, manifests, port_of, storescu
 
 
 def _intake(agent: Agent) -> list[Path]:
     return sorted((agent.config.paths.state_dir / "dicom" / "intake").glob("*"))
 
 
+def _node(agent: Agent) -> NodeStatus:
+    node = agent.dicom_status()
+    assert node is not None
+    return node
+
+
 def _spool(agent: Agent) -> list[Path]:
     return sorted((agent.config.paths.state_dir / "dicom" / "spool").glob("*"))
 
 
-def test_unknown_calling_ae_is_refused(node_agent, tmp_path: Path, outbox_dir: Path) -> None:
+def test_unknown_calling_ae_is_refused(node_agent: NodeAgents, tmp_path: Path,
+                                       outbox_dir: Path) -> None:
     agent: Agent = node_agent(dicom_allowed_callers=("VIEWER", "PACS1"))
     files = write_series(tmp_path / "send", 3)
     sent = storescu(port_of(agent), files, calling="STRANGER")
@@ -44,7 +52,7 @@ def test_unknown_calling_ae_is_refused(node_agent, tmp_path: Path, outbox_dir: P
     assert wait_until(lambda: len(manifests(outbox_dir)) == 1, timeout=60)
 
 
-def test_wrong_called_ae_is_refused(node_agent) -> None:
+def test_wrong_called_ae_is_refused(node_agent: NodeAgents) -> None:
     agent: Agent = node_agent()
     r = echoscu(port_of(agent), called="SOMEONE_ELSE")
     assert r.returncode != 0
@@ -53,7 +61,7 @@ def test_wrong_called_ae_is_refused(node_agent) -> None:
     assert [c.reason for c in node.refused_callers] == ["called AE title is not this node's"]
 
 
-def test_address_outside_allowed_networks_is_refused(node_agent) -> None:
+def test_address_outside_allowed_networks_is_refused(node_agent: NodeAgents) -> None:
     agent: Agent = node_agent(dicom_allowed_addresses=("10.99.0.0/16",))
     assert echoscu(port_of(agent)).returncode != 0
     node = agent.dicom_status()
@@ -61,12 +69,12 @@ def test_address_outside_allowed_networks_is_refused(node_agent) -> None:
     assert node.refused_callers[0].address == "127.0.0.1"
 
 
-def test_address_inside_allowed_networks_is_served(node_agent) -> None:
+def test_address_inside_allowed_networks_is_served(node_agent: NodeAgents) -> None:
     agent: Agent = node_agent(dicom_allowed_addresses=("10.99.0.0/16", "127.0.0.0/8"))
     assert echoscu(port_of(agent)).returncode == 0
 
 
-def test_malformed_pdus_are_dropped_and_the_node_keeps_serving(node_agent) -> None:
+def test_malformed_pdus_are_dropped_and_the_node_keeps_serving(node_agent: NodeAgents) -> None:
     agent: Agent = node_agent()
     port = port_of(agent)
     garbage = [b"\xff" * 64, b"\x01\x00\xff\xff\xff\xff" + b"A" * 100,  # huge length, short
@@ -89,7 +97,7 @@ def test_malformed_pdus_are_dropped_and_the_node_keeps_serving(node_agent) -> No
 
 
 def test_incomplete_instance_is_answered_with_an_error_not_taken(
-        node_agent, tmp_path: Path, outbox_dir: Path) -> None:
+        node_agent: NodeAgents, tmp_path: Path, outbox_dir: Path) -> None:
     agent: Agent = node_agent()
     [good, short] = write_series(tmp_path / "send", 2)
     ds = pydicom.dcmread(short)
@@ -112,7 +120,7 @@ def _big_instance(path: Path) -> Path:
 
 
 def test_sender_killed_mid_instance_leaves_nothing_half_written(
-        node_agent, tmp_path: Path, outbox_dir: Path) -> None:
+        node_agent: NodeAgents, tmp_path: Path, outbox_dir: Path) -> None:
     agent: Agent = node_agent()
     port = port_of(agent)
     big = _big_instance(tmp_path / "big.dcm")
@@ -140,7 +148,7 @@ def test_sender_killed_mid_instance_leaves_nothing_half_written(
     assert len(_intake(agent)) <= 2
 
 
-def test_flood_of_connections_is_bounded_and_the_node_recovers(node_agent,
+def test_flood_of_connections_is_bounded_and_the_node_recovers(node_agent: NodeAgents,
                                                                tmp_path: Path) -> None:
     agent: Agent = node_agent(dicom_max_associations=3, dicom_timeout_seconds=2.0)
     port = port_of(agent)
@@ -152,9 +160,8 @@ def test_flood_of_connections_is_bounded_and_the_node_recovers(node_agent,
         except OSError:
             pass
     try:
-        assert wait_until(lambda: any(c.reason == "too many connections" for c in
-                                      (agent.dicom_status().refused_callers or ())),
-                          timeout=20)
+        assert wait_until(lambda: any(c.reason == "too many connections"
+                                      for c in _node(agent).refused_callers), timeout=20)
         node = agent.dicom_status()
         assert node is not None and node.active_associations <= 3 + 4
         # Each admitted connection costs an association and a reactor thread at most.
@@ -163,6 +170,6 @@ def test_flood_of_connections_is_bounded_and_the_node_recovers(node_agent,
         for s in socks:
             s.close()
     # Idle peers are dropped after the timeout; the node serves again.
-    assert wait_until(lambda: agent.dicom_status().active_associations == 0, timeout=30)
+    assert wait_until(lambda: _node(agent).active_associations == 0, timeout=30)
     files = write_series(tmp_path / "send", 1)
     assert storescu(port, files).returncode == 0

@@ -11,10 +11,10 @@ from agent.main import Agent
 from tests.conftest import PATIENT_ID, PATIENT_NAME, write_series
 from tests.waiting import wait_until
 
-from .conftest import echoscu, manifests, port_of, storescu
+from .conftest import NodeAgents, echoscu, manifests, port_of, storescu
 
 
-def test_storescu_series_is_delivered_deidentified(node_agent, tmp_path: Path,
+def test_storescu_series_is_delivered_deidentified(node_agent: NodeAgents, tmp_path: Path,
                                                    outbox_dir: Path) -> None:
     agent: Agent = node_agent()
     files = write_series(tmp_path / "send", 6)
@@ -33,7 +33,7 @@ def test_storescu_series_is_delivered_deidentified(node_agent, tmp_path: Path,
     assert node.last_caller == "VIEWER"
 
 
-def test_echo_answers(node_agent) -> None:
+def test_echo_answers(node_agent: NodeAgents) -> None:
     agent: Agent = node_agent()
     r = echoscu(port_of(agent))
     assert r.returncode == 0, r.stderr

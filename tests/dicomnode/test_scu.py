@@ -1,4 +1,4 @@
-"""Results out: send_files to a real dcmtk storescp, with a state per object."""
+"""Results out: send_files to a real dcmtk storescp: Storescps, with a state per object."""
 
 from __future__ import annotations
 
@@ -12,10 +12,10 @@ from agent.dicomnode.scu import ObjectState, echo, send_files
 from agent.errors import ConfigError, TargetUnavailable
 from tests.conftest import write_series
 
-from .conftest import free_port
+from .conftest import Storescps, free_port
 
 
-def test_results_reach_storescp_as_sent(storescp, tmp_path: Path) -> None:
+def test_results_reach_storescp_as_sent(storescp: Storescps, tmp_path: Path) -> None:
     pacs = storescp()
     files = write_series(tmp_path / "results", 4)
     report = send_files(files, RemoteNode.parse(f"PACS@127.0.0.1:{pacs.port}"))
@@ -27,7 +27,7 @@ def test_results_reach_storescp_as_sent(storescp, tmp_path: Path) -> None:
     assert {pydicom.dcmread(f).SOPInstanceUID for f in received} == sent_uids
 
 
-def test_compressed_objects_go_as_stored(storescp, tmp_path: Path) -> None:
+def test_compressed_objects_go_as_stored(storescp: Storescps, tmp_path: Path) -> None:
     src = Path(pydicom.data.get_testdata_file("JPEG2000.dcm"))  # type: ignore[arg-type]
     pacs = storescp(extra=["+xa"])  # accept every transfer syntax dcmtk knows
     report = send_files([src], RemoteNode.parse(f"PACS@127.0.0.1:{pacs.port}"))
@@ -37,7 +37,7 @@ def test_compressed_objects_go_as_stored(storescp, tmp_path: Path) -> None:
         pydicom.dcmread(src).file_meta.TransferSyntaxUID
 
 
-def test_pacs_that_takes_no_such_object_refuses_it(storescp, tmp_path: Path) -> None:
+def test_pacs_that_takes_no_such_object_refuses_it(storescp: Storescps, tmp_path: Path) -> None:
     src = Path(pydicom.data.get_testdata_file("JPEG2000.dcm"))  # type: ignore[arg-type]
     pacs = storescp()  # uncompressed transfer syntaxes only
     report = send_files([src], RemoteNode.parse(f"PACS@127.0.0.1:{pacs.port}"))
@@ -55,7 +55,7 @@ def test_unreachable_pacs_fails_each_object_after_its_attempts(tmp_path: Path) -
     assert all(r.attempts == 2 and "cannot be reached" in r.message for r in report.results)
 
 
-def test_rejected_association_is_a_clear_failure(storescp, tmp_path: Path) -> None:
+def test_rejected_association_is_a_clear_failure(storescp: Storescps, tmp_path: Path) -> None:
     pacs = storescp(extra=["--refuse"])  # refuses every association
     files = write_series(tmp_path / "results", 1)
     report = send_files(files, RemoteNode.parse(f"PACS@127.0.0.1:{pacs.port}"),
@@ -64,7 +64,7 @@ def test_rejected_association_is_a_clear_failure(storescp, tmp_path: Path) -> No
     assert result.state == ObjectState.FAILED and "rejected the association" in result.message
 
 
-def test_unreadable_file_is_reported_not_sent(storescp, tmp_path: Path) -> None:
+def test_unreadable_file_is_reported_not_sent(storescp: Storescps, tmp_path: Path) -> None:
     pacs = storescp()
     junk = tmp_path / "notes.txt"
     junk.write_text("not DICOM")
@@ -74,7 +74,7 @@ def test_unreadable_file_is_reported_not_sent(storescp, tmp_path: Path) -> None:
     assert len(pacs.received()) == 1
 
 
-def test_echo(storescp) -> None:
+def test_echo(storescp: Storescps) -> None:
     pacs = storescp()
     assert echo(RemoteNode.parse(f"PACS@127.0.0.1:{pacs.port}")) >= 0
     with pytest.raises(TargetUnavailable, match="cannot be reached"):
