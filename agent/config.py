@@ -61,6 +61,14 @@ class DeidConfig:
     allow_pixel_identity: tuple[str, ...] = ()
     #: Largest date shift in days (the per-patient offset is keyed, between 1 and this).
     max_date_shift_days: int = 3650
+    #: Ages above this many years are written as one year more, "090Y" (HIPAA Safe
+    #: Harbor aggregates ages over 89); 0 keeps every age as it is.
+    age_cap_years: int = 89
+    #: Site files of imaging terms that descriptors keep (one term a line, # comments),
+    #: added to the shipped vocabulary (agent/deid/data/vocabulary).
+    vocabulary_files: tuple[str, ...] = ()
+    #: Site terms that descriptors keep, e.g. ["NEUROPROT7", "Lumbar_Routine"].
+    vocabulary_terms: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -275,6 +283,13 @@ def _validate(cfg: Config) -> None:
     for key, value in positive.items():
         if value <= 0:
             raise ConfigError(f"{src}: [{key}] must be greater than 0, not {value}")
+    if cfg.deid.age_cap_years < 0:
+        raise ConfigError(f"{src}: [deid.age_cap_years] must be 0 (no cap) or more")
+    for name in cfg.deid.vocabulary_files:
+        if not Path(name).expanduser().is_file():
+            raise ConfigError(
+                f"{src}: [deid.vocabulary_files] names {name!r}, which is not a readable file"
+            )
     if cfg.pipeline.workers < 0:
         raise ConfigError(f"{src}: [pipeline.workers] must be 0 (one per core) or more")
     if cfg.target.max_mbps < 0:

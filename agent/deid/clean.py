@@ -1,58 +1,138 @@
-"""Clean Descriptors: keep a short descriptor's meaning, drop what could identify.
+"""Cleaning text that the profile keeps: descriptors by allow-list, other text by search.
 
 A Series Description such as ``"T1 MPRAGE SAG"`` is what a research pipeline sorts on, so
-it is kept; but technologists type names, dates and record numbers into it. Cleaning
-removes, case-insensitively: every identifier of the object itself (name components, IDs,
-accession, dates in common written forms), anything that looks like a date, an e-mail, a
-telephone number, and runs of 5 or more digits (record numbers). What remains is kept.
+it is kept; but technologists type names, dates and record numbers into it, and a list of
+what to remove is never complete. Descriptors (the attributes Clean Descriptors marks
+``C`` in Table E.1-1, and code meanings of local codes) are therefore cleaned by
+**allow-list**:
+
+1. every identifier of the study (:mod:`agent.deid.variants`: names, IDs, dates,
+   places, phone numbers in all their spellings), any date however written, e-mail
+   addresses, telephone-like numbers, UID-like dotted numbers and runs of 5+ digits are
+   cut out;
+2. the rest is split into tokens (runs of letters and digits; ``1.5T`` is one token) and
+   a token stays only if the imaging vocabulary keeps it
+   (:mod:`agent.deid.vocabulary`); the separators between kept tokens stay as written.
+
+Other text the profile keeps (code strings such as Image Type, Ethnic Group under Retain
+Patient Characteristics, attributes outside the table, safe private values) loses every
+identifier of the study found in it: a code string value holding one is dropped whole,
+other text has the identifier cut out. The device description (Manufacturer, model,
+software versions) is searched for names, IDs, dates and phone numbers but not for place
+words: a scanner model is not truncated because the institution shares a word with it.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
 
-_PATTERNS = re.compile(
+from agent.deid import dates as date_forms
+from agent.deid.variants import IdentityVariants
+from agent.deid.vocabulary import Vocabulary
+
+_GENERIC = re.compile(
     r"""
-    \b\d{4}[-./]\d{1,2}[-./]\d{1,2}\b        # 2024-01-31, 2024.01.31
-  | \b\d{1,2}[-./]\d{1,2}[-./]\d{2,4}\b      # 31.01.2024, 01/31/24
-  | [\w.+-]+@[\w-]+(\.[\w-]+)+               # e-mail
-  | \+?\d[\d ()-]{7,}\d                      # telephone numbers
-  | \d{5,}                                   # record numbers, YYYYMMDD, long IDs
+    [\w.+-]+@[\w-]+(?:\.[\w-]+)+            # e-mail
+  | \+?\d[\d ()/-]{7,}\d                    # telephone numbers
+  | \d+(?:\.\d+){3,}                        # UIDs and other dotted numbers
+  | \d{5,}                                  # record numbers, compact dates, long IDs
     """,
     re.VERBOSE,
 )
-_SPACES = re.compile(r"\s{2,}")
+_TOKEN = re.compile(r"(?:\d+[.,]\d+|[^\W_])+")
+_SPACES = re.compile(r"\s+")
+_STRIP = " -_,;:/^.+&|"
+_RUN = re.compile(rb"[a-z]+|[0-9]+")
+_CUT = "\x00"  # marks cut-out text while tokens are read
 
 
 class Cleaner:
-    """Removes ``identifiers`` (and the patterns above) from short free text."""
+    """The text cleaner for one study's identifiers and one vocabulary."""
 
-    def __init__(self, identifiers: Iterable[str]) -> None:
-        # Too short or small numbers would strip meaning ("CT", "12") from every descriptor.
-        words = sorted(
-            {w.strip() for w in identifiers
-             if len(w.strip()) >= 3 and not (w.strip().isdigit() and len(w.strip()) < 5)},
-            key=len, reverse=True,
-        )
-        parts = [re.escape(w) if len(w) >= 4 else rf"\b{re.escape(w)}\b" for w in words]
-        self._ids = re.compile("|".join(parts), re.IGNORECASE) if parts else None
-        # The same search on raw bytes: lets the engine skip decoding clean values.
-        long_words = [re.escape(w.encode("utf-8", "replace")) for w in words]
-        self._raw = re.compile(b"|".join(long_words), re.IGNORECASE) if long_words else None
+    def __init__(self, ids: IdentityVariants, vocabulary: Vocabulary) -> None:
+        self.ids = ids
+        self.vocabulary = vocabulary
+        texts = [v.text for v in ids.variants]
+        for y, m, d in ids.dates:
+            texts += [f"{y:04d}", f"{y % 100:02d}", *date_forms.compact_forms(y, m, d)]
+        self._blob = "\x00".join(texts).encode("ascii", "ignore")
+        long_ = sorted({t for t in texts if len(t) >= 6}, key=len, reverse=True)
+        self._long = (re.compile("|".join(re.escape(t) for t in long_).encode("ascii", "ignore"))
+                      if long_ else None)
 
-    def __call__(self, text: str) -> str:
-        """Clean Descriptors: identifiers and identifying patterns removed."""
-        out = self.scrub(text)
-        out = _PATTERNS.sub(" ", out)
-        return _SPACES.sub(" ", out).strip(" -_,;:/^")
+    # -- the cheap test -------------------------------------------------------------
 
-    def scrub(self, text: str) -> str:
-        """Only the object's own identifiers removed (for text outside the table)."""
-        if self._ids is None:
+    def may_contain(self, raw: bytes) -> bool:
+        """Whether an undecoded value could hold an identifier (False: certainly not).
+
+        Non-ASCII values and ISO 2022 escape sequences are always decoded and searched;
+        for ASCII ones, a token of the value must be part of a variant, or hold a long
+        one (a variant's letters may be split by separators: "AB 12-34").
+        """
+        if not raw:
+            return False
+        if not raw.isascii() or b"\x1b" in raw:
+            return True
+        if not self.ids:
+            return False
+        blob = self._blob
+        long_ = self._long
+        for token in _RUN.findall(raw.lower()):
+            if len(token) >= 2 and token in blob:
+                return True
+            if long_ is not None and len(token) >= 6 and long_.search(token):
+                return True
+        return False
+
+    # -- the cleaning ---------------------------------------------------------------
+
+    def descriptor(self, text: str) -> str:
+        """Allow-list cleaning (see the module docstring)."""
+        spans = [(a, b) for a, b, _ in self.ids.spans(text, keep_core=True)]
+        spans += date_forms.date_spans(text)
+        spans += [m.span() for m in _GENERIC.finditer(text)]
+        if spans:
+            chars = list(text)
+            for a, b in spans:
+                chars[a:b] = _CUT * (b - a)
+            text = "".join(chars)
+        out: list[str] = []
+        pos = 0
+        kept_last = False
+        for m in _TOKEN.finditer(text):
+            token = m.group()
+            if self.vocabulary.keeps(token):
+                if out:
+                    out.append(_separator(text[pos:m.start()]))
+                out.append(token)
+                kept_last = True
+            else:
+                kept_last = False
+            pos = m.end()
+        if kept_last:
+            out.append(_separator(text[pos:]).rstrip())
+        return "".join(out).strip(" _-,;:/^")
+
+    def scrub(self, text: str, *, places: bool = True) -> str:
+        """``text`` with every identifier of the study cut out."""
+        spans = self.ids.spans(text, places=places)
+        if not spans:
             return text
-        return _SPACES.sub(" ", self._ids.sub(" ", text)).strip(" -_,;:/^")
+        chars = list(text)
+        for a, b, _ in spans:
+            chars[a:b] = " " * (b - a)
+        return _SPACES.sub(" ", "".join(chars)).strip(_STRIP)
 
-    def may_contain(self, raw: bytes | bytearray) -> bool:
-        """Whether ``raw`` (an undecoded value) might hold one of the identifiers."""
-        return self._raw is not None and self._raw.search(raw) is not None
+    def code_string(self, values: list[str]) -> list[str]:
+        """Code string values without those that hold an identifier (a lone name part
+        that is a core imaging term, such as "DTI", stays)."""
+        return [v for v in values if not self.ids.spans(v, keep_core=True)]
+
+
+def _separator(text: str) -> str:
+    """What stood between two kept tokens, spaces collapsed; where text was cut out,
+    its first punctuation mark (``Research^[name]_Prisma`` -> ``Research^Prisma``)."""
+    if _CUT in text:
+        marks = text.replace(_CUT, "").strip()
+        return marks[0] if marks else " "
+    return _SPACES.sub(" ", text)

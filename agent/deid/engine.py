@@ -23,8 +23,6 @@ from pydicom.datadict import dictionary_VR, keyword_for_tag
 from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.errors import InvalidDicomError
-from pydicom.multival import MultiValue
-from pydicom.sequence import Sequence
 from pydicom.tag import BaseTag
 
 from agent.config import Config, DeidConfig
@@ -41,6 +39,10 @@ from agent.deid.profile import (
     build_profile,
 )
 from agent.deid.risk import refusal
+from agent.deid.screen import screen
+from agent.deid.variants import IdentityVariants, build_variants, identifying_tags
+from agent.deid.vocabulary import Vocabulary, vocabulary
+from agent.deid.walk import Walk, write_ascii
 from agent.deid.writer import can_write, encode_items, encode_parts, raw_text
 from agent.errors import IdentityRisk, NotDicom, SeriesProblem
 
@@ -51,22 +53,8 @@ DEIDENTIFICATION_METHOD = "Clinic2Cloud PS3.15 Basic Profile"
 
 _DICOMDIR_CLASS = "1.2.840.10008.1.3.10"
 _UID_CHARS = re.compile(r"[0-9]+(\.[0-9]+)*")
-_PIXEL_DATA_TAGS = frozenset({0x7FE00010, 0x7FE00008, 0x7FE00009})
-_DUMMY_TEXT = "ANONYMIZED"
-_NUMERIC_VRS = frozenset({"IS", "DS", "US", "SS", "UL", "SL", "UV", "SV", "FL", "FD", "AT"})
-_BYTES_VRS = frozenset({"OB", "OW", "OD", "OF", "OL", "OV", "UN"})
 _FREE_TEXT_VRS = frozenset({"LT", "ST", "UT", "UR", "PN"})
-#: Value representations the engine may rewrite without decoding (ASCII text).
-_FAST_VRS = frozenset(
-    {"AE", "AS", "CS", "DA", "DT", "LO", "LT", "PN", "SH", "ST", "TM", "UC", "UI", "UR", "UT"}
-)
-_TEXT_DUMMIES = {
-    "AE": "ANONYMIZED", "AS": "000Y", "CS": "ANONYMIZED", "LO": "ANONYMIZED", "LT": "ANONYMIZED",
-    "PN": "ANONYMIZED", "SH": "ANONYMIZED", "ST": "ANONYMIZED", "TM": "000000",
-    "UC": "ANONYMIZED", "UR": "ANONYMIZED", "UT": "ANONYMIZED", "DA": "19000101",
-    "DT": "19000101000000",
-}
-_CLEANABLE_VRS = frozenset({"SH", "LO", "CS", "UC"})
+_CLEANABLE_VRS = frozenset({"SH", "LO", "UC"})
 #: UI attributes naming a kind of thing rather than an instance: never remapped.
 _CLASS_UID_KEYWORD = re.compile(r"(ClassUID|TransferSyntaxUID|CodingSchemeUID|MappingResourceUID)$")
 #: Identifiers of devices, print jobs and media that later editions added outside the table.
@@ -74,13 +62,21 @@ _DEVICE_ID_KEYWORD = re.compile(
     r"(DeviceID|SourceID|OwnerID|PrintJobID|PrintQueueID|FileSetID|LotIdentifier|"
     r"SerialNumber)$"
 )
-#: Attributes whose values the cleaner treats as identifiers of the object itself.
-_SELF_ID_TAGS = (
-    0x00100010, 0x00100020, 0x00101000, 0x00101001, 0x00101005, 0x00101060,
-    0x00080050, 0x00200010, 0x00080080, 0x00080081, 0x00081010, 0x00181000,
-    0x00080090, 0x00081050, 0x00081060, 0x00081070, 0x00100030, 0x00080020,
-    0x00380010, 0x00401001, 0x00321032,
-)
+#: The device description the profile keeps on purpose: screened without place words.
+_DEVICE_TAGS = frozenset({
+    0x00080070,  # Manufacturer
+    0x00081090,  # Manufacturer's Model Name
+    0x00181020,  # Software Versions
+    0x00181016,  # Secondary Capture Device Manufacturer
+    0x00181018,  # Secondary Capture Device Manufacturer's Model Name
+    0x00181019,  # Secondary Capture Device Software Versions
+    0x00181250,  # Receive Coil Name
+    0x00181251,  # Transmit Coil Name
+    0x00189041,  # Receive Coil Manufacturer Name
+    0x00189050,  # Transmit Coil Manufacturer Name
+})
+_AGE = re.compile(r"(\d{3})([DWMY])")
+_AGE_DAYS = {"D": 1.0, "W": 7.0, "M": 365.25 / 12, "Y": 365.25}
 
 
 @dataclass
@@ -109,7 +105,11 @@ class Engine:
         self._default_cache: dict[int, Action] = {}
         # Ready-encoded marking elements, per (implicit VR, little endian).
         self._marks: dict[tuple[bool, bool], list[RawDataElement]] = {}
-        self._cleaners: dict[tuple[str, ...], Cleaner] = {}
+        self._cleaners: dict[frozenset[tuple[str, str]], Cleaner] = {}
+        self._vrs: dict[int, str] = {}
+        self.vocabulary: Vocabulary = vocabulary(options.vocabulary_files,
+                                                 options.vocabulary_terms)
+        self.identifying_tags = identifying_tags()
 
     @classmethod
     def from_config(cls, cfg: Config, site_secret: bytes) -> Engine:
@@ -186,13 +186,13 @@ class Engine:
         patient = pseudo.pseudonym_for_key(self.site_name, self.secret, key)
         study_uid = peek(ds, "StudyInstanceUID")
         series_uid = peek(ds, "SeriesInstanceUID")
-        walk = _Walk(
+        walk = Walk(
             engine=self,
             pseudonym=patient,
             days=pseudo.date_offset_days(self.secret, key, self.options.max_date_shift_days),
-            cleaner=self._cleaner(_self_identifiers(ds)),
         )
         walk.dataset(ds)
+        screen(walk.pending, self._cleaner(walk.identity), self.profile.required)
         self._mark(ds, patient, walk.shifted)
         self._rebuild_meta(ds)
         return FileResult(
@@ -207,15 +207,62 @@ class Engine:
             codes=list(self.profile.codes),
         )
 
-    def _cleaner(self, identifiers: list[str]) -> Cleaner:
+    def _cleaner(self, identity: set[tuple[str, str]]) -> Cleaner:
         """One Cleaner per distinct set of identifiers (a series shares them all)."""
-        key = tuple(identifiers)
+        key = frozenset(identity)
         cleaner = self._cleaners.get(key)
         if cleaner is None:
             if len(self._cleaners) > 64:
                 self._cleaners.clear()
-            cleaner = self._cleaners[key] = Cleaner(identifiers)
+            ids: IdentityVariants = build_variants(key, self.vocabulary.core)
+            cleaner = self._cleaners[key] = Cleaner(ids, self.vocabulary)
         return cleaner
+
+    # -- element helpers for the walk ----------------------------------------------------
+
+    def vr_of(self, tag: int, raw: RawDataElement | DataElement) -> str:
+        """The element's VR as read (the dictionary's for implicit VR; "UN" stays UN)."""
+        vr = raw.VR
+        if vr is not None:
+            return str(vr)
+        return self.dictionary_vr(tag)
+
+    def dictionary_vr(self, tag: int) -> str:
+        vr = self._vrs.get(tag)
+        if vr is None:
+            try:
+                vr = str(dictionary_VR(tag))
+            except KeyError:
+                vr = "UN"
+            self._vrs[tag] = vr
+        return vr
+
+    @staticmethod
+    def keep_mode(tag: int, vr: str) -> str:
+        """How the screen cleans a kept text element (see :mod:`agent.deid.screen`)."""
+        if tag == 0x00080104:
+            return "descriptor"  # code meanings: allow-listed like descriptors
+        if vr == "CS":
+            return "cs"
+        return "device" if tag in _DEVICE_TAGS else "text"
+
+    def cap_age(self, ds: Dataset, tag: int) -> None:
+        """Ages above ``[deid] age_cap_years`` become one year more (HIPAA: "090Y")."""
+        cap = self.options.age_cap_years
+        if cap <= 0:
+            return
+        elements: Any = ds._dict
+        raw = elements[tag]
+        value = raw.value
+        text = value.decode("ascii", "replace") if isinstance(value, bytes) else str(value or "")
+        m = _AGE.fullmatch(text.strip("\x00 "))
+        if m is None:
+            if text.strip("\x00 "):
+                write_ascii(ds, tag, raw, "AS", [])  # not an age we can read: dropped
+            return
+        days = int(m.group(1)) * _AGE_DAYS[m.group(2)]
+        if days >= (cap + 1) * 365.25 - 0.5:
+            write_ascii(ds, tag, raw, "AS", [f"{min(cap + 1, 999):03d}Y"])
 
     def _mark(self, ds: Dataset, patient: str, shifted: bool) -> None:
         """Record what was done (PS3.15 E.1.1 requirements).
@@ -337,235 +384,6 @@ class Engine:
         return Action.KEEP
 
 
-@dataclass
-class _Walk:
-    """One pass over one dataset (recursing into sequences)."""
-
-    engine: Engine
-    pseudonym: str
-    days: int
-    cleaner: Cleaner
-    shifted: bool = False
-
-    def dataset(self, ds: Dataset) -> None:
-        elements: Any = ds._dict  # raw access: no value is decoded unless we change it
-        actions = self.engine.profile.actions
-        creators: dict[int, str] = {}
-        private: list[int] = []
-        for key in list(elements):
-            # Table lookups with a plain int (pydicom's BaseTag compares in Python); the
-            # dataset's own dict with its own key object (found by identity, no compare).
-            tag = int(key)
-            if tag >> 16 & 1:
-                private.append(key)
-                continue
-            if tag in _PIXEL_DATA_TAGS:
-                continue
-            action = actions.get(tag)
-            if action is None:
-                action = self.engine.default_action(tag)
-            self.apply(ds, key, action)
-        if private:
-            self.private(ds, private, creators)
-
-    def private(self, ds: Dataset, tags: list[int], creators: dict[int, str]) -> None:
-        """Keep Table E.3.10-1 elements (with their creators); remove every other one."""
-        elements: Any = ds._dict
-        safe = self.engine.profile.safe_private
-        keep_safe = self.engine.options.retain_safe_private
-        for tag in tags:
-            elem = tag & 0xFFFF
-            if 0x10 <= elem <= 0xFF:
-                creators[tag] = _text(ds[tag].value) if keep_safe else ""
-        kept_blocks: set[int] = set()
-        for tag in tags:
-            group, elem = tag >> 16, tag & 0xFFFF
-            if elem < 0x1000:
-                continue
-            block_tag = (group << 16) | (elem >> 8)
-            creator = creators.get(block_tag, "")
-            if keep_safe and creator and (group, elem & 0xFF, creator) in safe:
-                kept_blocks.add(block_tag)
-                raw = elements[tag]
-                if _vr_of(raw) == "SQ":
-                    for item in ds[tag].value:
-                        self.dataset(item)
-            else:
-                del elements[tag]
-        for tag in tags:
-            if (tag & 0xFFFF) < 0x1000 and tag not in kept_blocks:
-                del elements[tag]
-
-    def apply(self, ds: Dataset, tag: int, action: Action) -> None:
-        elements: Any = ds._dict
-        if action is Action.REMOVE:
-            del elements[tag]
-            return
-        raw = elements[tag]
-        vr = _vr_of(raw)
-        if action is Action.KEEP and vr not in ("SQ", "UN"):
-            return  # the common case: untouched, written back as raw bytes
-        if action is Action.SCRUB and vr != "UN":
-            value = raw.value
-            if isinstance(value, (bytes, bytearray)) and not self.cleaner.may_contain(value):
-                return  # nothing of ours in it: no need to decode
-        if isinstance(raw, RawDataElement) and vr in _FAST_VRS and self.fast(ds, tag, raw, vr,
-                                                                             action):
-            return
-        try:
-            elem = ds[tag]  # decodes the value (and replaces UN by the dictionary's VR)
-        except Exception:  # noqa: BLE001 -- a value we cannot read is a value we drop
-            del elements[tag]
-            return
-        vr = elem.VR
-        if vr == "UN":
-            del elements[tag]  # standard tag the dictionary cannot type: not known safe
-            return
-        if vr == "SQ":
-            if action is Action.EMPTY:
-                elem.value = Sequence()
-            else:
-                for item in elem.value:
-                    self.dataset(item)
-            return
-        if action in (Action.KEEP, Action.RECURSE):
-            return
-        if action is Action.SCRUB:
-            self.scrub(elem)
-            return
-        if action is Action.EMPTY:
-            elem.value = None if vr not in _BYTES_VRS else b""
-        elif action is Action.PSEUDONYM:
-            elem.value = self.pseudonym
-        elif action is Action.UID:
-            self.uid(elem)
-        elif action is Action.SHIFT:
-            self.shift(ds, elem)
-        elif action is Action.CLEAN:
-            self.clean(ds, elem)
-        elif action is Action.DUMMY:
-            self.dummy(ds, elem)
-
-    def fast(self, ds: Dataset, tag: int, raw: RawDataElement, vr: str, action: Action) -> bool:
-        """Text actions straight on ASCII raw bytes (no pydicom decode/encode round trip).
-
-        Returns False when the value is not plain ASCII (the decoded path handles
-        character sets) or the action needs the general path.
-        """
-        value = raw.value or b""
-        try:
-            text = value.decode("ascii").rstrip("\x00 ")
-        except UnicodeDecodeError:
-            return False
-        values = text.split("\\") if text else []
-        if action is Action.EMPTY:
-            new: list[str] = []
-        elif action is Action.PSEUDONYM:
-            new = [self.pseudonym]
-        elif action is Action.UID and vr == "UI":
-            mapper = self.engine.uids
-            new = [mapper(v) for v in values]
-        elif action is Action.SHIFT or (
-            action in (Action.DUMMY, Action.CLEAN) and vr in ("DA", "DT")
-            and self.engine.options.retain_longitudinal_modified_dates
-        ):
-            if vr not in ("DA", "DT"):
-                return True  # TM: kept as is
-            fn = pseudo.shift_da if vr == "DA" else pseudo.shift_dt
-            self.shifted = True
-            new = [x for x in (fn(v, self.days) for v in values if v.strip()) if x]
-            if action is Action.DUMMY and not new:
-                new = ["19000101" if vr == "DA" else "19000101000000"]
-        elif action is Action.CLEAN and vr in _CLEANABLE_VRS:
-            new = [x for x in (self.cleaner(v) for v in values if v.strip()) if x]
-        elif action is Action.SCRUB and vr in _CLEANABLE_VRS:
-            new = [self.cleaner.scrub(v) for v in values]
-        elif action is Action.DUMMY and vr in _TEXT_DUMMIES:
-            new = [_TEXT_DUMMIES[vr]]
-        else:
-            return False
-        data = "\\".join(new).encode("ascii", "replace")
-        if len(data) % 2:
-            data += b"\0" if vr == "UI" else b" "
-        elements: Any = ds._dict
-        elements[tag] = RawDataElement(
-            raw.tag, raw.VR, len(data), data, 0, raw.is_implicit_VR, raw.is_little_endian
-        )
-        return True
-
-    def uid(self, elem: DataElement) -> None:
-        if elem.VR != "UI":
-            elem.value = None
-            return
-        mapper = self.engine.uids
-        if isinstance(elem.value, MultiValue):
-            elem.value = [mapper(str(v)) for v in elem.value]
-        elif elem.value:
-            elem.value = mapper(str(elem.value))
-
-    def shift(self, ds: Dataset, elem: DataElement) -> None:
-        if elem.VR == "DA":
-            fn = pseudo.shift_da
-        elif elem.VR == "DT":
-            fn = pseudo.shift_dt
-        else:
-            return  # TM and others: a whole-day shift leaves them as they are
-        values = elem.value if isinstance(elem.value, MultiValue) else [elem.value]
-        shifted = [fn(str(v), self.days) for v in values if v not in (None, "")]
-        self.shifted = True
-        elem.value = [v for v in shifted if v] or None
-        if isinstance(elem.value, list) and len(elem.value) == 1:
-            elem.value = elem.value[0]
-
-    def clean(self, ds: Dataset, elem: DataElement) -> None:
-        if elem.VR in ("DA", "DT"):
-            self.shift(ds, elem)
-            return
-        if elem.VR not in _CLEANABLE_VRS:
-            del ds._dict[elem.tag]
-            return
-        values = elem.value if isinstance(elem.value, MultiValue) else [elem.value]
-        cleaned = [self.cleaner(str(v)) for v in values if v not in (None, "")]
-        elem.value = [v for v in cleaned if v] or None
-        if isinstance(elem.value, list) and len(elem.value) == 1:
-            elem.value = elem.value[0]
-
-    def scrub(self, elem: DataElement) -> None:
-        if elem.VR not in _CLEANABLE_VRS or elem.value in (None, ""):
-            return
-        values = elem.value if isinstance(elem.value, MultiValue) else [elem.value]
-        cleaned = [self.cleaner.scrub(str(v)) for v in values]
-        elem.value = cleaned if len(cleaned) > 1 else cleaned[0]
-
-    def dummy(self, ds: Dataset, elem: DataElement) -> None:
-        vr = elem.VR
-        if vr in ("DA", "DT") and self.engine.options.retain_longitudinal_modified_dates:
-            self.shift(ds, elem)
-            if elem.value:
-                return
-        value: Any
-        if vr == "DA":
-            value = "19000101"
-        elif vr == "DT":
-            value = "19000101000000"
-        elif vr == "TM":
-            value = "000000"
-        elif vr == "UI":
-            self.uid(elem)
-            return
-        elif vr == "AS":
-            value = "000Y"
-        elif vr in _NUMERIC_VRS:
-            value = 0
-        elif vr in _BYTES_VRS or vr.startswith("O"):
-            value = b"\x00\x00"
-        elif vr == "PN":
-            value = _DUMMY_TEXT
-        else:
-            value = _DUMMY_TEXT
-        elem.value = value
-
-
 def _encoding(ds: Dataset) -> tuple[bool, bool]:
     """(implicit VR, little endian) of the dataset as read."""
     meta = getattr(ds, "file_meta", None)
@@ -580,48 +398,9 @@ def _encoding(ds: Dataset) -> tuple[bool, bool]:
     return bool(implicit), bool(little) if little is not None else True
 
 
-def _vr_of(raw: RawDataElement | DataElement) -> str:
-    vr = raw.VR
-    if vr is None:  # implicit VR: the dictionary's
-        try:
-            return str(dictionary_VR(raw.tag))
-        except KeyError:
-            return "UN"
-    return str(vr)
-
-
-def _text(value: Any) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, DataElement):
-        value = value.value
-    if isinstance(value, bytes):
-        value = value.decode("latin-1", "replace")
-    return str(value).strip("\x00 ")
-
-
 def _sop_class(ds: Dataset) -> str:
     meta = getattr(ds, "file_meta", None)
     return peek(ds, 0x00080016) or (peek(meta, 0x00020002) if meta is not None else "")
-
-
-def _self_identifiers(ds: Dataset) -> list[str]:
-    """The object's own identifiers, for the descriptor cleaner."""
-    out: list[str] = []
-    for tag in _SELF_ID_TAGS:
-        for text in peek(ds, tag).split("\\"):
-            text = text.strip()
-            if not text:
-                continue
-            out.append(text)
-            out.extend(p for p in _SPLIT.split(text) if len(p) >= 2)
-            if len(text) == 8 and text.isdigit():  # dates: also as commonly written
-                y, m, d = text[:4], text[4:6], text[6:8]
-                out += [f"{y}-{m}-{d}", f"{d}.{m}.{y}", f"{m}/{d}/{y}", f"{d}/{m}/{y}"]
-    return out
-
-
-_SPLIT = re.compile(r"[\^=\s,.]+")
 
 
 def read_dicom(src: Path) -> Dataset:

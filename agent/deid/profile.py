@@ -161,6 +161,9 @@ class Profile:
     actions: dict[int, Action]
     options: DeidConfig
     safe_private: frozenset[tuple[int, int, str]]
+    #: Tags whose basic action allows a dummy (D, X/D, Z/D ...): the attribute may be
+    #: required, so a descriptor cleaned to nothing gets a dummy value instead.
+    required: frozenset[int] = frozenset()
 
     @property
     def codes(self) -> list[str]:
@@ -218,4 +221,6 @@ def _clean(vr: str, basic: Action) -> Action:
 def build_profile(opts: DeidConfig) -> Profile:
     """The resolved profile for ``opts`` (cached: DeidConfig is frozen and hashable)."""
     actions = {row.tag: resolve(row, opts) for row in table_rows()}
-    return Profile(actions=actions, options=opts, safe_private=safe_private())
+    required = frozenset(row.tag for row in table_rows() if "D" in row.basic.split("/"))
+    return Profile(actions=actions, options=opts, safe_private=safe_private(),
+                   required=required)

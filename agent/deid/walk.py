@@ -1,0 +1,365 @@
+"""One pass of the profile over one dataset (recursing into sequences).
+
+The walk applies each element's action (:mod:`agent.deid.profile`,
+:meth:`Engine.default_action`) and, on the way, does two things for the text cleaner:
+
+* it **records** every identifier of the study before the profile removes it (PN values
+  at any depth and in private elements with an explicit VR, the identifying attributes
+  of Table E.1-1, DA/DT values; UN typed by the dictionary), so that the variants are
+  built from one pass;
+* it **defers** every text value the profile keeps (descriptors, code strings, text
+  outside the table, safe private values) to :mod:`agent.deid.screen`, which cleans
+  them once the identifiers are known.
+
+Values are decoded only when they change: ASCII text is rewritten straight from its bytes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from pydicom.charset import convert_encodings, decode_bytes
+from pydicom.datadict import dictionary_VR
+from pydicom.dataelem import DataElement, RawDataElement
+from pydicom.dataset import Dataset
+from pydicom.multival import MultiValue
+from pydicom.sequence import Sequence
+
+from agent.deid import pseudo
+from agent.deid.profile import Action
+
+if TYPE_CHECKING:
+    from agent.deid.engine import Engine
+
+_PIXEL_DATA_TAGS = frozenset({0x7FE00010, 0x7FE00008, 0x7FE00009})
+_DUMMY_TEXT = "ANONYMIZED"
+_NUMERIC_VRS = frozenset({"IS", "DS", "US", "SS", "UL", "SL", "UV", "SV", "FL", "FD", "AT"})
+_BYTES_VRS = frozenset({"OB", "OW", "OD", "OF", "OL", "OV", "UN"})
+#: Value representations the engine may rewrite without decoding (ASCII text).
+_FAST_VRS = frozenset(
+    {"AE", "AS", "CS", "DA", "DT", "LO", "LT", "PN", "SH", "ST", "TM", "UC", "UI", "UR", "UT"}
+)
+_TEXT_DUMMIES = {
+    "AE": "ANONYMIZED", "AS": "000Y", "CS": "ANONYMIZED", "LO": "ANONYMIZED", "LT": "ANONYMIZED",
+    "PN": "ANONYMIZED", "SH": "ANONYMIZED", "ST": "ANONYMIZED", "TM": "000000",
+    "UC": "ANONYMIZED", "UR": "ANONYMIZED", "UT": "ANONYMIZED", "DA": "19000101",
+    "DT": "19000101000000",
+}
+_CLEANABLE_VRS = frozenset({"SH", "LO", "CS", "UC", "ST", "LT", "UT"})
+#: Text kept by the profile that the screen searches for identifiers.
+SCREENED_VRS = frozenset({"AE", "CS", "LO", "LT", "SH", "ST", "UC", "UR", "UT"})
+CODE_MEANING = 0x00080104
+
+
+@dataclass
+class Pending:
+    """A kept text value the screen must clean: where it is and how to clean it."""
+
+    ds: Dataset
+    tag: int
+    vr: str
+    mode: str  # "descriptor", "text", "cs", "device", "private"
+    encodings: Any
+
+
+@dataclass
+class Walk:
+    """One pass over one dataset (recursing into sequences)."""
+
+    engine: Engine
+    pseudonym: str
+    days: int
+    shifted: bool = False
+    #: (kind, value) of every identifier met: "name", "id", "place", "phone", "date"
+    identity: set[tuple[str, str]] = field(default_factory=set)
+    pending: list[Pending] = field(default_factory=list)
+    encodings: Any = None
+
+    def dataset(self, ds: Dataset) -> None:
+        elements: Any = ds._dict  # raw access: no value is decoded unless we change it
+        outer = self.encodings
+        if 0x00080005 in elements:
+            try:
+                self.encodings = convert_encodings(ds[0x00080005].value or "ISO_IR 6")
+            except Exception:  # noqa: BLE001 -- unknown character set: pydicom's default
+                self.encodings = None
+        engine = self.engine
+        actions = engine.profile.actions
+        id_tags = engine.identifying_tags
+        private: list[int] = []
+        for key in list(elements):
+            # Table lookups with a plain int (pydicom's BaseTag compares in Python); the
+            # dataset's own dict with its own key object (found by identity, no compare).
+            tag = int(key)
+            if tag >> 16 & 1:
+                private.append(key)
+                continue
+            if tag in _PIXEL_DATA_TAGS:
+                continue
+            raw = elements[key]
+            vr = engine.vr_of(tag, raw)
+            typed = engine.dictionary_vr(tag) if vr == "UN" else vr  # UN: by the dictionary
+            kind = ("name" if typed == "PN" else "date" if typed in ("DA", "DT")
+                    else id_tags.get(tag))
+            if kind is not None:
+                self.record(kind, raw, typed)
+            action = actions.get(tag)
+            if action is None:
+                action = engine.default_action(tag)
+            self.apply(ds, key, action, vr)
+        if private:
+            self.private(ds, private)
+        self.encodings = outer
+
+    def record(self, kind: str, raw: Any, vr: str) -> None:
+        """Remember an identifier's values (decoded with the dataset's character set)."""
+        value = raw.value
+        if value is None:
+            return
+        if isinstance(value, (bytes, bytearray)):
+            data = bytes(value)
+            if data.isascii() and b"\x1b" not in data:
+                text = data.decode("ascii")
+            else:
+                try:
+                    text = decode_bytes(data, self.encodings or ["iso8859"], {0x5C, 0x5E, 0x3D})
+                except Exception:  # noqa: BLE001 -- undecodable: every byte as Latin-1
+                    text = data.decode("latin-1")
+            values = [text] if vr in ("LT", "ST", "UT", "UR") else text.split("\\")
+        elif isinstance(value, (list, MultiValue)):
+            values = [str(v) for v in value]
+        else:
+            values = [str(value)]
+        for v in values:
+            v = v.strip("\x00 ")
+            if v:
+                self.identity.add((kind, v))
+
+    def private(self, ds: Dataset, tags: list[int]) -> None:
+        """Keep Table E.3.10-1 elements (with their creators); remove every other one."""
+        elements: Any = ds._dict
+        safe = self.engine.profile.safe_private
+        keep_safe = self.engine.options.retain_safe_private
+        creators: dict[int, str] = {}
+        for tag in tags:
+            elem = tag & 0xFFFF
+            if 0x10 <= elem <= 0xFF:
+                creators[tag] = _text(ds[tag].value) if keep_safe else ""
+        kept_blocks: set[int] = set()
+        for tag in tags:
+            group, elem = tag >> 16, tag & 0xFFFF
+            if elem < 0x1000:
+                continue
+            raw = elements[tag]
+            vr = raw.VR or ""
+            if vr == "PN":
+                self.record("name", raw, vr)  # a name in a vendor's element is still a name
+            elif vr in ("DA", "DT"):
+                self.record("date", raw, vr)
+            block_tag = (group << 16) | (elem >> 8)
+            creator = creators.get(block_tag, "")
+            if keep_safe and creator and (group, elem & 0xFF, creator) in safe:
+                kept_blocks.add(block_tag)
+                if _vr_of(raw) == "SQ":
+                    for item in ds[tag].value:
+                        self.dataset(item)
+                else:
+                    self.pending.append(Pending(ds, tag, _vr_of(raw), "private",
+                                                self.encodings))
+            else:
+                del elements[tag]
+        for tag in tags:
+            if (tag & 0xFFFF) < 0x1000 and tag not in kept_blocks:
+                del elements[tag]
+
+    def defer(self, ds: Dataset, tag: int, vr: str, mode: str) -> None:
+        self.pending.append(Pending(ds, tag, vr, mode, self.encodings))
+
+    def apply(self, ds: Dataset, tag: int, action: Action, vr: str) -> None:
+        elements: Any = ds._dict
+        if action is Action.REMOVE:
+            del elements[tag]
+            return
+        raw = elements[tag]
+        if action is Action.KEEP and vr not in ("SQ", "UN"):
+            if vr in SCREENED_VRS:
+                self.defer(ds, tag, vr, self.engine.keep_mode(int(tag), vr))
+            elif vr == "AS":
+                self.engine.cap_age(ds, tag)
+            return  # the common case: untouched, written back as raw bytes
+        if action is Action.SCRUB and vr != "UN":
+            self.defer(ds, tag, vr, "text")
+            return
+        if action is Action.CLEAN and vr in _CLEANABLE_VRS:
+            self.defer(ds, tag, vr, "descriptor")
+            return
+        if isinstance(raw, RawDataElement) and vr in _FAST_VRS and self.fast(ds, tag, raw, vr,
+                                                                             action):
+            return
+        try:
+            elem = ds[tag]  # decodes the value (and replaces UN by the dictionary's VR)
+        except Exception:  # noqa: BLE001 -- a value we cannot read is a value we drop
+            del elements[tag]
+            return
+        vr = elem.VR
+        if vr == "UN":
+            del elements[tag]  # standard tag the dictionary cannot type: not known safe
+            return
+        if vr == "SQ":
+            if action is Action.EMPTY:
+                elem.value = Sequence()
+            else:
+                for item in elem.value:
+                    self.dataset(item)
+            return
+        if action in (Action.KEEP, Action.RECURSE):
+            if vr in SCREENED_VRS:  # a UN element typed by the dictionary: screened too
+                self.defer(ds, tag, vr, self.engine.keep_mode(int(tag), vr))
+            return
+        if action is Action.SCRUB:
+            self.defer(ds, tag, vr, "text")
+        elif action is Action.EMPTY:
+            elem.value = None if vr not in _BYTES_VRS else b""
+        elif action is Action.PSEUDONYM:
+            elem.value = self.pseudonym
+        elif action is Action.UID:
+            self.uid(elem)
+        elif action is Action.SHIFT:
+            self.shift(elem)
+        elif action is Action.CLEAN:
+            self.clean(ds, elem)
+        elif action is Action.DUMMY:
+            self.dummy(elem)
+
+    def fast(self, ds: Dataset, tag: int, raw: RawDataElement, vr: str, action: Action) -> bool:
+        """Text actions straight on ASCII raw bytes (no pydicom decode/encode round trip).
+
+        Returns False when the value is not plain ASCII (the decoded path handles
+        character sets, ISO 2022 escape sequences included) or the action needs the
+        general path.
+        """
+        value = raw.value or b""
+        if b"\x1b" in value:
+            return False
+        try:
+            text = value.decode("ascii").rstrip("\x00 ")
+        except UnicodeDecodeError:
+            return False
+        values = text.split("\\") if text else []
+        if action is Action.EMPTY:
+            new: list[str] = []
+        elif action is Action.PSEUDONYM:
+            new = [self.pseudonym]
+        elif action is Action.UID and vr == "UI":
+            mapper = self.engine.uids
+            new = [mapper(v) for v in values]
+        elif action is Action.SHIFT or (
+            action in (Action.DUMMY, Action.CLEAN) and vr in ("DA", "DT")
+            and self.engine.options.retain_longitudinal_modified_dates
+        ):
+            if vr not in ("DA", "DT"):
+                return True  # TM: kept as is
+            fn = pseudo.shift_da if vr == "DA" else pseudo.shift_dt
+            self.shifted = True
+            new = [x for x in (fn(v, self.days) for v in values if v.strip()) if x]
+            if action is Action.DUMMY and not new:
+                new = ["19000101" if vr == "DA" else "19000101000000"]
+        elif action is Action.DUMMY and vr in _TEXT_DUMMIES:
+            new = [_TEXT_DUMMIES[vr]]
+        else:
+            return False
+        write_ascii(ds, tag, raw, vr, new)
+        return True
+
+    def uid(self, elem: DataElement) -> None:
+        if elem.VR != "UI":
+            elem.value = None
+            return
+        mapper = self.engine.uids
+        if isinstance(elem.value, MultiValue):
+            elem.value = [mapper(str(v)) for v in elem.value]
+        elif elem.value:
+            elem.value = mapper(str(elem.value))
+
+    def shift(self, elem: DataElement) -> None:
+        if elem.VR == "DA":
+            fn = pseudo.shift_da
+        elif elem.VR == "DT":
+            fn = pseudo.shift_dt
+        else:
+            return  # TM and others: a whole-day shift leaves them as they are
+        values = elem.value if isinstance(elem.value, MultiValue) else [elem.value]
+        shifted = [fn(str(v), self.days) for v in values if v not in (None, "")]
+        self.shifted = True
+        elem.value = [v for v in shifted if v] or None
+        if isinstance(elem.value, list) and len(elem.value) == 1:
+            elem.value = elem.value[0]
+
+    def clean(self, ds: Dataset, elem: DataElement) -> None:
+        if elem.VR in ("DA", "DT"):
+            self.shift(elem)
+        elif elem.VR in _CLEANABLE_VRS:
+            self.defer(ds, elem.tag, elem.VR, "descriptor")
+        else:
+            del ds._dict[elem.tag]
+
+    def dummy(self, elem: DataElement) -> None:
+        vr = elem.VR
+        if vr in ("DA", "DT") and self.engine.options.retain_longitudinal_modified_dates:
+            self.shift(elem)
+            if elem.value:
+                return
+        value: Any
+        if vr == "DA":
+            value = "19000101"
+        elif vr == "DT":
+            value = "19000101000000"
+        elif vr == "TM":
+            value = "000000"
+        elif vr == "UI":
+            self.uid(elem)
+            return
+        elif vr == "AS":
+            value = "000Y"
+        elif vr in _NUMERIC_VRS:
+            value = 0
+        elif vr in _BYTES_VRS or vr.startswith("O"):
+            value = b"\x00\x00"
+        else:
+            value = _DUMMY_TEXT
+        elem.value = value
+
+
+def write_ascii(ds: Dataset, tag: int, raw: Any, vr: str, values: list[str]) -> None:
+    """Replace an element by ready-encoded ASCII values (the fast writer's raw form)."""
+    data = "\\".join(values).encode("ascii", "replace")
+    if len(data) % 2:
+        data += b"\0" if vr == "UI" else b" "
+    elements: Any = ds._dict
+    # The writer puts its own header in front (the flags only guide pydicom's decoding).
+    implicit = bool(getattr(raw, "is_implicit_VR", False))
+    little = bool(getattr(raw, "is_little_endian", True))
+    elements[tag] = RawDataElement(
+        raw.tag, vr if raw.VR is not None else None, len(data), data, 0, implicit, little
+    )
+
+
+def _vr_of(raw: RawDataElement | DataElement) -> str:
+    vr = raw.VR
+    if vr is None:  # implicit VR: the dictionary's
+        try:
+            return str(dictionary_VR(raw.tag))
+        except KeyError:
+            return "UN"
+    return str(vr)
+
+
+def _text(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, DataElement):
+        value = value.value
+    if isinstance(value, bytes):
+        value = value.decode("latin-1", "replace")
+    return str(value).strip("\x00 ")
