@@ -283,13 +283,7 @@ def _validate(cfg: Config) -> None:
     for key, value in positive.items():
         if value <= 0:
             raise ConfigError(f"{src}: [{key}] must be greater than 0, not {value}")
-    if cfg.deid.age_cap_years < 0:
-        raise ConfigError(f"{src}: [deid.age_cap_years] must be 0 (no cap) or more")
-    for name in cfg.deid.vocabulary_files:
-        if not Path(name).expanduser().is_file():
-            raise ConfigError(
-                f"{src}: [deid.vocabulary_files] names {name!r}, which is not a readable file"
-            )
+    _validate_deid(cfg.deid, src)
     if cfg.pipeline.workers < 0:
         raise ConfigError(f"{src}: [pipeline.workers] must be 0 (one per core) or more")
     if cfg.target.max_mbps < 0:
@@ -338,6 +332,16 @@ def _validate_dicom_numbers(dicom: DicomConfig, src: str) -> None:
     if bool(dicom.tls_certificate) != bool(dicom.tls_key):
         raise ConfigError(f"{src}: [dicom.tls_certificate] and [dicom.tls_key] go together: "
                           "set both to turn DICOM TLS on, or neither")
+
+
+def _validate_deid(deid: DeidConfig, src: str) -> None:
+    if deid.age_cap_years < 0:
+        raise ConfigError(f"{src}: [deid.age_cap_years] must be 0 (no cap) or more")
+    for name in deid.vocabulary_files:
+        if not Path(name).expanduser().is_file():
+            raise ConfigError(
+                f"{src}: [deid.vocabulary_files] names {name!r}, which is not a readable file"
+            )
 
 
 def load_config(

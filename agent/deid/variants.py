@@ -236,13 +236,7 @@ class _Builder:
             return
         elements: Any = ds._dict
         if 0x00080005 in elements:
-            try:
-                from pydicom.charset import convert_encodings
-
-                value = ds[0x00080005].value
-                encodings = convert_encodings(value if value else "ISO_IR 6")
-            except Exception:  # noqa: BLE001 -- a broken character set: ASCII/Latin-1
-                encodings = None
+            encodings = _encodings(ds)
         for key in list(elements):
             tag = int(key)
             raw = elements[key]
@@ -348,6 +342,16 @@ class _Builder:
                 if len(words) == 1 or (len(f) >= 5 and f not in _GENERIC_PLACE
                                        and not _is_vocabulary(f)):
                     self.put(f, "place", len(f) < 6, frozenset())
+
+
+def _encodings(ds: Dataset) -> Any:
+    from pydicom.charset import convert_encodings
+
+    try:
+        value = ds[0x00080005].value
+        return convert_encodings(value if value else "ISO_IR 6")
+    except Exception:  # noqa: BLE001 -- a broken character set: ASCII/Latin-1
+        return None
 
 
 def _spellings(word: str) -> list[str]:

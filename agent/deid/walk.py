@@ -141,22 +141,14 @@ class Walk:
         elements: Any = ds._dict
         safe = self.engine.profile.safe_private
         keep_safe = self.engine.options.retain_safe_private
-        creators: dict[int, str] = {}
-        for tag in tags:
-            elem = tag & 0xFFFF
-            if 0x10 <= elem <= 0xFF:
-                creators[tag] = _text(ds[tag].value) if keep_safe else ""
+        creators = _creators(ds, tags) if keep_safe else {}
         kept_blocks: set[int] = set()
         for tag in tags:
             group, elem = tag >> 16, tag & 0xFFFF
             if elem < 0x1000:
                 continue
             raw = elements[tag]
-            vr = raw.VR or ""
-            if vr == "PN":
-                self.record("name", raw, vr)  # a name in a vendor's element is still a name
-            elif vr in ("DA", "DT"):
-                self.record("date", raw, vr)
+            self.record_private(raw)
             block_tag = (group << 16) | (elem >> 8)
             creator = creators.get(block_tag, "")
             if keep_safe and creator and (group, elem & 0xFF, creator) in safe:
@@ -165,13 +157,20 @@ class Walk:
                     for item in ds[tag].value:
                         self.dataset(item)
                 else:
-                    self.pending.append(Pending(ds, tag, _vr_of(raw), "private",
-                                                self.encodings))
+                    self.defer(ds, tag, _vr_of(raw), "private")
             else:
                 del elements[tag]
         for tag in tags:
             if (tag & 0xFFFF) < 0x1000 and tag not in kept_blocks:
                 del elements[tag]
+
+    def record_private(self, raw: Any) -> None:
+        """A name or date in a vendor's element (explicit VR) is still an identifier."""
+        vr = raw.VR or ""
+        if vr == "PN":
+            self.record("name", raw, vr)
+        elif vr in ("DA", "DT"):
+            self.record("date", raw, vr)
 
     def defer(self, ds: Dataset, tag: int, vr: str, mode: str) -> None:
         self.pending.append(Pending(ds, tag, vr, mode, self.encodings))
@@ -181,19 +180,9 @@ class Walk:
         if action is Action.REMOVE:
             del elements[tag]
             return
+        if self.deferred(ds, tag, action, vr):
+            return
         raw = elements[tag]
-        if action is Action.KEEP and vr not in ("SQ", "UN"):
-            if vr in SCREENED_VRS:
-                self.defer(ds, tag, vr, self.engine.keep_mode(int(tag), vr))
-            elif vr == "AS":
-                self.engine.cap_age(ds, tag)
-            return  # the common case: untouched, written back as raw bytes
-        if action is Action.SCRUB and vr != "UN":
-            self.defer(ds, tag, vr, "text")
-            return
-        if action is Action.CLEAN and vr in _CLEANABLE_VRS:
-            self.defer(ds, tag, vr, "descriptor")
-            return
         if isinstance(raw, RawDataElement) and vr in _FAST_VRS and self.fast(ds, tag, raw, vr,
                                                                              action):
             return
@@ -202,9 +191,29 @@ class Walk:
         except Exception:  # noqa: BLE001 -- a value we cannot read is a value we drop
             del elements[tag]
             return
+        self.decoded(ds, elem, action)
+
+    def deferred(self, ds: Dataset, tag: int, action: Action, vr: str) -> bool:
+        """Kept text goes to the screen; True when nothing else is to be done now."""
+        if action is Action.KEEP and vr not in ("SQ", "UN"):
+            if vr in SCREENED_VRS:
+                self.defer(ds, tag, vr, self.engine.keep_mode(int(tag), vr))
+            elif vr == "AS":
+                self.engine.cap_age(ds, tag)
+            return True  # the common case: untouched, written back as raw bytes
+        if action is Action.SCRUB and vr != "UN":
+            self.defer(ds, tag, vr, "text")
+            return True
+        if action is Action.CLEAN and vr in _CLEANABLE_VRS:
+            self.defer(ds, tag, vr, "descriptor")
+            return True
+        return False
+
+    def decoded(self, ds: Dataset, elem: DataElement, action: Action) -> None:
+        """The action on a decoded element (sequences recursed into)."""
         vr = elem.VR
         if vr == "UN":
-            del elements[tag]  # standard tag the dictionary cannot type: not known safe
+            del ds._dict[elem.tag]  # standard tag the dictionary cannot type: not known safe
             return
         if vr == "SQ":
             if action is Action.EMPTY:
@@ -213,14 +222,18 @@ class Walk:
                 for item in elem.value:
                     self.dataset(item)
             return
-        if action in (Action.KEEP, Action.RECURSE):
+        if action in (Action.KEEP, Action.RECURSE, Action.SCRUB):
             if vr in SCREENED_VRS:  # a UN element typed by the dictionary: screened too
-                self.defer(ds, tag, vr, self.engine.keep_mode(int(tag), vr))
+                mode = "text" if action is Action.SCRUB else self.engine.keep_mode(
+                    int(elem.tag), vr)
+                self.defer(ds, elem.tag, vr, mode)
             return
-        if action is Action.SCRUB:
-            self.defer(ds, tag, vr, "text")
-        elif action is Action.EMPTY:
-            elem.value = None if vr not in _BYTES_VRS else b""
+        self.change(ds, elem, action)
+
+    def change(self, ds: Dataset, elem: DataElement, action: Action) -> None:
+        """The actions that give a decoded value a new value."""
+        if action is Action.EMPTY:
+            elem.value = None if elem.VR not in _BYTES_VRS else b""
         elif action is Action.PSEUDONYM:
             elem.value = self.pseudonym
         elif action is Action.UID:
@@ -343,6 +356,11 @@ def write_ascii(ds: Dataset, tag: int, raw: Any, vr: str, values: list[str]) -> 
     elements[tag] = RawDataElement(
         raw.tag, vr if raw.VR is not None else None, len(data), data, 0, implicit, little
     )
+
+
+def _creators(ds: Dataset, tags: list[int]) -> dict[int, str]:
+    """Private creator element tag -> creator name."""
+    return {tag: _text(ds[tag].value) for tag in tags if 0x10 <= (tag & 0xFFFF) <= 0xFF}
 
 
 def _vr_of(raw: RawDataElement | DataElement) -> str:
