@@ -104,6 +104,29 @@ class TargetConfig:
 
 
 @dataclass(frozen=True)
+class ResultsConfig:
+    """``[results]``: results of cloud processing brought home and re-identified locally."""
+
+    enabled: bool = False
+    #: Re-identified result objects land here (one folder per patient and study).
+    folder: str = ""
+    #: And/or are sent by C-STORE to this node: "AE@host:port".
+    pacs: str = ""
+    #: The container the cloud worker writes results to (same account as [target]).
+    container: str = "results"
+    #: A file holding a SAS (read + list) for the results container, when the [target]
+    #: credentials are an upload-only SAS; empty: the [target] credentials.
+    secret_file: str = ""
+    #: Seconds between looks for the results of one delivery; backs off up to the maximum.
+    poll_seconds: float = 10.0
+    max_poll_seconds: float = 300.0
+    #: No results after this long: the delivery is shown as timed out (still watched).
+    timeout_minutes: float = 60.0
+    #: Days the encrypted re-link store keeps what restores identity; 0 = for ever.
+    relink_retention_days: int = 365
+
+
+@dataclass(frozen=True)
 class TrayConfig:
     notifications: bool = True
     autostart: bool = False
@@ -155,6 +178,7 @@ class Config:
     target: TargetConfig = field(default_factory=TargetConfig)
     tray: TrayConfig = field(default_factory=TrayConfig)
     dicom: DicomConfig = field(default_factory=DicomConfig)
+    results: ResultsConfig = field(default_factory=ResultsConfig)
     log: LogConfig = field(default_factory=LogConfig)
     #: Where the agent keeps its state, logs and config (not a TOML section).
     paths: AgentPaths = field(default_factory=default_paths)
@@ -175,6 +199,7 @@ _SECTIONS: dict[str, type] = {
     "target": TargetConfig,
     "tray": TrayConfig,
     "dicom": DicomConfig,
+    "results": ResultsConfig,
     "log": LogConfig,
 }
 _TARGET_KINDS = ("folder", "azure")
@@ -294,6 +319,33 @@ def _validate(cfg: Config) -> None:
         raise ConfigError(
             f"{src}: [site.name] must be 1-32 letters, digits, '-' or '_', not {name!r}"
         )
+    _validate_results(cfg, src)
+
+
+def _validate_results(cfg: Config, src: str) -> None:
+    r = cfg.results
+    if r.pacs:
+        ae, _, address = r.pacs.partition("@")
+        host, _, port = address.rpartition(":")
+        if not (1 <= len(ae) <= 16 and host and port.isdigit() and 0 < int(port) < 65536):
+            raise ConfigError(f"{src}: [results.pacs] must look like AE@host:port, not "
+                              f"{r.pacs!r}")
+    for key, value in (("results.poll_seconds", r.poll_seconds),
+                       ("results.max_poll_seconds", r.max_poll_seconds),
+                       ("results.timeout_minutes", r.timeout_minutes)):
+        if value <= 0:
+            raise ConfigError(f"{src}: [{key}] must be greater than 0, not {value}")
+    if r.relink_retention_days < 0:
+        raise ConfigError(f"{src}: [results.relink_retention_days] must be 0 (keep) or more")
+    if not r.enabled:
+        return
+    if cfg.target.kind != "azure":
+        raise ConfigError(f"{src}: [results] enabled needs [target] kind = \"azure\": the "
+                          "cloud worker reads deliveries from and writes results to Azure "
+                          "Blob Storage")
+    if not r.folder and not r.pacs:
+        raise ConfigError(f"{src}: [results] enabled needs a folder or a pacs to deliver "
+                          "the re-identified results to")
 
 
 def _validate_dicom(dicom: DicomConfig, src: str) -> None:

@@ -41,6 +41,7 @@ from agent.workqueue import ScheduledQueue
 if TYPE_CHECKING:
     from agent.dicomnode.scp import DicomNode
     from agent.dicomnode.status import NodeStatus
+    from agent.results.service import ResultsService
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +83,7 @@ class Agent:
         self._target_message = ""
         self._offline_delay = _OFFLINE_RETRY[0]
         self._started = False
+        self.results = self._results_service()
 
     @property
     def config(self) -> Config:
@@ -118,6 +120,8 @@ class Agent:
                 on_expired=self._series_expired,
             )
             self._watcher.start()
+        if self.results is not None:
+            self.results.start()
         log.info("agent started: %d workers, target %s", len(self._workers),
                  self.target.description)
 
@@ -133,6 +137,8 @@ class Agent:
             self._watcher.stop(timeout=min(1.5, timeout / 3))
         if self._dicom is not None:
             self._dicom.stop(timeout=min(1.5, timeout / 3))
+        if self.results is not None:
+            self.results.stop(timeout=min(1.0, timeout / 5))
         for t in self._workers:
             t.join(max(0.0, deadline - time.monotonic() - 0.5))
         busy = [t.name for t in self._workers if t.is_alive()]
@@ -151,6 +157,28 @@ class Agent:
     def wait(self, timeout: float | None = None) -> bool:
         """Block until the agent stopped; True if it did."""
         return self._stopped.wait(timeout)
+
+    def _results_service(self) -> ResultsService | None:
+        """The cloud loop's poller (``[results] enabled``), subscribed to deliveries."""
+        if not self._cfg.results.enabled:
+            return None
+        from agent.results.service import ResultsService
+
+        service = ResultsService(self._cfg, self.ledger, self._site_key, self._emit)
+        self.subscribe(service.on_event)
+        return service
+
+    def retry_results(self, series_id: int) -> bool:
+        """Look for (and bring home) the results of a delivered series again."""
+        return self.results is not None and self.results.retry(series_id)
+
+    def results_identity(self, series_id: int) -> str | None:
+        """Who a series' results belong to, read from the local re-link store at display
+        time (tray notifications: "Results ready for <patient> (local)"). Never log it."""
+        if self.results is None:
+            return None
+        identity = self.results.identity_of(series_id)
+        return None if identity is None else identity.display_name
 
     # -- what front ends call --------------------------------------------------------------
 

@@ -78,6 +78,10 @@ def build_stages(cfg: Config, site_secret: bytes) -> list[Stage]:
     from agent.deid import DeidStage, VerifyStage
 
     stages: list[Stage] = [DeidStage(cfg, site_secret)]
+    if cfg.results.enabled:  # the cloud loop: record what restores identity to results
+        from agent.results import relink_stage
+
+        stages.append(relink_stage(cfg, site_secret))
     if cfg.deface.enabled:
         from agent.deface import DefaceStage
 

@@ -77,6 +77,7 @@ class EventKind(StrEnum):
     RESUMED = "resumed"
     HEALTH = "health"              # a part of the engine failed or recovered
     RESULTS = "results"            # results came back from the cloud
+    RESULTS_FAILED = "results-failed"  # cloud processing failed, timed out or was invalid
     STATE = "state"
 
 
@@ -90,6 +91,31 @@ class AuditEvent(StrEnum):
     CONFIRMED = "confirmed"
     EXPORT_REMOVED = "export-removed"
     RETRIED = "retried"
+    # The cloud loop (agent/results): hashes and pseudonymous locations only.
+    RELINK_RECORDED = "relink-recorded"
+    RESULTS_EXPECTED = "results-expected"
+    RESULTS_RECEIVED = "results-received"
+    RESULTS_REIDENTIFIED = "results-reidentified"
+    RESULTS_DELIVERED = "results-delivered"
+    RESULTS_FAILED = "results-failed"
+    RESULTS_INVALID = "results-invalid"
+    RESULTS_TIMEOUT = "results-timeout"
+    RESULTS_RETRIED = "results-retried"
+
+
+class ResultsState(StrEnum):
+    """Where the cloud results of one delivered series are (agent/results)."""
+
+    #: Delivered; the worker's results are awaited.
+    WAITING = "waiting"
+    #: No results within [results] timeout_minutes; still watched, less often.
+    TIMED_OUT = "timed-out"
+    #: The worker recorded a final failure (job failed, delivery invalid).
+    FAILED = "failed"
+    #: Results arrived but did not verify, or could not be re-linked; a person may retry.
+    INVALID = "invalid"
+    #: Re-identified and delivered to the results folder / PACS.
+    DELIVERED = "delivered"
 
 
 class ProblemCode(StrEnum):

@@ -83,14 +83,19 @@ class ManifestNotifier:
             )
         return convert(exc, action=action, where=self.where)
 
-    def notify(self, location: str, manifest_blob: str, content_sha256: str) -> None:
-        message = json.dumps({
+    def notify(self, location: str, manifest_blob: str, content_sha256: str, *,
+               reprocess: bool = False) -> None:
+        """``reprocess``: a person asked the cloud to process the delivery again."""
+        doc: dict[str, Any] = {
             "event": "clinic2cloud.manifest",
             "container": self.container,
             "blob": manifest_blob,
             "location": location,
             "content_sha256": content_sha256,
-        })
+        }
+        if reprocess:
+            doc["reprocess"] = True
+        message = json.dumps(doc)
         try:
             self._client.send_message(message)
         except AzureError as exc:
