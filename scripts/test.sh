@@ -9,6 +9,6 @@ PY=${PYTHON:-python3}
 . .venv/bin/activate
 python -m pip install -q --upgrade pip >/dev/null
 python -m pip install -q -e '.[dev]'
-ruff check agent tests bench
+ruff check agent cloud tests bench
 mypy
 python -m pytest -q -p no:cacheprovider "$@"

@@ -21,8 +21,15 @@ from tests.sync.azurite import blobs_under, download
 from tests.waiting import wait_until
 
 from .conftest import Storage
-from .roundtrip import COLIN, IDENTITY, SECRETS, WorkerProcess, wait_for_files, worker_config
-from .roundtrip import write_head
+from .roundtrip import (
+    COLIN,
+    IDENTITY,
+    SECRETS,
+    WorkerProcess,
+    wait_for_files,
+    worker_config,
+    write_head,
+)
 
 pytestmark = pytest.mark.skipif(not COLIN.is_file(),
                                 reason="Colin27 not found: apt-get install mricron-data")
