@@ -13,13 +13,13 @@ from pathlib import Path
 
 import pytest
 from azure.storage.queue import QueueClient, TextBase64EncodePolicy
-
 from clinic2cloud_worker.cli import drain
 from clinic2cloud_worker.config import Config, StorageConfig, WorkerConfig
 from clinic2cloud_worker.job import Outcome, run_job
 from clinic2cloud_worker.messages import Job, agent_message
 from clinic2cloud_worker.results import ResultsStore
 from clinic2cloud_worker.storage import open_storage
+
 from tests.sync.azurite import blobs_under, download
 
 from .conftest import Storage

@@ -37,9 +37,26 @@ def _largest(mask: sitk.Image) -> sitk.Image:
     return sitk.RelabelComponent(sitk.ConnectedComponent(mask), sortByObjectSize=True) == 1
 
 
+#: The mask is computed on a grid of this spacing (mm) at most, then brought back to the
+#: volume's own grid: the morphology costs 8x less at 2 mm than at 1 mm.
+WORK_SPACING = 2.0
+
+
+def _coarse(image: sitk.Image) -> sitk.Image:
+    spacing = [max(s, WORK_SPACING) for s in image.GetSpacing()]
+    if list(spacing) == list(image.GetSpacing()):
+        return image
+    size = [max(1, int(round(n * s / t)))
+            for n, s, t in zip(image.GetSize(), image.GetSpacing(), spacing, strict=True)]
+    smooth = sitk.SmoothingRecursiveGaussian(image, WORK_SPACING / 2)
+    return sitk.Resample(smooth, size, sitk.Transform(), sitk.sitkLinear, image.GetOrigin(),
+                         spacing, image.GetDirection(), 0.0, sitk.sitkFloat32)
+
+
 def brain_mask(image: sitk.Image) -> BrainMask:
     """The brain of ``image`` (a 3-D head volume in real-world values)."""
-    img = sitk.Cast(image, sitk.sitkFloat32)
+    full = sitk.Cast(image, sitk.sitkFloat32)
+    img = _coarse(full)
     smooth = sitk.SmoothingRecursiveGaussian(img, 1.0)
     head = sitk.BinaryFillhole(_largest(sitk.OtsuThreshold(smooth, 0, 1)))
     values = sitk.GetArrayViewFromImage(smooth)[sitk.GetArrayViewFromImage(head) > 0]
@@ -51,8 +68,12 @@ def brain_mask(image: sitk.Image) -> BrainMask:
     core = _largest(sitk.BinaryErode(tissue, radius))
     brain = sitk.BinaryDilate(core, radius) & tissue
     brain = sitk.BinaryFillhole(sitk.BinaryMorphologicalClosing(brain, _radius(img, 8.0)))
+    if img is not full:  # back to the volume's grid, with a smooth (not blocky) edge
+        soft = sitk.Resample(sitk.Cast(brain, sitk.sitkFloat32), full, sitk.Transform(),
+                             sitk.sitkLinear, 0.0, sitk.sitkFloat32)
+        brain = sitk.BinaryThreshold(soft, 0.5, 2.0)
     mask = sitk.GetArrayFromImage(brain).astype(np.uint8)
-    voxel_ml = float(np.prod(img.GetSpacing())) / 1000.0
+    voxel_ml = float(np.prod(full.GetSpacing())) / 1000.0
     volume = float(mask.sum()) * voxel_ml
     return BrainMask(mask=mask, volume_ml=volume,
                      plausible=PLAUSIBLE_ML[0] <= volume <= PLAUSIBLE_ML[1])
