@@ -27,14 +27,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from azure.storage.queue import QueueServiceClient  # noqa: E402
+from azure.storage.queue import QueueServiceClient
 
-from agent.config import load_config, replace  # noqa: E402
-from agent.main import Agent  # noqa: E402
-from agent.paths import AgentPaths  # noqa: E402
-from agent.status import AgentEvent  # noqa: E402
-from agent.vocab import EventKind  # noqa: E402
-from tests.results.roundtrip import (  # noqa: E402
+from agent.config import load_config, replace
+from agent.main import Agent
+from agent.paths import AgentPaths
+from agent.status import AgentEvent
+from agent.vocab import EventKind
+from tests.results.roundtrip import (
     COLIN,
     WorkerProcess,
     connection_string,
@@ -42,7 +42,7 @@ from tests.results.roundtrip import (  # noqa: E402
     worker_config,
     write_head,
 )
-from tests.sync.azurite import Azurite  # noqa: E402
+from tests.sync.azurite import Azurite
 
 
 def main() -> int:

@@ -67,7 +67,7 @@ def to_pacs(files: list[Path], pacs: str) -> bool:
     """Send ``files`` by C-STORE; False when the DICOM node is not installed. Raises
     TargetUnavailable when the PACS cannot be reached (retried later)."""
     try:
-        from agent.dicomnode import scu  # type: ignore[attr-defined]
+        from agent.dicomnode import scu
     except ImportError:
         return False
     ae, host, port = pacs_address(pacs)

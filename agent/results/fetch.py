@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from azure.core.exceptions import ResourceNotFoundError
+from azure.core.exceptions import AzureError, ResourceNotFoundError
 from azure.storage.blob import ContainerClient
 
 from agent.config import Config
@@ -87,7 +87,7 @@ class ResultsSource:
                 failure = self._json(f"{location}/{FAILURE}") or {}
         except ResourceNotFoundError:
             return Seen(False, None)
-        except Exception as exc:
+        except AzureError as exc:
             raise convert(exc, action="looking for results", where=self.where) from None
         return Seen(MANIFEST in names, failure)
 
@@ -127,7 +127,7 @@ class ResultsSource:
                 self._fetch(f"{location}/{rel}", into / rel, size, sha, rel)
         except ResultsInvalid:
             raise
-        except Exception as exc:
+        except AzureError as exc:
             raise convert(exc, action="downloading results", where=self.where) from None
         return Downloaded(folder=into, manifest=manifest, files=[e[0] for e in entries])
 

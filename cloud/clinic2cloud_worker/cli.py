@@ -27,6 +27,8 @@ import threading
 from pathlib import Path
 from types import FrameType
 
+from azure.core.exceptions import AzureError
+
 from clinic2cloud_worker import __version__
 from clinic2cloud_worker.config import Config, load
 from clinic2cloud_worker.errors import StorageUnavailable, WorkerError
@@ -74,7 +76,7 @@ def drain(cfg: Config, storage: Storage, stop: threading.Event, *, listen: bool)
         try:
             batch = list(queue.receive_messages(messages_per_page=1, max_messages=1,
                                                 visibility_timeout=visibility))
-        except Exception as exc:
+        except AzureError as exc:
             raise convert(exc, f"reading the queue {cfg.queue_name}", storage.where) from None
         if not batch:
             if not listen:
@@ -85,8 +87,12 @@ def drain(cfg: Config, storage: Storage, stop: threading.Event, *, listen: bool)
             _process_message(cfg, storage, queue, batch[0])
         except WorkerError:
             raise
-        except Exception as exc:
+        except AzureError as exc:
             raise convert(exc, "handling a queue message", storage.where) from None
+        except Exception as exc:
+            # The message comes back after its visibility timeout and is tried again.
+            log.error("unexpected %s while processing a message; it will come back",
+                      type(exc).__name__, exc_info=True)
         taken += 1
         if not listen and taken >= cfg.worker.max_messages:
             break
@@ -100,7 +106,7 @@ def scan(cfg: Config, storage: Storage, stop: threading.Event, prefix: str = "")
     try:
         names = [b.name for b in container.list_blobs(name_starts_with=prefix or None)
                  if b.name.endswith("/" + MANIFEST)]
-    except Exception as exc:
+    except AzureError as exc:
         raise convert(exc, "listing deliveries", storage.where) from None
     for name in names:
         if stop.is_set():

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from azure.core.exceptions import ResourceNotFoundError
+from azure.core.exceptions import AzureError, ResourceNotFoundError
 from azure.storage.blob import ContainerClient
 
 from clinic2cloud_worker.errors import DeliveryInvalid
@@ -57,7 +57,7 @@ def read_manifest(client: ContainerClient, location: str, where: str) -> tuple[d
         raw = client.get_blob_client(f"{location}/{MANIFEST}").download_blob().readall()
     except ResourceNotFoundError:
         raise DeliveryInvalid("the delivery has no manifest.json (not committed)") from None
-    except Exception as exc:
+    except AzureError as exc:
         raise convert(exc, "reading the delivery's manifest", where) from None
     try:
         doc = json.loads(raw)
@@ -87,7 +87,7 @@ def _fetch_one(client: ContainerClient, location: str, into: Path, rel: str, siz
         raise DeliveryInvalid(f"a file the manifest lists is missing: {rel}") from None
     except OSError:
         raise
-    except Exception as exc:
+    except AzureError as exc:
         raise convert(exc, "downloading the delivery", where) from None
     if written != size or h.hexdigest() != sha:
         raise DeliveryInvalid(f"a file differs from the manifest (size or SHA-256): {rel}")

@@ -23,12 +23,17 @@ import time
 from pathlib import Path
 from typing import Any
 
-from azure.core.exceptions import HttpResponseError, ResourceExistsError, ResourceNotFoundError
+from azure.core.exceptions import (
+    AzureError,
+    HttpResponseError,
+    ResourceExistsError,
+    ResourceNotFoundError,
+)
 from azure.storage.blob import BlobLeaseClient, ContainerClient, ContentSettings
 
 from clinic2cloud_worker import __version__
 from clinic2cloud_worker.delivery import safe_relative
-from clinic2cloud_worker.errors import StepFailed
+from clinic2cloud_worker.errors import DeliveryInvalid, StepFailed
 from clinic2cloud_worker.messages import MANIFEST
 from clinic2cloud_worker.storage import convert, status_of
 
@@ -71,7 +76,7 @@ class ResultsStore:
             raw = self.client.get_blob_client(name).download_blob().readall()
         except ResourceNotFoundError:
             return None
-        except Exception as exc:
+        except AzureError as exc:
             raise convert(exc, "reading the results container", self.where) from None
         try:
             doc = json.loads(raw)
@@ -93,7 +98,7 @@ class ResultsStore:
                     self.client.delete_blob(blob.name)
         except ResourceNotFoundError:
             pass
-        except Exception as exc:
+        except AzureError as exc:
             raise convert(exc, "clearing an earlier attempt's results", self.where) from None
 
     def write(self, location: str, output: Path, *, delivery: dict[str, Any],
@@ -108,7 +113,7 @@ class ResultsStore:
             rel = path.relative_to(output).as_posix()
             try:
                 safe_relative(rel)
-            except Exception:
+            except DeliveryInvalid:
                 raise StepFailed("the processing step wrote a file whose name is not "
                                  "allowed", code="step-bad-output") from None
             if rel in (FAILURE, LOCK):
@@ -120,7 +125,7 @@ class ResultsStore:
                     self.client.upload_blob(
                         f"{location}/{rel}", fh, overwrite=True, validate_content=True,
                         content_settings=ContentSettings(content_type=_content_type(rel)))
-            except Exception as exc:
+            except AzureError as exc:
                 raise convert(exc, "writing results", self.where) from None
             files.append({"path": rel, "size": path.stat().st_size, "sha256": sha})
         content = hashlib.sha256(
@@ -141,7 +146,7 @@ class ResultsStore:
                                         content_type="application/json"))
         except ResourceExistsError:
             raise
-        except Exception as exc:
+        except AzureError as exc:
             raise convert(exc, "writing the results manifest", self.where) from None
         try:
             self.client.delete_blob(f"{location}/{FAILURE}")
@@ -162,7 +167,7 @@ class ResultsStore:
             self.client.upload_blob(f"{location}/{FAILURE}", _json(doc), overwrite=True,
                                     content_settings=ContentSettings(
                                         content_type="application/json"))
-        except Exception as exc:
+        except AzureError as exc:
             raise convert(exc, "recording a failed job", self.where) from None
 
     def lock(self, location: str) -> Lease | None:
@@ -175,7 +180,7 @@ class ResultsStore:
             if status_of(exc) == 412:  # leased by another worker
                 return None
             raise convert(exc, "locking the job", self.where) from None
-        except Exception as exc:
+        except AzureError as exc:
             raise convert(exc, "locking the job", self.where) from None
         lease = BlobLeaseClient(blob)
         try:

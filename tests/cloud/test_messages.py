@@ -6,6 +6,7 @@ import base64
 import json
 
 import pytest
+
 from clinic2cloud_worker.messages import Job, agent_message, parse, valid_location
 
 LOC = "SITE1/SITE1-0A1B2C3D4E/0123456789abcdef/fedcba9876543210.v2"

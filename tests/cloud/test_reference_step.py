@@ -12,6 +12,7 @@ import numpy as np
 import pydicom
 import pytest
 import SimpleITK as sitk
+
 from clinic2cloud_worker.reference.brainmask import brain_mask
 from clinic2cloud_worker.reference.cli import main
 

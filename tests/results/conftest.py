@@ -10,7 +10,8 @@ import pytest
 from azure.storage.queue import QueueServiceClient
 
 from tests.sync.azurite import Azurite
-from tests.sync.conftest import azurite, azurite_queue  # noqa: F401 - fixtures
+from tests.sync.conftest import azurite as azurite
+from tests.sync.conftest import azurite_queue as azurite_queue
 
 from .roundtrip import connection_string
 
@@ -29,7 +30,7 @@ class Storage:
 
 
 @pytest.fixture
-def storage(azurite: Azurite, azurite_queue: Azurite) -> Iterator[Storage]:  # noqa: F811
+def storage(azurite: Azurite, azurite_queue: Azurite) -> Iterator[Storage]:
     deliveries, results = azurite.new_container(), azurite.new_container()
     name = f"q{uuid.uuid4().hex[:12]}"
     s = Storage(azurite, azurite_queue, deliveries, results, name)

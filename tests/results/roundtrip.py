@@ -106,7 +106,7 @@ class WorkerProcess:
 
     def __init__(self, config: Path, log: Path) -> None:
         self.log = log
-        self._log = open(log, "ab")  # noqa: SIM115 - kept while the process runs
+        self._log = open(log, "ab")
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(
             [str(ROOT / "cloud"), os.environ.get("PYTHONPATH", "")])}
         self.proc = subprocess.Popen(

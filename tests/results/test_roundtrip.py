@@ -25,6 +25,7 @@ from .roundtrip import (
     COLIN,
     IDENTITY,
     SECRETS,
+    Exported,
     WorkerProcess,
     wait_for_files,
     worker_config,
@@ -95,6 +96,16 @@ def test_head_series_goes_round_trip_and_comes_home_reidentified(
     after = blobs_under(storage.blob, storage.results)[manifest_name]
     assert after.etag == before.etag  # type: ignore[attr-defined]
 
+    _check_result_objects(seg_sr, exported, results_dir)
+    _check_nothing_in_the_cloud(storage, exported)
+    _check_ledger(agent, exported)
+    _check_store_sealed(cfg, exported)
+    # The tray's notification: the event names the pseudonym; the identity is read locally.
+    assert not any(s in ready.message for s in SECRETS)
+    assert shown == "Roundtripova, Rosalind"
+
+
+def _check_result_objects(seg_sr: list[Path], exported: Exported, results_dir: Path) -> None:
     # The result objects carry the original identity and reference the original study.
     objects = [pydicom.dcmread(p) for p in seg_sr]
     by_modality = {str(ds.Modality): ds for ds in objects}
@@ -122,6 +133,8 @@ def test_head_series_goes_round_trip_and_comes_home_reidentified(
     report = json.loads(next(results_dir.rglob("report.json")).read_text())
     assert 1000 < report["brain_volume_ml"] < 2000
 
+
+def _check_nothing_in_the_cloud(storage: Storage, exported: Exported) -> None:
     # Nothing identifying in the cloud: blob names and every blob's bytes.
     originals = (exported.study_uid, exported.series_uid, *list(exported.sop_uids)[:5])
     for container in (storage.deliveries, storage.results):
@@ -130,6 +143,8 @@ def test_head_series_goes_round_trip_and_comes_home_reidentified(
             for secret in (*SECRETS, *originals):
                 assert secret not in name and secret.encode() not in data, (container, name)
 
+
+def _check_ledger(agent: Agent, exported: Exported) -> None:
     # Every step in the ledger, with hashes and pseudonyms only.
     events_logged = [r.event for r in agent.ledger.audit_rows()]
     for step in (AuditEvent.RESULTS_EXPECTED, AuditEvent.RESULTS_RECEIVED,
@@ -140,6 +155,8 @@ def test_head_series_goes_round_trip_and_comes_home_reidentified(
     for secret in (*SECRETS, exported.study_uid, exported.series_uid):
         assert secret not in ledger_text
 
+
+def _check_store_sealed(cfg: Config, exported: Exported) -> None:
     # The re-link store is encrypted at rest: its files hold none of the identity.
     store_files = list(cfg.paths.state_dir.glob("relink.sqlite3*"))
     assert store_files
@@ -147,7 +164,3 @@ def test_head_series_goes_round_trip_and_comes_home_reidentified(
         data = f.read_bytes()
         for secret in (*SECRETS, exported.study_uid, exported.series_uid, "Canary"):
             assert secret.encode() not in data, f.name
-
-    # The tray's notification: the event names the pseudonym; the identity is read locally.
-    assert not any(s in ready.message for s in SECRETS)
-    assert shown == "Roundtripova, Rosalind"

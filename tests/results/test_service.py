@@ -33,6 +33,9 @@ IDENTITY = StudyIdentity(
 PSEUDO_STUDY, PSEUDO_SERIES, ORIGINAL_SERIES = "2.25.1001", "2.25.1002", "1.2.826.0.1.99.2"
 
 
+Fixture = tuple[ResultsService, list[AgentEvent], Ledger]
+
+
 @pytest.fixture
 def service(make_config: Callable[..., Config], storage: Storage, tmp_path: Path
             ) -> Iterator[tuple[ResultsService, list[AgentEvent], Ledger]]:
@@ -68,7 +71,8 @@ def _result_object(patient_id: str = PATIENT) -> bytes:
     ds.file_meta = FileMetaDataset()
     ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
     ds.file_meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
-    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID = "2.25.5555"
+    ds.SOPInstanceUID = "2.25.5555"
+    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
     ds.SOPClassUID = SecondaryCaptureImageStorage
     ds.PatientName, ds.PatientID, ds.StudyInstanceUID = patient_id, patient_id, PSEUDO_STUDY
     ds.SeriesInstanceUID, ds.Modality, ds.PatientIdentityRemoved = "2.25.5556", "OT", "YES"
@@ -97,18 +101,24 @@ def _audit(ledger: Ledger) -> list[str]:
     return [r.event for r in ledger.audit_rows()]
 
 
+def _state(svc: ResultsService) -> ResultsState | None:
+    e = svc.tracker.get(LOCATION)
+    return None if e is None else e.state
+
+
 def _one_look(svc: ResultsService) -> None:
     [due] = svc.tracker.due(float("inf"))
     svc.look(due)
 
 
-def test_results_are_reidentified_into_the_results_folder(service, storage: Storage) -> None:
+def test_results_are_reidentified_into_the_results_folder(service: Fixture,
+                                                          storage: Storage) -> None:
     svc, events, ledger = service
     _one_look(svc)  # nothing there yet: still waiting
-    assert svc.tracker.get(LOCATION).state == ResultsState.WAITING  # type: ignore[union-attr]
+    assert _state(svc) == ResultsState.WAITING
     _publish(storage, {"sc/obj.dcm": _result_object(), "report.json": b"{}"})
     _one_look(svc)
-    assert svc.tracker.get(LOCATION).state == ResultsState.DELIVERED  # type: ignore[union-attr]
+    assert _state(svc) == ResultsState.DELIVERED
     [obj] = list(Path(svc.cfg.results.folder).rglob("obj.dcm"))
     ds = pydicom.dcmread(obj)
     assert (ds.PatientID, str(ds.PatientName)) == ("MRN-31415926", "Quillfeather^Anselm")
@@ -120,13 +130,13 @@ def test_results_are_reidentified_into_the_results_folder(service, storage: Stor
     assert svc.tracker.due(float("inf")) == []  # never fetched twice
 
 
-def test_final_job_failure_is_recorded_notified_and_retryable(service, storage: Storage
+def test_final_job_failure_is_recorded_notified_and_retryable(service: Fixture, storage: Storage
                                                               ) -> None:
     svc, events, ledger = service
     _put(storage, "failure.json", json.dumps({"code": "step-failed", "final": False,
                                               "attempts": 1, "message": "exit 7"}).encode())
     _one_look(svc)
-    assert svc.tracker.get(LOCATION).state == ResultsState.WAITING  # type: ignore[union-attr]
+    assert _state(svc) == ResultsState.WAITING
     assert "results-attempt-failed" in _audit(ledger) and not events
     _put(storage, "failure.json", json.dumps({"code": "step-failed", "final": True,
                                               "attempts": 3, "message": "exit 7"}).encode())
@@ -137,25 +147,26 @@ def test_final_job_failure_is_recorded_notified_and_retryable(service, storage: 
     assert AuditEvent.RESULTS_FAILED in _audit(ledger)
     assert svc.tracker.due(float("inf")) == []
     assert svc.retry(e.series_id)
-    assert svc.tracker.get(LOCATION).state == ResultsState.WAITING  # type: ignore[union-attr]
+    assert _state(svc) == ResultsState.WAITING
     assert AuditEvent.RESULTS_RETRIED in _audit(ledger)
 
 
-def test_no_results_in_time_is_a_timeout_and_still_watched(service, storage: Storage) -> None:
+def test_no_results_in_time_is_a_timeout_and_still_watched(service: Fixture,
+                                                           storage: Storage) -> None:
     svc, events, ledger = service
     svc.cfg = svc.cfg.__class__(**{**svc.cfg.__dict__, "results": svc.cfg.results.__class__(
         **{**svc.cfg.results.__dict__, "timeout_minutes": 1e-6})})
     _one_look(svc)
-    assert svc.tracker.get(LOCATION).state == ResultsState.TIMED_OUT  # type: ignore[union-attr]
+    assert _state(svc) == ResultsState.TIMED_OUT
     assert [ev.kind for ev in events] == [EventKind.RESULTS_FAILED]
     assert _audit(ledger).count(AuditEvent.RESULTS_TIMEOUT) == 1
     _publish(storage, {"sc/obj.dcm": _result_object()})  # late results still come home
     _one_look(svc)
-    assert svc.tracker.get(LOCATION).state == ResultsState.DELIVERED  # type: ignore[union-attr]
+    assert _state(svc) == ResultsState.DELIVERED
 
 
 @pytest.mark.parametrize("case", ["hash", "other-patient"])
-def test_invalid_results_are_not_filed(service, storage: Storage, case: str) -> None:
+def test_invalid_results_are_not_filed(service: Fixture, storage: Storage, case: str) -> None:
     svc, events, ledger = service
     if case == "hash":
         _publish(storage, {"sc/obj.dcm": _result_object()}, lie=True)
