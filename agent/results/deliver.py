@@ -8,10 +8,9 @@ Folder layout (local, so it may show identity)::
 series of one study stay apart. The folder appears whole: written as ``<series>.partial``
 and renamed; results fetched again (a retry) replace the earlier copy.
 
-PACS (``[results] pacs = "AE@host:port"``): the DICOM objects are sent by C-STORE through
-the DICOM node's storage SCU (``agent.dicomnode``, issue 17) when it is installed: this
-module calls ``agent.dicomnode.scu.send_files(paths, ae_title=, host=, port=)``. Without it
-the folder delivery still happens and the ledger says the PACS was skipped.
+PACS (``[results] pacs = "AE@host:port"``): the re-identified DICOM objects are sent by
+C-STORE through the DICOM node's storage SCU (:func:`agent.dicomnode.scu.send_files`),
+with its retries and a state per object.
 """
 
 from __future__ import annotations
@@ -21,7 +20,7 @@ import re
 import shutil
 from pathlib import Path
 
-from agent.errors import TargetUnavailable
+from agent.config import Config
 from agent.results.relink import StudyIdentity
 
 _UNSAFE = re.compile(r"[^\w .,()+-]", re.UNICODE)
@@ -57,25 +56,15 @@ def to_folder(staged: Path, root: Path, identity: StudyIdentity, series: str) ->
     return final
 
 
-def pacs_address(pacs: str) -> tuple[str, str, int]:
-    ae, _, address = pacs.partition("@")
-    host, _, port = address.rpartition(":")
-    return ae, host, int(port)
+def to_pacs(files: list[Path], cfg: Config) -> tuple[int, int]:
+    """Send ``files`` by C-STORE to ``[results] pacs`` through the DICOM node's SCU, calling
+    as ``[dicom] ae_title`` (TLS from the ``[dicom]`` TLS files); (sent, not sent). Never
+    raises for the network: objects not sent are counted, and sent again on a retry."""
+    from agent.dicomnode.remote import RemoteNode
+    from agent.dicomnode.scu import send_files
+    from agent.dicomnode.tls import client_context
 
-
-def to_pacs(files: list[Path], pacs: str) -> bool:
-    """Send ``files`` by C-STORE; False when the DICOM node is not installed. Raises
-    TargetUnavailable when the PACS cannot be reached (retried later)."""
-    try:
-        from agent.dicomnode import scu
-    except ImportError:
-        return False
-    ae, host, port = pacs_address(pacs)
-    try:
-        scu.send_files(files, ae_title=ae, host=host, port=port)
-    except TargetUnavailable:
-        raise
-    except Exception as exc:  # noqa: BLE001 - converted at the module boundary
-        raise TargetUnavailable(f"the PACS {ae} could not take the results "
-                                f"({type(exc).__name__}); they are sent again later") from None
-    return True
+    node = RemoteNode.parse(cfg.results.pacs, calling_ae_title=cfg.dicom.ae_title,
+                            tls=client_context(cfg.dicom))
+    report = send_files(files, node, attempts=cfg.dicom.send_attempts)
+    return len(report.sent), len(report.not_sent)

@@ -28,7 +28,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from agent.config import Config
-from agent.errors import Clinic2CloudError, TargetUnavailable
+from agent.errors import Clinic2CloudError
 from agent.ledger import Ledger
 from agent.logs import log_failure
 from agent.results.deliver import to_folder, to_pacs
@@ -278,15 +278,15 @@ class ResultsService:
         pacs = "none"
         if r.pacs:
             dicoms = [p for p in sorted(final.rglob("*")) if p.is_file() and is_dicom(p)]
-            try:
-                pacs = "sent" if to_pacs(dicoms, r.pacs) else "skipped (no DICOM node)"
-            except TargetUnavailable as exc:
-                # The folder copy is done; the PACS is tried again on the next look.
-                log.warning("results of %s: %s", e.location, exc)
-                self.tracker.looked(e.location, self._next_look(e))
-                if not r.folder:
-                    return
-                pacs = "unreachable"
+            sent, not_sent = to_pacs(dicoms, self.cfg)
+            pacs = f"{sent} sent" + (f", {not_sent} not sent" if not_sent else "")
+            if not_sent:
+                self.ledger.audit("results-pacs-incomplete", e.series_id, location=e.location,
+                                  sent=sent, not_sent=not_sent)
+                self._emit(AgentEvent(EventKind.RESULTS_FAILED,
+                                      f"Results for {e.location.split('/')[1]}: {not_sent} "
+                                      "object(s) not accepted by the PACS; retry later",
+                                      e.series_id))
         self.tracker.set_state(e.location, ResultsState.DELIVERED, content_sha256=content)
         self.ledger.audit(AuditEvent.RESULTS_DELIVERED, e.series_id, location=e.location,
                           content_sha256=content, folder=bool(r.folder), pacs=pacs)

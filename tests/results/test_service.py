@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
+import socket
+import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -14,13 +17,15 @@ import pytest
 from pydicom.dataset import FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage
 
-from agent.config import Config
+from agent.config import Config, replace
 from agent.ledger import Ledger
 from agent.results.fetch import ResultsSource, open_results
 from agent.results.relink import StudyIdentity
 from agent.results.service import ResultsService
 from agent.status import AgentEvent
 from agent.vocab import AuditEvent, EventKind, ResultsState, SeriesState
+from tests.sync.azurite import free_port
+from tests.waiting import wait_until
 
 from .conftest import Storage
 
@@ -180,3 +185,37 @@ def test_invalid_results_are_not_filed(service: Fixture, storage: Storage, case:
     assert AuditEvent.RESULTS_INVALID in _audit(ledger)
     text = ledger.export("json")
     assert "MRN-31415926" not in text and "Quillfeather" not in text
+
+
+@pytest.mark.skipif(shutil.which("storescp") is None, reason="dcmtk storescp not installed")
+def test_results_go_to_the_pacs_reidentified(service: Fixture, storage: Storage,
+                                             tmp_path: Path) -> None:
+    svc, events, ledger = service
+    port = free_port()
+    received = tmp_path / "pacs"
+    received.mkdir()
+    scp = subprocess.Popen(["storescp", "-aet", "PACS", "-od", str(received), str(port)],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        assert wait_until(lambda: _listening(port), timeout=20)
+        svc.cfg = replace(svc.cfg, results_pacs=f"PACS@127.0.0.1:{port}")
+        _publish(storage, {"sc/obj.dcm": _result_object()})
+        _one_look(svc)
+        assert wait_until(lambda: any(received.iterdir()), timeout=20)
+    finally:
+        scp.terminate()
+        scp.wait(timeout=10)
+    [got] = list(received.iterdir())
+    ds = pydicom.dcmread(got)
+    assert ds.PatientID == "MRN-31415926" and ds.StudyInstanceUID == IDENTITY.study_uid
+    [delivered] = [r for r in ledger.audit_rows() if r.event == AuditEvent.RESULTS_DELIVERED]
+    assert json.loads(delivered.detail)["pacs"] == "1 sent"
+    assert [e.kind for e in events] == [EventKind.RESULTS]
+
+
+def _listening(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return True
+    except OSError:
+        return False
