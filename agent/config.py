@@ -81,6 +81,22 @@ class DefaceConfig:
 
 
 @dataclass(frozen=True)
+class PixelsConfig:
+    """Burned-in text, hidden bits and embedded bytes (the ``pixels`` stage)."""
+
+    #: Text on an image that shows an identifier of the study: "redact" (the line is filled
+    #: with its background) or "quarantine" (the series is kept back for a person).
+    on_identifier: str = "redact"
+    #: Redact every line of text found, identifier or not (like REDACT_ALL_TEXT).
+    redact_all_text: bool = False
+    #: Secondary captures, screen saves and derived images are delivered once their text is
+    #: checked (and redacted); false withholds them by policy.
+    deliver_captures: bool = True
+    #: Folder holding Tesseract's eng.traineddata; empty: the platform's usual places.
+    tessdata: str = ""
+
+
+@dataclass(frozen=True)
 class TargetConfig:
     kind: str = "folder"
     #: Folder target: the outbox.
@@ -175,6 +191,7 @@ class Config:
     pipeline: PipelineConfig = field(default_factory=PipelineConfig)
     deid: DeidConfig = field(default_factory=DeidConfig)
     deface: DefaceConfig = field(default_factory=DefaceConfig)
+    pixels: PixelsConfig = field(default_factory=PixelsConfig)
     target: TargetConfig = field(default_factory=TargetConfig)
     tray: TrayConfig = field(default_factory=TrayConfig)
     dicom: DicomConfig = field(default_factory=DicomConfig)
@@ -196,6 +213,7 @@ _SECTIONS: dict[str, type] = {
     "pipeline": PipelineConfig,
     "deid": DeidConfig,
     "deface": DefaceConfig,
+    "pixels": PixelsConfig,
     "target": TargetConfig,
     "tray": TrayConfig,
     "dicom": DicomConfig,
@@ -295,6 +313,9 @@ def _validate(cfg: Config) -> None:
             f"{src}: [target.kind] must be one of {', '.join(_TARGET_KINDS)}, "
             f"not {cfg.target.kind!r}"
         )
+    if cfg.pixels.on_identifier not in ("redact", "quarantine"):
+        raise ConfigError(f"{src}: [pixels.on_identifier] must be \"redact\" or "
+                          f"\"quarantine\", not {cfg.pixels.on_identifier!r}")
     if cfg.log.level.upper() not in _LOG_LEVELS:
         raise ConfigError(f"{src}: [log.level] must be one of {', '.join(_LOG_LEVELS)}")
     positive = {

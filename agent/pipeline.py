@@ -74,8 +74,9 @@ def outcome_of(row: SeriesRow) -> Outcome:
 
 
 def build_stages(cfg: Config, site_secret: bytes) -> list[Stage]:
-    """The standard stages: de-identify, deface (when enabled), verify."""
+    """The standard stages: de-identify, deface (when enabled), pixels, verify."""
     from agent.deid import DeidStage, VerifyStage
+    from agent.pixels import PixelStage
 
     stages: list[Stage] = [DeidStage(cfg, site_secret)]
     if cfg.results.enabled:  # the cloud loop: record what restores identity to results
@@ -86,6 +87,7 @@ def build_stages(cfg: Config, site_secret: bytes) -> list[Stage]:
         from agent.deface import DefaceStage
 
         stages.append(DefaceStage(cfg))
+    stages.append(PixelStage(cfg))
     stages.append(VerifyStage(cfg))
     return stages
 
@@ -198,7 +200,9 @@ class Pipeline:
                                       study=work.study_pseudonym, series=work.series_pseudonym)
             try:
                 stage(work)
+                self._record(row.id, work)
             except (SeriesProblem, Withheld, Interrupted):
+                self._record(row.id, work)
                 raise
             except Exception as exc:  # noqa: BLE001 -- a bug or a library error not converted: fail closed
                 log_failure(log, f"stage {stage.name} failed on series {row.id}", exc)
@@ -207,6 +211,12 @@ class Pipeline:
                     "the series was kept back. Please send the log folder to support.",
                     code="internal") from None
         self._write_ready(row, work)
+
+    def _record(self, series_id: int, work: SeriesWork) -> None:
+        """Write the audit events a stage left in ``work.audit`` (no PHI by contract)."""
+        for event, detail in work.audit:
+            self.ledger.audit(event, series_id, **detail)
+        work.audit.clear()
 
     def _write_ready(self, row: SeriesRow, work: SeriesWork) -> None:
         """Persist the verified outputs: a restart delivers them without reprocessing."""

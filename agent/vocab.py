@@ -101,6 +101,8 @@ class AuditEvent(StrEnum):
     RESULTS_INVALID = "results-invalid"
     RESULTS_TIMEOUT = "results-timeout"
     RESULTS_RETRIED = "results-retried"
+    PIXELS_REDACTED = "pixels-redacted"   # burned-in text redacted: where, never what
+    PIXELS_CLEANED = "pixels-cleaned"     # hidden bits, overlays, embedded bytes removed
 
 
 class ResultsState(StrEnum):

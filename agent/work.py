@@ -41,6 +41,9 @@ class SeriesWork:
     render: Path | None = None
     #: True when the defacing stage replaced the face.
     defaced: bool = False
+    #: Audit events a stage wants recorded (event, detail without PHI); the pipeline writes
+    #: them to the ledger after the stage returns, and empties the list.
+    audit: list[tuple[str, dict[str, object]]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if not self.files:

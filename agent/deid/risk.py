@@ -3,6 +3,13 @@
 Header de-identification cannot remove a name burned into the pixels, a face in a photo or
 a document's text. Each rule has a short name; ``[deid] allow_pixel_identity`` may list rule
 names, modalities or SOP Class UIDs that this site accepts anyway.
+
+Two rules are *text-checked* rather than refused: secondary captures / screen saves
+("secondary-capture") and a declared burned-in annotation ("burned-in"). Their risk is text,
+which the ``pixels`` stage (:mod:`agent.pixels`) reads on every frame and redacts, or
+withholds when ``[pixels] deliver_captures = false``; :func:`text_risks` tells it which
+objects are such (derived and secondary images too). Photos, video, documents and
+ultrasound stay refused: their identity is not only text.
 """
 
 from __future__ import annotations
@@ -20,6 +27,15 @@ class PixelRisk:
 
     rule: str
     reason: str
+
+    @property
+    def text_checked(self) -> bool:
+        """The pixels stage reads this object's text instead of refusing it wholesale."""
+        return self.rule in TEXT_CHECKED
+
+
+#: Rules whose risk is burned-in text, handled by the pixels stage (OCR and redaction).
+TEXT_CHECKED = frozenset({"secondary-capture", "burned-in"})
 
 
 _SC = "1.2.840.10008.5.1.4.1.1.7"
@@ -83,13 +99,24 @@ def pixel_risks(ds: Dataset) -> list[PixelRisk]:
     return out
 
 
+def text_risks(ds: Dataset) -> list[PixelRisk]:
+    """The text-checked risks of ``ds``, plus derived/secondary images (MPR, MIP, key
+    images, which viewers make with their annotations): every frame is read by OCR."""
+    out = [r for r in pixel_risks(ds) if r.text_checked]
+    image_type = {v.strip() for v in peek(ds, "ImageType").upper().split("\\")}
+    if image_type & {"DERIVED", "SECONDARY"}:
+        out.append(PixelRisk("derived", "is a derived or secondary image (Image Type)"))
+    return out
+
+
 def refusal(ds: Dataset, allowed: tuple[str, ...]) -> PixelRisk | None:
-    """The first risk not allowed by the site (by rule name, modality or SOP Class UID)."""
+    """The first risk not allowed by the site (by rule name, modality or SOP Class UID) and
+    not text-checked by the pixels stage."""
     allow = {a.strip().upper() for a in allowed}
     modality = peek(ds, "Modality").upper()
     sop_class = peek(ds, "SOPClassUID").upper()
     for risk in pixel_risks(ds):
-        if risk.rule.upper() in allow or sop_class in allow:
+        if risk.text_checked or risk.rule.upper() in allow or sop_class in allow:
             continue
         if modality in allow and risk.rule != "burned-in":
             continue  # allowing a modality never allows a declared burned-in annotation

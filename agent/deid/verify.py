@@ -68,6 +68,7 @@ from pydicom.uid import UID_dictionary  # type: ignore[attr-defined]
 from agent.config import Config
 from agent.deid.pool import make_pool
 from agent.deid.verify_parse import Element, Parsed, ParseError, parse
+from agent.deid.verify_pixels import PixelCheck
 from agent.errors import LeakFound, NotDicom, SeriesProblem
 from agent.work import SeriesWork
 
@@ -639,6 +640,8 @@ class VerifyStage:
             allow_burned_in="burned-in" in allowed,
         )
         self.processes = max(1, cfg.worker_count)
+        self.pixel_check = PixelCheck(cfg)  # issue 13: pixels (bits, segments, OCR)
 
     def __call__(self, work: SeriesWork) -> None:
         verify_series(work.source_files, work.files, self.rules, processes=self.processes)
+        self.pixel_check(work.source_files, work.files)

@@ -1,0 +1,257 @@
+"""The verifier's pixel checks: independent of the ``pixels`` stage, failing closed.
+
+Written apart from :mod:`agent.pixels` (it imports nothing of it): its own marker walk,
+its own bit test, its own identifier forms and its own OCR call, so that a mistake in the
+cleaner is not repeated here. Per output file:
+
+* native Pixel Data holds its samples and at most one zero pad byte;
+* every sample's bits outside Bits Stored / High Bit are in canonical form (zero, or the
+  sign repeated for signed data) - compressed frames are decoded (pydicom's handlers) to
+  see it;
+* compressed frames carry no JPEG COM or APPn segment beyond the codec's own (JFIF
+  without thumbnail, Adobe, JPEG-LS mrfx), no JPEG 2000 COM marker, nothing after EOI/EOC;
+* OCR over a sample of frames (every frame of a capture or derived image, up to
+  ``_CAPTURE_FRAMES``; ``_VOLUME_FRAMES`` spread over a volume series) shows none of the
+  patient's names, IDs or birth date.
+
+Any finding raises :class:`~agent.errors.LeakFound`; a frame that cannot be decoded is a
+finding too.
+"""
+
+from __future__ import annotations
+
+import re
+import struct
+import unicodedata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pydicom
+from pydicom.encaps import generate_frames
+
+from agent.config import Config
+from agent.errors import LeakFound
+
+_NATIVE = ("1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.1.99",
+           "1.2.840.10008.1.2.2")
+_VOLUME_FRAMES = 3
+_CAPTURE_FRAMES = 16
+_CAPTURE_CLASSES = ("1.2.840.10008.5.1.4.1.1.7",)
+
+
+def _fold(text: str) -> str:
+    text = unicodedata.normalize("NFKD", text)
+    text = "".join(c for c in text if not unicodedata.combining(c)).lower()
+    return re.sub(r"[^0-9a-z]", "", text.replace("0", "o").replace("1", "l"))
+
+
+def _needles(source: Path) -> set[str]:
+    """Folded forms of the patient's names, IDs and birth date (the original header)."""
+    ds = pydicom.dcmread(str(source), stop_before_pixels=True, force=True)
+    out: set[str] = set()
+    for kw in ("PatientName", "OtherPatientNames", "PatientBirthName"):
+        for part in re.split(r"[\^ ,\-]+", str(ds.get(kw, "") or "")):
+            if len(part) >= 4:
+                out.add(_fold(part))
+    for kw in ("PatientID", "OtherPatientIDs", "AccessionNumber"):
+        value = _fold(str(ds.get(kw, "") or ""))
+        if len(value) >= 5:
+            out.add(value)
+    birth = str(ds.get("PatientBirthDate", "") or "")
+    if len(birth) == 8 and birth.isdigit():
+        y, m, d = birth[:4], birth[4:6], birth[6:]
+        out |= {_fold(f) for f in (birth, f"{d}{m}{y}", f"{m}{d}{y}", f"{d}{m}{y[2:]}")}
+    return {n for n in out if len(n) >= 4}
+
+
+def _jpeg_findings(frame: bytes) -> list[str]:
+    out: list[str] = []
+    if not frame.startswith(b"\xff\xd8"):
+        return ["bytes before the JPEG start-of-image marker"]
+    pos, n = 2, len(frame)
+    while pos + 4 <= n:
+        if frame[pos] != 0xFF:
+            return out + ["JPEG marker structure broken"]
+        marker = frame[pos + 1]
+        if marker == 0xD9:
+            tail = frame[pos + 2:]
+            if len(tail) > 1 or tail.strip(b"\x00"):
+                out.append("bytes after the JPEG end-of-image marker")
+            return out
+        if marker in (0x01, 0xFF) or 0xD0 <= marker <= 0xD8:
+            pos += 2 if marker != 0xFF else 1
+            continue
+        (length,) = struct.unpack(">H", frame[pos + 2:pos + 4])
+        body = frame[pos + 4:pos + 2 + length]
+        if marker == 0xFE:
+            out.append("JPEG comment (COM) segment")
+        elif 0xE0 <= marker <= 0xEF and not (
+                (marker == 0xE0 and body.startswith(b"JFIF\x00") and len(body) == 14)
+                or (marker == 0xEE and body.startswith(b"Adobe") and len(body) == 12)
+                or (marker == 0xE8 and body.startswith(b"mrfx") and len(body) == 5)):
+            out.append(f"JPEG application segment APP{marker - 0xE0}")
+        pos += 2 + length
+        if marker == 0xDA:  # skip entropy-coded data to the next marker
+            while pos + 1 < n:
+                if frame[pos] == 0xFF and frame[pos + 1] not in (0x00, 0xFF) and not (
+                        0xD0 <= frame[pos + 1] <= 0xD7) and (frame[pos + 1] >= 0x80):
+                    break
+                pos += 1
+    return out
+
+
+def _j2k_findings(frame: bytes) -> list[str]:
+    if not frame.startswith(b"\xff\x4f\xff\x51"):
+        return ["JPEG 2000 frame is not a bare codestream"]
+    out = []
+    pos = 2
+    while pos + 4 <= len(frame):
+        marker, length = struct.unpack(">HH", frame[pos:pos + 4])
+        if marker == 0xFF90:
+            break
+        if marker == 0xFF64:
+            out.append("JPEG 2000 comment (COM) marker")
+        pos += 2 + length
+    end = frame.rfind(b"\xff\xd9")
+    if end < 0 or frame[end + 2:].strip(b"\x00") or len(frame) - end - 2 > 1:
+        out.append("bytes after the JPEG 2000 end-of-codestream marker")
+    return out
+
+
+def _bit_findings(words: np.ndarray[Any, Any], bits_alloc: int, stored: int, high: int,
+                  signed: bool) -> list[str]:
+    if stored >= bits_alloc or bits_alloc not in (8, 16, 32):
+        return []
+    u = words.view(f"u{bits_alloc // 8}").astype(np.uint64)
+    low = high - stored + 1
+    value = (u >> np.uint64(low)) & np.uint64((1 << stored) - 1)
+    if signed:
+        negative = (value >> np.uint64(stored - 1)) & np.uint64(1)
+        above = np.uint64(((1 << bits_alloc) - 1) ^ ((1 << (high + 1)) - 1))
+        expected = (value << np.uint64(low)) | (negative * above)
+    else:
+        expected = value << np.uint64(low)
+    if np.any(expected != u):
+        return ["sample bits outside Bits Stored / High Bit are not clear"]
+    return []
+
+
+def _samples_findings(ds: pydicom.Dataset) -> tuple[list[str], np.ndarray[Any, Any] | None]:
+    """Structure and bit findings of one dataset, and its decoded frames for OCR."""
+    if "PixelData" not in ds:
+        return [], None
+    ts = str(ds.file_meta.get("TransferSyntaxUID", ""))
+    rows, cols = int(ds.Rows), int(ds.Columns)
+    spp = int(ds.get("SamplesPerPixel", 1) or 1)
+    n = int(ds.get("NumberOfFrames", 1) or 1)
+    ba = int(ds.BitsAllocated)
+    bs = int(ds.get("BitsStored", ba) or ba)
+    hb = int(ds.get("HighBit", bs - 1) if ds.get("HighBit") is not None else bs - 1)
+    signed = int(ds.get("PixelRepresentation", 0) or 0) == 1
+    out: list[str] = []
+    data: bytes = ds.PixelData
+    if ts in _NATIVE:
+        expected = (rows * cols * spp * n * ba + 7) // 8
+        tail = data[expected:]
+        if len(tail) > 1 or tail.strip(b"\x00"):
+            out.append("bytes after the last sample")
+        if ba in (8, 16, 32):
+            order = ">" if ts == "1.2.840.10008.1.2.2" else "<"
+            words = np.frombuffer(data[:expected], f"{order}u{ba // 8}")
+            out += _bit_findings(words.astype(f"u{ba // 8}"), ba, bs, hb, signed)
+    else:
+        for frame in generate_frames(data, number_of_frames=n):
+            if ts.startswith("1.2.840.10008.1.2.4.9") or ts.startswith("1.2.840.10008.1.2.4.20"):
+                out += _j2k_findings(frame)
+            elif ts.startswith("1.2.840.10008.1.2.4."):
+                out += _jpeg_findings(frame)
+    try:
+        arr = pydicom.pixels.pixel_array(ds, correct_unused_bits=False)
+    except Exception:  # noqa: BLE001 - what cannot be decoded cannot be shown clean
+        return out + ["pixel data cannot be decoded"], None
+    if ts not in _NATIVE and ba in (8, 16, 32):
+        out += _bit_findings(np.ascontiguousarray(arr), ba, bs, hb, signed)
+    if n == 1:
+        arr = arr[None]
+    return sorted(set(out)), arr
+
+
+def _ocr_text(reader: Any, frame: np.ndarray[Any, Any]) -> str:
+    from PIL import Image
+
+    f = frame.astype(np.float32)
+    if f.ndim == 3:
+        f = f.mean(axis=2)
+    lo, hi = float(f.min()), float(f.max())
+    img = ((f - lo) * (255.0 / max(hi - lo, 1e-6))).astype(np.uint8)
+    if img.mean() < 128:
+        img = 255 - img
+    pil = Image.fromarray(img)
+    if max(pil.size) < 600:
+        pil = pil.resize((pil.width * 2, pil.height * 2), Image.Resampling.BICUBIC)
+    reader.SetImage(pil)
+    return str(reader.GetUTF8Text())
+
+
+class PixelCheck:
+    """The pixel part of the verify stage (built once, called per series)."""
+
+    def __init__(self, cfg: Config) -> None:
+        self.tessdata = cfg.pixels.tessdata
+        self._api: Any = None
+
+    def _reader(self) -> Any:
+        if self._api is None:
+            import tesserocr
+
+            from agent.pixels.ocr import find_tessdata  # where the data is, nothing else
+
+            path = str(find_tessdata(self.tessdata)) + "/"
+            self._api = tesserocr.PyTessBaseAPI(path=path, lang="eng",
+                                                psm=tesserocr.PSM.SPARSE_TEXT)
+        return self._api
+
+    def __call__(self, source_files: list[Path], outputs: list[Path]) -> None:
+        if not outputs:
+            return
+        needles = _needles(source_files[0]) if source_files else set()
+        findings: list[str] = []
+        decoded: list[tuple[Path, np.ndarray[Any, Any], bool]] = []
+        for path in outputs:
+            ds = pydicom.dcmread(str(path), force=True)
+            problems, arr = _samples_findings(ds)
+            findings += [f"{path.name}: {p}" for p in problems]
+            if arr is not None:
+                capture = (str(ds.get("SOPClassUID", "")) in _CAPTURE_CLASSES
+                           or str(ds.get("Modality", "")) in ("SC", "OT")
+                           or bool({"DERIVED", "SECONDARY", "SCREEN SHOT"}
+                                   & {str(v) for v in ds.get("ImageType", []) or []}))
+                decoded.append((path, arr, capture))
+        if needles:
+            findings += self._ocr(decoded, needles)
+        if findings:
+            raise LeakFound(
+                f"pixel verification failed: {'; '.join(findings[:3])}"
+                + (f" (and {len(findings) - 3} more)" if len(findings) > 3 else "")
+                + "; nothing of this series is delivered")
+
+    def _ocr(self, decoded: list[tuple[Path, np.ndarray[Any, Any], bool]],
+             needles: set[str]) -> list[str]:
+        frames: list[tuple[str, np.ndarray[Any, Any]]] = []
+        captures = [(p, a) for p, a, c in decoded if c]
+        if captures:
+            frames = [(p.name, a[k]) for p, a in captures for k in range(a.shape[0])]
+            frames = frames[:_CAPTURE_FRAMES]
+        else:
+            every = [(p.name, a[k]) for p, a, _ in decoded for k in range(a.shape[0])]
+            if every:
+                picks = np.linspace(0, len(every) - 1, min(_VOLUME_FRAMES, len(every)))
+                frames = [every[int(i)] for i in sorted(set(picks.astype(int)))]
+        out = []
+        reader = self._reader()
+        for name, frame in frames:
+            text = _fold(_ocr_text(reader, frame))
+            if any(n in text for n in needles):
+                out.append(f"{name}: OCR reads an identifier of the patient in the pixels")
+        return out

@@ -1,0 +1,270 @@
+"""One chunk of a series' files through the pixel checks; a file is re-written only when
+something in it changed.
+
+Per file: overlays and icons that survived the header profile are dropped; native Pixel
+Data is cut to its samples (trailing bytes go); compressed frames lose their embedded
+segments (:mod:`agent.pixels.segments`); samples are decoded with their unused bits as
+stored and put in canonical form (:mod:`agent.pixels.bits`). Then the frames of all files
+of one shape are searched for text together (:mod:`agent.pixels.text`), and lines that
+show an identifier are redacted.
+
+Compressed data whose samples must change (hidden bits set, text redacted, or a frame we
+cannot edit in place) is written uncompressed, Explicit VR Little Endian: re-encoding a
+lossy JPEG would add a generation of loss, no encoder exists here for every lossless
+syntax, and the decoded samples are what every reader sees. Colour that the decoder
+turned from YCbCr into RGB is labelled RGB.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import pydicom
+from pydicom.dataset import Dataset
+from pydicom.encaps import encapsulate, generate_frames
+from pydicom.uid import UID, ExplicitVRBigEndian, ExplicitVRLittleEndian
+
+from agent.errors import SeriesProblem
+from agent.pixels.bits import Layout, as_words, canonical, hidden_bits
+from agent.pixels.segments import Removed, Uncleanable, clean_frame
+from agent.pixels.text import Line, TextScanner, redact
+
+_NATIVE = frozenset({"1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.1.99",
+                     "1.2.840.10008.1.2.2"})
+_ICON = 0x00880200
+
+
+@dataclass
+class FileReport:
+    """What was done to one file (no PHI: counts, kinds and boxes)."""
+
+    index: int
+    changed: bool = False
+    hidden_samples: int = 0
+    removed: list[str] = field(default_factory=list)
+    removed_bytes: int = 0
+    transcoded: bool = False
+    lines: list[Line] = field(default_factory=list)
+    declared_burned_in: bool = False
+    sensitive: bool = False
+
+
+@dataclass
+class _Loaded:
+    path: Path
+    ds: Dataset
+    report: FileReport
+    samples: npt.NDArray[Any] | None = None
+    spp: int = 1
+    native_dirty: bool = False      # native samples changed: PixelData must be re-written
+    frames_clean: list[bytes] | None = None  # compressed frames re-encapsulated, unchanged
+    must_decompress: bool = False
+
+
+def _layout(ds: Dataset) -> Layout:
+    ba = int(ds.get("BitsAllocated", 0) or 0)
+    bs = int(ds.get("BitsStored", ba) or ba)
+    hb = int(ds.get("HighBit", bs - 1) if ds.get("HighBit") is not None else bs - 1)
+    return Layout(ba, bs, hb, int(ds.get("PixelRepresentation", 0) or 0) == 1)
+
+
+def _frames_of(samples: npt.NDArray[Any], ds: Dataset, spp: int) -> npt.NDArray[Any]:
+    """Decoded samples as (frames, rows, cols[, samples])."""
+    if int(ds.get("NumberOfFrames", 1) or 1) <= 1:
+        samples = samples[None]
+    if spp == 1 and samples.ndim == 4:
+        samples = samples[..., 0]
+    return samples
+
+
+def _native_words(ds: Dataset, layout: Layout, ts: str, report: FileReport
+                  ) -> tuple[npt.NDArray[np.unsignedinteger], bool]:
+    """The stored words of native Pixel Data, trailing bytes cut. (words, trimmed)."""
+    rows, cols = int(ds.Rows), int(ds.Columns)
+    spp = int(ds.get("SamplesPerPixel", 1) or 1)
+    n = int(ds.get("NumberOfFrames", 1) or 1)
+    data: bytes = ds.PixelData
+    count = rows * cols * spp * n
+    expected = (count * layout.bits_allocated + 7) // 8
+    if len(data) < expected:
+        raise SeriesProblem("an image's pixel data is shorter than its size says; export the "
+                            "series again", code="not-dicom")
+    trimmed = False
+    extra = data[expected:]
+    if extra.strip(b"\x00") or len(extra) > 1:
+        report.removed.append("bytes after the last sample")
+        report.removed_bytes += len(extra)
+        trimmed = True
+    if layout.bits_allocated == 1:
+        bits_used = count % 8
+        if bits_used and data[expected - 1] >> bits_used:
+            report.hidden_samples += 1
+            trimmed = True
+        return np.frombuffer(data[:expected], np.uint8), trimmed
+    order = ">" if ts == ExplicitVRBigEndian else "<"
+    words = np.frombuffer(data[:expected], f"{order}u{layout.bits_allocated // 8}")
+    return words.astype(layout.unsigned_dtype()), trimmed
+
+
+def load(path: Path, index: int) -> _Loaded:
+    """Read one file and do its structural cleaning (overlays, bytes, bits) in memory."""
+    try:
+        ds = pydicom.dcmread(str(path), force=True)
+    except Exception:  # noqa: BLE001 - the engine wrote it; unreadable now means damage
+        raise SeriesProblem("a de-identified file cannot be read back for the pixel checks",
+                            code="internal") from None
+    report = FileReport(index)
+    item = _Loaded(path, ds, report)
+    for tag in [t for t in ds.keys() if 0x6000 <= t.group <= 0x601E or t == _ICON]:
+        del ds[tag]
+        report.removed.append("overlay" if tag != _ICON else "icon image")
+        report.changed = True
+    report.declared_burned_in = str(ds.get("BurnedInAnnotation", "")).upper() == "YES"
+    if "PixelData" not in ds:
+        if "FloatPixelData" in ds or "DoubleFloatPixelData" in ds:
+            item.samples = _frames_of(ds.pixel_array, ds, 1)
+        return item
+    ts = str(ds.file_meta.get("TransferSyntaxUID", ExplicitVRLittleEndian))
+    layout = _layout(ds)
+    if not layout.valid:
+        raise SeriesProblem("an image declares an impossible pixel layout (Bits Allocated, "
+                            "Bits Stored, High Bit); it cannot be checked", code="not-dicom")
+    spp = int(ds.get("SamplesPerPixel", 1) or 1)
+    item.spp = spp
+    if ts in _NATIVE:
+        words, trimmed = _native_words(ds, layout, ts, report)
+        hidden = hidden_bits(words, layout) if layout.bits_allocated > 1 else 0
+        if hidden:
+            words = canonical(words, layout)
+            report.hidden_samples += hidden
+        item.native_dirty = trimmed or bool(hidden)
+        if layout.bits_allocated == 1:
+            item.samples = _frames_of(ds.pixel_array, ds, spp)
+        else:
+            dtype = np.dtype(f"i{layout.bits_allocated // 8}" if layout.signed
+                             else f"u{layout.bits_allocated // 8}")
+            n = int(ds.get("NumberOfFrames", 1) or 1)
+            shape = (n, int(ds.Rows), int(ds.Columns)) + ((spp,) if spp > 1 else ())
+            planar = int(ds.get("PlanarConfiguration", 0) or 0) == 1 and spp > 1
+            arr = words.view(dtype)
+            if planar:
+                arr = arr.reshape(n, spp, int(ds.Rows), int(ds.Columns)).transpose(0, 2, 3, 1)
+            item.samples = np.ascontiguousarray(arr.reshape(shape))
+            if planar and item.native_dirty:
+                ds.PlanarConfiguration = 0
+        report.changed |= item.native_dirty
+        return item
+    _load_compressed(item, ts, layout)
+    return item
+
+
+def _load_compressed(item: _Loaded, ts: str, layout: Layout) -> None:
+    ds, report = item.ds, item.report
+    n = int(ds.get("NumberOfFrames", 1) or 1)
+    try:
+        frames = list(generate_frames(ds.PixelData, number_of_frames=n))
+    except Exception:  # noqa: BLE001 - a broken encapsulation is a broken file
+        raise SeriesProblem("an image's compressed pixel data is damaged (fragments do not "
+                            "add up); export the series again", code="not-dicom") from None
+    removed = Removed()
+    cleaned: list[bytes] = []
+    try:
+        for frame in frames:
+            cleaned.append(clean_frame(frame, ts, int(ds.Rows), int(ds.Columns), removed))
+    except Uncleanable:
+        item.must_decompress = True
+    if not item.must_decompress and (removed.kinds or len(frames) != n
+                                     or any(a is not b for a, b in zip(cleaned, frames,
+                                                                       strict=True))):
+        item.frames_clean = cleaned
+        ds.PixelData = encapsulate(cleaned)
+        for kw in ("ExtendedOffsetTable", "ExtendedOffsetTableLengths"):
+            if kw in ds:
+                del ds[kw]
+        report.changed = True
+    report.removed += removed.kinds
+    report.removed_bytes += removed.bytes
+    try:
+        decoded = pydicom.pixels.pixel_array(ds, correct_unused_bits=False)
+    except Exception:  # noqa: BLE001 - what cannot be decoded cannot be checked
+        raise SeriesProblem("an image's compressed pixel data cannot be decoded, so it "
+                            "cannot be checked for burned-in text; it is held back",
+                            code="identity-risk") from None
+    samples = _frames_of(decoded, ds, item.spp)
+    if layout.bits_allocated > 1:
+        words = as_words(samples, layout)
+        hidden = hidden_bits(words, layout)
+        if hidden:
+            report.hidden_samples += hidden
+            samples = canonical(words, layout).view(samples.dtype).reshape(samples.shape)
+            item.must_decompress = True
+    item.samples = samples
+
+
+def write(item: _Loaded) -> None:
+    """Re-write a changed file: native samples, cleaned frames or decompressed."""
+    ds, report = item.ds, item.report
+    if report.lines and report.declared_burned_in:
+        ds.BurnedInAnnotation = "NO"  # the identifying text is gone (PS3.3 C.7.6.1.1.1)
+    ts = str(ds.file_meta.get("TransferSyntaxUID", ExplicitVRLittleEndian))
+    samples = item.samples
+    if samples is not None and "PixelData" in ds and (
+            item.native_dirty or item.must_decompress or report.lines):
+        layout = _layout(ds)
+        big = ts == ExplicitVRBigEndian
+        if layout.bits_allocated == 1:
+            from pydicom.pixels.utils import pack_bits
+            ds.PixelData = pack_bits(samples.astype(np.uint8))
+        else:
+            dtype = samples.dtype.newbyteorder(">" if big else "<")
+            ds.PixelData = np.ascontiguousarray(samples).astype(dtype).tobytes()
+        if item.spp > 1:
+            ds.PlanarConfiguration = 0
+        if ts not in _NATIVE:
+            report.transcoded = True
+            ds.file_meta.TransferSyntaxUID = UID(ExplicitVRLittleEndian)
+            if item.spp == 3 and str(ds.get("PhotometricInterpretation", "")).startswith("YBR"):
+                ds.PhotometricInterpretation = "RGB"
+            for kw in ("ExtendedOffsetTable", "ExtendedOffsetTableLengths"):
+                if kw in ds:
+                    del ds[kw]
+    buf = io.BytesIO()
+    try:
+        ds.save_as(buf, enforce_file_format=True)
+    except Exception as exc:  # noqa: BLE001 - re-encoding our own output must not fail
+        raise SeriesProblem(f"an image could not be re-written after its pixel checks "
+                            f"({type(exc).__name__})", code="internal") from None
+    tmp = item.path.with_name(f".{item.path.name}.px")
+    tmp.write_bytes(buf.getvalue())
+    tmp.replace(item.path)
+    report.changed = True
+
+
+def scan_text(items: list[_Loaded], scanner: TextScanner, sensitive: bool) -> None:
+    """Search the frames of every item for text, one stack per frame shape."""
+    groups: dict[tuple[int, ...], list[_Loaded]] = {}
+    for item in items:
+        if item.samples is not None and item.samples.size:
+            groups.setdefault(item.samples.shape[1:], []).append(item)
+    for group in groups.values():
+        stack = np.concatenate([g.samples for g in group if g.samples is not None])
+        owners = [(g, k) for g in group for k in range(g.samples.shape[0])  # type: ignore
+                  ]
+        each = [g.report.sensitive or sensitive for g in group]
+        lines = scanner.scan(stack, group[0].spp, sensitive=any(each))
+        for line in lines:
+            owner, frame = owners[line.frame]
+            owner.report.lines.append(Line(frame, line.top, line.left, line.height,
+                                           line.width, line.kind, line.dark))
+
+
+def apply_redactions(item: _Loaded) -> None:
+    if item.report.lines and item.samples is not None:
+        if not item.samples.flags.writeable:
+            item.samples = item.samples.copy()
+        redact(item.samples, item.report.lines)

@@ -1,0 +1,191 @@
+"""Burned-in text: find lines (pre-filter), read them (OCR), decide what to redact.
+
+A line is redacted whole when any of its words shows an identifier of the study (or, with
+``redact_all_text``, when it holds any word at all): OCR misreads parts of a line as often
+as it reads them, and a surname left next to a redacted first name is still a leak.
+Screen captures and derived images (``sensitive``) are read twice: their candidate lines,
+and the whole frame with Tesseract's own sparse-text layout.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+from PIL import Image
+
+from agent.pixels.identity import StudyIdentity, fold
+from agent.pixels.ocr import Reader, Word
+from agent.pixels.prefilter import U8, Region, candidate_regions, to_display
+
+#: Text height (pixels) Tesseract reads best; crops are scaled up towards it.
+_TARGET_HEIGHT = 36
+_MIN_CONFIDENCE = 30.0
+
+
+@dataclass(frozen=True)
+class Line:
+    """A line to redact: where (frame, box in pixels) and why (kind), never the text."""
+
+    frame: int
+    top: int
+    left: int
+    height: int
+    width: int
+    kind: str
+    dark: bool = False
+
+
+def display_stack(samples: npt.NDArray[np.generic], samples_per_pixel: int
+                  ) -> tuple[U8, int]:
+    """8-bit frames to search, and how many of them each image frame has (1, or 4 for
+    colour: luminance and each channel, so colour-on-colour text is seen too)."""
+    if samples_per_pixel == 1:
+        return to_display(samples), 1
+    rgb = samples.astype(np.float32)
+    lum = rgb[..., 0] * 0.299 + rgb[..., 1] * 0.587 + rgb[..., 2] * 0.114
+    planes = [lum, rgb[..., 0], rgb[..., 1], rgb[..., 2]]
+    n = samples.shape[0]
+    stack = np.stack(planes, axis=1).reshape(n * 4, *samples.shape[1:3])
+    return to_display(stack), 4
+
+
+def _merge(regions: Iterable[Region]) -> list[Region]:
+    """Overlapping regions of one frame and polarity become one (fewer OCR calls)."""
+    out: list[Region] = []
+    for r in sorted(regions, key=lambda r: (r.frame, r.dark, r.top, r.left)):
+        for i, o in enumerate(out):
+            if o.frame != r.frame or o.dark != r.dark:
+                continue
+            if (r.left < o.left + o.width and o.left < r.left + r.width
+                    and r.top < o.top + o.height and o.top < r.top + r.height):
+                top, left = min(o.top, r.top), min(o.left, r.left)
+                bottom = max(o.top + o.height, r.top + r.height)
+                right = max(o.left + o.width, r.left + r.width)
+                out[i] = Region(o.frame, top, left, bottom - top, right - left, o.dark)
+                break
+        else:
+            out.append(r)
+    return out
+
+
+def _prepare(crop: U8, dark: bool, scale: int) -> U8:
+    """Dark text on white, stretched to full contrast, scaled, with a white margin."""
+    img = crop if dark else 255 - crop
+    lo, hi = int(img.min()), int(img.max())
+    if hi > lo:
+        img = ((img.astype(np.float32) - lo) * (255.0 / (hi - lo))).astype(np.uint8)
+    if scale > 1:
+        pil = Image.fromarray(img).resize((img.shape[1] * scale, img.shape[0] * scale),
+                                          Image.Resampling.BICUBIC)
+        img = np.asarray(pil)
+    return np.pad(img, 12, constant_values=255)
+
+
+class TextScanner:
+    """Reads the text of one series' frames against its identity."""
+
+    def __init__(self, reader: Reader, identity: StudyIdentity, *, redact_all: bool) -> None:
+        self.reader = reader
+        self.identity = identity
+        self.redact_all = redact_all
+        self._cache: dict[bytes, str | None] = {}
+        #: OCR calls made (the benchmark and tests read it).
+        self.calls = 0
+
+    def _verdict(self, words: list[Word]) -> str | None:
+        words = [w for w in words if w.confidence >= _MIN_CONFIDENCE or len(w.text) >= 4]
+        text = " ".join(w.text for w in words)
+        kind = self.identity.match(text) if self.identity else None
+        if kind is None and self.redact_all and any(len(fold(w.text)) >= 2 for w in words):
+            kind = "text"
+        return kind
+
+    def _read_region(self, plane: U8, region: Region) -> str | None:
+        rows, cols = plane.shape
+        r = region.padded(max(2, region.height // 4), rows, cols)
+        crop = plane[r.top:r.top + r.height, r.left:r.left + r.width]
+        key = hashlib.blake2b(crop.tobytes() + bytes([region.dark]) + bytes(crop.shape[:1]),
+                              digest_size=16).digest()
+        if key in self._cache:
+            return self._cache[key]
+        scale = max(1, min(6, round(_TARGET_HEIGHT / max(region.height, 1))))
+        self.calls += 1
+        verdict = self._verdict(self.reader.read(_prepare(crop, region.dark, scale)))
+        self._cache[key] = verdict
+        return verdict
+
+    def scan(self, samples: npt.NDArray[np.generic], samples_per_pixel: int, *,
+             sensitive: bool) -> list[Line]:
+        """Lines to redact in ``samples`` (frames, rows, cols[, samples])."""
+        display, per_frame = display_stack(samples, samples_per_pixel)
+        lines: list[Line] = []
+        for region in _merge(candidate_regions(display, sensitive=sensitive)):
+            kind = self._read_region(display[region.frame], region)
+            if kind is not None:
+                rows, cols = display.shape[1:]
+                r = region.padded(max(2, region.height // 4), rows, cols)
+                lines.append(Line(region.frame // per_frame, r.top, r.left, r.height,
+                                  r.width, kind, region.dark))
+        if sensitive:
+            for f in range(0, display.shape[0], per_frame):
+                lines += self._whole_frame(display[f], f // per_frame)
+        return lines
+
+    def _whole_frame(self, plane: U8, frame: int) -> list[Line]:
+        """Tesseract's own layout over a whole frame (screen captures): lines by word
+        boxes, each line judged as a whole."""
+        scale = 2 if max(plane.shape) < 1000 else 1
+        dark_text = float(plane.mean()) > 127
+        img = _prepare(plane, dark_text, scale)
+        self.calls += 1
+        words = self.reader.read(img, block=False)
+        out: list[Line] = []
+        for group in _group_lines(words):
+            kind = self._verdict(group)
+            if kind is None:
+                continue
+            top = min(w.top for w in group)
+            left = min(w.left for w in group)
+            bottom = max(w.top + w.height for w in group)
+            right = max(w.left + w.width for w in group)
+            pad = max(2, (bottom - top) // 4)
+
+            def back(v: int, limit: int) -> int:
+                return int(min(max((v - 12) / scale, 0), limit))
+
+            t, b = back(top - pad, plane.shape[0]), back(bottom + pad, plane.shape[0])
+            left_, right_ = back(left - pad, plane.shape[1]), back(right + pad, plane.shape[1])
+            out.append(Line(frame, t, left_, max(1, b - t + 1), max(1, right_ - left_ + 1),
+                            kind, not dark_text))
+        return out
+
+
+def _group_lines(words: list[Word]) -> list[list[Word]]:
+    lines: list[list[Word]] = []
+    for w in sorted(words, key=lambda w: (w.top, w.left)):
+        cy = w.top + w.height / 2
+        for line in lines:
+            ref = line[-1]
+            if abs(ref.top + ref.height / 2 - cy) < 0.6 * max(ref.height, w.height):
+                line.append(w)
+                break
+        else:
+            lines.append([w])
+    return lines
+
+
+def redact(samples: npt.NDArray[np.generic], lines: list[Line]) -> None:
+    """Fill every line's box with its background, in place (all samples of a pixel)."""
+    for line in lines:
+        box = samples[line.frame, line.top:line.top + line.height,
+                      line.left:line.left + line.width]
+        if box.size == 0:
+            continue
+        flat = box.reshape(-1, box.shape[-1]) if box.ndim == 3 else box.reshape(-1, 1)
+        order = np.sort(flat, axis=0)
+        fill = order[int((len(order) - 1) * (0.8 if line.dark else 0.1))]
+        box[...] = fill if box.ndim == 3 else fill[0]
