@@ -59,7 +59,13 @@ class Word:
 
 def find_tessdata(configured: str = "") -> Path:
     """The folder holding ``eng.traineddata``. Raises OcrUnavailable."""
-    places = [configured] if configured else []
+    if configured:  # a site that names its folder means that one
+        if (Path(configured) / f"{LANGUAGE}.traineddata").is_file():
+            return Path(configured)
+        raise OcrUnavailable(
+            f"[pixels] tessdata = {configured!r} holds no {LANGUAGE}.traineddata; point it at "
+            "the tessdata folder of a Tesseract installation")
+    places: list[str] = []
     if os.environ.get("TESSDATA_PREFIX"):
         prefix = Path(os.environ["TESSDATA_PREFIX"])
         places += [str(prefix), str(prefix / "tessdata")]
@@ -67,10 +73,6 @@ def find_tessdata(configured: str = "") -> Path:
     for place in places:
         if place and (Path(place) / f"{LANGUAGE}.traineddata").is_file():
             return Path(place)
-    if configured:
-        raise OcrUnavailable(
-            f"[pixels] tessdata = {configured!r} holds no {LANGUAGE}.traineddata; point it at "
-            "the tessdata folder of a Tesseract installation")
     raise OcrUnavailable(
         "Tesseract's English language data was not found, so burned-in text cannot be "
         "detected and no image is delivered. Install Tesseract (Debian/Ubuntu: apt install "
