@@ -76,9 +76,9 @@ def outcome_of(row: SeriesRow) -> Outcome:
 def build_stages(cfg: Config, site_secret: bytes) -> list[Stage]:
     """The standard stages: de-identify, deface (when enabled), pixels, verify."""
     from agent.deid import DeidStage, VerifyStage
-    from agent.pixels import PixelStage
+    from agent.pixels import PixelStage, text_checked
 
-    stages: list[Stage] = [DeidStage(cfg, site_secret)]
+    stages: list[Stage] = [DeidStage(text_checked(cfg), site_secret)]
     if cfg.results.enabled:  # the cloud loop: record what restores identity to results
         from agent.results import relink_stage
 

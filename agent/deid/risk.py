@@ -4,10 +4,11 @@ Header de-identification cannot remove a name burned into the pixels, a face in 
 a document's text. Each rule has a short name; ``[deid] allow_pixel_identity`` may list rule
 names, modalities or SOP Class UIDs that this site accepts anyway.
 
-Two rules are *text-checked* rather than refused: secondary captures / screen saves
-("secondary-capture") and a declared burned-in annotation ("burned-in"). Their risk is text,
-which the ``pixels`` stage (:mod:`agent.pixels`) reads on every frame and redacts, or
-withholds when ``[pixels] deliver_captures = false``; :func:`text_risks` tells it which
+Two rules are *text-checked* rather than refused when the pipeline has the ``pixels``
+stage (``allow_pixel_identity`` then holds :data:`TEXT_CHECKED_TOKEN`): secondary captures
+/ screen saves ("secondary-capture") and a declared burned-in annotation ("burned-in").
+Their risk is text, which the stage (:mod:`agent.pixels`) reads on every frame and redacts,
+or withholds when ``[pixels] deliver_captures = false``; :func:`text_risks` tells it which
 objects are such (derived and secondary images too). Photos, video, documents and
 ultrasound stay refused: their identity is not only text.
 """
@@ -36,6 +37,9 @@ class PixelRisk:
 
 #: Rules whose risk is burned-in text, handled by the pixels stage (OCR and redaction).
 TEXT_CHECKED = frozenset({"secondary-capture", "burned-in"})
+#: In ``allow_pixel_identity``: the pipeline reads text (the pixels stage), so text-checked
+#: rules are not refused by the engine. :func:`agent.pipeline.build_stages` adds it.
+TEXT_CHECKED_TOKEN = "text-checked"
 
 
 _SC = "1.2.840.10008.5.1.4.1.1.7"
@@ -110,13 +114,21 @@ def text_risks(ds: Dataset) -> list[PixelRisk]:
 
 
 def refusal(ds: Dataset, allowed: tuple[str, ...]) -> PixelRisk | None:
-    """The first risk not allowed by the site (by rule name, modality or SOP Class UID) and
-    not text-checked by the pixels stage."""
+    """The first risk not allowed by the site (by rule name, modality or SOP Class UID), nor
+    text-checked by the pixels stage when ``allowed`` holds :data:`TEXT_CHECKED_TOKEN`."""
     allow = {a.strip().upper() for a in allowed}
     modality = peek(ds, "Modality").upper()
     sop_class = peek(ds, "SOPClassUID").upper()
-    for risk in pixel_risks(ds):
-        if risk.text_checked or risk.rule.upper() in allow or sop_class in allow:
+    risks = pixel_risks(ds)
+    # With the pixels stage in the pipeline, text risks are read by OCR instead; a declared
+    # burned-in annotation only on images whose other risks are text too (on an ultrasound
+    # or photo a site allowed, it is still refused).
+    checked = TEXT_CHECKED_TOKEN.upper() in allow
+    other = any(not r.text_checked for r in risks)
+    for risk in risks:
+        if checked and risk.text_checked and not (risk.rule == "burned-in" and other):
+            continue
+        if risk.rule.upper() in allow or sop_class in allow:
             continue
         if modality in allow and risk.rule != "burned-in":
             continue  # allowing a modality never allows a declared burned-in annotation

@@ -2,6 +2,6 @@
 cleaned (the ``pixels`` pipeline stage, between defacing and verification)."""
 
 from agent.pixels.ocr import OcrUnavailable, check_ocr, find_tessdata
-from agent.pixels.stage import PixelStage
+from agent.pixels.stage import PixelStage, text_checked
 
-__all__ = ["OcrUnavailable", "PixelStage", "check_ocr", "find_tessdata"]
+__all__ = ["OcrUnavailable", "PixelStage", "check_ocr", "find_tessdata", "text_checked"]

@@ -22,9 +22,9 @@ from pathlib import Path
 
 import pydicom
 
-from agent.config import Config, PixelsConfig
+from agent.config import Config, PixelsConfig, replace
 from agent.deid.pool import make_pool
-from agent.deid.risk import text_risks
+from agent.deid.risk import TEXT_CHECKED_TOKEN, text_risks
 from agent.errors import IdentityRisk, Withheld
 from agent.pixels import clean
 from agent.pixels.identity import StudyIdentity, study_identity
@@ -47,6 +47,16 @@ class Settings:
     tessdata: str
     redact_all: bool
     sensitive: bool
+
+
+def text_checked(cfg: Config) -> Config:
+    """The configuration the de-identifier runs with when this stage follows it: screen
+    captures and declared burned-in annotations are not refused, their text is read here
+    (unless ``deliver_captures`` is false, when this stage withholds them)."""
+    allowed = cfg.deid.allow_pixel_identity
+    if TEXT_CHECKED_TOKEN in allowed:
+        return cfg
+    return replace(cfg, deid_allow_pixel_identity=(*allowed, TEXT_CHECKED_TOKEN))
 
 
 def _reader(tessdata: str) -> Reader:

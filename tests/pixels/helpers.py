@@ -107,9 +107,9 @@ def make_work(tmp_path: Path, files: list[Path]) -> SeriesWork:
 def run_stages(cfg: Config, work: SeriesWork, *, verify: bool = True) -> None:
     """The real stages a delivery goes through (defacing off): deid, pixels, verify."""
     from agent.deid import DeidStage, VerifyStage
-    from agent.pixels import PixelStage
+    from agent.pixels import PixelStage, text_checked
 
-    DeidStage(cfg, SECRET)(work)
+    DeidStage(text_checked(cfg), SECRET)(work)
     PixelStage(cfg)(work)
     if verify:
         VerifyStage(cfg)(work)

@@ -18,7 +18,7 @@ from agent.deid import DeidStage
 from agent.deid.verify_pixels import PixelCheck
 from agent.errors import LeakFound
 from agent.pixels.ocr import OcrUnavailable, find_tessdata
-from agent.pixels.stage import PixelStage
+from agent.pixels.stage import PixelStage, text_checked
 from agent.vocab import AuditEvent
 
 from .helpers import SECRET, copy_series, corpus_series, frames, make_config, make_work, run_stages
@@ -156,7 +156,7 @@ def test_verifier_fails_closed_when_the_pixel_stage_is_skipped(tmp_path: Path) -
     check = PixelCheck(cfg)
     jpeg = copy_series([_jpeg_with_extras(tmp_path)], tmp_path / "j")
     work = make_work(tmp_path / "wj", jpeg)
-    DeidStage(cfg, SECRET)(work)
+    DeidStage(text_checked(cfg), SECRET)(work)
     with pytest.raises(LeakFound, match="comment|application|after"):
         check(work.source_files, work.files)
 
@@ -167,7 +167,7 @@ def test_verifier_fails_closed_when_the_pixel_stage_is_skipped(tmp_path: Path) -
         ds.PixelData = arr.tobytes()
 
     work = make_work(tmp_path / "wb", copy_series(files, tmp_path / "b", hide))
-    DeidStage(cfg, SECRET)(work)
+    DeidStage(text_checked(cfg), SECRET)(work)
     with pytest.raises(LeakFound, match="bits"):
         check(work.source_files, work.files)
 

@@ -15,8 +15,17 @@ from agent.pixels.ocr import Reader, find_tessdata
 from agent.vocab import AuditEvent
 
 from .helpers import (
-    BIRTH, NAME, PATIENT_ID, SHOWN, burn, copy_series, corpus_series, frames, make_config,
-    make_work, run_stages,
+    BIRTH,
+    NAME,
+    PATIENT_ID,
+    SHOWN,
+    burn,
+    copy_series,
+    corpus_series,
+    frames,
+    make_config,
+    make_work,
+    run_stages,
 )
 
 MPRAGE = "dcm_qa_ge/05_3D_Ax_T1_MP_RAGE_R22"
@@ -110,11 +119,11 @@ def test_clean_real_series_are_not_touched(tmp_path: Path) -> None:
         files = corpus_series(name)[:60]
         work = make_work(tmp_path / name.replace("/", "_"), files)
         from agent.deid import DeidStage
-        from agent.pixels import PixelStage
+        from agent.pixels import PixelStage, text_checked
 
         from .helpers import SECRET
         cfg = make_config(tmp_path)
-        DeidStage(cfg, SECRET)(work)
+        DeidStage(text_checked(cfg), SECRET)(work)
         before = {p: p.read_bytes() for p in work.files}
         PixelStage(cfg)(work)
         assert [e for e, _ in work.audit if e == AuditEvent.PIXELS_REDACTED] == [], name
