@@ -205,6 +205,12 @@ def cmd_doctor(args: argparse.Namespace) -> int:
         target.close()
     except Clinic2CloudError as exc:
         problems.append(str(exc))
+    try:
+        from agent.pixels import check_ocr
+
+        check_ocr(cfg.pixels.tessdata)  # burned-in text detection runs end to end
+    except Clinic2CloudError as exc:
+        problems.append(str(exc))
     for where in (cfg.paths.state_dir, cfg.paths.log_dir):
         try:
             where.mkdir(parents=True, exist_ok=True)

@@ -88,7 +88,7 @@ def check_ocr(configured: str = "") -> None:
     reader.read(page, block=False)
 
 
-def _api_module() -> Any:
+def ocr_module() -> Any:
     try:
         import tesserocr
     except ImportError as exc:
@@ -111,7 +111,7 @@ class Reader:
             apis = self._local.apis = {}
         api = apis.get(psm)
         if api is None:
-            tesserocr = _api_module()
+            tesserocr = ocr_module()
             try:
                 api = tesserocr.PyTessBaseAPI(
                     path=str(self.tessdata) + os.sep, lang=LANGUAGE, psm=psm,
@@ -128,7 +128,7 @@ class Reader:
         a block of lines (else: sparse text anywhere, for whole screen captures)."""
         from PIL import Image
 
-        tesserocr = _api_module()
+        tesserocr = ocr_module()
         psm = tesserocr.PSM.SINGLE_BLOCK if block else tesserocr.PSM.SPARSE_TEXT
         api = self._api(psm)
         api.SetImage(Image.fromarray(np.ascontiguousarray(image)))

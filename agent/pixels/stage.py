@@ -28,7 +28,7 @@ from agent.deid.risk import TEXT_CHECKED_TOKEN, text_risks
 from agent.errors import IdentityRisk, Withheld
 from agent.pixels import clean
 from agent.pixels.identity import StudyIdentity, study_identity
-from agent.pixels.ocr import Reader, check_ocr, find_tessdata
+from agent.pixels.ocr import Reader, find_tessdata, ocr_module
 from agent.pixels.text import TextScanner
 from agent.vocab import AuditEvent, WithheldCode
 from agent.work import SeriesWork
@@ -100,9 +100,11 @@ class PixelStage:
 
     def __init__(self, cfg: Config) -> None:
         self.options: PixelsConfig = cfg.pixels
-        # Fail at start-up, not on the first series: no image goes out unread.
+        # Fail at start-up, not on the first series: no image goes out unread. (Cheap
+        # checks only - the language data is there, the bindings load; ``doctor`` runs the
+        # engine end to end with check_ocr.)
         self.tessdata = str(find_tessdata(cfg.pixels.tessdata))
-        check_ocr(self.tessdata)
+        ocr_module()
         self.processes = max(1, min(cfg.worker_count, os.cpu_count() or 1))
 
     def __call__(self, work: SeriesWork) -> None:
