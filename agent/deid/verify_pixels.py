@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 import pydicom
 from pydicom.encaps import generate_frames
+from pydicom.pixels.utils import pixel_array
 
 from agent.config import Config
 from agent.errors import LeakFound
@@ -65,10 +66,32 @@ def _needles(source: Path) -> set[str]:
     return {n for n in out if len(n) >= 4}
 
 
+_CODEC_APPS = ((0xE0, b"JFIF\x00", 14), (0xEE, b"Adobe", 12), (0xE8, b"mrfx", 5))
+
+
+def _app_finding(marker: int, body: bytes) -> list[str]:
+    if marker == 0xFE:
+        return ["JPEG comment (COM) segment"]
+    if 0xE0 <= marker <= 0xEF and not any(
+            marker == m and body.startswith(sig) and len(body) == size
+            for m, sig, size in _CODEC_APPS):
+        return [f"JPEG application segment APP{marker - 0xE0}"]
+    return []
+
+
+def _skip_scan(frame: bytes, pos: int) -> int:
+    while pos + 1 < len(frame):
+        nxt = frame[pos + 1]
+        if frame[pos] == 0xFF and nxt >= 0x80 and nxt != 0xFF and not 0xD0 <= nxt <= 0xD7:
+            return pos
+        pos += 1
+    return len(frame)
+
+
 def _jpeg_findings(frame: bytes) -> list[str]:
-    out: list[str] = []
     if not frame.startswith(b"\xff\xd8"):
         return ["bytes before the JPEG start-of-image marker"]
+    out: list[str] = []
     pos, n = 2, len(frame)
     while pos + 4 <= n:
         if frame[pos] != 0xFF:
@@ -76,28 +99,16 @@ def _jpeg_findings(frame: bytes) -> list[str]:
         marker = frame[pos + 1]
         if marker == 0xD9:
             tail = frame[pos + 2:]
-            if len(tail) > 1 or tail.strip(b"\x00"):
-                out.append("bytes after the JPEG end-of-image marker")
-            return out
+            return out + (["bytes after the JPEG end-of-image marker"]
+                          if len(tail) > 1 or tail.strip(b"\x00") else [])
         if marker in (0x01, 0xFF) or 0xD0 <= marker <= 0xD8:
             pos += 2 if marker != 0xFF else 1
             continue
         (length,) = struct.unpack(">H", frame[pos + 2:pos + 4])
-        body = frame[pos + 4:pos + 2 + length]
-        if marker == 0xFE:
-            out.append("JPEG comment (COM) segment")
-        elif 0xE0 <= marker <= 0xEF and not (
-                (marker == 0xE0 and body.startswith(b"JFIF\x00") and len(body) == 14)
-                or (marker == 0xEE and body.startswith(b"Adobe") and len(body) == 12)
-                or (marker == 0xE8 and body.startswith(b"mrfx") and len(body) == 5)):
-            out.append(f"JPEG application segment APP{marker - 0xE0}")
+        out += _app_finding(marker, frame[pos + 4:pos + 2 + length])
         pos += 2 + length
-        if marker == 0xDA:  # skip entropy-coded data to the next marker
-            while pos + 1 < n:
-                if frame[pos] == 0xFF and frame[pos + 1] not in (0x00, 0xFF) and not (
-                        0xD0 <= frame[pos + 1] <= 0xD7) and (frame[pos + 1] >= 0x80):
-                    break
-                pos += 1
+        if marker == 0xDA:
+            pos = _skip_scan(frame, pos)
     return out
 
 
@@ -137,42 +148,53 @@ def _bit_findings(words: np.ndarray[Any, Any], bits_alloc: int, stored: int, hig
     return []
 
 
+def _layout(ds: pydicom.Dataset) -> tuple[int, int, int, bool]:
+    ba = int(ds.BitsAllocated)
+    bs = int(ds.get("BitsStored", ba) or ba)
+    hb = int(ds.get("HighBit", bs - 1) if ds.get("HighBit") is not None else bs - 1)
+    return ba, bs, hb, int(ds.get("PixelRepresentation", 0) or 0) == 1
+
+
+def _native_findings(ds: pydicom.Dataset, ts: str) -> list[str]:
+    ba, bs, hb, signed = _layout(ds)
+    count = int(ds.Rows) * int(ds.Columns) * int(ds.get("SamplesPerPixel", 1) or 1) * int(
+        ds.get("NumberOfFrames", 1) or 1)
+    expected = (count * ba + 7) // 8
+    data: bytes = ds.PixelData
+    tail = data[expected:]
+    out = ["bytes after the last sample"] if len(tail) > 1 or tail.strip(b"\x00") else []
+    if ba in (8, 16, 32):
+        order = ">" if ts == "1.2.840.10008.1.2.2" else "<"
+        words = np.frombuffer(data[:expected], f"{order}u{ba // 8}")
+        out += _bit_findings(words.astype(f"u{ba // 8}"), ba, bs, hb, signed)
+    return out
+
+
+def _frame_findings(ds: pydicom.Dataset, ts: str) -> list[str]:
+    out: list[str] = []
+    n = int(ds.get("NumberOfFrames", 1) or 1)
+    for frame in generate_frames(ds.PixelData, number_of_frames=n):
+        if ts.startswith(("1.2.840.10008.1.2.4.9", "1.2.840.10008.1.2.4.20")):
+            out += _j2k_findings(frame)
+        elif ts.startswith("1.2.840.10008.1.2.4."):
+            out += _jpeg_findings(frame)
+    return out
+
+
 def _samples_findings(ds: pydicom.Dataset) -> tuple[list[str], np.ndarray[Any, Any] | None]:
     """Structure and bit findings of one dataset, and its decoded frames for OCR."""
     if "PixelData" not in ds:
         return [], None
     ts = str(ds.file_meta.get("TransferSyntaxUID", ""))
-    rows, cols = int(ds.Rows), int(ds.Columns)
-    spp = int(ds.get("SamplesPerPixel", 1) or 1)
-    n = int(ds.get("NumberOfFrames", 1) or 1)
-    ba = int(ds.BitsAllocated)
-    bs = int(ds.get("BitsStored", ba) or ba)
-    hb = int(ds.get("HighBit", bs - 1) if ds.get("HighBit") is not None else bs - 1)
-    signed = int(ds.get("PixelRepresentation", 0) or 0) == 1
-    out: list[str] = []
-    data: bytes = ds.PixelData
-    if ts in _NATIVE:
-        expected = (rows * cols * spp * n * ba + 7) // 8
-        tail = data[expected:]
-        if len(tail) > 1 or tail.strip(b"\x00"):
-            out.append("bytes after the last sample")
-        if ba in (8, 16, 32):
-            order = ">" if ts == "1.2.840.10008.1.2.2" else "<"
-            words = np.frombuffer(data[:expected], f"{order}u{ba // 8}")
-            out += _bit_findings(words.astype(f"u{ba // 8}"), ba, bs, hb, signed)
-    else:
-        for frame in generate_frames(data, number_of_frames=n):
-            if ts.startswith("1.2.840.10008.1.2.4.9") or ts.startswith("1.2.840.10008.1.2.4.20"):
-                out += _j2k_findings(frame)
-            elif ts.startswith("1.2.840.10008.1.2.4."):
-                out += _jpeg_findings(frame)
+    out = _native_findings(ds, ts) if ts in _NATIVE else _frame_findings(ds, ts)
     try:
-        arr = pydicom.pixels.pixel_array(ds, correct_unused_bits=False)
+        arr = pixel_array(ds, correct_unused_bits=False)
     except Exception:  # noqa: BLE001 - what cannot be decoded cannot be shown clean
         return out + ["pixel data cannot be decoded"], None
+    ba, bs, hb, signed = _layout(ds)
     if ts not in _NATIVE and ba in (8, 16, 32):
         out += _bit_findings(np.ascontiguousarray(arr), ba, bs, hb, signed)
-    if n == 1:
+    if int(ds.get("NumberOfFrames", 1) or 1) == 1:
         arr = arr[None]
     return sorted(set(out)), arr
 

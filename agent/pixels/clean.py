@@ -27,6 +27,7 @@ import numpy.typing as npt
 import pydicom
 from pydicom.dataset import Dataset
 from pydicom.encaps import encapsulate, generate_frames
+from pydicom.pixels.utils import pixel_array
 from pydicom.uid import UID, ExplicitVRBigEndian, ExplicitVRLittleEndian
 
 from agent.errors import SeriesProblem
@@ -137,30 +138,35 @@ def load(path: Path, index: int) -> _Loaded:
     spp = int(ds.get("SamplesPerPixel", 1) or 1)
     item.spp = spp
     if ts in _NATIVE:
-        words, trimmed = _native_words(ds, layout, ts, report)
-        hidden = hidden_bits(words, layout) if layout.bits_allocated > 1 else 0
-        if hidden:
-            words = canonical(words, layout)
-            report.hidden_samples += hidden
-        item.native_dirty = trimmed or bool(hidden)
-        if layout.bits_allocated == 1:
-            item.samples = _frames_of(ds.pixel_array, ds, spp)
-        else:
-            dtype = np.dtype(f"i{layout.bits_allocated // 8}" if layout.signed
-                             else f"u{layout.bits_allocated // 8}")
-            n = int(ds.get("NumberOfFrames", 1) or 1)
-            shape = (n, int(ds.Rows), int(ds.Columns)) + ((spp,) if spp > 1 else ())
-            planar = int(ds.get("PlanarConfiguration", 0) or 0) == 1 and spp > 1
-            arr = words.view(dtype)
-            if planar:
-                arr = arr.reshape(n, spp, int(ds.Rows), int(ds.Columns)).transpose(0, 2, 3, 1)
-            item.samples = np.ascontiguousarray(arr.reshape(shape))
-            if planar and item.native_dirty:
-                ds.PlanarConfiguration = 0
-        report.changed |= item.native_dirty
+        _load_native(item, ts, layout)
         return item
     _load_compressed(item, ts, layout)
     return item
+
+
+def _load_native(item: _Loaded, ts: str, layout: Layout) -> None:
+    ds, report, spp = item.ds, item.report, item.spp
+    words, trimmed = _native_words(ds, layout, ts, report)
+    hidden = hidden_bits(words, layout) if layout.bits_allocated > 1 else 0
+    if hidden:
+        words = canonical(words, layout)
+        report.hidden_samples += hidden
+    item.native_dirty = trimmed or bool(hidden)
+    report.changed |= item.native_dirty
+    if layout.bits_allocated == 1:
+        item.samples = _frames_of(ds.pixel_array, ds, spp)
+        return
+    dtype = np.dtype(f"i{layout.bits_allocated // 8}" if layout.signed
+                     else f"u{layout.bits_allocated // 8}")
+    n = int(ds.get("NumberOfFrames", 1) or 1)
+    rows, cols = int(ds.Rows), int(ds.Columns)
+    arr = words.view(dtype)
+    if int(ds.get("PlanarConfiguration", 0) or 0) == 1 and spp > 1:
+        arr = arr.reshape(n, spp, rows, cols).transpose(0, 2, 3, 1)
+        if item.native_dirty:
+            ds.PlanarConfiguration = 0
+    item.samples = np.ascontiguousarray(arr.reshape((n, rows, cols) + ((spp,) if spp > 1
+                                                                       else ())))
 
 
 def _load_compressed(item: _Loaded, ts: str, layout: Layout) -> None:
@@ -190,7 +196,7 @@ def _load_compressed(item: _Loaded, ts: str, layout: Layout) -> None:
     report.removed += removed.kinds
     report.removed_bytes += removed.bytes
     try:
-        decoded = pydicom.pixels.pixel_array(ds, correct_unused_bits=False)
+        decoded = pixel_array(ds, correct_unused_bits=False)
     except Exception:  # noqa: BLE001 - what cannot be decoded cannot be checked
         raise SeriesProblem("an image's compressed pixel data cannot be decoded, so it "
                             "cannot be checked for burned-in text; it is held back",

@@ -192,25 +192,21 @@ def _values(ds: Dataset, keyword: str) -> Iterable[str]:
     return [text] if text else []
 
 
+_TOP_LEVEL = (("name", _PERSON), ("id", _IDS), ("date", _DATES), ("place", _PLACES))
+
+
 def add_dataset(identity: StudyIdentity, ds: Dataset) -> None:
     """Every identifier of one (original) dataset, its person names at any depth."""
-    for kw in _PERSON:
-        for v in _values(ds, kw):
-            identity.add("name", v.replace("^", " "))
-    for kw in _IDS:
-        for v in _values(ds, kw):
-            identity.add("id", v)
-    for kw in _DATES:
-        for v in _values(ds, kw):
-            identity.add_date(v)
-    for kw in _PLACES:
-        for v in _values(ds, kw):
-            identity.add("place", v)
+    for kind, keywords in _TOP_LEVEL:
+        for kw in keywords:
+            for v in _values(ds, kw):
+                if kind == "date":
+                    identity.add_date(v)
+                else:
+                    identity.add(kind, v.replace("^", " ") if kind == "name" else v)
     for elem in ds.iterall():
         if elem.VR == "PN" and elem.value:
             identity.add("name", str(elem.value).replace("^", " "))
-        elif elem.VR == "DA" and elem.value and elem.keyword == "PatientBirthDate":
-            identity.add_date(str(elem.value))
 
 
 def study_identity(source_files: list[Path]) -> StudyIdentity:

@@ -54,14 +54,18 @@ _JFIF_MIN = b"JFIF\x00"
 _NO_LENGTH = frozenset({0x01, *range(0xD0, 0xDA)})  # TEM, RSTn, SOI, EOI
 
 
-def _jpeg(data: bytes, jpeg_ls: bool, removed: Removed) -> bytes:
+def _soi(data: bytes, removed: Removed) -> int:
     start = data.find(b"\xff\xd8")
     if start < 0:
         raise Uncleanable("no start-of-image marker")
     if start:
         removed.add("bytes before SOI", start)
+    return start + 2
+
+
+def _jpeg(data: bytes, jpeg_ls: bool, removed: Removed) -> bytes:
+    pos = _soi(data, removed)
     out = bytearray(b"\xff\xd8")
-    pos = start + 2
     n = len(data)
     while pos < n:
         if data[pos] != 0xFF:
@@ -80,31 +84,37 @@ def _jpeg(data: bytes, jpeg_ls: bool, removed: Removed) -> bytes:
         if marker in _NO_LENGTH:
             out += bytes((0xFF, marker))
             continue
-        if pos + 2 > n:
-            raise Uncleanable("truncated segment")
-        (length,) = struct.unpack(">H", data[pos:pos + 2])
-        end = pos + length
-        if length < 2 or end > n:
-            raise Uncleanable("segment length out of range")
-        body = data[pos + 2:end]
-        if marker == 0xFE:
-            removed.add("COM", length + 2)
-        elif 0xE0 <= marker <= 0xEF:
-            kept = _app_kept(marker, body)
-            if kept is None:
-                removed.add(f"APP{marker - 0xE0}", length + 2)
-            else:
-                if kept != body:
-                    removed.add(f"APP{marker - 0xE0} extra", len(body) - len(kept))
-                out += bytes((0xFF, marker)) + struct.pack(">H", len(kept) + 2) + kept
-        else:
-            out += data[pos - 2:end]
-        pos = end
+        pos = _jpeg_segment(data, pos, marker, out, removed)
         if marker == 0xDA:  # entropy-coded data runs to the next real marker
             scan_end = _scan_end(data, pos, jpeg_ls)
             out += data[pos:scan_end]
             pos = scan_end
     return bytes(out)  # no EOI: kept as the decoder sees it
+
+
+def _jpeg_segment(data: bytes, pos: int, marker: int, out: bytearray, removed: Removed
+                  ) -> int:
+    """Copy (or drop) the segment whose length field is at ``pos``; returns its end."""
+    if pos + 2 > len(data):
+        raise Uncleanable("truncated segment")
+    (length,) = struct.unpack(">H", data[pos:pos + 2])
+    end = pos + length
+    if length < 2 or end > len(data):
+        raise Uncleanable("segment length out of range")
+    body = data[pos + 2:end]
+    if marker == 0xFE:
+        removed.add("COM", length + 2)
+    elif 0xE0 <= marker <= 0xEF:
+        kept = _app_kept(marker, body)
+        if kept is None:
+            removed.add(f"APP{marker - 0xE0}", length + 2)
+        else:
+            if kept != body:
+                removed.add(f"APP{marker - 0xE0} extra", len(body) - len(kept))
+            out += bytes((0xFF, marker)) + struct.pack(">H", len(kept) + 2) + kept
+    else:
+        out += data[pos - 2:end]
+    return end
 
 
 def _scan_end(data: bytes, pos: int, jpeg_ls: bool) -> int:
@@ -142,16 +152,28 @@ def _j2k(data: bytes, removed: Removed) -> bytes:
     if start:
         removed.add("bytes before SOC", start)
     out = bytearray(b"\xff\x4f")
-    pos = start + 2
+    pos, has_tlm = _j2k_main_header(data, start + 2, out, removed)
     n = len(data)
+    while pos + 12 <= n and data[pos:pos + 2] == b"\xff\x90":
+        pos = _j2k_tile_part(data, pos, has_tlm, out, removed)
+    if data[pos:pos + 2] == b"\xff\xd9":
+        out += b"\xff\xd9"
+        pos += 2
+    if pos < n:
+        removed.add("bytes after EOC", n - pos)
+    return bytes(out)
+
+
+def _j2k_main_header(data: bytes, pos: int, out: bytearray, removed: Removed
+                     ) -> tuple[int, bool]:
+    """Copy the main header's marker segments but COM; (first SOT offset, TLM seen)."""
     has_tlm = False
-    while pos + 4 <= n:
-        marker = struct.unpack(">H", data[pos:pos + 2])[0]
+    while pos + 4 <= len(data):
+        marker, length = struct.unpack(">HH", data[pos:pos + 4])
         if marker == 0xFF90:  # first SOT: the main header ends
             break
-        length = struct.unpack(">H", data[pos + 2:pos + 4])[0]
         end = pos + 2 + length
-        if end > n or length < 2:
+        if end > len(data) or length < 2:
             raise Uncleanable("marker segment out of range")
         if marker == 0xFF64:
             removed.add("COM", length + 2)
@@ -159,42 +181,41 @@ def _j2k(data: bytes, removed: Removed) -> bytes:
             has_tlm |= marker == 0xFF55
             out += data[pos:end]
         pos = end
-    while pos + 12 <= n and data[pos:pos + 2] == b"\xff\x90":
-        psot = struct.unpack(">I", data[pos + 6:pos + 10])[0]
-        tile_end = n if psot == 0 else pos + psot
-        if tile_end > n:
-            raise Uncleanable("tile-part length out of range")
-        header = bytearray(data[pos:pos + 12])
-        p = pos + 12
-        body = bytearray()
-        cut = 0
-        while p + 2 <= tile_end:
-            marker = struct.unpack(">H", data[p:p + 2])[0]
-            if marker == 0xFF93:  # SOD: tile data to the end of the tile-part
-                body += data[p:tile_end]
-                break
-            length = struct.unpack(">H", data[p + 2:p + 4])[0]
-            seg_end = p + 2 + length
-            if seg_end > tile_end or length < 2:
-                raise Uncleanable("tile-part marker out of range")
-            if marker == 0xFF64:
-                if has_tlm:
-                    raise Uncleanable("tile-part comment with a TLM index")
-                removed.add("COM", length + 2)
-                cut += length + 2
-            else:
-                body += data[p:seg_end]
-            p = seg_end
-        if psot and cut:
-            header[6:10] = struct.pack(">I", psot - cut)
-        out += header + body
-        pos = tile_end
-    if data[pos:pos + 2] == b"\xff\xd9":
-        out += b"\xff\xd9"
-        pos += 2
-    if pos < n:
-        removed.add("bytes after EOC", n - pos)
-    return bytes(out)
+    return pos, has_tlm
+
+
+def _j2k_tile_part(data: bytes, pos: int, has_tlm: bool, out: bytearray,
+                   removed: Removed) -> int:
+    """Copy one tile-part without its COM markers (Psot adjusted); returns its end."""
+    psot = struct.unpack(">I", data[pos + 6:pos + 10])[0]
+    tile_end = len(data) if psot == 0 else pos + psot
+    if tile_end > len(data):
+        raise Uncleanable("tile-part length out of range")
+    header = bytearray(data[pos:pos + 12])
+    p = pos + 12
+    body = bytearray()
+    cut = 0
+    while p + 2 <= tile_end:
+        marker = struct.unpack(">H", data[p:p + 2])[0]
+        if marker == 0xFF93:  # SOD: tile data to the end of the tile-part
+            body += data[p:tile_end]
+            break
+        length = struct.unpack(">H", data[p + 2:p + 4])[0]
+        seg_end = p + 2 + length
+        if seg_end > tile_end or length < 2:
+            raise Uncleanable("tile-part marker out of range")
+        if marker == 0xFF64:
+            if has_tlm:
+                raise Uncleanable("tile-part comment with a TLM index")
+            removed.add("COM", length + 2)
+            cut += length + 2
+        else:
+            body += data[p:seg_end]
+        p = seg_end
+    if psot and cut:
+        header[6:10] = struct.pack(">I", psot - cut)
+    out += header + body
+    return tile_end
 
 
 def _jp2_codestream(data: bytes, removed: Removed) -> bytes:

@@ -55,7 +55,7 @@ def burn(frame: npt.NDArray[np.generic], text: str, x: int, y: int, *, size: int
     alpha = np.asarray(mask).astype(np.float32) / 255.0
     if frame.ndim == 3:
         alpha = alpha[..., None]
-    top = float(np.iinfo(frame.dtype).max if frame.dtype.kind in "ui" else 1.0)
+    top = float(np.iinfo(frame.dtype.str).max if frame.dtype.kind in "ui" else 1.0)
     peak = float(frame.max()) or top
     v = peak if value is None else value
     out = frame.astype(np.float32) * (1 - alpha) + v * alpha

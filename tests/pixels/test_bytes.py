@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -51,7 +52,7 @@ def test_name_in_unused_high_bits_is_cleared(tmp_path: Path) -> None:
         assert not np.any(raw >> 12), path.name
         assert not any(t.group == 0x6000 for t in ds.keys())
     cleaned = [d for e, d in work.audit if e == AuditEvent.PIXELS_CLEANED]
-    assert cleaned and cleaned[0]["hidden_bit_samples"] > 0
+    assert cleaned and int(cleaned[0]["hidden_bit_samples"]) > 0  # type: ignore[call-overload]
     # the visible image is what it was
     values = sorted(frames(p)[0].tobytes() for p in work.files)
     assert values == sorted(a.tobytes() for a in stored.values())
@@ -182,6 +183,6 @@ def test_missing_tesseract_is_a_clear_start_up_error(tmp_path: Path,
 
     monkeypatch.setattr(ocr, "_CANDIDATES", ())
     monkeypatch.delenv("TESSDATA_PREFIX", raising=False)
-    monkeypatch.setattr(ocr.sys, "prefix", str(tmp_path))
+    monkeypatch.setattr(sys, "prefix", str(tmp_path))
     with pytest.raises(OcrUnavailable, match="install"):
         find_tessdata()
