@@ -7,16 +7,18 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import signal
 import sys
 import time
 from pathlib import Path
-from types import FrameType
+from typing import TYPE_CHECKING
 
 from agent import __version__
 from agent.config import Config, load_config, replace, write_default_config
 from agent.errors import Clinic2CloudError, ConfigError, FatalError
 from agent.paths import default_paths
+
+if TYPE_CHECKING:
+    from agent.control import RemoteAgent
 
 log = logging.getLogger("clinic2cloud")
 
@@ -69,6 +71,7 @@ def _check_run_config(cfg: Config) -> None:
 # -- commands ------------------------------------------------------------------------------
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from agent.headless import run_headless
     from agent.logs import setup_logging
     from agent.main import Agent
 
@@ -81,22 +84,15 @@ def cmd_run(args: argparse.Namespace) -> int:
 
         return run_tray(agent)
 
-    def _on_signal(signum: int, frame: FrameType | None) -> None:
-        agent.stop()
+    def announce() -> None:
+        _print(f"Clinic2Cloud {__version__} watching {cfg.watch.folder} "
+               f"(target: {agent.target.description}); stop with Ctrl+C or "
+               "`clinic2cloud quit`")
+        node = agent.dicom_status()
+        if node is not None:
+            _print(node.summary())
 
-    signal.signal(signal.SIGTERM, _on_signal)
-    signal.signal(signal.SIGINT, _on_signal)
-    agent.start()
-    _print(f"Clinic2Cloud {__version__} watching {cfg.watch.folder} "
-           f"(target: {agent.target.description}); stop with Ctrl+C")
-    node = agent.dicom_status()
-    if node is not None:
-        _print(node.summary())
-    # A timed wait keeps the main thread returning to the interpreter, where Python runs
-    # signal handlers (Windows cannot interrupt an untimed wait).
-    while not agent.wait(0.5):
-        pass
-    return 0
+    return run_headless(agent, on_started=announce)
 
 
 def cmd_process(args: argparse.Namespace) -> int:
@@ -150,23 +146,78 @@ def _jsonable(obj: object) -> object:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from agent.ledger import Ledger
+    """What the running agent is doing (through its control endpoint), else what the
+    ledger says. Exit 0 either way: "not running" is an answer, not an error."""
+    from agent.control import RemoteAgent, ledger_status
+    from agent.ui.report import status_document, status_lines
 
     cfg = _load(args)
-    if not cfg.paths.ledger.exists():
-        _print("The agent has not run yet: no ledger.")
+    remote = RemoteAgent.connect(cfg)
+    if remote is not None:
+        status, recent = remote.status(), remote.recent(args.limit)
+        source, pid = "agent", remote.pid
+    elif cfg.paths.ledger.exists():
+        (status, recent), source, pid = ledger_status(cfg, args.limit), "ledger", None
+    else:
+        if args.json:
+            _print(json.dumps({"source": "none", "running": False, "recent": []}))
+        else:
+            _print("Clinic2Cloud is not running and has not run yet for this user.")
         return 0
-    ledger = Ledger(cfg.paths.ledger)
-    counts = ledger.counts(since=time.time() - 86400)
-    rows = ledger.recent(args.limit)
     if args.json:
-        _print(json.dumps({"counts": counts, "recent": [r.__dict__ for r in rows]}, indent=2))
-        return 0
-    _print("  ".join(f"{k}: {v}" for k, v in sorted(counts.items())) or "nothing yet")
-    for r in rows:
-        when = time.strftime("%Y-%m-%d %H:%M", time.localtime(r.updated))
-        _print(f"{r.id:>5} {when} {r.state:<11} {r.modality:<3} {r.patient:<18} "
-               f"{r.location or r.reason}")
+        _print(json.dumps(status_document(status, recent, source=source, pid=pid), indent=2))
+    else:
+        for line in status_lines(status, recent, source=source, pid=pid):
+            _print(line)
+    return 0
+
+
+def _remote(args: argparse.Namespace) -> RemoteAgent:
+    """The running agent, or NotRunning (exit 1 with one clear line)."""
+    from agent.control import NotRunning, RemoteAgent
+
+    remote = RemoteAgent.connect(_load(args))
+    if remote is None:
+        raise NotRunning()
+    return remote
+
+
+def cmd_pause(args: argparse.Namespace) -> int:
+    from agent.ui.text import pause_words
+
+    remote = _remote(args)
+    if args.hours is not None and args.hours <= 0:
+        raise ConfigError("--hours must be more than 0")
+    remote.pause(None if args.hours is None else args.hours * 3600.0)
+    _print(pause_words(remote.status().paused_until) or "paused")
+    return 0
+
+
+def cmd_resume(args: argparse.Namespace) -> int:
+    remote = _remote(args)
+    remote.resume()
+    _print("resumed: exports are taken again")
+    return 0
+
+
+def cmd_retry(args: argparse.Namespace) -> int:
+    remote = _remote(args)
+    said = [(args.series, remote.retry(args.series))] if args.series is not None else (
+        remote.retry_all())
+    for _series, message in said:
+        _print(message)
+    if not said:
+        _print("no quarantined series to retry")
+    return 0
+
+
+def cmd_quit(args: argparse.Namespace) -> int:
+    remote = _remote(args)
+    remote.call("quit")
+    if not remote.wait(15.0):
+        _error("asked the agent to quit, but it is still running after 15 s")
+        return 1
+    _print("Clinic2Cloud stopped")
     return 0
 
 
@@ -271,10 +322,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("output")
     p.add_argument("--render", help="write a before/after face render (PNG)")
     p.set_defaults(func=cmd_deface)
-    p = add("status", "queue, recent deliveries and quarantine")
-    p.add_argument("--limit", type=int, default=20)
+    p = add("status", "what the running agent is doing (else what its ledger says)")
+    p.add_argument("--limit", type=int, default=20, help="recent series shown (20)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_status)
+    p = add("pause", "pause the running agent (new series wait; a pause survives restarts)")
+    p.add_argument("--hours", type=float, help="for this many hours (default: until resumed)")
+    p.set_defaults(func=cmd_pause)
+    p = add("resume", "resume the running agent")
+    p.set_defaults(func=cmd_resume)
+    p = add("retry", "send quarantined series through again (all of them, or SERIES)")
+    p.add_argument("series", nargs="?", type=int, help="the series number shown by status")
+    p.set_defaults(func=cmd_retry)
+    p = add("quit", "stop the running agent (work in flight resumes at the next start)")
+    p.set_defaults(func=cmd_quit)
     p = add("ledger", "verify or export the audit ledger")
     p.add_argument("action", choices=["verify", "export"])
     p.add_argument("--format", choices=["csv", "json"], default="json")
@@ -300,6 +361,21 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # `clinic2cloud status | head`: the reader left. Not an error; and point stdout at
+        # nothing so the interpreter's final flush does not complain either.
+        _silence_stdout()
+        return 0
+
+
+def _silence_stdout() -> None:
+    import os
+
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):
+        pass
 
 
 if __name__ == "__main__":

@@ -38,8 +38,12 @@ class WatchConfig:
     polling: bool = False
     #: Full rescan period that reconciles events the OS may have lost.
     rescan_seconds: float = 60.0
-    #: A series still incomplete after this long is quarantined.
-    max_wait_seconds: float = 3600.0
+    #: A series with a file still incomplete, and no file changed for this long, is given
+    #: up on (quarantined: "export it again"). Minutes: a viewer writes a series in seconds.
+    max_wait_seconds: float = 600.0
+    #: A series still incomplete this long after its first file appeared is shown as
+    #: needing attention (tray, status), well before it is given up on.
+    attention_seconds: float = 120.0
     #: Opt-in: delete the exported files once their series is delivered and verified.
     delete_after_delivery: bool = False
 
@@ -180,6 +184,15 @@ class DicomConfig:
 
 
 @dataclass(frozen=True)
+class DisplayConfig:
+    """What this workstation's own views (tray window, notifications, ``status``) show."""
+
+    #: Show patient name, description, scan date and export folder of each series, read
+    #: at display time from the local copies (never stored). Turn off on shared screens.
+    local_identity: bool = True
+
+
+@dataclass(frozen=True)
 class LogConfig:
     level: str = "INFO"
 
@@ -196,6 +209,7 @@ class Config:
     tray: TrayConfig = field(default_factory=TrayConfig)
     dicom: DicomConfig = field(default_factory=DicomConfig)
     results: ResultsConfig = field(default_factory=ResultsConfig)
+    display: DisplayConfig = field(default_factory=DisplayConfig)
     log: LogConfig = field(default_factory=LogConfig)
     #: Where the agent keeps its state, logs and config (not a TOML section).
     paths: AgentPaths = field(default_factory=default_paths)
@@ -218,6 +232,7 @@ _SECTIONS: dict[str, type] = {
     "tray": TrayConfig,
     "dicom": DicomConfig,
     "results": ResultsConfig,
+    "display": DisplayConfig,
     "log": LogConfig,
 }
 _TARGET_KINDS = ("folder", "azure")
@@ -322,6 +337,7 @@ def _validate(cfg: Config) -> None:
         "watch.stable_seconds": cfg.watch.stable_seconds,
         "watch.rescan_seconds": cfg.watch.rescan_seconds,
         "watch.max_wait_seconds": cfg.watch.max_wait_seconds,
+        "watch.attention_seconds": cfg.watch.attention_seconds,
         "target.concurrency": cfg.target.concurrency,
         "target.block_size_mb": cfg.target.block_size_mb,
         "deid.max_date_shift_days": cfg.deid.max_date_shift_days,

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from agent.errors import FatalError
-from agent.vocab import FINAL, UNFINISHED, SeriesState, may_move
+from agent.vocab import FINAL, UNFINISHED, AuditEvent, SeriesState, may_move
 
 GENESIS = "0" * 64
 
@@ -91,6 +91,21 @@ CREATE TABLE IF NOT EXISTS settings (
     name TEXT PRIMARY KEY,
     value TEXT NOT NULL
 );
+-- What each series version holds, by instance: keyed hashes of the source SOP Instance UID
+-- and of the source content, so a re-export is recognised (agent/reexport.py).
+CREATE TABLE IF NOT EXISTS instances (
+    series_id INTEGER NOT NULL REFERENCES series(id),
+    uid_hash TEXT NOT NULL,
+    content_hash TEXT NOT NULL,
+    PRIMARY KEY (series_id, uid_hash)
+);
+-- Exports found identical to a series already delivered (or being delivered): nothing sent.
+CREATE TABLE IF NOT EXISTS reexports (
+    series_id INTEGER NOT NULL REFERENCES series(id),
+    ts REAL NOT NULL,
+    files INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS reexports_series ON reexports(series_id);
 """
 
 
@@ -370,6 +385,95 @@ class Ledger:
             ).fetchall()
         return [(r[0], r[1], r[2], r[3], r[4]) for r in rows]
 
+    def files_of(self, series_id: int) -> list[str]:
+        """The keyed path hashes of the export files series ``series_id`` was made of."""
+        with self._lock:
+            rows = self._db.execute("SELECT path_hash FROM files WHERE series_id = ?",
+                                    (series_id,)).fetchall()
+        return [r["path_hash"] for r in rows]
+
+    # -- instances and re-exports (agent/reexport.py) -------------------------------------
+
+    def record_instances(self, series_id: int, items: Iterable[tuple[str, str]]) -> None:
+        """What version ``series_id`` holds: (uid hash, content hash) per instance."""
+        with self._tx() as db:
+            db.execute("DELETE FROM instances WHERE series_id = ?", (series_id,))
+            db.executemany("INSERT OR REPLACE INTO instances (series_id, uid_hash, "
+                           "content_hash) VALUES (?, ?, ?)",
+                           [(series_id, u, c) for u, c in items])
+
+    def known_instances(self, key: str, states: Iterable[SeriesState], *,
+                        exclude: int | None = None) -> dict[str, tuple[str, int]]:
+        """uid hash -> (content hash, series id) over the versions of ``key`` in
+        ``states``; where versions differ, the newest wins."""
+        states = list(states)
+        marks = ",".join("?" * len(states))
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT i.uid_hash, i.content_hash, s.id FROM instances i "
+                f"JOIN series s ON s.id = i.series_id WHERE s.key = ? AND s.state IN ({marks}) "
+                "AND s.id != ? ORDER BY s.version",
+                (key, *states, -1 if exclude is None else exclude)).fetchall()
+        return {r["uid_hash"]: (r["content_hash"], r["id"]) for r in rows}
+
+    def instance_count(self, series_id: int) -> int:
+        with self._lock:
+            return int(self._db.execute("SELECT COUNT(*) FROM instances WHERE series_id = ?",
+                                        (series_id,)).fetchone()[0])
+
+    def note_reexport(self, series_id: int, files: Iterable[tuple[str, int, int]],
+                      **detail: Any) -> SeriesRow:
+        """An export identical to series ``series_id`` was found: nothing is sent. Its files
+        (path hash, size, mtime_ns) are recorded as handled; the audit log says so."""
+        files = list(files)
+        with self._tx() as db:
+            row = self._get(db, series_id)
+            db.executemany(
+                "INSERT OR REPLACE INTO files (series_id, path_hash, size, mtime_ns) "
+                "VALUES (?, ?, ?, ?)", [(series_id, p, sz, m) for p, sz, m in files])
+            db.execute("INSERT INTO reexports (series_id, ts, files) VALUES (?, ?, ?)",
+                       (series_id, time.time(), len(files)))
+            self._append(db, series_id, AuditEvent.ALREADY_DELIVERED,
+                         {"series": row.key, "version": row.version, "files": len(files),
+                          **detail})
+            return row
+
+    def reexports(self, series_ids: Iterable[int]) -> dict[int, tuple[float, int]]:
+        """series id -> (time of the latest re-export, how many) for those re-exported."""
+        ids = list(series_ids)
+        if not ids:
+            return {}
+        marks = ",".join("?" * len(ids))
+        with self._lock:
+            rows = self._db.execute(
+                f"SELECT series_id, MAX(ts) AS ts, COUNT(*) AS n FROM reexports "
+                f"WHERE series_id IN ({marks}) GROUP BY series_id", ids).fetchall()
+        return {r["series_id"]: (r["ts"], r["n"]) for r in rows}
+
+    def recently_reexported(self, since: float) -> list[SeriesRow]:
+        """Series found exported again since ``since`` (newest first)."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT s.* FROM series s JOIN (SELECT series_id, MAX(ts) AS ts FROM reexports "
+                "WHERE ts >= ? GROUP BY series_id) r ON r.series_id = s.id ORDER BY r.ts DESC",
+                (since,)).fetchall()
+        return [_series_row(r) for r in rows]
+
+    def reexport_count(self, since: float) -> int:
+        with self._lock:
+            return int(self._db.execute("SELECT COUNT(*) FROM reexports WHERE ts >= ?",
+                                        (since,)).fetchone()[0])
+
+    def open_quarantine(self) -> list[SeriesRow]:
+        """Quarantined series still waiting for a person: those that are the newest
+        version of their series (a later export of the same series supersedes them)."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT s.* FROM series s WHERE s.state = ? AND s.version = "
+                "(SELECT MAX(version) FROM series t WHERE t.key = s.key) ORDER BY s.id",
+                (QUARANTINED,)).fetchall()
+        return [_series_row(r) for r in rows]
+
     # -- settings --------------------------------------------------------------------------
 
     def setting(self, name: str, default: str = "") -> str:
@@ -386,14 +490,34 @@ class Ledger:
     # -- export ----------------------------------------------------------------------------
 
     def export(self, fmt: str) -> str:
-        """The series table and the audit log as JSON, or the audit log as CSV."""
+        """The series table and the audit log, as JSON or as one CSV table.
+
+        The CSV has a ``record`` column (``series`` or ``audit``) and the columns of both,
+        with times in ISO 8601 (local time with its UTC offset), so a spreadsheet shows
+        which series are where and what happened, in one file.
+        """
         audit = [r.__dict__ for r in self.audit_rows()]
+        with self._lock:
+            series = [dict(r) for r in self._db.execute("SELECT * FROM series ORDER BY id")]
         if fmt == "json":
-            with self._lock:
-                series = [dict(r) for r in self._db.execute("SELECT * FROM series ORDER BY id")]
             return json.dumps({"series": series, "audit": audit, "head": self.head()}, indent=2)
+        columns = ["record", "time", *[c for c in series[0] if c not in ("created", "updated")]
+                   ] if series else ["record", "time"]
+        columns += ["created", "event", "seq", "series_id", "detail", "prev_hash", "hash"]
+        columns = list(dict.fromkeys(columns))
         buf = io.StringIO()
-        writer = csv.DictWriter(buf, fieldnames=list(AuditRow.__dataclass_fields__))
+        writer = csv.DictWriter(buf, fieldnames=columns, extrasaction="ignore")
         writer.writeheader()
-        writer.writerows(audit)
+        for row in series:
+            writer.writerow({**row, "record": "series", "time": _iso(row["updated"]),
+                             "created": _iso(row["created"])})
+        for arow in audit:
+            writer.writerow({**arow, "record": "audit", "time": _iso(arow["ts"])})
         return buf.getvalue()
+
+
+def _iso(ts: float) -> str:
+    """ISO 8601 local time with its UTC offset, to the second."""
+    from datetime import datetime
+
+    return datetime.fromtimestamp(ts).astimezone().isoformat(timespec="seconds")

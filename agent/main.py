@@ -3,6 +3,10 @@
 It owns the ledger, the target, the pipeline, the export watcher and the named worker
 threads. Front ends read :meth:`Agent.status`, subscribe to :class:`AgentEvent` s, and
 ask for pause, resume, retry and stop; they never touch the engine's parts.
+
+:class:`AgentFacade` is that surface as a protocol: the in-process :class:`Agent` and
+:class:`agent.control.RemoteAgent` (a running agent reached through its control
+endpoint) both implement it, so the tray and the CLI work with either.
 """
 
 from __future__ import annotations
@@ -13,10 +17,16 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from agent.config import Config
-from agent.errors import ConfigError, FatalError, SeriesProblem, TargetUnavailable
+from agent.errors import (
+    Clinic2CloudError,
+    ConfigError,
+    FatalError,
+    SeriesProblem,
+    TargetUnavailable,
+)
 from agent.instance import InstanceLock
 from agent.keys import installation_secret, keyed_hash, site_secret
 from agent.ledger import (
@@ -26,19 +36,30 @@ from agent.ledger import (
     UNFINISHED,
     WITHHELD,
     Ledger,
-    SeriesRow,
 )
+from agent.localview import LocalView, recent_summaries
 from agent.logs import log_failure
+from agent.messages import ignored_sentence, waiting_sentence
 from agent.pipeline import Interrupted, Outcome, Pipeline, build_stages
 from agent.series import FileState
-from agent.status import AgentEvent, AgentState, AgentStatus, SeriesSummary
+from agent.status import (
+    AgentEvent,
+    AgentState,
+    AgentStatus,
+    IgnoredFiles,
+    LocalIdentity,
+    SeriesSummary,
+    WaitingSeries,
+    start_of_today,
+)
 from agent.sync import Target, open_target
 from agent.vocab import AuditEvent, EventKind, ProblemCode, SeriesState
-from agent.watcher import ExportWatcher
+from agent.watcher import ExportWatcher, PendingExport
 from agent.work import Stage
 from agent.workqueue import ScheduledQueue
 
 if TYPE_CHECKING:
+    from agent.control import ControlServer
     from agent.dicomnode.scp import DicomNode
     from agent.dicomnode.status import NodeStatus
     from agent.results.service import ResultsService
@@ -48,6 +69,25 @@ log = logging.getLogger(__name__)
 PAUSE_SETTING = "paused_until"
 _OFFLINE_RETRY = (5.0, 300.0)     # first and largest delay while the target is out of reach
 _CREDENTIALS_RETRY = 600.0        # credentials rarely fix themselves: look again rarely
+
+
+class AgentFacade(Protocol):
+    """What front ends (tray, CLI) may ask of an agent, in process or running elsewhere."""
+
+    @property
+    def config(self) -> Config: ...
+    def start(self) -> None: ...
+    def stop(self, timeout: float = 5.0) -> None: ...
+    def wait(self, timeout: float | None = None) -> bool: ...
+    def status(self) -> AgentStatus: ...
+    def subscribe(self, callback: Callable[[AgentEvent], None]) -> None: ...
+    def pause(self, seconds: float | None) -> None: ...
+    def resume(self) -> None: ...
+    def retry(self, series_id: int) -> str: ...
+    def recent(self, limit: int = 50) -> list[SeriesSummary]: ...
+    def identity(self, series_id: int) -> LocalIdentity | None: ...
+    @property
+    def busy(self) -> bool: ...
 
 
 class Agent:
@@ -84,6 +124,11 @@ class Agent:
         self._offline_delay = _OFFLINE_RETRY[0]
         self._started = False
         self.results = self._results_service()
+        self.view = LocalView(cfg, self.ledger, self.pipeline.path_hash, self._known_paths)
+        self._control: ControlServer | None = None
+        self._quit_handler: Callable[[], None] | None = None
+        self._ignored = IgnoredFiles()
+        self._warned_waiting: set[str] = set()
 
     @property
     def config(self) -> Config:
@@ -118,10 +163,13 @@ class Agent:
                 handled=self.ledger.handled_files(),
                 on_ready=self._series_ready,
                 on_expired=self._series_expired,
+                on_ignored=self._files_ignored,
             )
+            self._watcher.on_publish = self._waiting_published
             self._watcher.start()
         if self.results is not None:
             self.results.start()
+        self._start_control()
         log.info("agent started: %d workers, target %s", len(self._workers),
                  self.target.description)
 
@@ -150,6 +198,8 @@ class Agent:
             self.target.close()
         if self._started:
             self.ledger.audit(AuditEvent.AGENT_STOPPED)
+        if self._control is not None:
+            self._control.stop()
         self._instance.release()
         self._stopped.set()
         self._emit(AgentEvent(EventKind.STATE, "stopped"))
@@ -208,26 +258,60 @@ class Agent:
         self._queue.wake()
 
     def paused_until(self) -> float | None:
-        raw = self.ledger.setting(PAUSE_SETTING)
-        if not raw:
-            return None
-        until = float(raw)
-        if until and until <= time.time():
-            return None  # the pause ended by itself
-        return until
+        return read_pause(self.ledger)
 
-    def retry(self, series_id: int) -> None:
-        """Send a quarantined series through the pipeline again."""
+    def retry(self, series_id: int) -> str:
+        """Send a quarantined series through the pipeline again; what happened, in words.
+
+        Its quarantined copy goes through re-export recognition first (a copy identical to
+        what was delivered ends delivered at once). A series given up on while incomplete
+        has no copy: the export folder is looked at again instead.
+        """
+        try:
+            before = self.ledger.get(series_id)
+        except KeyError:
+            return f"there is no series {series_id}"
+        if before.state != QUARANTINED:
+            return f"series {series_id} is {before.state}, not quarantined: nothing to retry"
+        if series_id not in {r.id for r in self.ledger.open_quarantine()}:
+            return (f"series {series_id} was exported again since (a newer version exists): "
+                    "nothing to retry")
         try:
             row = self.pipeline.requeue(series_id)
         except SeriesProblem as problem:
+            if problem.code == ProblemCode.MISSING and self._watcher is not None:
+                self._watcher.watch_again(before.key)
+                self.ledger.audit(AuditEvent.RETRIED, series_id, watch_again=True)
+                return (f"series {series_id}: looking at the export folder again; it is "
+                        "taken as soon as all of its files are complete")
             self._emit(AgentEvent(EventKind.QUARANTINED, str(problem), series_id))
-            return
+            return f"series {series_id}: {problem}"
         if row.state == STAGED:
             self._queue.put(series_id)
+            return f"series {series_id} is being processed again"
+        if row.state == DELIVERED:
+            self._emit(AgentEvent(EventKind.ALREADY_DELIVERED, row.reason, series_id))
+        return f"series {series_id}: {row.state} - {row.reason}"
 
     def recent(self, limit: int = 50) -> list[SeriesSummary]:
-        return [self._summary(r) for r in self.ledger.recent(limit)]
+        """The latest series (re-exported ones by the time of their re-export), with what
+        to do about quarantined ones and, where shown, their local identity."""
+        return recent_summaries(self.ledger, self.view, limit)
+
+    def identity(self, series_id: int) -> LocalIdentity | None:
+        """Who and what series ``series_id`` is, read now from its local copies (memory
+        only; None when ``[display] local_identity`` is off or nothing local is left)."""
+        try:
+            return self.view.of_row(self.ledger.get(series_id))
+        except KeyError:
+            return None
+
+    def set_quit_handler(self, handler: Callable[[], None] | None) -> None:
+        """What ``clinic2cloud quit`` does: the tray ends its loop; by default, stop."""
+        self._quit_handler = handler
+
+    def request_quit(self) -> None:
+        (self._quit_handler or self.stop)()
 
     @property
     def busy(self) -> bool:
@@ -235,13 +319,16 @@ class Agent:
             return bool(self._working) or len(self._queue) > 0
 
     def status(self) -> AgentStatus:
-        counts = self.ledger.counts(since=_start_of_today())
+        today = start_of_today()
+        counts = self.ledger.counts(since=today)
         with self._lock:
             working = len(self._working)
-        queued = len(self._queue) + counts.get(SeriesState.STABLE, 0) + (
-            len(self._watcher.tracker) if self._watcher else 0) + (
+        waiting = tuple(self._waiting(p) for p in (
+            self._watcher.pending if self._watcher else ()))
+        queued = len(self._queue) + counts.get(SeriesState.STABLE, 0) + len(waiting) + (
             len(self._dicom.watcher.tracker) if self._dicom else 0)
-        quarantined = counts.get(QUARANTINED, 0)
+        quarantined = len(self.ledger.open_quarantine())
+        stuck = [w for w in waiting if w.attention]
         paused = self.paused_until()
         if self._stopped.is_set():
             state, message = AgentState.STOPPED, "stopped"
@@ -251,9 +338,15 @@ class Agent:
             state, message = AgentState.PAUSED, "paused"
         elif working or len(self._queue):
             state, message = AgentState.WORKING, f"processing {working} series"
+        elif stuck:
+            state = AgentState.ATTENTION
+            message = waiting_sentence(stuck[0]) + (
+                f" (and {len(stuck) - 1} more)" if len(stuck) > 1 else "")
         elif quarantined:
             state = AgentState.ATTENTION
             message = f"{quarantined} series kept back (quarantined)"
+        elif waiting:
+            state, message = AgentState.WORKING, waiting_sentence(waiting[0])
         else:
             state, message = AgentState.IDLE, "watching for exports"
         return AgentStatus(
@@ -261,9 +354,21 @@ class Agent:
             delivered_today=counts.get(DELIVERED, 0),
             withheld_today=counts.get(WITHHELD, 0), quarantined=quarantined,
             paused_until=paused, message=message,
-            recent=tuple(self.recent(10)),
+            recent=tuple(self.recent(10)), waiting=waiting,
+            ignored=self._watcher.ignored if self._watcher else IgnoredFiles(),
+            already_delivered_today=self.ledger.reexport_count(today),
             dicom=self.dicom_status(),
         )
+
+    def _waiting(self, p: PendingExport) -> WaitingSeries:
+        now = time.time()
+        watch = self._cfg.watch
+        return WaitingSeries(
+            ref=p.key[:8], files=len(p.paths), incomplete=p.incomplete, since=p.since,
+            quiet_for=max(0.0, now - p.last_change),
+            attention=bool(p.incomplete) and now - p.since >= watch.attention_seconds,
+            gives_up_at=p.last_change + watch.max_wait_seconds,
+            local=self.view.of_export(p.paths))
 
     def dicom_status(self) -> NodeStatus | None:
         """The DICOM node's snapshot (listening, last association, refused callers), or
@@ -291,12 +396,56 @@ class Agent:
     # -- from the watcher ------------------------------------------------------------------
 
     def _series_ready(self, key: str, files: dict[str, FileState]) -> None:
-        row = self.pipeline.stage(key, files)
+        taken = self.pipeline.take(key, files)
+        row = taken.row
+        if taken.repeat:
+            self._emit(AgentEvent(
+                EventKind.ALREADY_DELIVERED,
+                f"exported again: identical to version {row.version}, which was "
+                f"{'delivered' if row.state == DELIVERED else 'already on its way'}; "
+                "nothing sent", row.id))
+            return
         self._exports[row.id] = list(files)
         if row.state == STAGED:
             self._queue.put(row.id)
         else:
             self._emit(AgentEvent(EventKind.QUARANTINED, row.reason, row.id))
+
+    def _files_ignored(self, ignored: IgnoredFiles) -> None:
+        self._ignored = ignored
+        self._emit(AgentEvent(EventKind.IGNORED, ignored_sentence(ignored)))
+
+    def _waiting_published(self, pending: tuple[PendingExport, ...]) -> None:
+        """From the scanner: tell once (log, event) when an export needs attention."""
+        now = time.time()
+        keys = {p.key for p in pending}
+        self._warned_waiting &= keys
+        for p in pending:
+            if (p.key in self._warned_waiting or not p.incomplete
+                    or now - p.since < self._cfg.watch.attention_seconds):
+                continue
+            self._warned_waiting.add(p.key)
+            w = self._waiting(p)
+            log.warning("an export is incomplete: %s (series %s)", waiting_sentence(w),
+                        p.key[:8])
+            self._emit(AgentEvent(EventKind.WAITING, f"an export is incomplete: "
+                                  f"{waiting_sentence(w)}"))
+
+    def _known_paths(self) -> tuple[str, ...]:
+        return self._watcher.known_paths() if self._watcher is not None else ()
+
+    def _start_control(self) -> None:
+        """Listen for ``clinic2cloud status|pause|resume|retry|quit`` (see agent.control)."""
+        from agent.control import ControlServer
+
+        try:
+            self._control = ControlServer(self, self._cfg.paths, self.request_quit)
+            self._control.start()
+        except (OSError, Clinic2CloudError) as exc:
+            self._control = None
+            log.warning("the control endpoint is not available (%s): `clinic2cloud "
+                        "status` reads the ledger instead, pause/quit only from the tray",
+                        getattr(exc, "strerror", None) or type(exc).__name__)
 
     def _series_expired(self, key: str, files: dict[str, FileState]) -> None:
         row = self.ledger.open_version(
@@ -361,6 +510,7 @@ class Agent:
 
     def _finished(self, outcome: Outcome) -> None:
         exports = self._exports.pop(outcome.series_id, [])
+        _log_ending(outcome)
         if outcome.state == DELIVERED:
             self._emit(AgentEvent(EventKind.DELIVERED, f"{outcome.file_count} files delivered",
                                   outcome.series_id))
@@ -392,14 +542,22 @@ class Agent:
             except Exception:
                 log.exception("event subscriber failed")
 
-    @staticmethod
-    def _summary(row: SeriesRow) -> SeriesSummary:
-        return SeriesSummary(
-            id=row.id, state=row.state, updated=row.updated, modality=row.modality,
-            patient_pseudonym=row.patient, reason=row.reason, location=row.location,
-            file_count=row.file_count, render=row.render, version=row.version)
+
+def read_pause(ledger: Ledger) -> float | None:
+    """When the pause recorded in the ledger ends: None (not paused), 0.0 (until resumed)."""
+    raw = ledger.setting(PAUSE_SETTING)
+    if not raw:
+        return None
+    until = float(raw)
+    if until and until <= time.time():
+        return None  # the pause ended by itself
+    return until
 
 
-def _start_of_today() -> float:
-    t = time.localtime()
-    return time.mktime((t.tm_year, t.tm_mon, t.tm_mday, 0, 0, 0, 0, 0, -1))
+def _log_ending(outcome: Outcome) -> None:
+    """One line per delivered series, for a headless operator (no PHI; the pipeline logs
+    quarantined and withheld series itself)."""
+    if outcome.state == DELIVERED:
+        log.info("series %s delivered: %d files to %s%s", outcome.series_id,
+                 outcome.file_count, outcome.location,
+                 f" ({outcome.reason})" if outcome.reason else "")

@@ -19,7 +19,7 @@ import shutil
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from agent.config import Config
 from agent.errors import DefaceFailed, FatalError, SeriesProblem, Withheld
@@ -35,10 +35,16 @@ from agent.ledger import (
     SeriesRow,
 )
 from agent.logs import log_failure
+from agent.reexport import Plan, plan_export
 from agent.series import FileState
 from agent.sync.base import Delivery, DeliveryFile, Target
-from agent.sync.manifest import build_manifest, content_digest, describe_files
-from agent.vocab import FINAL
+from agent.sync.manifest import (
+    ManifestChanges,
+    build_manifest,
+    content_digest,
+    describe_files,
+)
+from agent.vocab import FINAL, UNFINISHED, ProblemCode
 from agent.work import SeriesWork, Stage
 
 log = logging.getLogger(__name__)
@@ -66,11 +72,25 @@ class Outcome:
     patient: str = ""
 
 
+@dataclass(frozen=True)
+class Taken:
+    """What became of an export handed to :meth:`Pipeline.take`."""
+
+    row: SeriesRow
+    #: True when the export repeats ``row`` (already delivered or on its way): nothing new.
+    repeat: bool = False
+
+
 def outcome_of(row: SeriesRow) -> Outcome:
     """The summary of a series row, for the one-shot report and notifications."""
     return Outcome(series_id=row.id, state=row.state, reason=row.reason, code=row.code,
                    location=row.location, file_count=row.file_count,
                    modality=row.modality, patient=row.patient)
+
+
+def export_path_hash(installation_key: bytes, path: str | Path) -> str:
+    """The ledger's name for an export file: a keyed hash (paths often hold names)."""
+    return keyed_hash(installation_key, "path", str(path))
 
 
 def build_stages(cfg: Config, site_secret: bytes) -> list[Stage]:
@@ -123,7 +143,7 @@ class Pipeline:
 
     def path_hash(self, path: str | Path) -> str:
         """Keyed hash of an export path: export paths often hold patient names."""
-        return keyed_hash(self._key, "path", str(path))
+        return export_path_hash(self._key, path)
 
     def workdir(self, series_id: int) -> Path:
         return self.work_root / str(series_id)
@@ -135,26 +155,61 @@ class Pipeline:
 
     def stage(self, key: str, files: Mapping[str, FileState]) -> SeriesRow:
         """Copy a stable series out of the export folder into the work area."""
-        row = self.ledger.open_version(
-            key, [(self.path_hash(p), st.size, st.mtime_ns) for p, st in files.items()]
-        )
+        return self.take(key, files).row
+
+    def take(self, key: str, files: Mapping[str, FileState]) -> Taken:
+        """Take a stable series from the export folder: recognise a re-export of content
+        already delivered (nothing new: recorded, not sent), else stage one copy of each
+        instance as a new version (see :mod:`agent.reexport`)."""
+        handled = [(self.path_hash(p), st.size, st.mtime_ns) for p, st in files.items()]
+        try:
+            plan = self._plan(key, files)
+        except (OSError, ValueError):
+            plan = None
+        if plan is not None and plan.repeats is not None:
+            earlier = self.ledger.note_reexport(plan.repeats, handled,
+                                                duplicates=plan.duplicates)
+            log.info("series %s exported again (%d files): identical to version %d, "
+                     "nothing sent", earlier.id, len(files), earlier.version)
+            return Taken(earlier, repeat=True)
+        row = self.ledger.open_version(key, handled)
+        if plan is None:
+            return Taken(self.quarantine(row.id, SeriesProblem(
+                "a file of the series could not be read in the export folder (it vanished, "
+                "is locked or is damaged); export the series again",
+                code=ProblemCode.UNREADABLE)))
         source = self.workdir(row.id) / "source"
         if source.exists():
             shutil.rmtree(source)
         partial = source.with_name("source.partial")
         shutil.rmtree(partial, ignore_errors=True)
         partial.mkdir(parents=True)
+        names = {inst.path: f"{n:06d}.dcm" for n, inst in enumerate(plan.chosen)}
         try:
-            for n, path in enumerate(sorted(files)):
-                shutil.copyfile(path, partial / f"{n:06d}.dcm")
+            for path, name in names.items():
+                shutil.copyfile(path, partial / name)
         except OSError as exc:
             shutil.rmtree(partial, ignore_errors=True)
-            return self.quarantine(
+            return Taken(self.quarantine(
                 row.id, SeriesProblem(
                     f"a file of the series could not be copied from the export folder "
-                    f"({exc.strerror}); export the series again", code="unreadable"))
+                    f"({exc.strerror}); export the series again", code="unreadable")))
+        self._record_plan(row.id, plan, names)
         os.replace(partial, source)
-        return self.ledger.set_state(row.id, STAGED)
+        return Taken(self.ledger.set_state(row.id, STAGED))
+
+    def _plan(self, key: str, files: Mapping[str, FileState],
+              exclude: int | None = None) -> Plan:
+        known = self.ledger.known_instances(key, (DELIVERED, *UNFINISHED), exclude=exclude)
+        versions = {sid: self.ledger.get(sid).version for sid in {s for _c, s in known.values()}}
+        return plan_export(files, self._key, known, versions)
+
+    def _record_plan(self, series_id: int, plan: Plan, names: Mapping[str, str]) -> None:
+        """Persist what this version holds (ledger) and what changed (for its manifest)."""
+        self.ledger.record_instances(series_id,
+                                     [(i.uid_hash, i.content_hash) for i in plan.chosen])
+        _atomic_write(self.workdir(series_id) / "changes.json",
+                      json.dumps(plan.changes(names)).encode())
 
     # -- 2..4. process, verify, deliver ----------------------------------------------------
 
@@ -230,6 +285,7 @@ class Pipeline:
         else:
             render = None
         files = [{"path": f.name, "local": str(f)} for f in sorted(work.files)]
+        changes = self._changes(row.id, work)
         ready = {
             "series_path": f"{self.cfg.site.name}/{work.destination}",
             "files": files,
@@ -241,6 +297,7 @@ class Pipeline:
                 "modality": work.modality,
                 "deidentification_codes": sorted(set(work.codes)),
                 "defaced": work.defaced,
+                **({"changes": changes} if changes else {}),
             },
         }
         _atomic_write(self.workdir(row.id) / "ready.json", json.dumps(ready).encode())
@@ -248,6 +305,21 @@ class Pipeline:
                               patient=work.patient_pseudonym, study=work.study_pseudonym,
                               series=work.series_pseudonym,
                               render=str(render) if render else "")
+
+    def _changes(self, series_id: int, work: SeriesWork) -> ManifestChanges | None:
+        """What changed since the version before, in delivered file names; None for a
+        first version (or a series staged before re-export recognition existed)."""
+        try:
+            doc = json.loads((self.workdir(series_id) / "changes.json").read_text("utf-8"))
+        except (OSError, ValueError):
+            return None
+        if doc.get("since_version") is None:
+            return None
+        delivered = {staged: out for out, staged in work.source_of.items()}
+        for field_name in ("added", "changed"):
+            doc[field_name] = sorted(delivered[n] for n in doc.get(field_name, [])
+                                     if n in delivered)
+        return cast(ManifestChanges, doc)
 
     def _deliver(self, series_id: int, ready: dict[str, Any]) -> Outcome:
         row = self.ledger.get(series_id)
@@ -305,20 +377,48 @@ class Pipeline:
         return self.ledger.set_state(series_id, WITHHELD, reason=str(held), code=held.code)
 
     def requeue(self, series_id: int) -> SeriesRow:
-        """Put a quarantined series back to ``staged`` (the tray's Retry)."""
+        """Put a quarantined series back to ``staged`` (the tray's Retry).
+
+        The quarantined copy goes through re-export recognition like a new export: two
+        copies of one instance become one, and a copy identical to what was delivered
+        ends ``delivered`` at once (nothing sent) instead of being quarantined again.
+        Raises SeriesProblem (code ``missing``) when no local copy is left.
+        """
         row = self.ledger.get(series_id)
         if row.state != QUARANTINED:
             return row
         qdir = self.quarantine_root / str(series_id)
-        if not any(qdir.glob("*.dcm")):
+        copies = sorted(qdir.glob("*.dcm"))
+        if not copies:
             raise SeriesProblem("the quarantined copy is gone; export the series again",
-                                code="missing")
+                                code=ProblemCode.MISSING)
+        files = {str(f): FileState(f.stat().st_size, f.stat().st_mtime_ns) for f in copies}
+        try:
+            plan = self._plan(row.key, files, exclude=series_id)
+        except (OSError, ValueError):
+            raise SeriesProblem("the quarantined copy cannot be read any more; export the "
+                                "series again", code=ProblemCode.UNREADABLE) from None
         source = self.workdir(series_id) / "source"
         shutil.rmtree(source, ignore_errors=True)
         source.mkdir(parents=True)
-        for f in qdir.glob("*.dcm"):
-            shutil.copyfile(f, source / f.name)
-        return self.ledger.set_state(series_id, STAGED, reason="retried by the user")
+        names = {inst.path: f"{n:06d}.dcm" for n, inst in enumerate(plan.chosen)}
+        for path, name in names.items():
+            shutil.copyfile(path, source / name)
+        self._record_plan(series_id, plan, names)
+        staged = self.ledger.set_state(series_id, STAGED, reason="retried by the user")
+        if plan.repeats is None:
+            return staged
+        earlier = self.ledger.get(plan.repeats)
+        if earlier.state != DELIVERED:
+            return staged  # identical to a version still on its way: process it anyway
+        done = self.ledger.set_state(
+            series_id, DELIVERED, location=earlier.location,
+            content_sha256=earlier.content_sha256,
+            reason=f"identical to version {earlier.version}, which was delivered; "
+                   "nothing sent")
+        self._cleanup(series_id)
+        shutil.rmtree(qdir, ignore_errors=True)
+        return done
 
     def _cleanup(self, series_id: int) -> None:
         shutil.rmtree(self.workdir(series_id), ignore_errors=True)

@@ -7,7 +7,7 @@ A series is *due* for a completeness check when no file of it changed for
 ``stable_seconds``. The watcher then checks every file (see
 :func:`agent.dicomfiles.is_complete`); an incomplete series goes back to waiting
 (:meth:`SeriesTracker.postpone`), and one still incomplete ``max_wait`` seconds after it
-was first seen is given up on (``expired``).
+last changed is given up on (``expired``).
 """
 
 from __future__ import annotations
@@ -89,8 +89,14 @@ class SeriesTracker:
         return out
 
     def expired(self, key: str, now: float) -> bool:
+        """Still incomplete and no file changed for ``max_wait``: give up. Measured from
+        the last change, so an export that is slow but progressing is never given up on."""
         p = self._series.get(key)
-        return p is not None and now - p.first_seen >= self.max_wait
+        return p is not None and now - p.last_change >= self.max_wait
+
+    def pending(self) -> list[PendingSeries]:
+        """The series being waited for (the watcher publishes them for the status)."""
+        return list(self._series.values())
 
     def postpone(self, key: str, now: float) -> None:
         """The series was quiet but not whole: look again after another quiet period."""

@@ -15,25 +15,25 @@ or no usable backend at all, :func:`run_tray` says so in the log and runs headle
 from __future__ import annotations
 
 import logging
-import signal
 import sys
 import threading
 import time
 import weakref
 from collections.abc import Callable
 from pathlib import Path
-from types import FrameType, ModuleType
-from typing import TYPE_CHECKING, Any, Protocol
+from types import ModuleType
+from typing import Any
 
 from agent import __version__
 from agent.config import Config
-from agent.status import AgentEvent, AgentState, AgentStatus, SeriesSummary
+from agent.headless import STOP_TIMEOUT, install_signal_handlers, run_headless
+from agent.main import AgentFacade
+from agent.status import AgentEvent, AgentState, AgentStatus
 from agent.ui import icons, text, xembed
 from agent.ui.notify import NotificationCenter, Notifier, default_notifier
 from agent.ui.window import RecentActivityWindow, WindowActions, ask_yes_no, open_path, show_message
 
-if TYPE_CHECKING:
-    from agent.main import Agent
+__all__ = ["AgentFacade", "TrayApp", "run_tray", "load_backend", "STOP_TIMEOUT"]
 
 log = logging.getLogger(__name__)
 
@@ -47,26 +47,6 @@ PAUSES: tuple[tuple[str, float | None], ...] = (
 ICON_SIZE = 64
 #: How often an undocked XEmbed icon looks for a (restarted) tray, in seconds.
 REDOCK_INTERVAL = 2.0
-#: Budget for stopping the agent after Quit/SIGTERM (the whole shutdown must take < 5 s).
-STOP_TIMEOUT = 3.5
-
-
-class AgentFacade(Protocol):
-    """The part of :class:`agent.main.Agent` the tray uses (so tests may pass a fake)."""
-
-    @property
-    def config(self) -> Config: ...
-    def start(self) -> None: ...
-    def stop(self, timeout: float = 5.0) -> None: ...
-    def wait(self, timeout: float | None = None) -> bool: ...
-    def status(self) -> AgentStatus: ...
-    def subscribe(self, callback: Callable[[AgentEvent], None]) -> None: ...
-    def pause(self, seconds: float | None) -> None: ...
-    def resume(self) -> None: ...
-    def retry(self, series_id: int) -> None: ...
-    def recent(self, limit: int = 50) -> list[SeriesSummary]: ...
-    @property
-    def busy(self) -> bool: ...
 
 
 def load_backend() -> ModuleType | None:
@@ -153,6 +133,7 @@ class TrayApp:
             notifier or default_notifier(self.icon),
             enabled=self.cfg.tray.notifications,
             coalesce_seconds=notification_delay,
+            describe=self.describe,
         )
         # A weak reference: the agent must not keep a closed tray (and its X connection) alive.
         this = weakref.ref(self)
@@ -219,6 +200,22 @@ class TrayApp:
             return False
         self._next_dock_check = now + REDOCK_INTERVAL
         return self._dispatcher.tray_available()
+
+    def describe(self, event: AgentEvent) -> str:
+        """A notification's words: who the series is (local identity, when shown), what
+        happened and, for a quarantined series, what to do. Called on the tray thread."""
+        words = event.message
+        if event.series_id is None:
+            return words
+        summary = next((s for s in self.agent.recent(50) if s.id == event.series_id), None)
+        if summary is None:
+            return words
+        who = text.identity_line(summary.local)
+        if who:
+            words = f"{who}: {words}"
+        if event.kind == "quarantined" and summary.action:
+            words += f" What to do: {summary.action}"
+        return words
 
     def _on_event(self, event: AgentEvent) -> None:
         """From the agent's worker threads: record, wake the tray thread, return at once."""
@@ -295,9 +292,10 @@ class TrayApp:
         self.agent.resume()
         self._wake.set()
 
-    def retry(self, series_id: int) -> None:
-        self.agent.retry(series_id)
+    def retry(self, series_id: int) -> str:
+        said = self.agent.retry(series_id)
         self._wake.set()
+        return said
 
     def retry_quarantined(self) -> int:
         """Send every quarantined series of the recent list through again; returns how many."""
@@ -392,42 +390,6 @@ class TrayApp:
             self._wake.set()
 
 
-def _install_signal_handlers(on_signal: Callable[[], None]) -> Callable[[], None]:
-    """SIGTERM/SIGINT call ``on_signal``; returns a function restoring the old handlers."""
-    if threading.current_thread() is not threading.main_thread():
-        return lambda: None
-    previous: dict[int, Any] = {}
-
-    def handler(signum: int, _frame: FrameType | None) -> None:
-        log.info("signal %d: shutting down", signum)
-        on_signal()
-
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        previous[sig] = signal.signal(sig, handler)
-
-    def restore() -> None:
-        for sig, old in previous.items():
-            signal.signal(sig, old)
-
-    return restore
-
-
-def _run_headless(agent: AgentFacade, *, started: bool = False) -> int:
-    """Run ``agent`` (starting it unless ``started``) until SIGTERM/SIGINT or its stop."""
-    stop = threading.Event()
-    restore = _install_signal_handlers(stop.set)
-    try:
-        if not started:
-            agent.start()
-        # Short waits so signal handlers run promptly on the main thread.
-        while not stop.is_set() and not agent.wait(0.2):
-            pass
-    finally:
-        agent.stop(STOP_TIMEOUT)
-        restore()
-    return 0
-
-
 def _apply_autostart(cfg: Config) -> None:
     try:
         from agent.ui import autostart
@@ -438,7 +400,7 @@ def _apply_autostart(cfg: Config) -> None:
         log.warning("cannot update the start-at-login entry", exc_info=True)
 
 
-def run_tray(agent: Agent | AgentFacade, *, notifier: Notifier | None = None) -> int:
+def run_tray(agent: AgentFacade, *, notifier: Notifier | None = None) -> int:
     """Start ``agent``, show the tray icon, block until Quit or SIGTERM/SIGINT; returns 0.
 
     Without a display or a tray backend, logs a warning and runs headless instead.
@@ -446,16 +408,19 @@ def run_tray(agent: Agent | AgentFacade, *, notifier: Notifier | None = None) ->
     pystray = load_backend()
     if pystray is None:
         log.warning("running without a tray icon (headless); stop with Ctrl+C or SIGTERM")
-        return _run_headless(agent)
+        return run_headless(agent)
     # Start first: a second instance (AlreadyRunning) or a bad config fails before any icon.
     agent.start()
     try:
         app = TrayApp(agent, pystray, notifier=notifier)
     except Exception as exc:  # noqa: BLE001 -- e.g. the X server went away meanwhile
         log.warning("cannot create the tray icon (%s); running headless", exc)
-        return _run_headless(agent, started=True)
+        return run_headless(agent, started=True)
     _apply_autostart(agent.config)
-    restore = _install_signal_handlers(app.quit)
+    restore = install_signal_handlers(app.quit)
+    set_quit = getattr(agent, "set_quit_handler", None)
+    if set_quit is not None:
+        set_quit(app.quit)  # `clinic2cloud quit` ends the tray like its Quit item
     started = time.monotonic()
     try:
         log.info("tray icon shown (%s backend)", type(app.icon).__module__.rsplit(".", 1)[-1])

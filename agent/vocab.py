@@ -45,7 +45,9 @@ _S = SeriesState
 #: version starts in STABLE. Re-entering the same working state is a restart after a crash.
 TRANSITIONS: dict[SeriesState, frozenset[SeriesState]] = {
     _S.STABLE: frozenset({_S.STABLE, _S.STAGED, _S.WITHHELD, _S.QUARANTINED}),
-    _S.STAGED: frozenset({_S.STAGED, _S.PROCESSED, _S.VERIFIED, _S.WITHHELD,
+    # STAGED -> DELIVERED: a retried copy found identical to what was delivered already
+    # (agent/reexport.py): nothing is sent, the content is at the target.
+    _S.STAGED: frozenset({_S.STAGED, _S.PROCESSED, _S.VERIFIED, _S.DELIVERED, _S.WITHHELD,
                           _S.QUARANTINED}),
     _S.PROCESSED: frozenset({_S.STAGED, _S.PROCESSED, _S.VERIFIED, _S.WITHHELD,
                              _S.QUARANTINED}),
@@ -67,9 +69,12 @@ class EventKind(StrEnum):
     """What an :class:`~agent.status.AgentEvent` tells a front end about."""
 
     DELIVERED = "delivered"
+    #: An export was found identical to a series already delivered: nothing sent.
+    ALREADY_DELIVERED = "already-delivered"
     WITHHELD = "withheld"
     QUARANTINED = "quarantined"
     WAITING = "waiting"            # an export is incomplete and has waited long
+    IGNORED = "ignored"            # files in the export folder are not DICOM: not sent
     OFFLINE = "offline"
     ONLINE = "online"
     CREDENTIALS = "credentials"
@@ -91,6 +96,8 @@ class AuditEvent(StrEnum):
     CONFIRMED = "confirmed"
     EXPORT_REMOVED = "export-removed"
     RETRIED = "retried"
+    #: An export identical to a delivered series: recorded against it, nothing sent.
+    ALREADY_DELIVERED = "already-delivered"
     # The cloud loop (agent/results): hashes and pseudonymous locations only.
     RELINK_RECORDED = "relink-recorded"
     RESULTS_EXPECTED = "results-expected"

@@ -15,6 +15,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
@@ -25,7 +26,9 @@ from watchdog.observers.polling import PollingObserver
 from agent.config import WatchConfig
 from agent.dicomfiles import is_complete, read_header
 from agent.logs import log_failure
+from agent.messages import ignored_sentence
 from agent.series import FileState, SeriesTracker
+from agent.status import IgnoredFiles
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +36,46 @@ log = logging.getLogger(__name__)
 ReadyCallback = Callable[[str, dict[str, FileState]], None]
 #: Called with (series key, {path: FileState}) for a series that never became complete.
 ExpiredCallback = Callable[[str, dict[str, FileState]], None]
+#: Called (from the scanner thread) when more files settled as "not DICOM, not sent".
+IgnoredCallback = Callable[[IgnoredFiles], None]
 _RESCAN = object()
+#: File names that viewers and desktops leave beside exports: never counted as "not sent".
+_NOISE = {"dicomdir", "thumbs.db", "desktop.ini", ".ds_store"}
+#: Archive signatures and names: a person must unpack these, we never open them.
+_ARCHIVE_MAGIC = (b"PK\x03\x04", b"PK\x05\x06", b"7z\xbc\xaf", b"Rar!", b"\x1f\x8b")
+_ARCHIVE_SUFFIXES = (".zip", ".7z", ".rar", ".tar", ".tgz", ".gz", ".tar.gz", ".bz2", ".xz")
+
+
+@dataclass(frozen=True)
+class PendingExport:
+    """A series the watcher waits for, as published to the status (memory only: paths)."""
+
+    key: str
+    paths: tuple[str, ...]
+    #: Files found incomplete at the last completeness check; None before the first.
+    incomplete: int | None
+    #: Wall-clock times of the first file seen and of the last change.
+    since: float
+    last_change: float
+
+
+@dataclass(frozen=True)
+class _WatchAgain:
+    """Ask the scanner to look at the files of a series again (Retry of a given-up series)."""
+
+    key: str
+
+
+def is_archive(path: str) -> bool:
+    """Whether a file is a zip or another archive (by name or by its first bytes)."""
+    if path.lower().endswith(_ARCHIVE_SUFFIXES):
+        return True
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(4)
+    except OSError:
+        return False
+    return head.startswith(_ARCHIVE_MAGIC)
 
 
 class _EventsToQueue(FileSystemEventHandler):
@@ -86,6 +128,7 @@ class ExportWatcher:
         handled: dict[str, tuple[int, int, str]],
         on_ready: ReadyCallback,
         on_expired: ExpiredCallback,
+        on_ignored: IgnoredCallback | None = None,
     ) -> None:
         self.cfg = cfg
         self.root = Path(cfg.folder).expanduser()
@@ -98,7 +141,20 @@ class ExportWatcher:
         self.tracker = SeriesTracker(cfg.stable_seconds, cfg.max_wait_seconds)
         self._known: dict[str, FileState] = {}
         self._handled_paths: dict[str, set[str]] = {}  # series key -> handled paths present
-        self._ignored: set[str] = set()  # path hashes of non-DICOM files, logged once
+        self._on_ignored = on_ignored
+        #: Files without a DICOM header, until they have been quiet for stable_seconds
+        #: (a file being written has no header yet): path -> (state, monotonic time seen).
+        self._unsettled: dict[str, tuple[FileState, float]] = {}
+        #: Files settled as not DICOM: path -> whether it is an archive. Counted, not sent.
+        self._not_dicom: dict[str, bool] = {}
+        self._reported = IgnoredFiles()
+        self._incomplete: dict[str, int] = {}  # series key -> incomplete files at last check
+        #: What the status shows of the series being waited for; replaced, never mutated.
+        self.pending: tuple[PendingExport, ...] = ()
+        #: Called from the scanner thread with :attr:`pending` each time it is published.
+        self.on_publish: Callable[[tuple[PendingExport, ...]], None] | None = None
+        #: series key -> (wall time first seen, tracker's last change, wall time of it).
+        self._walls: dict[str, tuple[float, float, float]] = {}
         self._events: queue.Queue[object] = queue.Queue()
         self._stop = threading.Event()
         self._observer: BaseObserver | None = None
@@ -139,6 +195,8 @@ class ExportWatcher:
                 self._full_scan()
                 next_rescan = time.monotonic() + self.cfg.rescan_seconds
             self._check_due()
+            self._settle_unknown()
+            self._publish()
             wait = next_rescan - time.monotonic()
             deadline = self.tracker.next_deadline(time.time())
             if deadline is not None:
@@ -169,6 +227,8 @@ class ExportWatcher:
                 rescan = True
             elif isinstance(item, str):
                 paths.add(item)
+            elif isinstance(item, _WatchAgain):
+                rescan = self._forget_handled(item.key) or rescan
             try:
                 item = self._events.get_nowait()
             except queue.Empty:
@@ -180,6 +240,7 @@ class ExportWatcher:
         for gone in set(self._known) - set(found):
             self._known.pop(gone, None)
             self.tracker.forget(gone)
+            self._drop_unknown(gone)
             for paths in self._handled_paths.values():
                 paths.discard(gone)
         for path, state in found.items():
@@ -192,6 +253,7 @@ class ExportWatcher:
         except OSError:
             self._known.pop(path, None)
             self.tracker.forget(path)
+            self._drop_unknown(path)
             return
         if not os.path.isfile(path):
             return
@@ -212,12 +274,14 @@ class ExportWatcher:
             return  # vanished or locked: the next event or rescan tells
         if header is None:
             # Maybe a DICOM file whose header is not written yet: keep it in view (it is
-            # stat'ed again at the next change); log the first sighting only.
-            if phash not in self._ignored:
-                self._ignored.add(phash)
-                log.info("ignoring a file that is not a DICOM image (file %s)", phash[:12])
+            # stat'ed again at the next change) and count it as "not DICOM" only once it
+            # has been quiet for stable_seconds (see _settle_unknown).
             self.tracker.forget(path)
+            self._not_dicom.pop(path, None)
+            if os.path.basename(path).lower() not in _NOISE:
+                self._unsettled[path] = (state, time.monotonic())
             return
+        self._drop_unknown(path)
         self.tracker.observe(path, self._series_key(header.study_uid, header.series_uid),
                              state, time.time())
 
@@ -228,7 +292,9 @@ class ExportWatcher:
                 return
             incomplete = [p for p in due.files if not is_complete(Path(p))]
             if incomplete:
+                self._incomplete[due.key] = len(incomplete)
                 if self.tracker.expired(due.key, now):
+                    self._incomplete.pop(due.key, None)
                     self.tracker.take(due.key)
                     self._mark_handled(due.key, due.files)
                     self._on_expired(due.key, due.files)
@@ -236,6 +302,8 @@ class ExportWatcher:
                     self.tracker.postpone(due.key, now)
                 continue
             self.tracker.take(due.key)
+            self._incomplete.pop(due.key, None)
+            self._publish()  # no longer waited for: the status must not show it meanwhile
             files = dict(due.files)
             for path in self._handled_paths.get(due.key, set()):
                 if path not in files and path in self._known:
@@ -250,3 +318,73 @@ class ExportWatcher:
         for path, state in files.items():
             self._handled[self._path_hash(path)] = (state.size, state.mtime_ns, key)
             self._handled_paths.setdefault(key, set()).add(path)
+
+    # -- what the status shows (issue 15) ----------------------------------------------------
+
+    def known_paths(self) -> tuple[str, ...]:
+        """Every file of the export folder the watcher knows (memory only; for local views)."""
+        return tuple(self._known)
+
+    def watch_again(self, key: str) -> None:
+        """Take the files of series ``key`` into view again, as if new (thread-safe)."""
+        self._events.put(_WatchAgain(key))
+
+    @property
+    def ignored(self) -> IgnoredFiles:
+        """Files settled as not DICOM (and not sent), and how many of them are archives."""
+        return self._reported
+
+    def _forget_handled(self, key: str) -> bool:
+        paths = self._handled_paths.pop(key, set())
+        for phash in [h for h, (_s, _m, k) in self._handled.items() if k == key]:
+            del self._handled[phash]
+        for path in paths:
+            self._known.pop(path, None)  # the next full scan observes it afresh
+        return True
+
+    def _drop_unknown(self, path: str) -> None:
+        self._unsettled.pop(path, None)
+        self._not_dicom.pop(path, None)
+
+    def _settle_unknown(self) -> None:
+        """Files without a DICOM header, quiet for stable_seconds: count them, say it once."""
+        quiet = time.monotonic() - self.cfg.stable_seconds
+        settled = [p for p, (_st, seen) in self._unsettled.items() if seen <= quiet]
+        for path in settled:
+            del self._unsettled[path]
+            self._not_dicom[path] = is_archive(path)
+        now = IgnoredFiles(len(self._not_dicom), sum(self._not_dicom.values()))
+        grew = now.files > self._reported.files or now.archives > self._reported.archives
+        self._reported = now
+        if grew and settled:
+            log.info("%s", ignored_sentence(now))
+            if self._on_ignored is not None:
+                try:
+                    self._on_ignored(now)
+                except Exception as exc:  # noqa: BLE001 - the scanner must survive it
+                    log_failure(log, "reporting files that are not DICOM failed", exc)
+
+    def _publish(self) -> None:
+        """Publish the series being waited for, with wall-clock times for people.
+
+        The tracker's times are in its own clock (which need not be the wall clock); the
+        wall-clock time of the first sighting and of each change is noted here instead.
+        """
+        wall = time.time()
+        walls: dict[str, tuple[float, float, float]] = {}
+        out = []
+        for p in self.tracker.pending():
+            first, seen_change, last = self._walls.get(p.key, (wall, p.last_change, wall))
+            if p.last_change != seen_change:
+                last = wall
+            walls[p.key] = (first, p.last_change, last)
+            out.append(PendingExport(key=p.key, paths=tuple(sorted(p.files)),
+                                     incomplete=self._incomplete.get(p.key),
+                                     since=first, last_change=last))
+        self._walls = walls
+        self.pending = tuple(out)
+        if self.on_publish is not None:
+            try:
+                self.on_publish(self.pending)
+            except Exception as exc:  # noqa: BLE001 - the scanner must survive it
+                log_failure(log, "publishing the series being waited for failed", exc)

@@ -44,6 +44,9 @@ class SeriesWork:
     #: Audit events a stage wants recorded (event, detail without PHI); the pipeline writes
     #: them to the ledger after the stage returns, and empties the list.
     audit: list[tuple[str, dict[str, object]]] = field(default_factory=list)
+    #: Set by de-identification: output file name -> name of the staged copy it came from
+    #: (so the manifest can say which delivered files are new or changed).
+    source_of: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not self.files:

@@ -69,7 +69,25 @@ def test_wal_mode_and_export(ledger: Ledger) -> None:
     assert mode == "wal"
     ledger.audit("agent-started")
     assert '"event": "agent-started"' in ledger.export("json")
-    assert ledger.export("csv").splitlines()[0].startswith("seq,ts,series_id,event")
+    assert ledger.export("csv").splitlines()[0].startswith("record,time,")
+
+
+def test_csv_export_holds_series_and_audit_with_iso_times(ledger: Ledger) -> None:
+    import csv
+    import io
+    from datetime import datetime
+
+    row = ledger.open_version("k1", [("h1", 10, 1)])
+    ledger.set_state(row.id, SeriesState.STAGED)
+    rows = list(csv.DictReader(io.StringIO(ledger.export("csv"))))
+    series = [r for r in rows if r["record"] == "series"]
+    audit = [r for r in rows if r["record"] == "audit"]
+    assert [(r["id"], r["key"], r["state"]) for r in series] == [(str(row.id), "k1", "staged")]
+    assert [r["event"] for r in audit] == ["stable", "staged"]
+    for r in rows:  # ISO 8601 with the UTC offset, for spreadsheets and other time zones
+        parsed = datetime.fromisoformat(r["time"])
+        assert parsed.tzinfo is not None and "T" in r["time"]
+    assert datetime.fromisoformat(series[0]["created"]).tzinfo is not None
 
 
 def test_settings_roundtrip(ledger: Ledger) -> None:

@@ -22,6 +22,22 @@ class ManifestFile(TypedDict):
     sha256: str
 
 
+class ManifestChanges(TypedDict):
+    """What a later version changed since the version before it (agent/reexport.py):
+    delivered file names of instances added or changed, and counts."""
+
+    since_version: int | None
+    added: list[str]
+    changed: list[str]
+    unchanged: int
+    #: Instances of the earlier versions this version does not hold.
+    not_in_this_version: int
+    #: Identical copies of an instance found in the export (two folders): sent once.
+    duplicate_copies_dropped: int
+    #: Instances found twice with different content at once: the newest file was sent.
+    conflicting_copies: int
+
+
 class ManifestFields(TypedDict, total=False):
     """What the pipeline says about a series in its manifest: pseudonyms and codes only."""
 
@@ -33,6 +49,8 @@ class ManifestFields(TypedDict, total=False):
     #: De-identification method codes (CID 7050: 113100 Basic Profile, 113102 ...).
     deidentification_codes: list[str]
     defaced: bool
+    #: Versions after the first: what changed since the version before.
+    changes: ManifestChanges
 
 
 class Manifest(ManifestFields, total=False):

@@ -115,9 +115,18 @@ class Rule:
 
 def default_rules(coalesce_seconds: float = 10.0) -> dict[str, Rule]:
     """Which events notify. ``paused``/``resumed``/``state`` do not: the person did that,
-    or the icon already shows it."""
+    or the icon already shows it. Withheld and already-delivered series are told calmly,
+    in batches: nobody needs to act."""
     return {
         "delivered": Rule("Delivered", delay=coalesce_seconds, plural="{n} series delivered"),
+        "already-delivered": Rule(
+            "Already delivered", delay=coalesce_seconds,
+            plural="{n} exports were already delivered: nothing was sent again"),
+        "withheld": Rule("Not sent (policy)", delay=coalesce_seconds,
+                         plural="{n} series not sent by policy (localizers, reports...)"),
+        "waiting": Rule("Export incomplete", interval=300.0,
+                        plural="{n} exports are incomplete - open Recent activity"),
+        "ignored": Rule("Files not sent", interval=3600.0),
         "quarantined": Rule(
             "Series quarantined",
             interval=30.0,
@@ -145,6 +154,7 @@ class NotificationCenter:
         min_gap: float = 2.0,
         rules: dict[str, Rule] | None = None,
         clock: Callable[[], float] = time.monotonic,
+        describe: Callable[[AgentEvent], str] | None = None,
     ) -> None:
         self.notifier = notifier
         self.enabled = enabled
@@ -152,8 +162,11 @@ class NotificationCenter:
         #: Never two notifications closer than this, whatever their kinds: no bursts.
         self._min_gap = min_gap
         self._clock = clock
+        #: Words for one event, called on the tick (tray) thread: the tray adds the local
+        #: identity of the series and what to do. Default: the event's own message.
+        self._describe = describe
         self._lock = threading.Lock()
-        self._pending: dict[str, list[str]] = {}
+        self._pending: dict[str, list[AgentEvent]] = {}
         self._first: dict[str, float] = {}
         self._last_sent: dict[str, float] = {}
         self._last_any = float("-inf")
@@ -170,12 +183,12 @@ class NotificationCenter:
                 if self._pending.pop(other, None) is not None:
                     self._first.pop(other, None)
                     return
-            self._pending.setdefault(event.kind, []).append(event.message)
+            self._pending.setdefault(event.kind, []).append(event)
             self._first.setdefault(event.kind, self._clock())
 
     def tick(self) -> int:
         """Send every batch that is due; returns how many notifications were shown."""
-        due: list[tuple[str, str]] = []
+        due: list[tuple[Rule, list[AgentEvent]]] = []
         with self._lock:
             now = self._clock()
             for kind in sorted(self._pending, key=lambda k: self._first[k]):
@@ -187,12 +200,14 @@ class NotificationCenter:
                 )
                 if now < ready:
                     continue
-                messages = self._pending.pop(kind)
+                events = self._pending.pop(kind)
                 del self._first[kind]
                 self._last_sent[kind] = now
                 self._last_any = now
-                due.append(self._compose(kind, rule, messages))
-        for title, message in due:  # outside the lock: the backend may be slow
+                due.append((rule, events))
+        # Outside the lock: describing reads local files, and the backend may be slow.
+        for batch_rule, events in due:
+            title, message = self._compose(batch_rule, events)
             self.notifier.notify(title, message)
         return len(due)
 
@@ -202,8 +217,13 @@ class NotificationCenter:
         with self._lock:
             return sum(len(m) for m in self._pending.values())
 
-    @staticmethod
-    def _compose(kind: str, rule: Rule, messages: list[str]) -> tuple[str, str]:
-        if len(messages) == 1 or not rule.plural:
-            return rule.title, messages[-1]
-        return rule.title, rule.plural.format(n=len(messages))
+    def _compose(self, rule: Rule, events: list[AgentEvent]) -> tuple[str, str]:
+        if len(events) == 1 or not rule.plural:
+            event = events[-1]
+            try:
+                words = self._describe(event) if self._describe else event.message
+            except Exception:
+                log.warning("could not describe a notification", exc_info=True)
+                words = event.message
+            return rule.title, words
+        return rule.title, rule.plural.format(n=len(events))

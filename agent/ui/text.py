@@ -1,15 +1,17 @@
 """The words of the tray: tooltip, status line, pause descriptions, series rows.
 
 Pure functions of :class:`~agent.status.AgentStatus` / :class:`~agent.status.SeriesSummary`,
-so every front end says the same thing and tests need no display. The agent only hands us
-pseudonyms; nothing here could show PHI.
+so every front end says the same thing and tests need no display. Besides pseudonyms, a
+summary may carry the local identity read at display time (:mod:`agent.localview`); the
+words here show it on this screen and never write it anywhere.
 """
 
 from __future__ import annotations
 
 import time
 
-from agent.status import AgentState, AgentStatus, SeriesSummary
+from agent.messages import ignored_sentence, waiting_sentence
+from agent.status import AgentState, AgentStatus, LocalIdentity, SeriesSummary, WaitingSeries
 
 APP_NAME = "Clinic2Cloud"
 
@@ -46,11 +48,21 @@ def pause_words(paused_until: float | None) -> str:
 
 
 def counts_line(status: AgentStatus) -> str:
-    """The menu's status line: ``2 queued · 5 delivered today · 1 quarantined``."""
-    waiting = status.queued + status.working
-    parts = [f"{waiting} queued", f"{status.delivered_today} delivered today"]
+    """The menu's status line: ``1 waiting · 2 queued · 5 delivered today · 1 withheld
+    today · 1 quarantined`` (waiting and withheld only when there are some)."""
+    waiting = len(status.waiting)
+    parts = [f"{waiting} waiting"] if waiting else []
+    parts += [f"{max(0, status.queued + status.working - waiting)} queued",
+              f"{status.delivered_today} delivered today"]
+    if status.withheld_today:
+        parts.append(f"{status.withheld_today} withheld today")
     parts.append(f"{status.quarantined} quarantined")
     return " \u00b7 ".join(parts)
+
+
+def ignored_line(status: AgentStatus) -> str:
+    """``12 files are not DICOM and were not sent ...`` or ""."""
+    return ignored_sentence(status.ignored)
 
 
 def state_line(status: AgentStatus) -> str:
@@ -59,6 +71,8 @@ def state_line(status: AgentStatus) -> str:
         words = pause_words(status.paused_until)
     else:
         words = STATE_WORDS.get(status.state, status.state.value)
+    if status.state is AgentState.WORKING and not status.working and status.waiting:
+        return f"Receiving an export: {status.message}"
     if status.state is AgentState.WORKING:
         busy = status.working or 1
         words = f"Working on {busy} series"
@@ -84,6 +98,9 @@ def tooltip(status: AgentStatus) -> str:
 SERIES_STATE_WORDS = {
     "delivered": "Delivered",
     "quarantined": "Quarantined",
+    "withheld": "Withheld (not sent by policy)",
+    "staged": "Queued",
+    "verified": "Uploading",
     "detected": "Waiting",
     "stable": "Queued",
     "queued": "Queued",
@@ -100,8 +117,10 @@ def series_state(summary: SeriesSummary) -> str:
 
 def series_row(summary: SeriesSummary) -> tuple[str, str, str, str, str]:
     """Time, modality, pseudonym, state and detail of one series, as the window lists them."""
-    detail = summary.reason if summary.state == "quarantined" else ""
-    if not detail and summary.file_count:
+    detail = summary.reason if summary.state in ("quarantined", "withheld", "delivered") else ""
+    if summary.file_count and summary.state == "delivered":
+        detail = f"{summary.file_count} files" + (f"; {detail}" if detail else "")
+    elif not detail and summary.file_count:
         detail = f"{summary.file_count} files"
     return (
         clock(summary.updated),
@@ -110,3 +129,38 @@ def series_row(summary: SeriesSummary) -> tuple[str, str, str, str, str]:
         series_state(summary),
         detail,
     )
+
+
+def identity_line(local: LocalIdentity | None) -> str:
+    """``Canarysson, Wilhelmina · T1 MPRAGE · 2024-03-12 · MR · series 9 · 180 images`` and
+    where the export is; "" when no local identity is shown."""
+    if local is None:
+        return ""
+    parts = [local.patient_name or "(no patient name)"]
+    parts += [p for p in (local.description, local.scan_date, local.modality) if p]
+    if local.series_number:
+        parts.append(f"series {local.series_number}")
+    if local.images:
+        parts.append(f"{local.images} image{'s' * (local.images != 1)}")
+    text = " \u00b7 ".join(parts)
+    if local.export_folder:
+        text += f" \u00b7 in {local.export_folder}"
+    return text
+
+
+def series_title(summary: SeriesSummary) -> str:
+    """What names a series for a person: its local identity when shown, else pseudonym."""
+    if summary.local is not None and summary.local.patient_name:
+        desc = f" - {summary.local.description}" if summary.local.description else ""
+        return f"{summary.local.patient_name}{desc}"
+    return summary.patient_pseudonym or f"series {summary.id}"
+
+
+def waiting_row(w: WaitingSeries) -> tuple[str, str, str]:
+    """Time first seen, the title and the sentence of a series being waited for."""
+    title = "an export being written"
+    if w.local is not None and w.local.patient_name:
+        title = w.local.patient_name + (f" - {w.local.description}" if w.local.description
+                                        else "")
+    state = "Needs attention" if w.attention else "Waiting"
+    return clock(w.since), title, f"{state} - {waiting_sentence(w, detail=True)}"

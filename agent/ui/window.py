@@ -1,7 +1,11 @@
 """The "Recent activity" window (Tk): what was delivered, what waits, what needs a person.
 
-It lists recent series - time, modality, pseudonym, state, and the before/after face
-render when there is one - with a Retry button on quarantined series and their reason.
+It lists the exports being waited for ("waiting for 3 of 180 files since 12:03"), then
+recent series - time, modality, who and what they are (patient name, description, scan
+date, export folder: read at display time from the local copies, unless
+``[display] local_identity = false``), the pseudonym, state, and the before/after face
+render when there is one - with a Retry button, the reason and what to do on quarantined
+series, and the policy reason on withheld ones (a calm colour: nobody needs to act).
 Above the list: the agent's state and counts, and the controls of the tray menu (pause,
 resume, open export folder, quit), because XEmbed trays have no menu and a click on the
 icon opens this window instead.
@@ -37,14 +41,20 @@ STATE_COLOURS = {
     "delivered": "#1b7f35",
     "quarantined": "#c62828",
     "failed": "#c62828",
+    # Withheld by policy: its own calm colour, never the alarm's.
+    "withheld": "#4f6d7a",
+    "waiting": "#9a6700",
+    "attention": "#c62828",
 }
+#: The colour of the local identity line (patient name ...).
+IDENTITY_COLOUR = "#0d47a1"
 
 
 @dataclass
 class WindowActions:
     """What the window's buttons do; the tray wires them to the Agent facade."""
 
-    retry: Callable[[int], None]
+    retry: Callable[[int], object]
     pause: Callable[[float | None], None]
     resume: Callable[[], None]
     open_export: Callable[[], None]
@@ -96,6 +106,7 @@ class RecentActivityWindow:
         self._limit = limit
         self._requests: queue.Queue[str] = queue.Queue()
         self._layout: dict[str, tuple[int, int]] = {}
+        self._texts: list[str] = []
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
         self._opened = threading.Event()
@@ -139,6 +150,11 @@ class RecentActivityWindow:
     def wait_rendered(self, timeout: float = 10.0) -> bool:
         """Block until the window shows its first data (for tests and screenshots)."""
         return self._rendered.wait(timeout)
+
+    def texts(self) -> list[str]:
+        """Every line of text the window drew last, top to bottom (for tests)."""
+        with self._lock:
+            return list(self._texts)
 
     def layout(self) -> dict[str, tuple[int, int]]:
         """Screen coordinates of the centre of each button (``"Resume"``, ``"Retry 3"`` ...)
@@ -203,6 +219,8 @@ class _View:
         self.state_label.pack(anchor="w")
         self.counts_label = ttk.Label(words)
         self.counts_label.pack(anchor="w")
+        self.ignored_label = ttk.Label(words, foreground="#9a6700")
+        self.ignored_label.pack(anchor="w")
 
         bar = ttk.Frame(root, padding=(10, 0, 10, 6))
         bar.pack(fill="x")
@@ -315,10 +333,16 @@ class _View:
         self.state_icon.configure(image=icon)
         self.state_label.configure(text=text.state_line(status))
         self.counts_label.configure(text=text.counts_line(status))
+        self.ignored_label.configure(text=text.ignored_line(status))
+        self._drawn = [text.state_line(status), text.counts_line(status),
+                       text.ignored_line(status)]
         for child in self.rows.winfo_children():
             child.destroy()
         self._retry: dict[int, Any] = {}
-        if not series:
+        for row, waiting in enumerate(status.waiting):
+            self._waiting_row(row, waiting)
+        offset = len(status.waiting)
+        if not series and not offset:
             self.tk.Label(
                 self.rows,
                 text="Nothing yet. Exported series appear here as they are processed.",
@@ -328,8 +352,10 @@ class _View:
                 pady=12,
             ).grid(row=0, column=0, sticky="w")
         for row, summary in enumerate(series):
-            self._row(row, summary)
+            self._row(row + offset, summary)
         self.root.update_idletasks()
+        with self.owner._lock:
+            self.owner._texts = [t for t in self._drawn if t]
         self._record_layout()
         self.owner._rendered.set()
 
@@ -353,7 +379,10 @@ class _View:
         frame.grid(row=row, column=0, sticky="we")
         when, modality, pseudonym, state, detail = text.series_row(summary)
         thumb = thumbnail(summary.render)
-        if thumb is not None:
+        if summary.state == "withheld":
+            label = tk.Label(frame, text="not sent\n(policy)", width=14, height=4,
+                             background="#e3eaee", foreground=STATE_COLOURS["withheld"])
+        elif thumb is not None:
             photo = tk.PhotoImage(master=self.root, data=photo_data(thumb))
             self._images.append(photo)
             label = tk.Label(frame, image=photo, background=bg, cursor="hand2")
@@ -363,26 +392,56 @@ class _View:
                 frame, text="no render", width=14, height=4, background="#e6e8ea",
                 foreground="#777777",
             )
-        label.grid(row=0, column=0, rowspan=2, padx=(0, 10))
-        tk.Label(
-            frame, text=f"{when}   {modality}   {pseudonym}", background=bg,
-            font=("TkDefaultFont", 11, "bold"), anchor="w",
-        ).grid(row=0, column=1, sticky="w")
+        label.grid(row=0, column=0, rowspan=4, padx=(0, 10))
+        title = f"{when}   {modality}   {text.series_title(summary)}"
         colour = STATE_COLOURS.get(summary.state, "#333333")
         line = state if not detail else f"{state} - {detail}"
-        tk.Label(
-            frame, text=line, background=bg, foreground=colour, anchor="w", justify="left",
-            wraplength=560,
-        ).grid(row=1, column=1, sticky="w")
+        lines: list[tuple[str, str, Any]] = [
+            (title, "#000000", ("TkDefaultFont", 11, "bold"))]
+        identity = text.identity_line(summary.local)
+        if identity:
+            lines.append((f"{identity}   ({pseudonym})", IDENTITY_COLOUR, None))
+        lines.append((line, colour, None))
+        if summary.action:
+            lines.append((f"What to do: {summary.action}", "#333333", None))
+        self._lines(frame, bg, lines)
         if summary.state == "quarantined":
             retry = self.owner._actions.retry
             series_id = summary.id
             button = tk.Button(
                 frame, text="Retry", command=self._then_refresh(lambda: retry(series_id))
             )
-            button.grid(row=0, column=2, rowspan=2, padx=(10, 0))
+            button.grid(row=0, column=2, rowspan=len(lines), padx=(10, 0))
             self._retry[summary.id] = button
         # The same thumbnail column in every row, rendered or not.
+        frame.grid_columnconfigure(0, minsize=THUMB_HEIGHT * 2 + 16)
+        frame.grid_columnconfigure(1, weight=1)
+
+    def _lines(self, frame: Any, bg: str, lines: list[tuple[str, str, Any]]) -> None:
+        for n, (words, colour, font) in enumerate(lines):
+            label = self.tk.Label(frame, text=words, background=bg, foreground=colour,
+                                  anchor="w", justify="left", wraplength=560)
+            if font is not None:
+                label.configure(font=font)
+            label.grid(row=n, column=1, sticky="w")
+            self._drawn.append(words)
+
+    def _waiting_row(self, row: int, waiting: Any) -> None:
+        """An export still being written: what is missing, since when, and who it is."""
+        bg = "#fff8e1"
+        frame = self.tk.Frame(self.rows, background=bg, padx=8, pady=4)
+        frame.grid(row=row, column=0, sticky="we")
+        when, title, sentence = text.waiting_row(waiting)
+        self.tk.Label(frame, text="waiting", width=14, height=3, background="#ffe082",
+                      foreground="#5d4037").grid(row=0, column=0, rowspan=3, padx=(0, 10))
+        lines: list[tuple[str, str, Any]] = [
+            (f"{when}   {title}", "#000000", ("TkDefaultFont", 11, "bold"))]
+        identity = text.identity_line(waiting.local)
+        if identity:
+            lines.append((identity, IDENTITY_COLOUR, None))
+        lines.append((sentence, STATE_COLOURS["attention" if waiting.attention
+                                              else "waiting"], None))
+        self._lines(frame, bg, lines)
         frame.grid_columnconfigure(0, minsize=THUMB_HEIGHT * 2 + 16)
         frame.grid_columnconfigure(1, weight=1)
 

@@ -22,6 +22,11 @@ Four problems of pystray 0.19 + python-xlib 0.33 showed up under a real XEmbed t
    at once, and never again. :meth:`Dispatcher.tray_available` lets the tray look for a
    new tray now and then and dock again.
 
+5. **Tracebacks without a tray.** With no tray on the desktop, every show and icon update
+   logs "Failed to dock icon" at ERROR with a traceback of an AssertionError.
+   :func:`quiet_dock_errors` drops those records; the tray logs one plain warning instead
+   and docks as soon as a tray appears.
+
 All are no-ops on other backends. They touch pystray internals (``_window``, ``_queue``,
 ``_thread``...), checked at runtime: if pystray changes, the fixes step aside.
 """
@@ -53,6 +58,7 @@ def patch_icon(icon: Any) -> Dispatcher | None:
     """
     if not is_xorg(icon):
         return None
+    quiet_dock_errors()
     listen_to_clicks(icon)
     dock_once(icon)
     try:
@@ -60,6 +66,24 @@ def patch_icon(icon: Any) -> Dispatcher | None:
     except Exception:
         log.warning("cannot open a second X connection for the tray icon", exc_info=True)
         return None
+
+
+class _NoDockTracebacks(logging.Filter):
+    """Drops pystray's "Failed to dock icon" records (an expected state, not an error)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("Failed to dock icon")
+
+
+_DOCK_FILTER = _NoDockTracebacks()
+
+
+def quiet_dock_errors() -> None:
+    """Install :class:`_NoDockTracebacks` on pystray's loggers (once)."""
+    for name in ("pystray._base", "pystray._xorg", "pystray"):
+        logger = logging.getLogger(name)
+        if _DOCK_FILTER not in logger.filters:
+            logger.addFilter(_DOCK_FILTER)
 
 
 def listen_to_clicks(icon: Any) -> None:

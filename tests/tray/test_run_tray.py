@@ -84,8 +84,10 @@ def test_run_shows_the_icon_and_sigterm_exits_cleanly(
     shutil.copy(str(pydicom.data.get_testdata_file("MR_small.dcm")), export / "MR_small.dcm")
     wait_until(lambda: any(outbox.rglob("manifest.json")), 20)
     assert proc.poll() is None
-    c = colours(system_tray)
-    assert c["green"] > SHOWN or c["red"] > SHOWN, c
+    # The icon follows within a refresh or two (the manifest lands just before the ledger
+    # records the delivery).
+    assert wait_until(lambda: colours(system_tray)["green"] > SHOWN
+                      or colours(system_tray)["red"] > SHOWN, 10), colours(system_tray)
     code, elapsed, out = terminate_within(proc, 5.0)
     assert code == 0, out
     assert elapsed < 5.0, f"took {elapsed:.1f} s to stop\n{out}"

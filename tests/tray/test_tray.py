@@ -25,7 +25,9 @@ def test_icon_goes_busy_and_back_to_idle(harness: Harness,
     series_writer(h.export / "study1", n=3)
     assert h.stage.entered.wait(20), "the agent never started the series"
     assert shows(h.display, "blue"), colours(h.display)
-    assert h.app.icon.title.startswith("Clinic2Cloud - Working")
+    # Blue while the export arrives ("Receiving an export"), then while it is processed.
+    assert wait_until(lambda: h.app.icon.title.startswith("Clinic2Cloud - Working"), 5), (
+        h.app.icon.title)
     h.stage.gate.set()
     assert wait_until(lambda: len(h.delivered()) == 1, 20)
     assert shows(h.display, "green"), colours(h.display)
