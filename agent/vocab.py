@@ -99,7 +99,7 @@ class AuditEvent(StrEnum):
     #: An export identical to a delivered series: recorded against it, nothing sent.
     ALREADY_DELIVERED = "already-delivered"
     # The cloud loop (agent/results): hashes and pseudonymous locations only.
-    RELINK_RECORDED = "relink-recorded"
+    RELINK_PURGED = "relink-purged"
     RESULTS_EXPECTED = "results-expected"
     RESULTS_RECEIVED = "results-received"
     RESULTS_REIDENTIFIED = "results-reidentified"
@@ -110,6 +110,8 @@ class AuditEvent(StrEnum):
     RESULTS_RETRIED = "results-retried"
     PIXELS_REDACTED = "pixels-redacted"   # burned-in text redacted: where, never what
     PIXELS_CLEANED = "pixels-cleaned"     # hidden bits, overlays, embedded bytes removed
+    RESULTS_ATTEMPT_FAILED = "results-attempt-failed"
+    RESULTS_PACS_INCOMPLETE = "results-pacs-incomplete"
 
 
 class ResultsState(StrEnum):

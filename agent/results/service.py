@@ -189,7 +189,7 @@ class ResultsService:
             self._last_purge = time.time()
             removed = self.store.purge(days)
             if removed:
-                self.ledger.audit("relink-purged", rows=removed, older_than_days=days)
+                self.ledger.audit(AuditEvent.RELINK_PURGED, rows=removed, older_than_days=days)
 
     def _next_look(self, e: Expected) -> float:
         r = self.cfg.results
@@ -211,8 +211,8 @@ class ResultsService:
                            f"cloud processing failed: {reason}", attempts=attempts)
                 return
             if attempts != e.attempts:
-                self.ledger.audit("results-attempt-failed", e.series_id, location=e.location,
-                                  code=code, attempts=attempts)
+                self.ledger.audit(AuditEvent.RESULTS_ATTEMPT_FAILED, e.series_id,
+                                  location=e.location, code=code, attempts=attempts)
             self.tracker.looked(e.location, self._next_look(e), attempts=attempts)
             return
         overdue = time.time() - e.since > self.cfg.results.timeout_minutes * 60
@@ -281,8 +281,8 @@ class ResultsService:
             sent, not_sent = to_pacs(dicoms, self.cfg)
             pacs = f"{sent} sent" + (f", {not_sent} not sent" if not_sent else "")
             if not_sent:
-                self.ledger.audit("results-pacs-incomplete", e.series_id, location=e.location,
-                                  sent=sent, not_sent=not_sent)
+                self.ledger.audit(AuditEvent.RESULTS_PACS_INCOMPLETE, e.series_id,
+                                  location=e.location, sent=sent, not_sent=not_sent)
                 self._emit(AgentEvent(EventKind.RESULTS_FAILED,
                                       f"Results for {e.location.split('/')[1]}: {not_sent} "
                                       "object(s) not accepted by the PACS; retry later",

@@ -142,7 +142,7 @@ def test_final_job_failure_is_recorded_notified_and_retryable(service: Fixture, 
                                               "attempts": 1, "message": "exit 7"}).encode())
     _one_look(svc)
     assert _state(svc) == ResultsState.WAITING
-    assert "results-attempt-failed" in _audit(ledger) and not events
+    assert AuditEvent.RESULTS_ATTEMPT_FAILED in _audit(ledger) and not events
     _put(storage, "failure.json", json.dumps({"code": "step-failed", "final": True,
                                               "attempts": 3, "message": "exit 7"}).encode())
     _one_look(svc)
