@@ -43,6 +43,8 @@ _VISIBILITY_MARGIN = 300
 #: Seconds before a message comes back after a failed attempt / a busy lock.
 _RETRY_BACKOFF = 30
 _BUSY_BACKOFF = 60
+#: Longest wait between queue polls while the storage is out of reach (--listen).
+_MAX_OUTAGE_WAIT = 60.0
 
 
 def _process_message(cfg: Config, storage: Storage, queue: object, msg: object) -> Outcome:
@@ -72,12 +74,21 @@ def drain(cfg: Config, storage: Storage, stop: threading.Event, *, listen: bool)
     queue = storage.queue(cfg.queue_name)
     visibility = int(cfg.worker.step_timeout_minutes * 60) + _VISIBILITY_MARGIN
     taken = 0
+    outage = cfg.worker.poll_seconds
     while not stop.is_set():
         try:
             batch = list(queue.receive_messages(messages_per_page=1, max_messages=1,
                                                 visibility_timeout=visibility))
         except AzureError as exc:
-            raise convert(exc, f"reading the queue {cfg.queue_name}", storage.where) from None
+            err = convert(exc, f"reading the queue {cfg.queue_name}", storage.where)
+            if not (listen and isinstance(err, StorageUnavailable)):
+                raise err from None
+            # Listening: an outage is waited out, with backoff, instead of ending the worker.
+            log.warning("%s; trying again in %.0f s", err, outage)
+            stop.wait(outage)
+            outage = min(outage * 2, _MAX_OUTAGE_WAIT)
+            continue
+        outage = cfg.worker.poll_seconds
         if not batch:
             if not listen:
                 break
