@@ -45,6 +45,22 @@ from tests.results.roundtrip import (
 from tests.sync.azurite import Azurite
 
 
+def _phases(agent: Agent, last: float, done: float) -> str:
+    """Where the time went, from the ledger's audit timestamps of the newest series."""
+    rows = agent.ledger.audit_rows()
+    newest = max(r.series_id for r in rows if r.series_id is not None)
+    at = {r.event: r.ts for r in rows if r.series_id == newest}
+    marks = [("stable", "stable"), ("agent", "delivered"), ("cloud", "results-received"),
+             ("home", "results-delivered")]
+    out, prev = [], last
+    for label, event in marks:
+        if event in at:
+            out.append(f"{label} {at[event] - prev:.1f}")
+            prev = at[event]
+    out.append(f"written {done - prev:.1f}")
+    return "phases s: " + ", ".join(out)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rounds", type=int, default=3)
@@ -103,7 +119,8 @@ def main() -> int:
             total = done - last
             totals.append(total)
             print(f"round {n + 1}: {total:6.1f} s last file -> results on disk "
-                  f"({total - args.stable:5.1f} s beyond stable_seconds)")
+                  f"({total - args.stable:5.1f} s beyond stable_seconds); "
+                  + _phases(agent, last, done))
         med = statistics.median(totals)
         print(f"median {med:.1f} s ({med - args.stable:.1f} s beyond stable_seconds; "
               "target < 60 s)")

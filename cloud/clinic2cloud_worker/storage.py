@@ -20,7 +20,7 @@ from typing import Any
 
 from azure.core.exceptions import AzureError, ClientAuthenticationError, HttpResponseError
 from azure.storage.blob import BlobServiceClient, ContainerClient
-from azure.storage.queue import QueueClient, TextBase64DecodePolicy, TextBase64EncodePolicy
+from azure.storage.queue import QueueClient, TextBase64EncodePolicy
 
 from clinic2cloud_worker.config import StorageConfig
 from clinic2cloud_worker.errors import StorageDenied, StorageUnavailable, WorkerConfigError
@@ -67,8 +67,9 @@ class Storage:
         return client
 
 
-_QUEUE_KW: dict[str, Any] = {"message_encode_policy": TextBase64EncodePolicy(),
-                             "message_decode_policy": TextBase64DecodePolicy()}
+#: Messages are read as they are stored: the agent base64-encodes its JSON (what Azure
+#: Functions expects), Event Grid's encoding is its own; messages.parse takes both.
+_QUEUE_KW: dict[str, Any] = {"message_encode_policy": TextBase64EncodePolicy()}
 
 
 def open_storage(s: StorageConfig) -> Storage:

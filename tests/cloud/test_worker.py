@@ -181,10 +181,12 @@ def test_drain_takes_queue_messages_and_deletes_them_when_done(
                                                message_encode_policy=TextBase64EncodePolicy())
     queue.send_message(agent_message(storage.deliveries, LOCATION))
     queue.send_message("not a manifest message")
-    queue.send_message(json.dumps({  # Event Grid's BlobCreated, as Event Grid sends it
+    plain = QueueClient.from_connection_string(storage.connection_string, storage.queue_name)
+    plain.send_message(json.dumps({  # Event Grid's BlobCreated, as plain JSON
         "eventType": "Microsoft.Storage.BlobCreated",
         "subject": f"/blobServices/default/containers/{storage.deliveries}/blobs/{other}/"
                    "manifest.json", "data": {}}))
+    plain.close()
     import threading
 
     assert drain(cfg, open_storage(cfg.storage), threading.Event(), listen=False) == 3
