@@ -135,6 +135,12 @@ def default_rules(coalesce_seconds: float = 10.0) -> dict[str, Rule]:
         "offline": Rule("Offline", interval=300.0),
         "online": Rule("Back online", interval=60.0),
         "credentials": Rule("Credentials problem", interval=300.0),
+        # The cloud loop (agent/results): results re-identified and filed locally, or a
+        # cloud job that failed, timed out or sent results that were not accepted.
+        "results": Rule("Results ready", delay=2.0,
+                        plural="Results ready for {n} series (local) - see the results folder"),
+        "results-failed": Rule("Cloud processing problem", interval=60.0,
+                               plural="{n} cloud results failed or are late"),
     }
 
 
