@@ -290,8 +290,9 @@ class _Builder:
                         continue  # one ideograph is too common to be searched alone
                     for spelling in _spellings(word):
                         f = fold(spelling)
-                        self.put(f, "name", len(f) < 6 or f.isdigit(), frozenset(),
-                                 core=f in self.core)
+                        # an ordinary word is a name part only as a whole word
+                        whole = len(f) < 6 or f.isdigit() or _is_vocabulary(f)
+                        self.put(f, "name", whole, frozenset(), core=f in self.core)
                 if len(word_list) > 1:
                     self.phrase([w for w in word_list], "name")
             family, given = (words_of + [[], []])[:2]

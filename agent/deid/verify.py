@@ -67,8 +67,16 @@ from pydicom.uid import UID_dictionary  # type: ignore[attr-defined]
 
 from agent.config import Config
 from agent.deid.pool import make_pool
+from agent.deid.verify_fields import (
+    FieldRules,
+    check_fields,
+    decoder_of,
+    identifying_tags,
+    typed_vr,
+)
 from agent.deid.verify_parse import Element, Parsed, ParseError, parse
 from agent.deid.verify_pixels import PixelCheck
+from agent.deid.verify_text import TextForms, canonical_word, read_vocabulary
 from agent.errors import LeakFound, NotDicom, SeriesProblem
 from agent.work import SeriesWork
 
@@ -128,6 +136,8 @@ class Identifiers:
     )
     _token_memo: dict[bytes, str | None] = field(default_factory=dict, repr=False,
                                                  compare=False)
+    #: the same identifiers as canonical token forms, for the decoded-text checks
+    forms: TextForms = field(default_factory=TextForms)
 
     def __len__(self) -> int:
         return len(self.text) + len(self.numbers) + len(self.dotted) + len(self.short)
@@ -273,7 +283,7 @@ class Identifiers:
             keep[needle] = (kind, whole)
         return Identifiers(text=keep, numbers=self.numbers, dotted=self.dotted,
                            short=self.short, extra_vocab=self.extra_vocab,
-                           retained=self.retained)
+                           retained=self.retained, forms=self.forms)
 
 
 def _pixel_needle(needle: bytes, whole: bool) -> bool:
@@ -361,22 +371,6 @@ _BINARY_VRS = frozenset(
 _SINGLE_VALUED = frozenset({"LT", "ST", "UT", "UR"})
 
 
-def _decoder(parsed: Parsed) -> str:
-    """The Python codec for the file's Specific Character Set (best effort)."""
-    elem = parsed.find(0x00080005)
-    terms = parsed.text(elem).upper() if elem is not None else ""
-    if "192" in terms:
-        return "utf-8"
-    if not terms or terms in ("ISO_IR 6", "ISO_IR 100", "ISO 2022 IR 6", "ISO 2022 IR 100"):
-        return "latin-1"
-    try:
-        from pydicom.charset import convert_encodings
-
-        return str(convert_encodings(terms.split("\\"))[-1])
-    except Exception:  # noqa: BLE001 -- unknown character sets: latin-1 keeps every byte
-        return "latin-1"
-
-
 class _Collector:
     """One pass over the originals. Values already seen in an earlier file of the series
     (same tag, same bytes) are skipped: a series repeats most of its header."""
@@ -387,27 +381,40 @@ class _Collector:
         self.dates: set[str] = set()
         self.vocab: set[str] = set()
         self.retained: list[str] = []
+        self.forms = TextForms()
 
     def file(self, parsed: Parsed) -> None:
-        codec = _decoder(parsed)
+        decoder = decoder_of(parsed)
+        identifying = identifying_tags()
         for elem in parsed.meta + parsed.elements:
-            if elem.vr in _BINARY_VRS:
+            vr = typed_vr(elem)  # UN: typed by the dictionary
+            if vr in _BINARY_VRS:
                 continue
             raw = parsed.value(elem)
             key = (elem.tag, raw)
             if key in self.seen:
                 continue
             self.seen.add(key)
-            try:
-                text = raw.decode(codec, "replace")
-            except LookupError:
-                text = raw.decode("latin-1")
-            text = text.strip("\x00 ")
-            values = [text] if elem.vr in _SINGLE_VALUED else text.split("\\")
-            self.element(elem, [v.strip("\x00 ") for v in values if v.strip("\x00 ")])
+            text = decoder.decode(raw).strip("\x00 ")
+            values = [text] if vr in _SINGLE_VALUED else text.split("\\")
+            values = [v.strip("\x00 ") for v in values if v.strip("\x00 ")]
+            self.element(elem, vr, values)
+            self.form(elem, vr, values, identifying)
 
-    def element(self, elem: Element, values: list[str]) -> None:
-        tag, vr = elem.tag, elem.vr
+    def form(self, elem: Element, vr: str, values: list[str],
+             identifying: dict[int, str]) -> None:
+        if vr == "PN":
+            for v in values:
+                self.forms.add_name(v)
+        elif vr in ("DA", "DT"):
+            for v in values:
+                self.forms.add_date(v)
+        elif not elem.tag >> 16 & 1 and elem.tag in identifying:
+            for v in values:
+                self.forms.add(identifying[elem.tag], v)
+
+    def element(self, elem: Element, vr: str, values: list[str]) -> None:
+        tag = elem.tag
         if vr == "PN":
             for v in values:
                 self.candidates.append(("name", v))
@@ -441,8 +448,11 @@ class _Collector:
             self.candidates.extend(("free text", v) for v in values)
 
     def identifiers(self) -> Identifiers:
-        ids = Identifiers(extra_vocab=self.vocab, retained=self.retained)
+        ids = Identifiers(extra_vocab=self.vocab, retained=self.retained, forms=self.forms)
+        core = read_vocabulary()[0]
         for kind, value in self.candidates:
+            if kind == "name" and canonical_word(value) in core:
+                continue  # a lone name part that is an imaging term: decoded checks only
             ids.add(kind, value)
         for d in self.dates:
             ids.add_date(d)
@@ -465,6 +475,15 @@ def collect_identifiers(files: Iterable[Path]) -> Identifiers:
     return collector.identifiers()
 
 
+@lru_cache(maxsize=8)
+def field_rules(files: tuple[str, ...] = (), terms: tuple[str, ...] = (),
+                age_cap_years: int = 89) -> FieldRules:
+    """The decoded-text rules: the imaging vocabulary (shipped and the site's) and the
+    age cap, read by the verifier's own code."""
+    core, every = read_vocabulary(files, terms)
+    return FieldRules(core=core, vocabulary=every, age_cap_years=age_cap_years)
+
+
 @dataclass(frozen=True)
 class Rules:
     """Structural expectations for outputs."""
@@ -472,6 +491,7 @@ class Rules:
     safe_private: frozenset[tuple[int, int, str]]
     retain_safe_private: bool = True
     allow_burned_in: bool = False
+    fields: FieldRules = field(default_factory=lambda: field_rules())
 
 
 @lru_cache(maxsize=1)
@@ -537,12 +557,6 @@ def _inspect(parsed: Parsed, rules: Rules, ids: Identifiers, out: list[Finding])
             out.append(Finding(elem.path, "element of unknown VR (UN)"))
         elif tag not in DicomDictionary:
             out.append(Finding(elem.path, "element unknown to the DICOM dictionary"))
-        elif ids.short and vr in _TEXT_VRS:
-            for word in _WORD.findall(parsed.value(elem).decode("latin-1")):
-                kind = ids.short.get(word.lower())
-                if kind is not None:
-                    out.append(Finding(elem.path, f"original {kind} (short) found"))
-                    break
 
 
 def _scan_stream(parsed: Parsed, ids: Identifiers) -> Iterator[tuple[int, str]]:
@@ -580,6 +594,11 @@ def check_file(path: Path, ids: Identifiers, rules: Rules) -> list[Finding]:
         return findings
     findings += _top_level(parsed, rules)
     _inspect(parsed, rules, ids, findings)
+    said = {(f.where, f.what) for f in findings}
+    for where, what in check_fields(parsed, ids.forms, rules.fields):
+        if (where, what) not in said:
+            said.add((where, what))
+            findings.append(Finding(where, what))
     seen: set[str] = set()
     for offset, kind in _scan_stream(parsed, ids):
         elem = parsed.at(offset)
@@ -638,6 +657,8 @@ class VerifyStage:
             safe_private=load_safe_private(),
             retain_safe_private=cfg.deid.retain_safe_private,
             allow_burned_in="burned-in" in allowed,
+            fields=field_rules(cfg.deid.vocabulary_files, cfg.deid.vocabulary_terms,
+                               cfg.deid.age_cap_years),
         )
         self.processes = max(1, cfg.worker_count)
         self.pixel_check = PixelCheck(cfg)  # issue 13: pixels (bits, segments, OCR)

@@ -202,7 +202,7 @@ class Walk:
                 self.engine.cap_age(ds, tag)
             return True  # the common case: untouched, written back as raw bytes
         if action is Action.SCRUB and vr != "UN":
-            self.defer(ds, tag, vr, "text")
+            self.defer(ds, tag, vr, "descriptor" if tag == CODE_MEANING else "text")
             return True
         if action is Action.CLEAN and vr in _CLEANABLE_VRS:
             self.defer(ds, tag, vr, "descriptor")
@@ -224,8 +224,9 @@ class Walk:
             return
         if action in (Action.KEEP, Action.RECURSE, Action.SCRUB):
             if vr in SCREENED_VRS:  # a UN element typed by the dictionary: screened too
-                mode = "text" if action is Action.SCRUB else self.engine.keep_mode(
-                    int(elem.tag), vr)
+                mode = self.engine.keep_mode(int(elem.tag), vr)
+                if action is Action.SCRUB and mode != "descriptor":
+                    mode = "text"
                 self.defer(ds, elem.tag, vr, mode)
             return
         self.change(ds, elem, action)

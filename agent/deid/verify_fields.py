@@ -1,0 +1,211 @@
+"""The verifier's element-by-element reading of decoded text (originals and outputs).
+
+Every text element at any depth - private ones with an explicit VR, UN elements typed by
+the data dictionary, code strings - is decoded with the file's own character set
+(:mod:`agent.deid.verify_charset`) and read as canonical tokens
+(:mod:`agent.deid.verify_text`).
+
+The originals' identifiers are collected by :mod:`agent.deid.verify` (with
+:func:`identifying_tags`); in each **output** :func:`check_fields` finds:
+
+* an identifier of the study, in any spelling, in any text element; place words are not
+  looked for in the device description (Manufacturer, model, software, coils), which the
+  profile keeps; a lone name part that is a core imaging term ("DTI") is accepted in a
+  descriptor or code string, where it is that term, and nowhere else;
+* in descriptors and free text (the Clean Descriptors attributes of Table E.1-1, code
+  meanings, LT/ST/UT, PN): any person name of the bundled list that is not an imaging
+  term, and any date;
+* ages above the HIPAA cap (``[deid] age_cap_years``).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from functools import lru_cache
+from importlib import resources
+
+from pydicom.datadict import DicomDictionary  # type: ignore[attr-defined]
+
+from agent.deid.verify_charset import Decoder
+from agent.deid.verify_parse import Element, Parsed
+from agent.deid.verify_text import TextForms, canonical, find_dates, generic_names
+
+_TEXT = frozenset({"AE", "CS", "LO", "LT", "PN", "SH", "ST", "UC", "UR", "UT"})
+_LONG = frozenset({"LT", "ST", "UT", "UR"})
+_DEVICE = frozenset({0x00080070, 0x00081090, 0x00181020, 0x00181016, 0x00181018, 0x00181019,
+                     0x00181250, 0x00181251, 0x00189041, 0x00189050})
+_PLACE = re.compile(r"(Institution|Address|Department|Station|Region|Country|Location|"
+                    r"Residence|Organization|Facility)")
+_PHONE = re.compile(r"(Telephone|Telecom|Phone)")
+_ID = re.compile(r"(ID|IDs|Number|Numbers|Identifier|Title)$")
+_OURS = frozenset({0x00120063, 0x00100010, 0x00100020})  # method text, pseudonyms
+_AGE = re.compile(r"(\d{3})([DWMY])")
+
+
+def typed_vr(elem: Element) -> str:
+    """The element's VR; a standard element written as UN gets the dictionary's."""
+    if elem.vr == "UN" and not elem.tag >> 16 & 1:
+        entry = DicomDictionary.get(elem.tag)
+        if entry is not None:
+            return str(entry[0]).split(" or ")[0]
+    return elem.vr
+
+
+def decoder_of(parsed: Parsed) -> Decoder:
+    elem = parsed.find(0x00080005)
+    return Decoder(parsed.value(elem).decode("latin-1").strip("\x00 ") if elem else "")
+
+
+def text_values(parsed: Parsed, decoder: Decoder) -> Iterator[tuple[Element, str, list[str]]]:
+    """(element, VR, decoded values) of every text element of ``parsed``."""
+    for elem in parsed.elements:
+        vr = typed_vr(elem)
+        if vr not in _TEXT:
+            continue
+        text = decoder.decode(parsed.value(elem)).strip("\x00 ")
+        if not text:
+            continue
+        values = [text] if vr in _LONG else [v.strip("\x00 ") for v in text.split("\\")]
+        yield elem, vr, [v for v in values if v]
+
+
+@lru_cache(maxsize=1)
+def _table() -> tuple[frozenset[int], dict[int, str]]:
+    """(descriptor tags, identifying tag -> kind) from Table E.1-1, read independently."""
+    base = resources.files("agent.deid") / "data"
+    rows = json.loads((base / "ps3.15-table-E.1-1-2024b.json").read_text("utf-8"))
+    descriptors: set[int] = {0x00080104}
+    identifying: dict[int, str] = {}
+    for row in rows:
+        try:
+            tag = int(row["tag"].strip("()").replace(",", ""), 16)
+        except ValueError:
+            continue
+        entry = DicomDictionary.get(tag)
+        if entry is None:
+            continue
+        vr, keyword = str(entry[0]), str(entry[4])
+        if row.get("cleanDescOpt") == "C":
+            descriptors.add(tag)
+        elif row.get("basicProfile") != "K" and "rtnPatCharsOpt" not in row and vr in (
+                "LO", "SH", "UC", "ST", "LT", "UT", "AE"):
+            identifying[tag] = ("phone" if _PHONE.search(keyword)
+                                else "place" if _PLACE.search(keyword) else "id")
+    for tag, entry in DicomDictionary.items():
+        keyword = str(entry[4])
+        if tag not in identifying and str(entry[0]) in ("LO", "SH") and (
+                _ID.search(keyword) and "UID" not in keyword):
+            identifying[tag] = "id"
+    return frozenset(descriptors), identifying
+
+
+def identifying_tags() -> dict[int, str]:
+    """Standard text attributes holding identifiers, by kind ("id", "place", "phone")."""
+    return _table()[1]
+
+
+@dataclass(frozen=True)
+class FieldRules:
+    """What the field checks need from the configuration (canonical vocabulary)."""
+
+    core: frozenset[str]
+    vocabulary: frozenset[str]
+    age_cap_years: int = 89
+
+
+def check_fields(parsed: Parsed, forms: TextForms, rules: FieldRules) -> Iterator[
+        tuple[str, str]]:
+    """(element path, what) for every finding in the decoded text of one output."""
+    descriptors, _identifying = _table()
+    decoder = decoder_of(parsed)
+    for elem, vr, values in text_values(parsed, decoder):
+        context = _context(elem, vr, descriptors)
+        if elem.tag == 0x00080104 and _standard_meaning(parsed, elem, values):
+            continue  # the standard's own words for a standard code identify nobody
+        key = (elem.tag, context, parsed.value(elem))
+        found = forms.memo.get(key)
+        if found is None:
+            found = tuple(_findings(values, vr, context, forms, rules))
+            if len(forms.memo) < 50_000:
+                forms.memo[key] = found
+        for what in found:
+            yield elem.path, what
+    for elem in parsed.elements:
+        if typed_vr(elem) == "AS" and rules.age_cap_years > 0:
+            text = parsed.value(elem).decode("latin-1").strip("\x00 ")
+            if _over_cap(text, rules.age_cap_years):
+                yield elem.path, f"age above {rules.age_cap_years} years (HIPAA)"
+
+
+_SCHEMES = frozenset({"DCM", "SCT", "SRT", "LN", "UCUM", "RADLEX", "FMA", "NCIT", "MDC",
+                      "NEU", "IBSI"})
+
+
+def _standard_meaning(parsed: Parsed, elem: Element, values: list[str]) -> bool:
+    """Whether a code meaning is, word for word, its standard code's meaning (pydicom's
+    concept dictionaries), looked up from the item's own Code Value and scheme."""
+    siblings = {e.tag: e for e in parsed.elements
+                if e.prefix == elem.prefix and e.depth == elem.depth
+                and e.tag in (0x00080100, 0x00080102)}
+    if len(siblings) != 2 or len(values) != 1:
+        return False
+    code = parsed.text(siblings[0x00080100])
+    scheme = parsed.text(siblings[0x00080102]).upper().replace("SRT", "SCT")
+    return scheme in _SCHEMES and _meanings().get((scheme, code)) == values[0]
+
+
+@lru_cache(maxsize=1)
+def _meanings() -> dict[tuple[str, str], str]:
+    from pydicom.sr._concepts_dict import concepts
+
+    table: dict[str, dict[str, dict[str, tuple[str, list[int]]]]] = concepts  # type: ignore[assignment]
+    return {(scheme.upper(), code): meaning
+            for scheme, entries in table.items()
+            for codes in entries.values() for code, (meaning, _cids) in codes.items()}
+
+
+def _context(elem: Element, vr: str, descriptors: frozenset[int]) -> str:
+    if elem.tag in _OURS or elem.path.startswith("(0012,0064)"):
+        return "ours"
+    if elem.tag in descriptors:
+        return "descriptor"
+    if vr == "CS":
+        return "cs"
+    if elem.tag in _DEVICE:
+        return "device"
+    if vr in _LONG or vr == "PN":
+        return "free"
+    return "text"
+
+
+def _findings(values: list[str], vr: str, context: str, forms: TextForms,
+              rules: FieldRules) -> Iterator[str]:
+    if context == "ours":
+        return
+    ok = rules.core if context in ("descriptor", "cs") else frozenset()
+    for value in values:
+        kinds = set(forms.hits(value, vocabulary_ok=ok, words=rules.vocabulary))
+        if context == "device":
+            kinds.discard("place")
+        for kind in sorted(kinds):
+            yield f"original {kind} found (decoded text)"
+        if context in ("descriptor", "free"):
+            if generic_names(value, rules.vocabulary):
+                yield "a person name in free text"
+            if any(True for _ in find_dates(canonical(value))):
+                yield "a date in free text"
+
+
+def _over_cap(text: str, cap: int) -> bool:
+    """Above the cap: more than cap + 1 years ("090Y" is the capped value itself)."""
+    m = _AGE.fullmatch(text)
+    if m is None:
+        return False
+    n, unit = int(m.group(1)), m.group(2)
+    if unit == "Y":
+        return n > cap + 1
+    years = n / {"D": 365.25, "W": 365.25 / 7, "M": 12.0}[unit]
+    return years >= cap + 1
