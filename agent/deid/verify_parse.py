@@ -156,7 +156,10 @@ class _Reader:
             elem = Element(prefix, tag, vr, value, value, depth, creator)
             out.append(elem)
             if length == _UNDEFINED:
-                if vr in ("SQ", "UN"):
+                if vr == "UN":
+                    # PS3.5 6.2.2: an undefined-length UN is a sequence in implicit VR
+                    pos = self.implicit_reader().sequence(value, None, depth, elem.path)
+                elif vr == "SQ":
                     pos = self.sequence(value, None, depth, elem.path)
                 else:
                     pos = self.fragments(value)
@@ -167,12 +170,26 @@ class _Reader:
             elem.value_end = value + length
             if vr == "SQ":
                 self.sequence(value, value + length, depth, elem.path)
+            elif vr == "UN" and length and _implicit_vr(tag) == "SQ":
+                self.un_sequence(value, value + length, depth, elem.path)
             elif group & 1 and 0x10 <= el <= 0xFF:
                 creators[tag] = data[value:value + length].decode("latin-1").strip("\x00 ")
             pos = value + length
         if end is None:
             raise ParseError("item without delimiter")
         return pos
+
+    def implicit_reader(self) -> _Reader:
+        return _Reader(self.data, True, True, self.out)
+
+    def un_sequence(self, pos: int, end: int, depth: int, path: str) -> None:
+        """A sequence written as UN (implicit VR inside): its items when they parse; an
+        opaque value otherwise (its bytes are still scanned)."""
+        before = len(self.out)
+        try:
+            self.implicit_reader().sequence(pos, end, depth, path)
+        except (ParseError, struct.error):
+            del self.out[before:]
 
     def sequence(self, pos: int, end: int | None, depth: int, path: str) -> int:
         data = self.data

@@ -159,10 +159,36 @@ class Walk:
                 else:
                     self.defer(ds, tag, _vr_of(raw), "private")
             else:
+                if _vr_of(raw) == "SQ":
+                    self.collect(ds, tag)
                 del elements[tag]
         for tag in tags:
             if (tag & 0xFFFF) < 0x1000 and tag not in kept_blocks:
                 del elements[tag]
+
+    def collect(self, ds: Dataset, tag: int, depth: int = 0) -> None:
+        """Record the identifiers inside a sequence that is being removed."""
+        try:
+            items = ds[tag].value
+        except Exception:  # noqa: BLE001 -- an unreadable sequence: nothing to collect
+            return
+        id_tags = self.engine.identifying_tags
+        for item in items or ():
+            elements: Any = item._dict
+            for key in list(elements):
+                raw = elements[key]
+                itag = int(key)
+                vr = self.engine.vr_of(itag, raw)
+                if vr == "UN" and not itag >> 16 & 1:
+                    vr = self.engine.dictionary_vr(itag)
+                if vr == "SQ" and depth < 8:
+                    self.collect(item, key, depth + 1)
+                elif vr == "PN":
+                    self.record("name", raw, vr)
+                elif vr in ("DA", "DT"):
+                    self.record("date", raw, vr)
+                elif itag in id_tags:
+                    self.record(id_tags[itag], raw, vr)
 
     def record_private(self, raw: Any) -> None:
         """A name or date in a vendor's element (explicit VR) is still an identifier."""
@@ -178,6 +204,8 @@ class Walk:
     def apply(self, ds: Dataset, tag: int, action: Action, vr: str) -> None:
         elements: Any = ds._dict
         if action is Action.REMOVE:
+            if vr == "SQ":
+                self.collect(ds, tag)  # names in a removed sequence are still identifiers
             del elements[tag]
             return
         if self.deferred(ds, tag, action, vr):
