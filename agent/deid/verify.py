@@ -451,8 +451,8 @@ class _Collector:
         ids = Identifiers(extra_vocab=self.vocab, retained=self.retained, forms=self.forms)
         core = read_vocabulary()[0]
         for kind, value in self.candidates:
-            if kind == "name" and canonical_word(value) in core:
-                continue  # a lone name part that is an imaging term: decoded checks only
+            if kind in ("name", "id", "place") and canonical_word(value) in core:
+                continue  # an identifier that is an imaging term: decoded checks only
             ids.add(kind, value)
         for d in self.dates:
             ids.add_date(d)

@@ -132,8 +132,9 @@ class TextForms:
 
     def hits(self, text: str, *, vocabulary_ok: frozenset[str] = frozenset(),
              words: frozenset[str] = frozenset()) -> Iterator[str]:
-        """Kinds of the study's identifiers in ``text``; lone name parts in
-        ``vocabulary_ok`` (core imaging terms, in descriptors and code strings) excepted;
+        """Kinds of the study's identifiers in ``text``; an identifier or lone name part
+        that is one of ``vocabulary_ok`` (core imaging terms, given for descriptors and
+        code strings) excepted there;
         a form that is one of ``words`` (imaging terms) only as whole tokens, never inside
         a longer word ("compressed" of a patient named so, in "uncompressed")."""
         tokens = canonical(text)
@@ -153,8 +154,9 @@ class TextForms:
                 inside = not any(b in bounds for b in range(at + 1, end))
                 if aligned or (inside and len(form) >= 6 and not form.isdigit()
                                and form not in words):
-                    if not (form in vocabulary_ok and form in self.name_parts and aligned
-                            and form in tokens):
+                    # an identifier that is itself an imaging term ("DTI", a patient
+                    # called "fMRI") is that term where such terms belong
+                    if not (aligned and form in vocabulary_ok):
                         yield kind
                         break
                 at = joined.find(form, at + 1)

@@ -17,7 +17,7 @@ is an imaging term. The terms are data, in ``data/vocabulary/``:
 Besides listed words, a token is kept when it is a number of at most four digits with an
 optional decimal part and unit (``1.5T``, ``2.5mm``, ``b1000``), a short technical code
 (``ep2d``, ``p2``, ``t1w``, ``3d``), or when it splits entirely into core words and such
-numbers and codes (``AxT2FLAIR``).
+numbers and codes (``AxT2FLAIR``; core words of three letters or more).
 """
 
 from __future__ import annotations
@@ -95,7 +95,9 @@ class Vocabulary:
                 continue
             for j in range(i + 2, n + 1):
                 piece = folded[i:j]
-                if piece in self.core or _CODE.fullmatch(piece) or piece.isdigit() and j - i <= 4:
+                # two-letter words glue too easily ("neuro"+"pr"+"ot"+"7"): codes only
+                if (j - i >= 3 and piece in self.core) or _CODE.fullmatch(piece) or (
+                        piece.isdigit() and j - i <= 4):
                     ok[j] = True
         return ok[n]
 

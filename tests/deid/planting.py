@@ -90,8 +90,9 @@ def _un(ds: Dataset, text: str) -> None:
     data = text.encode(_codec(ds))
     if len(data) % 2:
         data += b" "
-    # A standard descriptor written with VR UN (the dictionary types it as LO).
-    ds[0x00081030] = RawDataElement(Tag(0x00081030), "UN", len(data), data, 0, False, True)
+    # A standard descriptor (Requested Procedure Description) written with VR UN: the
+    # dictionary types it as LO.
+    ds[0x00321060] = RawDataElement(Tag(0x00321060), "UN", len(data), data, 0, False, True)
 
 
 def _private(ds: Dataset, text: str) -> None:
