@@ -270,8 +270,14 @@ def cmd_doctor(args: argparse.Namespace) -> int:
             probe.unlink()
         except OSError as exc:
             problems.append(f"{where} is not writable ({exc.strerror})")
+    from agent.dicomnode.doctor import dicom_checks
+
+    dicom_lines, dicom_problems = dicom_checks(cfg)
+    problems += dicom_problems
     _print(f"configuration: {', '.join(cfg.sources) or 'built-in defaults'}")
     _print(f"state: {cfg.paths.state_dir}\nlogs: {cfg.paths.log_dir}")
+    for line in dicom_lines:
+        _print(line)
     for p in problems:
         _print(f"PROBLEM: {p}")
     _print("all checks passed" if not problems else f"{len(problems)} problem(s) found")

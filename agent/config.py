@@ -181,6 +181,9 @@ class DicomConfig:
     tls_ca: str = ""
     #: Sending results: attempts per object before it is reported failed.
     send_attempts: int = 3
+    #: Send to the PACS over DICOM TLS (its certificate checked against tls_ca, else the
+    #: system's roots; this node's certificate presented when set).
+    send_tls: bool = False
 
 
 @dataclass(frozen=True)

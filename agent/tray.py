@@ -185,7 +185,8 @@ class TrayApp:
             self.icon.icon = self._image(status)
             self._shown = look
         self.icon.title = text.tooltip(status)  # pystray skips an unchanged title
-        menu_key = (text.state_line(status), text.counts_line(status), status.paused_until)
+        menu_key = (text.state_line(status), text.counts_line(status), status.paused_until,
+                    text.dicom_line(status))
         if menu_key != self._menu_key and self.has_menu:
             self._menu_key = menu_key
             self.icon.update_menu()
@@ -245,6 +246,8 @@ class TrayApp:
         return menu(
             item(lambda _i: text.state_line(self._status), None, enabled=False),
             item(lambda _i: text.counts_line(self._status), None, enabled=False),
+            item(lambda _i: text.dicom_line(self._status), None, enabled=False,
+                 visible=lambda _i: self._status.dicom is not None),
             menu.SEPARATOR,
             item("Pause", menu(*pauses)),
             item("Resume", self._menu_action(self.resume), enabled=lambda _i: self.is_paused),

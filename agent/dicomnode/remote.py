@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import ssl
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from agent.errors import ConfigError
+
+if TYPE_CHECKING:
+    from agent.config import DicomConfig
 
 #: The calling AE title the agent uses when it associates, unless the config says otherwise.
 DEFAULT_CALLING_AE = "CLINIC2CLOUD"
@@ -53,6 +57,16 @@ class RemoteNode:
             raise wrong("the port must be a number between 1 and 65535")
         return cls(ae_title=ae, host=host, port=int(port_text),
                    calling_ae_title=calling_ae_title, tls=tls)
+
+    @classmethod
+    def configured(cls, text: str, dicom: DicomConfig, *, key: str = "results.pacs"
+                   ) -> RemoteNode:
+        """The node ``text`` names, called with this node's AE title and, when
+        ``[dicom] send_tls`` is on, over TLS with the ``[dicom]`` certificate files."""
+        from agent.dicomnode.tls import client_context
+
+        tls = client_context(dicom, require=True) if dicom.send_tls else None
+        return cls.parse(text, key=key, calling_ae_title=dicom.ae_title, tls=tls)
 
     def __str__(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host

@@ -209,6 +209,7 @@ class DicomNode:
             t = threading.Thread(target=target, name=name, daemon=True)
             t.start()
             self._threads.append(t)
+        self._write_snapshot()
         log.info("DICOM node %s listening on port %d%s", self._dicom.ae_title, self._port,
                  " with TLS" if server.ssl_context else "")
 

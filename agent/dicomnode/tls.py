@@ -49,12 +49,12 @@ def server_context(dicom: DicomConfig) -> ssl.SSLContext | None:
     return ctx
 
 
-def client_context(dicom: DicomConfig, *, check_hostname: bool = True
-                   ) -> ssl.SSLContext | None:
-    """The sending side's context, or None without TLS files (``tls_ca`` alone is enough
-    to send over TLS). It verifies the PACS against ``tls_ca`` (else the system's roots)
-    and presents this node's certificate when one is configured."""
-    if not dicom.tls_certificate and not dicom.tls_ca:
+def client_context(dicom: DicomConfig, *, check_hostname: bool = True,
+                   require: bool = False) -> ssl.SSLContext | None:
+    """The sending side's context. It verifies the peer against ``tls_ca`` (else the
+    system's roots) and presents this node's certificate when one is configured. Without
+    any TLS file: None, or (``require``) a context that verifies against the system's roots."""
+    if not dicom.tls_certificate and not dicom.tls_ca and not require:
         return None
     ctx = _harden(ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT))
     ctx.check_hostname = check_hostname

@@ -61,6 +61,7 @@ def status_document(status: AgentStatus, recent: list[SeriesSummary], *, source:
         "waiting": [{**_with_iso(dataclasses.asdict(w)),
                      "message": waiting_sentence(w, detail=True)} for w in status.waiting],
         "recent": [_with_iso(dataclasses.asdict(s)) for s in recent],
+        "dicom": dataclasses.asdict(status.dicom) if status.dicom is not None else None,
     }
     return doc
 
@@ -78,6 +79,8 @@ def status_lines(status: AgentStatus, recent: list[SeriesSummary], *, source: st
                      "already delivered: nothing sent again")
     if status.ignored.files:
         lines.append(text.ignored_line(status))
+    if status.dicom is not None:
+        lines.append(text.dicom_line(status))
     if status.waiting:
         lines += ["", "Waiting for", *_waiting_lines(status)]
     if recent:

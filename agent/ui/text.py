@@ -84,6 +84,12 @@ def state_line(status: AgentStatus) -> str:
     return words
 
 
+def dicom_line(status: AgentStatus) -> str:
+    """The DICOM node in one line (listening, last association, refused callers); ``""``
+    when the node is off."""
+    return status.dicom.summary() if status.dicom is not None else ""
+
+
 #: States whose cause the agent's message explains better than our generic words.
 _EXPLAINED = (AgentState.OFFLINE, AgentState.CREDENTIALS, AgentState.ATTENTION)
 
