@@ -116,6 +116,19 @@ class _GuardedServer(ThreadedAssociationServer):
         self.server_close()
 
 
+def _drop_unassociated(assoc: Any) -> None:
+    """End a connection that has not associated yet (a silent peer): an A-ABORT is not
+    valid before association, and pynetdicom's acceptor would otherwise wait for the
+    request until its ACSE timeout. Closing the transport and waking that wait with
+    "nothing came" ends both threads now."""
+    sock = getattr(assoc.dul, "socket", None)
+    if sock is not None:
+        sock.close()
+    queue = getattr(assoc.dul, "to_user_queue", None)
+    if queue is not None:
+        queue.put(None)
+
+
 class DicomNode:
     """The listening node of one agent. :meth:`start` binds and serves; :meth:`stop` stops
     accepting and drops associations in flight (their unacknowledged instances are
@@ -222,7 +235,10 @@ class DicomNode:
             assocs = list(server.active_associations)
             server.shutdown()
             for assoc in assocs:
-                assoc.abort()
+                if assoc.is_established:
+                    assoc.abort(block=False)
+                else:
+                    _drop_unassociated(assoc)
             for assoc in assocs:
                 assoc.join(max(0.0, deadline - time.monotonic()))
         self.watcher.stop(timeout=max(0.1, min(1.0, deadline - time.monotonic())))

@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -173,3 +174,21 @@ def test_flood_of_connections_is_bounded_and_the_node_recovers(node_agent: NodeA
     assert wait_until(lambda: _node(agent).active_associations == 0, timeout=30)
     files = write_series(tmp_path / "send", 1)
     assert storescu(port, files).returncode == 0
+
+
+def test_stop_is_prompt_with_silent_peers_and_leaves_no_threads(node_agent: NodeAgents
+                                                                 ) -> None:
+    agent: Agent = node_agent()
+    port = port_of(agent)
+    silent = [socket.create_connection(("127.0.0.1", port), timeout=5) for _ in range(3)]
+    try:
+        assert wait_until(lambda: _node(agent).active_associations == 3)
+        t0 = time.monotonic()
+        agent.stop()
+        assert time.monotonic() - t0 < 2.0
+    finally:
+        for s in silent:
+            s.close()
+    assert wait_until(lambda: not [t for t in threading.enumerate()
+                                   if t.name.startswith(("AcceptorThread", "dicom-"))
+                                   or "run_reactor" in t.name], timeout=5)
