@@ -165,8 +165,10 @@ def test_flood_of_connections_is_bounded_and_the_node_recovers(node_agent: NodeA
                                       for c in _node(agent).refused_callers), timeout=20)
         node = agent.dicom_status()
         assert node is not None and node.active_associations <= 3 + 4
-        # Each admitted connection costs an association and a reactor thread at most.
-        assert threading.active_count() - before <= 2 * (3 + 4) + 2
+        # Each admitted connection costs an association and a reactor thread (and, for an
+        # instant, the thread that starts them): bounded by the admitted connections.
+        extra = threading.active_count() - before
+        assert extra <= 3 * (3 + 4) + 2, sorted(t.name for t in threading.enumerate())
     finally:
         for s in socks:
             s.close()
