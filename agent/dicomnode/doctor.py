@@ -20,7 +20,7 @@ def dicom_checks(cfg: Config) -> tuple[list[str], list[str]]:
     problems: list[str] = []
     if cfg.dicom.listen:
         _check_node(cfg, lines, problems)
-    pacs = str(getattr(getattr(cfg, "results", None), "pacs", "") or "")
+    pacs = cfg.results.pacs
     if pacs:
         try:
             node = RemoteNode.configured(pacs, cfg.dicom)

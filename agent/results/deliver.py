@@ -58,13 +58,11 @@ def to_folder(staged: Path, root: Path, identity: StudyIdentity, series: str) ->
 
 def to_pacs(files: list[Path], cfg: Config) -> tuple[int, int]:
     """Send ``files`` by C-STORE to ``[results] pacs`` through the DICOM node's SCU, calling
-    as ``[dicom] ae_title`` (TLS from the ``[dicom]`` TLS files); (sent, not sent). Never
+    as ``[dicom] ae_title`` (over TLS when ``[dicom] send_tls``); (sent, not sent). Never
     raises for the network: objects not sent are counted, and sent again on a retry."""
     from agent.dicomnode.remote import RemoteNode
     from agent.dicomnode.scu import send_files
-    from agent.dicomnode.tls import client_context
 
-    node = RemoteNode.parse(cfg.results.pacs, calling_ae_title=cfg.dicom.ae_title,
-                            tls=client_context(cfg.dicom))
+    node = RemoteNode.configured(cfg.results.pacs, cfg.dicom)
     report = send_files(files, node, attempts=cfg.dicom.send_attempts)
     return len(report.sent), len(report.not_sent)

@@ -8,7 +8,6 @@ import subprocess
 import sys
 from pathlib import Path
 from types import SimpleNamespace
-from typing import cast
 
 import pytest
 
@@ -99,19 +98,14 @@ def test_doctor_echoes_the_running_node_and_the_pacs(
     agent = node_agent(dicom_port=port)
     assert port_of(agent) == port
     pacs = storescp()
-    # [results] belongs to the cloud loop; doctor reads its `pacs` key when it is there.
-    cfg = cast(Config, SimpleNamespace(dicom=agent.config.dicom, paths=agent.config.paths,
-                                       results=SimpleNamespace(
-                                           pacs=f"PACS@127.0.0.1:{pacs.port}")))
-    lines, problems = dicom_checks(cfg)
+    lines, problems = dicom_checks(replace(agent.config,
+                                           results_pacs=f"PACS@127.0.0.1:{pacs.port}"))
     assert problems == []
     assert any(f"listening on port {port}" in line for line in lines), lines
     assert any(line.startswith(f"PACS PACS@127.0.0.1:{pacs.port}: answers C-ECHO")
                for line in lines), lines
-    gone = cast(Config, SimpleNamespace(dicom=agent.config.dicom, paths=agent.config.paths,
-                                        results=SimpleNamespace(
-                                            pacs=f"PACS@127.0.0.1:{free_port()}")))
-    _, problems = dicom_checks(gone)
+    _, problems = dicom_checks(replace(agent.config,
+                                       results_pacs=f"PACS@127.0.0.1:{free_port()}"))
     assert len(problems) == 1 and "cannot be reached" in problems[0]
 
 
