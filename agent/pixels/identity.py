@@ -1,11 +1,15 @@
 """The study's identifiers in the forms text on an image shows them, and a matcher for
 what OCR reads (which makes its own mistakes: ``0``/``O``, ``1``/``l``/``I``, ``5``/``S``).
 
-Until the de-identifier's variant generator (issue 14) is on main this is our own, small
-one. Everything is folded the same way on both sides before comparing: Unicode
-compatibility form, accents stripped, case folded, OCR look-alikes mapped to one symbol,
-and everything but letters and digits dropped - so ``"Müller-Lüdenscheidt, Hans"`` and
-``"MULLER LUDENSCHEIDT"`` meet, as do ``"12 Mar 1961"`` and ``"12MAR1961"``.
+Two layers. First the de-identifier's own variant generator
+(:func:`agent.deid.variants.identity_variants`: every name part and script, IDs with any
+separators, phones, places, dates in every written form), exactly as the cleaner uses it.
+Then this module's OCR-tolerant layer, for what OCR does to text: everything folded the
+same way on both sides - Unicode compatibility form, accents stripped, case folded, OCR
+look-alikes mapped to one symbol, everything but letters and digits dropped - so
+``"CANARY550N"`` meets ``"Canarysson"``, ``"Müller-Lüdenscheidt, Hans"`` meets
+``"MULLER LUDENSCHEIDT"`` and ``"12 Mar 1961"`` meets ``"12MAR1961"``; with up to one or
+two edits for long variants, and the digit runs of IDs ("84213977" of "PID-84213977").
 
 Variants: whole names and each name part (compound names split at spaces, hyphens and
 apostrophes), IDs without their separators and their longer digit runs, dates in numeric
@@ -29,6 +33,8 @@ from pathlib import Path
 
 import pydicom
 from pydicom.dataset import Dataset
+
+from agent.deid.variants import IdentityVariants, identity_variants
 
 _LOOKALIKE = str.maketrans({"o": "0", "l": "1", "i": "1", "|": "1", "!": "1", "s": "5",
                             "z": "2", "b": "8", "g": "9"})
@@ -112,9 +118,11 @@ class StudyIdentity:
 
     long: dict[str, str] = field(default_factory=dict)
     short: dict[str, str] = field(default_factory=dict)
+    #: The de-identifier's variants of each distinct identity read (issue 14's generator).
+    exact: list[IdentityVariants] = field(default_factory=list)
 
     def __bool__(self) -> bool:
-        return bool(self.long or self.short)
+        return bool(self.long or self.short or any(self.exact))
 
     def add(self, kind: str, text: str, *, parts: bool = True) -> None:
         whole = fold(text)
@@ -141,6 +149,13 @@ class StudyIdentity:
 
     def match(self, line: str) -> str | None:
         """The kind of the first identifier a line of OCR text shows, or None."""
+        for variants in self.exact:
+            kinds = variants.find(line)
+            if kinds:
+                return kinds[0]
+        return self._fuzzy(line)
+
+    def _fuzzy(self, line: str) -> str | None:
         folded = fold(line)
         if not folded:
             return None
@@ -229,4 +244,8 @@ def study_identity(source_files: list[Path]) -> StudyIdentity:
             continue  # the same identity as a file already read: skip the deep walk
         seen.add(key)
         add_dataset(identity, ds)
+        try:
+            identity.exact.append(identity_variants(ds))
+        except Exception:  # noqa: BLE001 - our own layer still stands; never fail open
+            pass
     return identity
