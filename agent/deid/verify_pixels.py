@@ -1,8 +1,9 @@
 """The verifier's pixel checks: independent of the ``pixels`` stage, failing closed.
 
-Written apart from :mod:`agent.pixels` (it imports nothing of it): its own marker walk,
-its own bit test, its own identifier forms and its own OCR call, so that a mistake in the
-cleaner is not repeated here. Per output file:
+Written apart from :mod:`agent.pixels` (it imports nothing of it but the place of
+Tesseract's language data): the verifier's own parser (:mod:`agent.deid.verify_parse`)
+for header values and native pixel data, its own marker walk, bit test, identifier forms
+and OCR call, so that a mistake in the cleaner is not repeated here. Per output file:
 
 * native Pixel Data holds its samples and at most one zero pad byte;
 * every sample's bits outside Bits Stored / High Bit are in canonical form (zero, or the
@@ -23,6 +24,7 @@ from __future__ import annotations
 import re
 import struct
 import unicodedata
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +34,7 @@ from pydicom.encaps import generate_frames
 from pydicom.pixels.utils import pixel_array
 
 from agent.config import Config
+from agent.deid.verify_parse import Parsed, ParseError, parse
 from agent.errors import LeakFound
 
 _NATIVE = ("1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.1.99",
@@ -148,55 +151,94 @@ def _bit_findings(words: np.ndarray[Any, Any], bits_alloc: int, stored: int, hig
     return []
 
 
-def _layout(ds: pydicom.Dataset) -> tuple[int, int, int, bool]:
-    ba = int(ds.BitsAllocated)
-    bs = int(ds.get("BitsStored", ba) or ba)
-    hb = int(ds.get("HighBit", bs - 1) if ds.get("HighBit") is not None else bs - 1)
-    return ba, bs, hb, int(ds.get("PixelRepresentation", 0) or 0) == 1
+_US = {0x00280002: "spp", 0x00280010: "rows", 0x00280011: "cols", 0x00280100: "ba",
+       0x00280101: "bs", 0x00280102: "hb", 0x00280103: "pr", 0x00280006: "planar"}
 
 
-def _native_findings(ds: pydicom.Dataset, ts: str) -> list[str]:
-    ba, bs, hb, signed = _layout(ds)
-    count = int(ds.Rows) * int(ds.Columns) * int(ds.get("SamplesPerPixel", 1) or 1) * int(
-        ds.get("NumberOfFrames", 1) or 1)
+@dataclass
+class _Image:
+    """What the checks need of one output, read by the verifier's own parser."""
+
+    path: Path
+    parsed: Parsed
+    ts: str
+    values: dict[str, int]
+    frames: int
+    capture: bool
+
+    @property
+    def pixels(self) -> bytes:
+        start, end = self.parsed.pixel_span
+        return self.parsed.stream[start:end]
+
+    def layout(self) -> tuple[int, int, int, bool]:
+        ba = self.values.get("ba", 0)
+        bs = self.values.get("bs", ba)
+        return ba, bs, self.values.get("hb", bs - 1), self.values.get("pr", 0) == 1
+
+
+def _read(path: Path) -> _Image | None:
+    parsed = parse(path.read_bytes())
+    if parsed.pixel_span[0] < 0:
+        return None
+    little = parsed.transfer_syntax != "1.2.840.10008.1.2.2"
+    values: dict[str, int] = {}
+    texts: dict[int, str] = {}
+    for elem in parsed.elements:
+        if elem.depth:
+            continue
+        if elem.tag in _US and elem.value_end - elem.value_start >= 2:
+            values[_US[elem.tag]] = struct.unpack_from("<H" if little else ">H",
+                                                       parsed.stream, elem.value_start)[0]
+        elif elem.tag in (0x00280008, 0x00080016, 0x00080060, 0x00080008):
+            texts[elem.tag] = parsed.text(elem)
+    frames = int(texts.get(0x00280008, "1").strip() or 1)
+    image_type = {v.strip().upper() for v in texts.get(0x00080008, "").split("\\")}
+    capture = (texts.get(0x00080016, "") in _CAPTURE_CLASSES
+               or texts.get(0x00080060, "").upper() in ("SC", "OT")
+               or bool({"DERIVED", "SECONDARY", "SCREEN SHOT"} & image_type))
+    return _Image(path, parsed, parsed.transfer_syntax, values, frames, capture)
+
+
+def _native(img: _Image) -> tuple[list[str], np.ndarray[Any, Any] | None]:
+    """Findings of native pixel data, and its frames (frames, rows, cols[, samples])."""
+    ba, bs, hb, signed = img.layout()
+    rows, cols = img.values.get("rows", 0), img.values.get("cols", 0)
+    spp = img.values.get("spp", 1)
+    count = rows * cols * spp * img.frames
     expected = (count * ba + 7) // 8
-    data: bytes = ds.PixelData
+    data = img.pixels
     tail = data[expected:]
     out = ["bytes after the last sample"] if len(tail) > 1 or tail.strip(b"\x00") else []
-    if ba in (8, 16, 32):
-        order = ">" if ts == "1.2.840.10008.1.2.2" else "<"
-        words = np.frombuffer(data[:expected], f"{order}u{ba // 8}")
-        out += _bit_findings(words.astype(f"u{ba // 8}"), ba, bs, hb, signed)
-    return out
+    if ba not in (8, 16, 32) or len(data) < expected:
+        return out, None
+    order = ">" if img.ts == "1.2.840.10008.1.2.2" else "<"
+    words = np.frombuffer(data[:expected], f"{order}u{ba // 8}").astype(f"u{ba // 8}")
+    out += _bit_findings(words, ba, bs, hb, signed)
+    arr = words.view(f"i{ba // 8}" if signed else f"u{ba // 8}")
+    if spp > 1 and img.values.get("planar", 0) == 1:
+        arr = arr.reshape(img.frames, spp, rows, cols).transpose(0, 2, 3, 1)
+    shape = (img.frames, rows, cols) + ((spp,) if spp > 1 else ())
+    return out, arr.reshape(shape)
 
 
-def _frame_findings(ds: pydicom.Dataset, ts: str) -> list[str]:
+def _compressed(img: _Image) -> tuple[list[str], np.ndarray[Any, Any] | None]:
+    """Findings of encapsulated frames (markers, and bits after pydicom decodes them)."""
+    ds = pydicom.dcmread(str(img.path), force=True)
     out: list[str] = []
-    n = int(ds.get("NumberOfFrames", 1) or 1)
-    for frame in generate_frames(ds.PixelData, number_of_frames=n):
-        if ts.startswith(("1.2.840.10008.1.2.4.9", "1.2.840.10008.1.2.4.20")):
+    for frame in generate_frames(ds.PixelData, number_of_frames=img.frames):
+        if img.ts.startswith(("1.2.840.10008.1.2.4.9", "1.2.840.10008.1.2.4.20")):
             out += _j2k_findings(frame)
-        elif ts.startswith("1.2.840.10008.1.2.4."):
+        elif img.ts.startswith("1.2.840.10008.1.2.4."):
             out += _jpeg_findings(frame)
-    return out
-
-
-def _samples_findings(ds: pydicom.Dataset) -> tuple[list[str], np.ndarray[Any, Any] | None]:
-    """Structure and bit findings of one dataset, and its decoded frames for OCR."""
-    if "PixelData" not in ds:
-        return [], None
-    ts = str(ds.file_meta.get("TransferSyntaxUID", ""))
-    out = _native_findings(ds, ts) if ts in _NATIVE else _frame_findings(ds, ts)
     try:
         arr = pixel_array(ds, correct_unused_bits=False)
     except Exception:  # noqa: BLE001 - what cannot be decoded cannot be shown clean
         return out + ["pixel data cannot be decoded"], None
-    ba, bs, hb, signed = _layout(ds)
-    if ts not in _NATIVE and ba in (8, 16, 32):
+    ba, bs, hb, signed = img.layout()
+    if ba in (8, 16, 32):
         out += _bit_findings(np.ascontiguousarray(arr), ba, bs, hb, signed)
-    if int(ds.get("NumberOfFrames", 1) or 1) == 1:
-        arr = arr[None]
-    return sorted(set(out)), arr
+    return sorted(set(out)), arr[None] if img.frames == 1 else arr
 
 
 def _ocr_text(reader: Any, frame: np.ndarray[Any, Any]) -> str:
@@ -241,15 +283,17 @@ class PixelCheck:
         findings: list[str] = []
         decoded: list[tuple[Path, np.ndarray[Any, Any], bool]] = []
         for path in outputs:
-            ds = pydicom.dcmread(str(path), force=True)
-            problems, arr = _samples_findings(ds)
+            try:
+                img = _read(path)
+            except (ParseError, struct.error, ValueError):
+                findings.append(f"{path.name}: does not parse")
+                continue
+            if img is None:
+                continue
+            problems, arr = _native(img) if img.ts in _NATIVE else _compressed(img)
             findings += [f"{path.name}: {p}" for p in problems]
             if arr is not None:
-                capture = (str(ds.get("SOPClassUID", "")) in _CAPTURE_CLASSES
-                           or str(ds.get("Modality", "")) in ("SC", "OT")
-                           or bool({"DERIVED", "SECONDARY", "SCREEN SHOT"}
-                                   & {str(v) for v in ds.get("ImageType", []) or []}))
-                decoded.append((path, arr, capture))
+                decoded.append((path, arr, img.capture))
         if needles:
             findings += self._ocr(decoded, needles)
         if findings:

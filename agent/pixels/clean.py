@@ -18,6 +18,7 @@ turned from YCbCr into RGB is labelled RGB.
 from __future__ import annotations
 
 import io
+import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,11 +26,14 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 import pydicom
+from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.encaps import encapsulate, generate_frames
 from pydicom.pixels.utils import pixel_array
 from pydicom.uid import UID, ExplicitVRBigEndian, ExplicitVRLittleEndian
 
+from agent.deid.fastread import read_fast
+from agent.deid.peek import peek
 from agent.errors import SeriesProblem
 from agent.pixels.bits import Layout, as_words, canonical, hidden_bits
 from agent.pixels.segments import Removed, Uncleanable, clean_frame
@@ -67,16 +71,45 @@ class _Loaded:
     must_decompress: bool = False
 
 
+def _us(ds: Dataset, tag: int, default: int) -> int:
+    """An US value straight from its raw bytes (no pydicom conversion: 200 files x a dozen
+    values add up)."""
+    elements: Any = ds._dict  # raw access, as the engine's peek does
+    raw = elements.get(tag)
+    if isinstance(raw, RawDataElement) and isinstance(raw.value, bytes) and len(raw.value) >= 2:
+        return int(struct.unpack("<H" if raw.is_little_endian else ">H", raw.value[:2])[0])
+    value = ds.get(tag)
+    return default if value is None or value.value in (None, "") else int(value.value)
+
+
+@dataclass(frozen=True)
+class Geometry:
+    rows: int
+    cols: int
+    spp: int
+    frames: int
+    planar: bool
+    layout: Layout
+
+
+def _geometry(ds: Dataset) -> Geometry:
+    ba = _us(ds, 0x00280100, 0)
+    bs = _us(ds, 0x00280101, ba)
+    layout = Layout(ba, bs, _us(ds, 0x00280102, bs - 1), _us(ds, 0x00280103, 0) == 1)
+    frames = peek(ds, 0x00280008).split("\\")[0].strip()
+    spp = _us(ds, 0x00280002, 1)
+    return Geometry(_us(ds, 0x00280010, 0), _us(ds, 0x00280011, 0), spp,
+                    int(frames) if frames.isdigit() and int(frames) > 0 else 1,
+                    spp > 1 and _us(ds, 0x00280006, 0) == 1, layout)
+
+
 def _layout(ds: Dataset) -> Layout:
-    ba = int(ds.get("BitsAllocated", 0) or 0)
-    bs = int(ds.get("BitsStored", ba) or ba)
-    hb = int(ds.get("HighBit", bs - 1) if ds.get("HighBit") is not None else bs - 1)
-    return Layout(ba, bs, hb, int(ds.get("PixelRepresentation", 0) or 0) == 1)
+    return _geometry(ds).layout
 
 
 def _frames_of(samples: npt.NDArray[Any], ds: Dataset, spp: int) -> npt.NDArray[Any]:
     """Decoded samples as (frames, rows, cols[, samples])."""
-    if int(ds.get("NumberOfFrames", 1) or 1) <= 1:
+    if _geometry(ds).frames <= 1:
         samples = samples[None]
     if spp == 1 and samples.ndim == 4:
         samples = samples[..., 0]
@@ -86,9 +119,8 @@ def _frames_of(samples: npt.NDArray[Any], ds: Dataset, spp: int) -> npt.NDArray[
 def _native_words(ds: Dataset, layout: Layout, ts: str, report: FileReport
                   ) -> tuple[npt.NDArray[np.unsignedinteger], bool]:
     """The stored words of native Pixel Data, trailing bytes cut. (words, trimmed)."""
-    rows, cols = int(ds.Rows), int(ds.Columns)
-    spp = int(ds.get("SamplesPerPixel", 1) or 1)
-    n = int(ds.get("NumberOfFrames", 1) or 1)
+    g = _geometry(ds)
+    rows, cols, spp, n = g.rows, g.cols, g.spp, g.frames
     data: bytes = ds.PixelData
     count = rows * cols * spp * n
     expected = (count * layout.bits_allocated + 7) // 8
@@ -115,7 +147,8 @@ def _native_words(ds: Dataset, layout: Layout, ts: str, report: FileReport
 def load(path: Path, index: int) -> _Loaded:
     """Read one file and do its structural cleaning (overlays, bytes, bits) in memory."""
     try:
-        ds = pydicom.dcmread(str(path), force=True)
+        data = path.read_bytes()
+        ds = read_fast(data, str(path)) or pydicom.dcmread(io.BytesIO(data), force=True)
     except Exception:  # noqa: BLE001 - the engine wrote it; unreadable now means damage
         raise SeriesProblem("a de-identified file cannot be read back for the pixel checks",
                             code="internal") from None
@@ -125,7 +158,7 @@ def load(path: Path, index: int) -> _Loaded:
         del ds[tag]
         report.removed.append("overlay" if tag != _ICON else "icon image")
         report.changed = True
-    report.declared_burned_in = str(ds.get("BurnedInAnnotation", "")).upper() == "YES"
+    report.declared_burned_in = peek(ds, 0x00280301).upper() == "YES"
     if "PixelData" not in ds:
         if "FloatPixelData" in ds or "DoubleFloatPixelData" in ds:
             item.samples = _frames_of(ds.pixel_array, ds, 1)
@@ -135,8 +168,7 @@ def load(path: Path, index: int) -> _Loaded:
     if not layout.valid:
         raise SeriesProblem("an image declares an impossible pixel layout (Bits Allocated, "
                             "Bits Stored, High Bit); it cannot be checked", code="not-dicom")
-    spp = int(ds.get("SamplesPerPixel", 1) or 1)
-    item.spp = spp
+    item.spp = _geometry(ds).spp
     if ts in _NATIVE:
         _load_native(item, ts, layout)
         return item
@@ -158,10 +190,10 @@ def _load_native(item: _Loaded, ts: str, layout: Layout) -> None:
         return
     dtype = np.dtype(f"i{layout.bits_allocated // 8}" if layout.signed
                      else f"u{layout.bits_allocated // 8}")
-    n = int(ds.get("NumberOfFrames", 1) or 1)
-    rows, cols = int(ds.Rows), int(ds.Columns)
+    g = _geometry(ds)
+    n, rows, cols = g.frames, g.rows, g.cols
     arr = words.view(dtype)
-    if int(ds.get("PlanarConfiguration", 0) or 0) == 1 and spp > 1:
+    if g.planar:
         arr = arr.reshape(n, spp, rows, cols).transpose(0, 2, 3, 1)
         if item.native_dirty:
             ds.PlanarConfiguration = 0
@@ -171,7 +203,8 @@ def _load_native(item: _Loaded, ts: str, layout: Layout) -> None:
 
 def _load_compressed(item: _Loaded, ts: str, layout: Layout) -> None:
     ds, report = item.ds, item.report
-    n = int(ds.get("NumberOfFrames", 1) or 1)
+    g = _geometry(ds)
+    n = g.frames
     try:
         frames = list(generate_frames(ds.PixelData, number_of_frames=n))
     except Exception:  # noqa: BLE001 - a broken encapsulation is a broken file
@@ -181,7 +214,7 @@ def _load_compressed(item: _Loaded, ts: str, layout: Layout) -> None:
     cleaned: list[bytes] = []
     try:
         for frame in frames:
-            cleaned.append(clean_frame(frame, ts, int(ds.Rows), int(ds.Columns), removed))
+            cleaned.append(clean_frame(frame, ts, g.rows, g.cols, removed))
     except Uncleanable:
         item.must_decompress = True
     if not item.must_decompress and (removed.kinds or len(frames) != n

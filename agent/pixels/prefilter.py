@@ -230,16 +230,21 @@ def _accept(hats: Hats, frame: int, top: int, left: int, h: int, w: int, members
     return spread <= _UNIFORM * contrast
 
 
-def _regions(hats: Hats, scale: int, dark: bool, sensitive: bool) -> list[Region]:
-    hat = hats.dark if dark else hats.bright
-    cells = _pool(hat > _SENSITIVE_THRESHOLD)
+def _regions(hats: Hats, scale: int, sensitive: bool) -> list[Region]:
+    """Candidate lines of both polarities (one labelling call for both: the dark strokes'
+    cells are stacked after the bright ones')."""
+    n = hats.bright.shape[0]
+    cells = np.concatenate([_pool(hats.bright > _SENSITIVE_THRESHOLD),
+                            _pool(hats.dark > _SENSITIVE_THRESHOLD)])
     glyphs = [(f, t, left, h, w) for f, t, left, h, w, count in _components(cells)
               if _glyph_like(h, w, count)]
     out = []
     for f, t, left, h, w, members in _lines(glyphs, sensitive):
+        dark = f >= n
+        frame = f - n if dark else f
         top, lft, hh, ww = t * 2, left * 2, h * 2, w * 2
-        if _accept(hats, f, top, lft, hh, ww, members, dark, sensitive):
-            out.append(Region(f, top * scale, lft * scale, hh * scale, ww * scale, dark))
+        if _accept(hats, frame, top, lft, hh, ww, members, dark, sensitive):
+            out.append(Region(frame, top * scale, lft * scale, hh * scale, ww * scale, dark))
     return out
 
 
@@ -260,11 +265,5 @@ def candidate_regions(display: U8, *, sensitive: bool = False) -> list[Region]:
     for scale, stack in ((1, display), (2, _half(display))):
         if min(stack.shape[1:]) < 8:
             continue
-        hats = stroke_hats(stack)
-        out += _regions(hats, scale, False, sensitive)
-        out += _regions(hats, scale, True, sensitive)
+        out += _regions(stroke_hats(stack), scale, sensitive)
     return out
-
-
-def frames_with_candidates(regions: list[Region]) -> set[int]:
-    return {r.frame for r in regions}

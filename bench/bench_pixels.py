@@ -1,0 +1,137 @@
+#!/usr/bin/env python
+"""Benchmark: seconds the pixel checks add to a series (the ``pixels`` stage and the
+verifier's pixel check), on a 200-slice MR series and on screen captures.
+
+* MR: the GE 3D T1 of the shared corpus (``../shared/corpus``), 256 x 256, repeated to
+  200 slices (new instance UIDs), de-identified once; then the pixels stage and the
+  verifier's pixel check are timed on fresh copies of the de-identified files - clean, and
+  with a name and a birth date burned into 3 slices. Without the corpus, pydicom's
+  MR_small scaled to 256 x 256 is used (and said).
+* Screen capture: a 1024 x 768 RGB secondary capture with six lines of text, two of them
+  identifying.
+
+Prints median wall seconds over ``--runs`` (default 3) and OCR call counts, with 2 worker
+processes (the agent's default on 2 cores). Usage: ``python bench/bench_pixels.py``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pydicom
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+CORPUS = ROOT / ".." / "shared" / "corpus" / "dicom" / "dcm_qa_ge" / "05_3D_Ax_T1_MP_RAGE_R22"
+
+
+def _series(dest: Path, n: int, burned: bool) -> list[Path]:
+    from tests.pixels.helpers import burn, plant_identity
+
+    dest.mkdir(parents=True)
+    if CORPUS.is_dir():
+        sources = sorted(CORPUS.iterdir())
+    else:
+        from pydicom.data import get_testdata_file
+
+        print("(shared corpus absent: pydicom's MR_small scaled up instead)")
+        sources = [Path(str(get_testdata_file("MR_small.dcm")))]
+    out = []
+    for i in range(n):
+        ds = pydicom.dcmread(sources[i % len(sources)])
+        if ds.Rows != 256:
+            arr = np.kron(ds.pixel_array, np.ones((4, 4), ds.pixel_array.dtype))
+            ds.Rows, ds.Columns = arr.shape
+            ds.PixelData = arr.tobytes()
+        plant_identity(ds)
+        ds.SOPInstanceUID = f"1.2.826.0.1.3680043.10.1313.{i + 1}"
+        ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+        ds.InstanceNumber = i + 1
+        if burned and i in (20, 100, 180):
+            arr = ds.pixel_array.copy()
+            burn(arr, "CANARYSSON, WILHELMINA", 4, 4, size=12)
+            burn(arr, "DOB 12/03/1961", 4, 236, size=11)
+            ds.PixelData = arr.tobytes()
+        path = dest / f"{i:04d}.dcm"
+        ds.save_as(path)
+        out.append(path)
+    return out
+
+
+def _capture(dest: Path) -> list[Path]:
+    from pydicom.data import get_testdata_file
+
+    from tests.pixels.helpers import burn, plant_identity
+
+    dest.mkdir(parents=True)
+    ds = pydicom.dcmread(str(get_testdata_file("SC_rgb.dcm")))
+    arr = np.full((768, 1024, 3), 30, np.uint8)
+    rng = np.random.default_rng(0)
+    arr[200:700, 250:800] = rng.integers(0, 200, (500, 550, 3), dtype=np.uint8)
+    for k, text in enumerate(("Patient: CANARYSSON, WILHELMINA", "DOB 12.03.1961",
+                              "Axial T1 post contrast", "W 400 L 40", "Se 4 Im 17",
+                              "Zoom 150%")):
+        burn(arr, text, 10, 10 + 30 * k, size=16)
+    ds.Rows, ds.Columns = 768, 1024
+    ds.PixelData = arr.tobytes()
+    plant_identity(ds)
+    path = dest / "sc.dcm"
+    ds.save_as(path)
+    return [path]
+
+
+def _time(label: str, sources: list[Path], runs: int, tmp: Path) -> None:
+    from agent.deid import DeidStage
+    from agent.deid.verify_pixels import PixelCheck
+    from agent.pixels import PixelStage, text_checked
+    from tests.pixels.helpers import SECRET, make_config, make_work
+
+    cfg = make_config(tmp)
+    work = make_work(tmp / f"{label}-deid", sources)
+    DeidStage(text_checked(cfg), SECRET)(work)
+    deid = list(work.files)
+    stage, check = PixelStage(cfg), PixelCheck(cfg)
+    stage_s, check_s = [], []
+    for run in range(runs + 1):  # the first run warms the pool and the engines
+        copy = tmp / f"{label}-{run}"
+        copy.mkdir()
+        files = [Path(shutil.copy(p, copy / p.name)) for p in deid]
+        w = make_work(tmp / f"{label}-w{run}", sources)
+        w.files = files
+        t0 = time.perf_counter()
+        stage(w)
+        t1 = time.perf_counter()
+        check(sources, w.files)
+        t2 = time.perf_counter()
+        if run:
+            stage_s.append(t1 - t0)
+            check_s.append(t2 - t1)
+        redacted = sum(len(list(d.get("boxes", []))) for e, d in w.audit  # type: ignore
+                       if e == "pixels-redacted")
+    s, c = statistics.median(stage_s), statistics.median(check_s)
+    print(f"{label:34s} {len(sources):4d} files  pixels stage {s:6.2f} s  verifier pixel "
+          f"check {c:5.2f} s  added {s + c:6.2f} s  (lines redacted {redacted})")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--slices", type=int, default=200)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as d:
+        tmp = Path(d)
+        _time("MR series, clean", _series(tmp / "clean", args.slices, False), args.runs, tmp)
+        _time("MR series, text in 3 slices", _series(tmp / "burned", args.slices, True),
+              args.runs, tmp)
+        _time("screen capture 1024x768 RGB", _capture(tmp / "sc"), args.runs, tmp)
+
+
+if __name__ == "__main__":
+    main()
