@@ -120,11 +120,98 @@ def _time(label: str, sources: list[Path], runs: int, tmp: Path) -> None:
           f"check {c:5.2f} s  added {s + c:6.2f} s  (lines redacted {redacted})")
 
 
+def _readable(reader: object, ident: object, frame: np.ndarray) -> bool:
+    """The independent check of the tests: whole frame, 3x, both polarities."""
+    from PIL import Image
+
+    f = frame.astype(np.float32)
+    img = ((f - f.min()) * (255.0 / max(float(f.max() - f.min()), 1.0))).astype(np.uint8)
+    big = np.asarray(Image.fromarray(img).resize((img.shape[1] * 3, img.shape[0] * 3),
+                                                 Image.Resampling.BICUBIC))
+    for page in (255 - big, big):
+        text = " ".join(w.text for w in reader.read(page, block=False))  # type: ignore
+        if ident.match(text):  # type: ignore
+            return True
+    return False
+
+
+def accuracy() -> None:
+    """False negatives (planted identity still readable after redaction) over fonts, sizes,
+    contrasts and positions on real slices; false positives (lines redacted) on the clean
+    corpus, matching identities and with redact_all_text."""
+    from agent.pixels.identity import StudyIdentity
+    from agent.pixels.ocr import Reader, find_tessdata
+    from agent.pixels.text import TextScanner, redact
+    from tests.pixels.helpers import BIRTH, FONTS, NAME, PATIENT_ID, burn
+
+    ident = StudyIdentity()
+    ident.add("name", NAME.replace("^", " "))
+    ident.add("id", PATIENT_ID)
+    ident.add_date(BIRTH)
+    reader = Reader(find_tessdata())
+    if not CORPUS.is_dir():
+        print("accuracy needs the shared corpus")
+        return
+    slices = sorted(CORPUS.iterdir())
+    base = [pydicom.dcmread(slices[k]).pixel_array for k in (50, 70, 90)]
+    texts = ("CANARYSSON, WILHELMINA", "ID 84213977", "DOB 12/03/1961")
+    positions = ((4, 4), (120, 230), (70, 120))  # corner, bottom right, over the brain
+    cases = readable_before = missed = 0
+    misses = []
+    for font_name in (*FONTS, None):
+        for size in (8, 10, 12, 16, 24):
+            for contrast in (1.0, 0.6, 0.35):
+                for k, (x, y) in enumerate(positions):
+                    frame = base[k % 3].copy()
+                    text = texts[(size + k) % 3]
+                    try:
+                        burn(frame, text, x, min(y, 255 - size - 2), size=size,
+                             font_name=font_name, value=float(frame.max()) * contrast)
+                    except AssertionError:
+                        continue
+                    cases += 1
+                    if not _readable(reader, ident, frame):
+                        continue
+                    readable_before += 1
+                    scanner = TextScanner(reader, ident, redact_all=False)
+                    stack = frame[None].copy()
+                    redact(stack, scanner.scan(stack, 1, sensitive=False))
+                    if _readable(reader, ident, stack[0]):
+                        missed += 1
+                        misses.append((font_name, size, contrast, (x, y)))
+    print(f"false negatives: {missed} of {readable_before} readable plantings still readable "
+          f"after redaction ({cases} planted; {cases - readable_before} unreadable to OCR "
+          "even before)")
+    for m in misses:
+        print("   missed:", m)
+    series = [p for p in (CORPUS.parent.parent).glob("*/*") if p.is_dir()
+              and "Phoenix" not in p.name]
+    frames_seen = fp_match = fp_all = 0
+    for folder in sorted(series):
+        arrs = []
+        for f in sorted(folder.iterdir())[:200]:
+            a = pydicom.dcmread(f).pixel_array
+            arrs.append(a if a.ndim == 3 else a[None])
+        stack = np.concatenate(arrs)
+        frames_seen += len(stack)
+        fp_match += len(TextScanner(reader, ident, redact_all=False).scan(stack, 1,
+                                                                            sensitive=False))
+        fp_all += len(TextScanner(reader, ident, redact_all=True).scan(stack, 1,
+                                                                         sensitive=False))
+    print(f"false positives on the clean corpus ({len(series)} series, {frames_seen} frames):"
+          f" {fp_match} lines redacted as identity, {fp_all} with redact_all_text")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--slices", type=int, default=200)
+    parser.add_argument("--accuracy", action="store_true",
+                        help="count OCR false negatives and positives instead of timing")
     args = parser.parse_args()
+    if args.accuracy:
+        accuracy()
+        return
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
         _time("MR series, clean", _series(tmp / "clean", args.slices, False), args.runs, tmp)

@@ -165,3 +165,60 @@ def test_matcher_reads_identity_in_the_forms_images_show_it() -> None:
     for text in ("TR 500 TE 15", "Se: 4 Im: 17", "L", "SAG T1 FLAIR", "FOV 240x240"):
         assert ident.match(text) is None, text
     assert fold("Müller-Lüdenscheidt") == fold("MULLER LUDENSCHEIDT")
+
+
+def test_mosaic_and_mpr_series_are_read_whole(tmp_path: Path) -> None:
+    """A Siemens mosaic with a name in one tile, and an MPR (DERIVED\\SECONDARY\\MPR) made
+    of real slices with faint text: none delivered readable."""
+    mosaic = corpus_series("dcm_qa_mosaic/ep2d_Asc_2")[:3]
+
+    def in_tile(ds: pydicom.Dataset, i: int) -> None:
+        arr = ds.pixel_array.copy()
+        burn(arr, "CANARYSSON", 66, 100, size=11, font_name="DejaVuSansMono.ttf")
+        burn(arr, "84213977", 200, 6, size=10)
+        ds.PixelData = arr.tobytes()
+
+    work = make_work(tmp_path / "m", copy_series(mosaic, tmp_path / "m" / "src", in_tile))
+    run_stages(make_config(tmp_path), work)
+    assert readable(work.files) == []
+
+    def mpr(ds: pydicom.Dataset, i: int) -> None:
+        ds.ImageType = ["DERIVED", "SECONDARY", "MPR"]
+        if i == 1:
+            arr = ds.pixel_array.copy()
+            burn(arr, SHOWN[3], 150, 230, size=12, value=float(arr.max()) * 0.3)
+            ds.PixelData = arr.tobytes()
+
+    files = corpus_series(MPRAGE)[60:63]
+    work = make_work(tmp_path / "p", copy_series(files, tmp_path / "p" / "src", mpr))
+    run_stages(make_config(tmp_path), work)
+    assert readable(work.files) == []
+
+
+def test_declared_burned_in_without_findable_text_is_quarantined(tmp_path: Path) -> None:
+    files = corpus_series(MPRAGE)[60:62]
+
+    def declared(ds: pydicom.Dataset, i: int) -> None:
+        ds.BurnedInAnnotation = "YES"
+
+    work = make_work(tmp_path, copy_series(files, tmp_path / "src", declared))
+    with pytest.raises(IdentityRisk, match="Burned In Annotation"):
+        run_stages(make_config(tmp_path), work)
+
+
+def test_redact_all_text_removes_harmless_lines_too(tmp_path: Path) -> None:
+    files = corpus_series(MPRAGE)[60:61]
+
+    def annotate(ds: pydicom.Dataset, i: int) -> None:
+        arr = ds.pixel_array.copy()
+        burn(arr, "Se 4 Im 17 TR 500", 4, 4, size=12)
+        ds.PixelData = arr.tobytes()
+
+    src = copy_series(files, tmp_path / "src", annotate)
+    kept = make_work(tmp_path / "k", src)
+    run_stages(make_config(tmp_path), kept)
+    assert [e for e, _ in kept.audit if e == AuditEvent.PIXELS_REDACTED] == []
+    gone = make_work(tmp_path / "g", src)
+    run_stages(make_config(tmp_path, redact_all_text=True), gone)
+    assert frames(gone.files[0])[0][4:18, 4:120].max() < frames(kept.files[0])[0][4:18,
+                                                                                   4:120].max()
