@@ -135,71 +135,98 @@ def _readable(reader: object, ident: object, frame: np.ndarray) -> bool:
     return False
 
 
-def accuracy() -> None:
-    """False negatives (planted identity still readable after redaction) over fonts, sizes,
-    contrasts and positions on real slices; false positives (lines redacted) on the clean
-    corpus, matching identities and with redact_all_text."""
+def _identity() -> object:
     from agent.pixels.identity import StudyIdentity
-    from agent.pixels.ocr import Reader, find_tessdata
-    from agent.pixels.text import TextScanner, redact
-    from tests.pixels.helpers import BIRTH, FONTS, NAME, PATIENT_ID, burn
+    from tests.pixels.helpers import BIRTH, NAME, PATIENT_ID
 
     ident = StudyIdentity()
     ident.add("name", NAME.replace("^", " "))
     ident.add("id", PATIENT_ID)
     ident.add_date(BIRTH)
-    reader = Reader(find_tessdata())
-    if not CORPUS.is_dir():
-        print("accuracy needs the shared corpus")
-        return
+    return ident
+
+
+def _plantings() -> list[tuple[np.ndarray, tuple[object, ...]]]:
+    """Real slices with the identity rendered in: 5 fonts x 5 sizes x 3 contrasts x 3
+    positions (a corner, the bottom edge, over the brain)."""
+    from tests.pixels.helpers import FONTS, burn
+
     slices = sorted(CORPUS.iterdir())
     base = [pydicom.dcmread(slices[k]).pixel_array for k in (50, 70, 90)]
     texts = ("CANARYSSON, WILHELMINA", "ID 84213977", "DOB 12/03/1961")
-    positions = ((4, 4), (120, 230), (70, 120))  # corner, bottom right, over the brain
-    cases = readable_before = missed = 0
-    misses = []
+    positions = ((4, 4), (120, 230), (70, 120))
+    out: list[tuple[np.ndarray, tuple[object, ...]]] = []
     for font_name in (*FONTS, None):
         for size in (8, 10, 12, 16, 24):
             for contrast in (1.0, 0.6, 0.35):
                 for k, (x, y) in enumerate(positions):
                     frame = base[k % 3].copy()
-                    text = texts[(size + k) % 3]
                     try:
-                        burn(frame, text, x, min(y, 255 - size - 2), size=size,
-                             font_name=font_name, value=float(frame.max()) * contrast)
+                        burn(frame, texts[(size + k) % 3], x, min(y, 255 - size - 2),
+                             size=size, font_name=font_name,
+                             value=float(frame.max()) * contrast)
                     except AssertionError:
                         continue
-                    cases += 1
-                    if not _readable(reader, ident, frame):
-                        continue
-                    readable_before += 1
-                    scanner = TextScanner(reader, ident, redact_all=False)
-                    stack = frame[None].copy()
-                    redact(stack, scanner.scan(stack, 1, sensitive=False))
-                    if _readable(reader, ident, stack[0]):
-                        missed += 1
-                        misses.append((font_name, size, contrast, (x, y)))
-    print(f"false negatives: {missed} of {readable_before} readable plantings still readable "
-          f"after redaction ({cases} planted; {cases - readable_before} unreadable to OCR "
+                    out.append((frame, (font_name, size, contrast, (x, y))))
+    return out
+
+
+def _false_negatives(reader: object, ident: object) -> None:
+    from agent.pixels.text import TextScanner, redact
+
+    cases = _plantings()
+    before = 0
+    misses = []
+    for frame, label in cases:
+        if not _readable(reader, ident, frame):
+            continue
+        before += 1
+        stack = frame[None].copy()
+        redact(stack, TextScanner(reader, ident, redact_all=False).scan(  # type: ignore
+            stack, 1, sensitive=False))
+        if _readable(reader, ident, stack[0]):
+            misses.append(label)
+    print(f"false negatives: {len(misses)} of {before} readable plantings still readable "
+          f"after redaction ({len(cases)} planted; {len(cases) - before} unreadable to OCR "
           "even before)")
     for m in misses:
         print("   missed:", m)
-    series = [p for p in (CORPUS.parent.parent).glob("*/*") if p.is_dir()
-              and "Phoenix" not in p.name]
+
+
+def _false_positives(reader: object, ident: object) -> None:
+    from agent.pixels.text import TextScanner
+
+    series = sorted(p for p in CORPUS.parent.parent.glob("*/*") if p.is_dir()
+                    and "Phoenix" not in p.name)
     frames_seen = fp_match = fp_all = 0
-    for folder in sorted(series):
+    for folder in series:
         arrs = []
         for f in sorted(folder.iterdir())[:200]:
             a = pydicom.dcmread(f).pixel_array
             arrs.append(a if a.ndim == 3 else a[None])
         stack = np.concatenate(arrs)
         frames_seen += len(stack)
-        fp_match += len(TextScanner(reader, ident, redact_all=False).scan(stack, 1,
-                                                                            sensitive=False))
-        fp_all += len(TextScanner(reader, ident, redact_all=True).scan(stack, 1,
-                                                                         sensitive=False))
+        for redact_all in (False, True):
+            n = len(TextScanner(reader, ident, redact_all=redact_all).scan(  # type: ignore
+                stack, 1, sensitive=False))
+            fp_all += n if redact_all else 0
+            fp_match += 0 if redact_all else n
     print(f"false positives on the clean corpus ({len(series)} series, {frames_seen} frames):"
           f" {fp_match} lines redacted as identity, {fp_all} with redact_all_text")
+
+
+def accuracy() -> None:
+    """False negatives (planted identity still readable after redaction) over fonts, sizes,
+    contrasts and positions on real slices; false positives (lines redacted) on the clean
+    corpus, matching identities and with redact_all_text."""
+    from agent.pixels.ocr import Reader, find_tessdata
+
+    if not CORPUS.is_dir():
+        print("accuracy needs the shared corpus")
+        return
+    reader, ident = Reader(find_tessdata()), _identity()
+    _false_positives(reader, ident)
+    _false_negatives(reader, ident)
 
 
 def main() -> None:
