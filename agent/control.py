@@ -7,9 +7,10 @@ headless or with its tray - through a local endpoint (Maestral's model):
   A state folder too deep for a socket address (about 100 bytes) gets the socket in a
   private 0700 folder under ``$XDG_RUNTIME_DIR`` (else the temporary folder) instead.
 * **Windows**: a named pipe ``\\\\.\\pipe\\clinic2cloud-<hash of the state folder>``.
-  Pipes made by Python's :mod:`multiprocessing.connection` carry the creating process's
-  default security descriptor - the user, SYSTEM and Administrators - so another user of
-  the workstation cannot open it.
+  Pipes made by Python's :mod:`multiprocessing.connection` get the default security
+  descriptor: full control for the creating user, SYSTEM and Administrators, read-only
+  for others - who can therefore not send a request (and would still lack the token).
+  Not exercised by the test suite, which runs on Linux.
 
 On top of the operating system's access control every request carries a token that the
 agent writes, with the address, into ``control.json`` (0600) in the state folder: only

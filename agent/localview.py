@@ -41,7 +41,10 @@ _TAGS = ["SpecificCharacterSet", "PatientName", "SeriesDescription", "StudyDescr
 #: How many identities are kept in memory (one per recent series).
 _CACHE = 512
 #: How often the path-hash index of the watched files is rebuilt at most, in seconds.
-_INDEX_AGE = 2.0
+_INDEX_AGE = 0.5
+#: An identity read without finding the export files is read again after this long (the
+#: watcher may not have listed them yet, or the export may come back).
+_RETRY_AGE = 5.0
 
 
 def _person(value: object) -> str:
@@ -113,7 +116,8 @@ class LocalView:
         self._path_hash = path_hash
         self._known_paths = known_paths
         self._lock = threading.Lock()
-        self._cache: dict[tuple[object, ...], LocalIdentity | None] = {}
+        #: key -> (identity, monotonic time it expires; inf when complete).
+        self._cache: dict[tuple[object, ...], tuple[LocalIdentity | None, float]] = {}
         self._hashes: dict[str, str] = {}  # export path -> keyed hash (memory only)
         self._index: dict[str, str] = {}   # keyed hash -> export path
         self._index_built = float("-inf")
@@ -123,28 +127,41 @@ class LocalView:
         if not self.enabled:
             return None
         key = (row.id, row.state, row.updated)
-        with self._lock:
-            if key in self._cache:
-                return self._cache[key]
+        cached = self._cached(key)
+        if cached is not None:
+            return cached[0]
         found = self._read_row(row)
+        complete = found is None or bool(found.export_folder) or not self._ledger.files_of(
+            row.id)
+        self._remember(key, found, complete)
+        return found
+
+    def _cached(self, key: tuple[object, ...]) -> tuple[LocalIdentity | None] | None:
+        with self._lock:
+            hit = self._cache.get(key)
+        if hit is None or hit[1] < time.monotonic():
+            return None
+        return (hit[0],)
+
+    def _remember(self, key: tuple[object, ...], found: LocalIdentity | None,
+                  complete: bool) -> None:
+        expires = float("inf") if complete else time.monotonic() + _RETRY_AGE
         with self._lock:
             if len(self._cache) >= _CACHE:
                 self._cache.pop(next(iter(self._cache)))
-            self._cache[key] = found
-        return found
+            self._cache[key] = (found, expires)
 
     def of_export(self, paths: Sequence[str]) -> LocalIdentity | None:
         """The identity of files still in the export folder (a series being waited for)."""
         if not self.enabled or not paths:
             return None
         key = ("export", len(paths), min(paths))
-        with self._lock:
-            if key in self._cache:
-                return self._cache[key]
+        cached = self._cached(key)
+        if cached is not None:
+            return cached[0]
         found = describe_files([Path(p) for p in sorted(paths)], source="export",
                                export_folder=export_folder_of(sorted(paths), self._root))
-        with self._lock:
-            self._cache[key] = found
+        self._remember(key, found, found is not None)
         return found
 
     def _read_row(self, row: SeriesRow) -> LocalIdentity | None:
@@ -168,12 +185,14 @@ class LocalView:
         if not wanted:
             return []
         index = self._path_index()
+        if not any(h in index for h in wanted):
+            index = self._path_index(fresh=True)  # files seen since the index was built
         return sorted(index[h] for h in wanted if h in index)
 
-    def _path_index(self) -> dict[str, str]:
+    def _path_index(self, fresh: bool = False) -> dict[str, str]:
         now = time.monotonic()
         with self._lock:
-            if now - self._index_built < _INDEX_AGE:
+            if now - self._index_built < (0.05 if fresh else _INDEX_AGE):
                 return self._index
         try:
             paths = list(self._known_paths())

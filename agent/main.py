@@ -452,8 +452,9 @@ class Agent:
             key, [(self.pipeline.path_hash(p), s.size, s.mtime_ns) for p, s in files.items()])
         minutes = self._cfg.watch.max_wait_seconds / 60
         problem = SeriesProblem(
-            f"the export never completed: a file was still incomplete after {minutes:.0f} "
-            "minutes. Export the series again from the viewer.", code=ProblemCode.INCOMPLETE)
+            f"the export never completed: a file was still being written when nothing had "
+            f"changed for {minutes:.0f} minutes. Check that the viewer finished the export, "
+            "then export the series again.", code=ProblemCode.INCOMPLETE)
         self.pipeline.quarantine(row.id, problem)
         self._emit(AgentEvent(EventKind.QUARANTINED, str(problem), row.id))
 

@@ -276,8 +276,9 @@ class Pipeline:
     def _write_ready(self, row: SeriesRow, work: SeriesWork) -> None:
         """Persist the verified outputs: a restart delivers them without reprocessing."""
         if not work.patient_pseudonym or not work.series_pseudonym:
-            raise SeriesProblem("de-identification did not name the series; kept back",
-                                code="internal")
+            raise SeriesProblem("de-identification did not name the series, so it was kept "
+                                "back; press Retry, and send the log folder to support if it "
+                                "happens again", code="internal")
         if work.render is not None and work.render.is_file():
             self.cfg.paths.renders.mkdir(parents=True, exist_ok=True)
             render = self.cfg.paths.renders / f"{row.id}.png"

@@ -128,10 +128,11 @@ def series_row(summary: SeriesSummary) -> tuple[str, str, str, str, str]:
         detail = f"{summary.file_count} files" + (f"; {detail}" if detail else "")
     elif not detail and summary.file_count:
         detail = f"{summary.file_count} files"
+    local_modality = summary.local.modality if summary.local is not None else ""
     return (
         clock(summary.updated),
-        summary.modality or "-",
-        summary.patient_pseudonym or f"series {summary.id}",
+        summary.modality or local_modality or "-",
+        summary.patient_pseudonym or f"#{summary.id}",
         series_state(summary),
         detail,
     )
@@ -159,7 +160,7 @@ def series_title(summary: SeriesSummary) -> str:
     if summary.local is not None and summary.local.patient_name:
         desc = f" - {summary.local.description}" if summary.local.description else ""
         return f"{summary.local.patient_name}{desc}"
-    return summary.patient_pseudonym or f"series {summary.id}"
+    return summary.patient_pseudonym or f"#{summary.id}"
 
 
 def waiting_row(w: WaitingSeries) -> tuple[str, str, str]:

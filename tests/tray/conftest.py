@@ -178,9 +178,11 @@ def gated_agent(
 
 
 @pytest.fixture
-def harness(system_tray: str, pystray_module: Any, gated_agent: Callable[..., Any],
-            export_dir: Path) -> Iterator[Harness]:
-    agent, stage = gated_agent()
+def harness(request: pytest.FixtureRequest, system_tray: str, pystray_module: Any,
+            gated_agent: Callable[..., Any], export_dir: Path) -> Iterator[Harness]:
+    """A started agent and its tray. Config overrides: parametrize ``harness`` indirectly
+    with a dict (``section_key=value``)."""
+    agent, stage = gated_agent(**getattr(request, "param", {}))
     notifier = RecordingNotifier()
     opened: list[Path] = []
     messages: list[tuple[str, str]] = []

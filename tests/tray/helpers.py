@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -11,11 +13,12 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw
 
-from agent.errors import SeriesProblem
+from agent.errors import SeriesProblem, Withheld
 from agent.status import AgentState
 from agent.tray import TrayApp
 from agent.ui.icons import LOOKS
 from agent.ui.notify import RecordingNotifier
+from agent.vocab import WithheldCode
 from agent.work import SeriesWork
 from tests.waiting import wait_until as _wait_until
 
@@ -47,6 +50,46 @@ def count_colour(img: Image.Image, rgb: tuple[int, int, int], tol: int = 40) -> 
     return int((np.abs(px - np.array(rgb)).max(axis=2) <= tol).sum())
 
 
+# Windows on the display (xdotool, xwininfo) ----------------------------------------------
+
+
+def xdotool(display: str, *args: str) -> str:
+    out = subprocess.run(
+        ["xdotool", *args], env={**os.environ, "DISPLAY": display}, capture_output=True,
+        text=True, timeout=10,
+    )
+    return out.stdout.strip()
+
+
+def click(display: str, x: int, y: int) -> None:
+    # No --sync: it waits for a motion event, which never comes if the pointer is there.
+    xdotool(display, "mousemove", str(x), str(y), "sleep", "0.1", "click", "1")
+
+
+def window_box(display: str, title: str) -> tuple[int, int, int, int] | None:
+    """Screen box of the first window whose title contains ``title``."""
+    ids = xdotool(display, "search", "--onlyvisible", "--name", title).split()
+    if not ids:
+        return None
+    info = subprocess.run(
+        ["xwininfo", "-id", ids[0]], env={**os.environ, "DISPLAY": display},
+        capture_output=True, text=True, timeout=10,
+    ).stdout
+    values = {}
+    for line in info.splitlines():
+        key, _, value = line.strip().partition(":")
+        values[key] = value.strip()
+    x, y = int(values["Absolute upper-left X"]), int(values["Absolute upper-left Y"])
+    return (x, y, x + int(values["Width"]), y + int(values["Height"]))
+
+
+def shots_dir(tmp_path: Path) -> Path:
+    folder = Path(os.environ.get("CLINIC2CLOUD_SCREENSHOTS") or tmp_path)
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+
 # A test stage for the real Agent ---------------------------------------------------------
 
 
@@ -54,7 +97,8 @@ def count_colour(img: Image.Image, rgb: tuple[int, int, int], tol: int = 40) -> 
 class GateStage:
     """Runs before the real de-identification: holds every series until :attr:`gate` is
     set (so the working icon can be looked at), leaves a before/after render; quarantines
-    series whose Patient ID starts with ``QUARANTINE`` while :attr:`reject` is true."""
+    series whose Patient ID starts with ``QUARANTINE`` while :attr:`reject` is true, and
+    withholds (by policy) those whose Patient ID starts with ``WITHHOLD``."""
 
     renders: Path
     name: str = "hold"
@@ -68,8 +112,12 @@ class GateStage:
         # Bounded, so a failing test cannot leave a worker blocked forever.
         self.gate.wait(60)
         self.count += 1
-        if self.reject and _patient_id(work.source_files[0]).startswith("QUARANTINE"):
+        patient = _patient_id(work.source_files[0])
+        if self.reject and patient.startswith("QUARANTINE"):
             raise SeriesProblem("test: burned-in annotation suspected", code="identity-risk")
+        if patient.startswith("WITHHOLD"):
+            raise Withheld("a localizer: it shows the face in profile and this site does "
+                           "not send localizers", code=WithheldCode.LOCALIZER)
         work.render = make_render(self.renders / f"render-{self.count}.png")
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 import pydicom
 import pytest
 
+from .conftest import TrayProcess
 from .helpers import SHOWN, colours, shows, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -111,3 +112,29 @@ def test_without_a_display_it_runs_headless(
     assert code == 0, out
     assert elapsed < 5.0
     assert "no tray icon" in out or "headless" in out
+
+
+def test_without_a_tray_on_the_desktop_no_tracebacks_and_the_icon_docks_later(
+        tray_process: TrayProcess, tmp_path: Path,
+        procs: list[subprocess.Popen[bytes]]) -> None:
+    display = tray_process.display
+    tray_process.stop()  # a desktop without a system tray (GNOME without the extension)
+    try:
+        config, _export, _outbox = write_config(tmp_path)
+        env = {**os.environ, "DISPLAY": display, "PYSTRAY_BACKEND": "xorg"}
+        home = tmp_path / "home"
+        proc = start(config, home, env)
+        procs.append(proc)
+        log = home / "logs" / "clinic2cloud.log"
+        assert wait_until(lambda: log.is_file() and "no system tray found" in log.read_text(
+            "utf-8"), 30), proc.poll()
+        tray_process.start()  # the panel appears: the icon docks into it
+        assert shows(display, "green", timeout=15)
+    finally:
+        if tray_process.proc is None:
+            tray_process.start()
+    code, _elapsed, out = terminate_within(proc, 5.0)
+    assert code == 0
+    text = out + log.read_text("utf-8")
+    assert "Failed to dock icon" not in text and "Traceback" not in text, text
+    assert " ERROR " not in log.read_text("utf-8")

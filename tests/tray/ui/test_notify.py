@@ -133,3 +133,53 @@ def test_backend_choice() -> None:
     fallback = default_notifier(Without())
     assert not isinstance(fallback, PystrayNotifier)
     LogNotifier().notify("t", "m")  # never raises
+
+
+def test_described_events_carry_who_and_what_to_do() -> None:
+    seen: list[AgentEvent] = []
+
+    def describe(event: AgentEvent) -> str:
+        seen.append(event)
+        return f"Canarysson, Wilhelmina: {event.message} What to do: export it again."
+
+    nc, rec, clock = center(describe=describe, coalesce_seconds=1.0)
+    nc.handle(AgentEvent(EventKind.QUARANTINED, "the export never completed", 9))
+    assert seen == []  # described on the tray's thread (tick), never on the worker's
+    nc.tick()
+    assert rec.sent == [("Series quarantined", "Canarysson, Wilhelmina: the export never "
+                         "completed What to do: export it again.")]
+
+
+def test_a_failing_description_still_tells_the_news() -> None:
+    def broken(_event: AgentEvent) -> str:
+        raise OSError("the export folder went away")
+
+    nc, rec, _clock = center(describe=broken)
+    nc.handle(AgentEvent(EventKind.QUARANTINED, "kept back", 3))
+    nc.tick()
+    assert rec.sent == [("Series quarantined", "kept back")]
+
+
+def test_withheld_and_already_delivered_are_told_calmly_in_batches() -> None:
+    nc, rec, clock = center(coalesce_seconds=5.0)
+    for i in range(3):
+        nc.handle(AgentEvent(EventKind.WITHHELD, "a localizer", i))
+        nc.handle(AgentEvent(EventKind.ALREADY_DELIVERED, "exported again", i))
+    assert nc.tick() == 0  # no pop-up at once: nobody needs to act
+    clock.now += 6
+    nc.tick()
+    clock.now += 3
+    nc.tick()
+    assert sorted(rec.sent) == [
+        ("Already delivered", "3 exports were already delivered: nothing was sent again"),
+        ("Not sent (policy)", "3 series not sent by policy (localizers, reports...)")]
+
+
+def test_not_dicom_files_are_told_once_an_hour_at_most() -> None:
+    nc, rec, clock = center()
+    nc.handle(AgentEvent(EventKind.IGNORED, "2 files are not DICOM and were not sent"))
+    nc.tick()
+    nc.handle(AgentEvent(EventKind.IGNORED, "3 files are not DICOM and were not sent"))
+    clock.now += 600
+    nc.tick()
+    assert rec.titles == ["Files not sent"]

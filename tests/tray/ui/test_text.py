@@ -55,5 +55,5 @@ def test_series_row_shows_pseudonym_and_reason() -> None:
     assert len(when) == 5  # HH:MM today
     d = SeriesSummary(id=4, state="delivered", updated=time.time() - 30 * 86400, file_count=12)
     row = text.series_row(d)
-    assert row[1:] == ("-", "series 4", "Delivered", "12 files")
+    assert row[1:] == ("-", "#4", "Delivered", "12 files")
     assert len(row[0]) == len("2026-01-01 10:00")

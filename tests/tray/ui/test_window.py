@@ -6,9 +6,7 @@ a person can look at them.
 
 from __future__ import annotations
 
-import os
 import shutil
-import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -19,49 +17,23 @@ from PIL import Image
 from agent.status import AgentState
 from agent.ui.icons import LOOKS
 
-from ..helpers import Harness, count_colour, screenshot, shows, wait_until
+from ..helpers import (
+    Harness,
+    click,
+    count_colour,
+    screenshot,
+    shots_dir,
+    shows,
+    wait_until,
+    window_box,
+    xdotool,
+)
 
 pytest.importorskip("tkinter", reason="the window needs Tk (Debian: python3-tk)")
 pytestmark = pytest.mark.skipif(shutil.which("xdotool") is None, reason="needs xdotool")
 
 BEFORE = (200, 170, 150)  # the "before" face of the test render (helpers.make_render)
 QUARANTINE_RED = (0xC6, 0x28, 0x28)
-
-
-def xdotool(display: str, *args: str) -> str:
-    out = subprocess.run(
-        ["xdotool", *args], env={**os.environ, "DISPLAY": display}, capture_output=True,
-        text=True, timeout=10,
-    )
-    return out.stdout.strip()
-
-
-def click(display: str, x: int, y: int) -> None:
-    # No --sync: it waits for a motion event, which never comes if the pointer is there.
-    xdotool(display, "mousemove", str(x), str(y), "sleep", "0.1", "click", "1")
-
-
-def window_box(display: str, title: str) -> tuple[int, int, int, int] | None:
-    """Screen box of the first window whose title contains ``title``."""
-    ids = xdotool(display, "search", "--onlyvisible", "--name", title).split()
-    if not ids:
-        return None
-    info = subprocess.run(
-        ["xwininfo", "-id", ids[0]], env={**os.environ, "DISPLAY": display},
-        capture_output=True, text=True, timeout=10,
-    ).stdout
-    values = {}
-    for line in info.splitlines():
-        key, _, value = line.strip().partition(":")
-        values[key] = value.strip()
-    x, y = int(values["Absolute upper-left X"]), int(values["Absolute upper-left Y"])
-    return (x, y, x + int(values["Width"]), y + int(values["Height"]))
-
-
-def shots_dir(tmp_path: Path) -> Path:
-    folder = Path(os.environ.get("CLINIC2CLOUD_SCREENSHOTS") or tmp_path)
-    folder.mkdir(parents=True, exist_ok=True)
-    return folder
 
 
 def deliver_and_quarantine(h: Harness, series_writer: Callable[..., list[Path]]) -> None:
