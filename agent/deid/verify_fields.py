@@ -59,19 +59,6 @@ def decoder_of(parsed: Parsed) -> Decoder:
     return Decoder(parsed.value(elem).decode("latin-1").strip("\x00 ") if elem else "")
 
 
-def text_values(parsed: Parsed, decoder: Decoder) -> Iterator[tuple[Element, str, list[str]]]:
-    """(element, VR, decoded values) of every text element of ``parsed``."""
-    for elem in parsed.elements:
-        vr = typed_vr(elem)
-        if vr not in _TEXT:
-            continue
-        text = decoder.decode(parsed.value(elem)).strip("\x00 ")
-        if not text:
-            continue
-        values = [text] if vr in _LONG else [v.strip("\x00 ") for v in text.split("\\")]
-        yield elem, vr, [v for v in values if v]
-
-
 @lru_cache(maxsize=1)
 def _table() -> tuple[frozenset[int], dict[int, str]]:
     """(descriptor tags, identifying tag -> kind) from Table E.1-1, read independently."""
@@ -118,26 +105,46 @@ class FieldRules:
 
 def check_fields(parsed: Parsed, forms: TextForms, rules: FieldRules) -> Iterator[
         tuple[str, str]]:
-    """(element path, what) for every finding in the decoded text of one output."""
+    """(element path, what) for every finding in the decoded text of one output.
+
+    Values already read in an earlier file of the series (same tag, context and bytes)
+    are not decoded again: their findings are remembered in ``forms.memo``."""
     descriptors, _identifying = _table()
-    decoder = decoder_of(parsed)
-    for elem, vr, values in text_values(parsed, decoder):
+    decoder: Decoder | None = None
+    memo = forms.memo
+    for elem in parsed.elements:
+        vr = typed_vr(elem)
+        if vr == "AS":
+            text = parsed.value(elem).decode("latin-1").strip("\x00 ")
+            if rules.age_cap_years > 0 and _over_cap(text, rules.age_cap_years):
+                yield elem.path, f"age above {rules.age_cap_years} years (HIPAA)"
+            continue
+        if vr not in _TEXT:
+            continue
+        raw = parsed.value(elem)
         context = _context(elem, vr, descriptors)
-        if elem.tag == 0x00080104 and _standard_meaning(parsed, elem, values):
-            continue  # the standard's own words for a standard code identify nobody
-        key = (elem.tag, context, parsed.value(elem))
-        found = forms.memo.get(key)
+        key = (elem.tag, context, raw)
+        found = memo.get(key)
         if found is None:
-            found = tuple(_findings(values, vr, context, forms, rules))
-            if len(forms.memo) < 50_000:
-                forms.memo[key] = found
+            if decoder is None:
+                decoder = decoder_of(parsed)
+            found = tuple(_findings_of(parsed, elem, vr, raw, context, decoder, forms, rules))
+            if len(memo) < 50_000:
+                memo[key] = found
         for what in found:
             yield elem.path, what
-    for elem in parsed.elements:
-        if typed_vr(elem) == "AS" and rules.age_cap_years > 0:
-            text = parsed.value(elem).decode("latin-1").strip("\x00 ")
-            if _over_cap(text, rules.age_cap_years):
-                yield elem.path, f"age above {rules.age_cap_years} years (HIPAA)"
+
+
+def _findings_of(parsed: Parsed, elem: Element, vr: str, raw: bytes, context: str,
+                 decoder: Decoder, forms: TextForms, rules: FieldRules) -> Iterator[str]:
+    text = decoder.decode(raw).strip("\x00 ")
+    if not text:
+        return
+    values = [text] if vr in _LONG else [v.strip("\x00 ") for v in text.split("\\")]
+    values = [v for v in values if v]
+    if elem.tag == 0x00080104 and _standard_meaning(parsed, elem, values):
+        return  # the standard's own words for a standard code identify nobody
+    yield from _findings(values, vr, context, forms, rules)
 
 
 _SCHEMES = frozenset({"DCM", "SCT", "SRT", "LN", "UCUM", "RADLEX", "FMA", "NCIT", "MDC",
@@ -168,7 +175,7 @@ def _meanings() -> dict[tuple[str, str], str]:
 
 
 def _context(elem: Element, vr: str, descriptors: frozenset[int]) -> str:
-    if elem.tag in _OURS or elem.path.startswith("(0012,0064)"):
+    if elem.tag in _OURS or elem.prefix.startswith("(0012,0064)"):
         return "ours"
     if elem.tag in descriptors:
         return "descriptor"
