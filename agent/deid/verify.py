@@ -45,6 +45,15 @@ the engine (only the process-pool helper :mod:`agent.deid.pool`).
    Patient Identity Removed = YES; 113100 in the De-identification Method Code Sequence;
    Burned In Annotation not YES unless the site allows it.
 
+4. **Decoded text** (:mod:`agent.deid.verify_fields`): every text element of every
+   output, decoded with the verifier's own character-set decoder and read as canonical
+   tokens (:mod:`agent.deid.verify_text`), holds no identifier of the study in any
+   spelling - names made of ordinary words included, which step 2 skips as generic -
+   and, in descriptors and free text, no person name of the bundled list and no date.
+   An identifier that is itself a core imaging term ("DTI", a phantom called "fMRI") is
+   accepted as that term in descriptors and code strings, nowhere else; its byte needles
+   are left out of step 2 for that reason.
+
 Findings name the element path (``(0008,1110)[0].(0008,1155)``) and the kind of
 identifier, never its value.
 """
