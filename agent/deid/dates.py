@@ -29,7 +29,7 @@ from agent.deid.folding import fold
 Ymd = tuple[int, int, int]
 
 _TOKEN = re.compile(r"\d+|[^\W\d_]+")
-_GAP = re.compile(r"[\s.,/\-'’]{0,3}")
+_GAP = re.compile(r"(?:[^\w]|_){0,3}")  # any 0-3 punctuation marks or spaces
 #: Words that may stand between the parts of a date (folded).
 _CONNECTORS = frozenset(
     "de del of the th st nd rd er eme e nian yue ri nyeon wol il den der".split()

@@ -34,6 +34,7 @@ from importlib import resources
 from anyascii import anyascii
 
 _TOKENS = re.compile(r"[A-Z]?[a-z]+|[A-Z]+(?![a-z])|[0-9]+")
+_WORDS = re.compile(r"[A-Za-z0-9]+")
 _COLLAPSE = (("ue", "u"), ("oe", "o"), ("ae", "a"), ("oy", "o"), ("ou", "o"))
 _CJK = re.compile("[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff]")
 #: Month names the verifier knows, lower-case Latin letters (several languages; Cyrillic
@@ -248,8 +249,16 @@ def generic_names(text: str, vocabulary: frozenset[str]) -> list[str]:
     if _CJK.search(text):
         text = _CJK.sub(" ", text)
     names = person_names()
-    return [t for t in canonical(text)
-            if len(t) >= 3 and t.isalpha() and t in names and t not in vocabulary]
+    out = []
+    # whole words here (no split at digits or capitals): a word with a digit is no name,
+    # and "MPRage" is the word "mprage"
+    for word in _WORDS.findall(anyascii(unicodedata.normalize("NFKC", text))):
+        low = word.lower()
+        for a, b in _COLLAPSE:
+            low = low.replace(a, b)
+        if len(low) >= 3 and low.isalpha() and low in names and low not in vocabulary:
+            out.append(low)
+    return out
 
 
 def read_vocabulary(extra_files: Iterable[str] = (), extra_terms: Iterable[str] = ()
