@@ -21,6 +21,7 @@ every other source identifier there.
 from __future__ import annotations
 
 import hashlib
+import struct
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,6 +47,62 @@ class Instance:
     mtime_ns: int
 
 
+_HEAD = 1 << 16
+_LONG_VRS = frozenset({b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN",
+                       b"UR", b"UT", b"UV"})
+_IMPLICIT_LE = "1.2.840.10008.1.2"
+_EXPLICIT_BE = "1.2.840.10008.1.2.2"
+_DEFLATED = ("1.2.840.10008.1.2.1.99", "1.2.840.10008.1.2.8.1")
+_SOP_INSTANCE_UID = 0x00080018
+
+
+def _meta_end(head: bytes) -> tuple[int, str] | None:
+    """(offset where the dataset starts, transfer syntax) of a Part 10 file, from its
+    first bytes; None when there is no Part 10 header to read (pydicom decides then)."""
+    if len(head) < 144 or head[128:132] != b"DICM":
+        return None
+    pos, ts = 132, ""
+    while pos + 8 <= len(head) and head[pos:pos + 2] == b"\x02\x00":
+        elem, vr = struct.unpack_from("<H2s", head, pos + 2)
+        if vr in _LONG_VRS:
+            if pos + 12 > len(head):
+                return None
+            length, value = struct.unpack_from("<L", head, pos + 8)[0], pos + 12
+        else:
+            length, value = struct.unpack_from("<H", head, pos + 6)[0], pos + 8
+        if length == 0xFFFFFFFF or value + length > len(head):
+            return None
+        if elem == 0x0010:
+            ts = head[value:value + length].decode("ascii", "replace").strip("\x00 ")
+        pos = value + length
+    return pos, ts
+
+
+def _sop_uid(head: bytes, pos: int, ts: str) -> str | None:
+    """The SOP Instance UID, walking the first top-level elements of the dataset; None
+    when it is not found simply (no such element early on, an odd structure)."""
+    implicit, order = ts == _IMPLICIT_LE, ">" if ts == _EXPLICIT_BE else "<"
+    while pos + 8 <= len(head):
+        group, elem = struct.unpack_from(order + "HH", head, pos)
+        tag = group << 16 | elem
+        if implicit:
+            length, value = struct.unpack_from(order + "L", head, pos + 4)[0], pos + 8
+        elif head[pos + 4:pos + 6] in _LONG_VRS:
+            if pos + 12 > len(head):
+                return None
+            length, value = struct.unpack_from(order + "L", head, pos + 8)[0], pos + 12
+        else:
+            length, value = struct.unpack_from(order + "H", head, pos + 6)[0], pos + 8
+        if tag == _SOP_INSTANCE_UID:
+            if value + length > len(head):
+                return None
+            return head[value:value + length].decode("ascii", "replace").strip("\x00 ")
+        if tag > _SOP_INSTANCE_UID or length == 0xFFFFFFFF:
+            return None
+        pos = value + length
+    return None
+
+
 def _feed(h: Any, ds: Dataset) -> None:
     """Hash the elements of ``ds`` as stored (raw value bytes where pydicom kept them)."""
     for elem in ds.elements():
@@ -65,17 +122,35 @@ def _feed(h: Any, ds: Dataset) -> None:
 
 
 def source_digest(path: Path) -> tuple[str, str]:
-    """(SOP Instance UID, SHA-256 of the dataset without file meta) of one exported file.
+    """(SOP Instance UID, SHA-256 of the dataset without its file meta) of one file.
 
-    The header is hashed element by element; the pixel data and anything after them as
-    bytes. Raises OSError when the file cannot be read; ValueError when it is not DICOM.
+    The bytes after the file meta group are hashed as they are, streamed; the file meta
+    (which differs between two exports of one object) is left out. Files this quick path
+    cannot read (no Part 10 header, deflated) are hashed element by element by pydicom.
+    Raises OSError when the file cannot be read; ValueError when it is not DICOM.
     """
-    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        head = fh.read(_HEAD)
+        meta = _meta_end(head)
+        uid = _sop_uid(head, *meta) if meta is not None and meta[1] not in _DEFLATED else None
+        if meta is None or uid is None:
+            return _digest_with_pydicom(path)
+        h = hashlib.sha256(b"dataset\x00")
+        h.update(memoryview(head)[meta[0]:])
+        while chunk := fh.read(_CHUNK):
+            h.update(chunk)
+    return uid, h.hexdigest()
+
+
+def _digest_with_pydicom(path: Path) -> tuple[str, str]:
+    """The slow path of :func:`source_digest`: the header element by element, then the
+    pixel data and anything after them as bytes."""
+    h = hashlib.sha256(b"elements\x00")
     with open(path, "rb") as fh:
         try:
             ds = pydicom.dcmread(fh, stop_before_pixels=True)
         except (pydicom.errors.InvalidDicomError, EOFError, TypeError, KeyError,
-                AttributeError, NotImplementedError, OverflowError) as exc:
+                AttributeError, NotImplementedError, OverflowError, ValueError) as exc:
             raise ValueError(f"not readable as DICOM ({type(exc).__name__})") from None
         uid = str(ds.get("SOPInstanceUID", "") or "")
         _feed(h, ds)

@@ -66,6 +66,43 @@ def test_source_digest_ignores_file_meta_and_sees_header_and_pixels(tmp_path: Pa
     assert source_digest(f)[1] not in (digest, header_changed)
 
 
+def test_deflated_files_take_the_slow_path(tmp_path: Path) -> None:
+    [f] = write_series(tmp_path / "a", 1)
+    ds = pydicom.dcmread(f)
+    ds.file_meta.TransferSyntaxUID = pydicom.uid.DeflatedExplicitVRLittleEndian
+    deflated = tmp_path / "deflated.dcm"
+    ds.save_as(deflated, enforce_file_format=True)
+    uid, digest = source_digest(deflated)
+    assert uid == str(ds.SOPInstanceUID) and source_digest(deflated) == (uid, digest)
+    assert digest != source_digest(f)[1]
+    with pytest.raises(ValueError):
+        source_digest(_write(tmp_path / "junk.dcm", b"not dicom at all" * 20))
+
+
+def _write(path: Path, data: bytes) -> Path:
+    path.write_bytes(data)
+    return path
+
+
+CORPUS = Path(__file__).resolve().parents[1] / ".." / "shared" / "corpus" / "dicom"
+
+
+@pytest.mark.skipif(not CORPUS.is_dir(), reason="the vendor corpus (../shared/corpus) is absent")
+@pytest.mark.parametrize("series", ["dcm_qa_ge/05_3D_Ax_T1_MP_RAGE_R22",
+                                    "dcm_qa_xa30/7_func-bold_task-fa_run-1",
+                                    "dcm_qa_philips/fmri", "dcm_qa_mosaic/ep2d_Asc_2"])
+def test_real_exports_copied_twice_are_one_series(series: str, tmp_path: Path) -> None:
+    files = sorted(p for p in (CORPUS / series).iterdir() if p.name != "LICENSE")
+    for f in files[:20]:  # the quick reader finds the same UID as pydicom
+        assert source_digest(f)[0] == str(pydicom.dcmread(f, stop_before_pixels=True)
+                                           .SOPInstanceUID)
+    shutil.copytree(CORPUS / series, tmp_path / "copy")
+    both = files + sorted(p for p in (tmp_path / "copy").iterdir() if p.name != "LICENSE")
+    plan = plan_export(states(both), KEY, {})
+    assert len(plan.chosen) == len(files) and plan.duplicates == len(files)
+    assert plan.conflicts == 0
+
+
 def test_plan_merges_copies_and_recognises_what_was_delivered(tmp_path: Path) -> None:
     first = write_series(tmp_path / "a", 3)
     shutil.copytree(tmp_path / "a", tmp_path / "b")
