@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from agent.ledger import Ledger
+from agent.sync.folder import _fsync_dir  # one way to make a rename durable
 from agent.vocab import FINAL, UNFINISHED, SeriesState
 
 log = logging.getLogger(__name__)
@@ -134,17 +135,6 @@ class Intake:
 
 def _fsync_file(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _fsync_dir(folder: Path) -> None:
-    """Make a rename durable (POSIX); Windows has no directory handles to sync."""
-    if os.name != "posix":
-        return
-    fd = os.open(folder, os.O_RDONLY)
     try:
         os.fsync(fd)
     finally:

@@ -11,7 +11,6 @@ import re
 import shutil
 import signal
 import socket
-import sqlite3
 import subprocess
 import sys
 from collections.abc import Callable, Iterator, Sequence
@@ -20,8 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from agent.config import Config
 from agent.main import Agent
+from tests.test_agent import running_agent  # noqa: F401 - the fixture node_agent builds on
 
 DCMTK = ("storescu", "echoscu", "storescp")
 NODE_AE = "CLINIC2CLOUD"
@@ -102,25 +101,22 @@ def echoscu(port: int, *, calling: str = SENDER_AE, called: str = NODE_AE,
                            str(port)], capture_output=True, text=True, timeout=60)
 
 
+#: What a node agent listens on unless a test says otherwise: a free port, loopback only.
+NODE_DEFAULTS: dict[str, object] = {"dicom_listen": True, "dicom_port": 0,
+                                    "dicom_bind_address": "127.0.0.1",
+                                    "dicom_stable_seconds": 1.0}
+
+
 @pytest.fixture
-def node_agent(make_config: Callable[..., Config]) -> Iterator[Callable[..., Agent]]:
-    """Start agents whose DICOM node listens on a free port (``agent.dicom_status().port``)."""
+def node_agent(running_agent: Callable[..., Agent]) -> Callable[..., Agent]:  # noqa: F811
+    """Start agents whose DICOM node listens on a free port (``agent.dicom_status().port``);
+    stopped after the test (by ``running_agent``)."""
     need_dcmtk()
-    agents: list[Agent] = []
 
     def start(**overrides: object) -> Agent:
-        base: dict[str, object] = {"dicom_listen": True, "dicom_port": 0,
-                                   "dicom_bind_address": "127.0.0.1",
-                                   "dicom_stable_seconds": 1.0}
-        base.update(overrides)
-        agent = Agent(make_config(**base))
-        agent.start()
-        agents.append(agent)
-        return agent
+        return running_agent(**{**NODE_DEFAULTS, **overrides})
 
-    yield start
-    for a in agents:
-        a.stop()
+    return start
 
 
 def port_of(agent: Agent) -> int:
@@ -177,17 +173,10 @@ class AgentProcess:
                 self.proc.wait(timeout=10)
 
     def states(self) -> list[str]:
-        db = self.home / "state" / "ledger.sqlite3"
-        if not db.exists():
-            return []
-        try:
-            con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1)
-            try:
-                return [r[0] for r in con.execute("SELECT state FROM series ORDER BY id")]
-            finally:
-                con.close()
-        except sqlite3.Error:
-            return []
+        """The states of its series in the ledger (read-only, while it runs)."""
+        from tests.test_agent import _states
+
+        return _states(self.home)
 
     @property
     def intake(self) -> Path:
