@@ -85,7 +85,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         return run_tray(agent)
 
     def announce() -> None:
-        _print(f"Clinic2Cloud {__version__} watching {cfg.watch.folder} "
+        where = cfg.watch.folder or "no export folder, DICOM only"
+        _print(f"Clinic2Cloud {__version__} watching {where} "
                f"(target: {agent.target.description}); stop with Ctrl+C or "
                "`clinic2cloud quit`")
         node = agent.dicom_status()

@@ -63,7 +63,10 @@ class NodeStatus:
             when = time.strftime("%H:%M", time.localtime(self.last_association))
             parts.append(f"last association {when} from {self.last_caller}")
         if self.refused_callers:
-            parts.append(f"{sum(r.count for r in self.refused_callers)} refused")
+            last = self.refused_callers[0]
+            who = f"{last.ae_title}@{last.address}" if last.ae_title else last.address
+            parts.append(f"{sum(r.count for r in self.refused_callers)} refused "
+                         f"(last {who}: {last.reason})")
         return ", ".join(parts)
 
     def as_dict(self) -> dict[str, Any]:
