@@ -37,7 +37,7 @@ from typing import Any
 from pydicom.uid import AllTransferSyntaxes
 from pynetdicom import AE, AllStoragePresentationContexts, evt
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
-from pynetdicom.transport import ThreadedAssociationServer
+from pynetdicom.transport import AssociationSocket, RequestHandler, ThreadedAssociationServer
 
 from agent.config import Config
 from agent.dicomfiles import is_complete, read_header
@@ -67,6 +67,29 @@ _REFUSED_KEPT = 20           # distinct refused callers remembered for the statu
 _EXTRA_CONNECTIONS = 4       # connections beyond max_associations that may negotiate
 _HOUSEKEEPING_SECONDS = 300.0
 _ENDINGS = frozenset({EventKind.DELIVERED, EventKind.WITHHELD, EventKind.QUARANTINED})
+#: Largest PDU read from a peer. We ask for 64 KiB P-DATA PDUs; an association request
+#: proposing 128 contexts of 39 transfer syntaxes stays far below this. A peer announcing
+#: more (a malformed or hostile length) is disconnected before anything is buffered.
+MAX_PDU_READ = 4 << 20
+
+
+class _BoundedSocket(AssociationSocket):
+    """pynetdicom reads a PDU's announced length in one call, buffering as long as the
+    peer sends: refuse lengths no PDU of ours can have (a short read ends the transport)."""
+
+    def recv(self, nr_bytes: int) -> bytearray:
+        if nr_bytes > MAX_PDU_READ:
+            log.warning("DICOM peer announced a %d-byte PDU; connection dropped", nr_bytes)
+            self.close()
+            return bytearray()
+        return super().recv(nr_bytes)
+
+
+class _BoundedRequests(RequestHandler):
+    def _create_association(self) -> Any:
+        assoc = super()._create_association()
+        assoc.dul.socket.__class__ = _BoundedSocket  # same object, bounded reads
+        return assoc
 
 
 class _GuardedServer(ThreadedAssociationServer):
@@ -205,8 +228,8 @@ class DicomNode:
         address = (self._dicom.bind_address, self._dicom.port)
         try:
             server: _GuardedServer = self._ae.make_server(  # type: ignore[assignment]
-                address, ssl_context=server_context(self._dicom),
-                                          evt_handlers=handlers, server_class=_GuardedServer)
+                address, ssl_context=server_context(self._dicom), evt_handlers=handlers,
+                server_class=_GuardedServer, request_handler=_BoundedRequests)
         except OSError as exc:
             unregister_spool(self._ae)
             raise ConfigError(

@@ -97,6 +97,23 @@ def test_malformed_pdus_are_dropped_and_the_node_keeps_serving(node_agent: NodeA
     assert _intake(agent) == []
 
 
+def test_a_peer_announcing_a_huge_pdu_is_cut_off_unbuffered(node_agent: NodeAgents) -> None:
+    agent: Agent = node_agent()
+    port = port_of(agent)
+    junk = b"\0" * (1 << 20)
+    sent = 0
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.sendall(b"\x01\x00\xff\xff\xff\xf0")  # an association request of ~4 GiB
+        try:
+            while sent < 200 << 20:  # the node must hang up long before 200 MiB
+                s.sendall(junk)
+                sent += len(junk)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+    assert sent < 200 << 20
+    assert echoscu(port).returncode == 0
+
+
 def test_incomplete_instance_is_answered_with_an_error_not_taken(
         node_agent: NodeAgents, tmp_path: Path, outbox_dir: Path) -> None:
     agent: Agent = node_agent()
