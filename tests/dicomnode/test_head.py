@@ -23,7 +23,8 @@ from tests.waiting import wait_until
 from .conftest import AgentProcesses, NodeAgents, Storescps, manifests, port_of, storescu
 
 CORPUS = Path(__file__).resolve().parents[2] / ".." / "shared" / "corpus" / "dicom"
-GE_MPRAGE = CORPUS / "dcm_qa_ge" / "05_3D_Ax_T1_MP_RAGE_R22"
+#: A real GE series (a DWI of 14 files): small enough for the default run.
+GE_SERIES = CORPUS / "dcm_qa_ge" / "01_Ax_DWI_TENSOR_R2"
 
 
 def test_head_series_sent_by_storescu_is_defaced_and_delivered(
@@ -58,12 +59,12 @@ def _process(src: Path, out: Path, home: Path) -> dict[str, Any]:
 
 def test_vendor_series_over_the_network_ends_as_when_exported(
         agent_process: AgentProcesses, tmp_path: Path, outbox_dir: Path) -> None:
-    """A real GE 3D T1 sent by storescu ends exactly as `clinic2cloud process` of the same
+    """A real GE series sent by storescu ends exactly as `clinic2cloud process` of the same
     files: receiving keeps the objects as they were, nothing the pipeline reads changes."""
-    if not GE_MPRAGE.is_dir():
-        pytest.skip(f"the shared corpus is absent ({GE_MPRAGE})")
-    files = sorted(GE_MPRAGE.iterdir())
-    expected = _process(GE_MPRAGE, tmp_path / "out", tmp_path / "home")["series"]
+    if not GE_SERIES.is_dir():
+        pytest.skip(f"the shared corpus is absent ({GE_SERIES})")
+    files = sorted(GE_SERIES.iterdir())
+    expected = _process(GE_SERIES, tmp_path / "out", tmp_path / "home")["series"]
     agent = agent_process(deface=True).start()
     sent = storescu(agent.port, files)
     assert len(sent.acknowledged) == len(files), sent.output
