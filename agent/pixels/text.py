@@ -53,23 +53,50 @@ def display_stack(samples: npt.NDArray[np.generic], samples_per_pixel: int
     return to_display(stack), 4
 
 
+def _overlap(a: Region, b: Region) -> bool:
+    return (a.left < b.left + b.width and b.left < a.left + a.width
+            and a.top < b.top + b.height and b.top < a.top + a.height)
+
+
+def _union(a: Region, b: Region) -> Region:
+    top, left = min(a.top, b.top), min(a.left, b.left)
+    bottom = max(a.top + a.height, b.top + b.height)
+    right = max(a.left + a.width, b.left + b.width)
+    return Region(a.frame, top, left, bottom - top, right - left, a.dark)
+
+
 def _merge(regions: Iterable[Region]) -> list[Region]:
     """Overlapping regions of one frame and polarity become one (fewer OCR calls)."""
     out: list[Region] = []
-    for r in sorted(regions, key=lambda r: (r.frame, r.dark, r.top, r.left)):
-        for i, o in enumerate(out):
-            if o.frame != r.frame or o.dark != r.dark:
-                continue
-            if (r.left < o.left + o.width and o.left < r.left + r.width
-                    and r.top < o.top + o.height and o.top < r.top + r.height):
-                top, left = min(o.top, r.top), min(o.left, r.left)
-                bottom = max(o.top + o.height, r.top + r.height)
-                right = max(o.left + o.width, r.left + r.width)
-                out[i] = Region(o.frame, top, left, bottom - top, right - left, o.dark)
-                break
-        else:
-            out.append(r)
+    for r in sorted(regions, key=lambda r: (r.frame, r.top, r.left)):
+        merged = True
+        while merged:
+            merged = False
+            for i, o in enumerate(out):
+                if o.frame == r.frame and o.dark == r.dark and _overlap(o, r):
+                    r = _union(o, r)
+                    del out[i]
+                    merged = True
+                    break
+        out.append(r)
     return out
+
+
+def _same_line(line: Region, other: Region) -> bool:
+    """``other`` continues ``line`` sideways (rows overlap by half, gap under 3 heights)."""
+    if other.frame != line.frame:
+        return False
+    rows = min(line.top + line.height, other.top + other.height) - max(line.top, other.top)
+    if rows < 0.5 * min(line.height, other.height):
+        return False
+    gap = max(other.left - (line.left + line.width), line.left - (other.left + other.width))
+    return gap <= 3 * max(line.height, other.height)
+
+
+def _bright_text(crop: U8) -> bool:
+    """Whether the text of a crop is brighter than its background (which is most of it)."""
+    lo, hi = int(crop.min()), int(crop.max())
+    return float(np.median(crop)) < (lo + hi) / 2
 
 
 def _prepare(crop: U8, dark: bool, scale: int) -> U8:
@@ -108,13 +135,17 @@ class TextScanner:
         rows, cols = plane.shape
         r = region.padded(max(2, region.height // 4), rows, cols)
         crop = plane[r.top:r.top + r.height, r.left:r.left + r.width]
-        key = hashlib.blake2b(crop.tobytes() + bytes([region.dark]) + bytes(crop.shape[:1]),
+        key = hashlib.blake2b(crop.tobytes() + repr(crop.shape).encode(),
                               digest_size=16).digest()
         if key in self._cache:
             return self._cache[key]
         scale = max(1, min(6, round(_TARGET_HEIGHT / max(region.height, 1))))
         self.calls += 1
         verdict = self._verdict(self.reader.read(_prepare(crop, region.dark, scale)))
+        if verdict is None and _bright_text(crop) == region.dark:
+            # The crop says the other polarity (text over anatomy): read it that way too.
+            self.calls += 1
+            verdict = self._verdict(self.reader.read(_prepare(crop, not region.dark, scale)))
         self._cache[key] = verdict
         return verdict
 
@@ -122,14 +153,30 @@ class TextScanner:
              sensitive: bool) -> list[Line]:
         """Lines to redact in ``samples`` (frames, rows, cols[, samples])."""
         display, per_frame = display_stack(samples, samples_per_pixel)
-        lines: list[Line] = []
-        for region in _merge(candidate_regions(display, sensitive=sensitive)):
+        rows, cols = display.shape[1:]
+        regions = _merge(candidate_regions(display, sensitive=sensitive))
+        hits: list[tuple[Region, str]] = []
+        for region in regions:
             kind = self._read_region(display[region.frame], region)
             if kind is not None:
-                rows, cols = display.shape[1:]
-                r = region.padded(max(2, region.height // 4), rows, cols)
-                lines.append(Line(region.frame // per_frame, r.top, r.left, r.height,
-                                  r.width, kind, region.dark))
+                hits.append((region, kind))
+        lines: list[Line] = []
+        for region, kind in hits:
+            # The rest of the line goes too: OCR may have read only part of it.
+            line = region
+            grown = True
+            while grown:
+                grown = False
+                for other in regions:
+                    if other is not line and _same_line(line, other) and not (
+                            other.left >= line.left and other.left + other.width
+                            <= line.left + line.width):
+                        line = _union(line, other)
+                        grown = True
+            r = line.padded(max(2, line.height // 4), rows, cols)
+            lines.append(Line(r.frame // per_frame, r.top, r.left, r.height, r.width, kind,
+                              not _bright_text(display[r.frame, r.top:r.top + r.height,
+                                                       r.left:r.left + r.width])))
         if sensitive:
             for f in range(0, display.shape[0], per_frame):
                 lines += self._whole_frame(display[f], f // per_frame)
