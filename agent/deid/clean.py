@@ -111,7 +111,7 @@ class Cleaner:
             pos = m.end()
         if kept_last:
             out.append(_separator(text[pos:]).rstrip())
-        return "".join(out).strip(" _-,;:/^")
+        return _trim_connectors("".join(out).strip(" _-,;:/^"))
 
     def scrub(self, text: str, *, places: bool = True) -> str:
         """``text`` with every identifier of the study cut out."""
@@ -127,6 +127,23 @@ class Cleaner:
         """Code string values without those that hold an identifier (a lone name part
         that is a core imaging term, such as "DTI", stays)."""
         return [v for v in values if not self.ids.spans(v, keep_core=True)]
+
+
+#: Words that mean nothing left alone at an end ("BRAIN for" once a name is cut out).
+_CONNECTORS = frozenset(
+    "and or with of for the in on to at by from mit und oder avec et ou con y de del la le "
+    "el les des du di e met en voor na".split()
+)
+_FIRST_WORD = re.compile(r"^([^\W_]+)[\s_\-,;:/^]+")
+_LAST_WORD = re.compile(r"[\s_\-,;:/^]+([^\W_]+)$")
+
+
+def _trim_connectors(text: str) -> str:
+    """Drop connecting words left dangling at either end."""
+    for edge in (_FIRST_WORD, _LAST_WORD):
+        while (m := edge.search(text)) is not None and m.group(1).lower() in _CONNECTORS:
+            text = (text[m.end():] if edge is _FIRST_WORD else text[:m.start()])
+    return text.strip(" _-,;:/^")
 
 
 def _separator(text: str) -> str:

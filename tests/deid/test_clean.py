@@ -33,7 +33,7 @@ def cleaner() -> Cleaner:
         ("Anna Bold scan", "scan"),
         ("T1 15.07.2019 MRN 551234", "T1"),
         ("DWI July 15, 2019", "DWI"),
-        ("brain 03.04.1999 for Wilhelmina", "brain for"),
+        ("brain 03.04.1999 for Wilhelmina", "brain"),
         ("T2 john.doe@example.org", "T2"),
     ],
 )
