@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import date
 from functools import lru_cache
@@ -261,7 +261,8 @@ def generic_names(text: str, vocabulary: frozenset[str]) -> list[str]:
     return out
 
 
-def read_vocabulary(extra_files: Iterable[str] = (), extra_terms: Iterable[str] = ()
+@lru_cache(maxsize=8)
+def read_vocabulary(extra_files: tuple[str, ...] = (), extra_terms: tuple[str, ...] = ()
                     ) -> tuple[frozenset[str], frozenset[str]]:
     """(core, all) imaging terms, canonical: the shipped lists plus the site's."""
     base = resources.files("agent.deid") / "data" / "vocabulary"

@@ -144,6 +144,7 @@ def test_planted_identity_never_survives(case: dict[str, object]) -> None:
 
 
 @pytest.mark.soak
+@pytest.mark.timeout(3600)
 @settings(max_examples=1500, deadline=None,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(case=plantings())
