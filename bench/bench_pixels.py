@@ -121,29 +121,16 @@ def _time(label: str, sources: list[Path], runs: int, tmp: Path) -> None:
 
 
 def _readable(reader: object, ident: object, frame: np.ndarray) -> bool:
-    """The independent check of the tests: whole frame, 3x, both polarities."""
-    from PIL import Image
+    """The independent check of the tests (whole frame, 3x, both polarities)."""
+    from tests.pixels.helpers import reads_identity
 
-    f = frame.astype(np.float32)
-    img = ((f - f.min()) * (255.0 / max(float(f.max() - f.min()), 1.0))).astype(np.uint8)
-    big = np.asarray(Image.fromarray(img).resize((img.shape[1] * 3, img.shape[0] * 3),
-                                                 Image.Resampling.BICUBIC))
-    for page in (255 - big, big):
-        text = " ".join(w.text for w in reader.read(page, block=False))  # type: ignore
-        if ident.match(text):  # type: ignore
-            return True
-    return False
+    return reads_identity(reader, ident, frame) is not None  # type: ignore[arg-type]
 
 
 def _identity() -> object:
-    from agent.pixels.identity import StudyIdentity
-    from tests.pixels.helpers import BIRTH, NAME, PATIENT_ID
+    from tests.pixels.helpers import planted_identity
 
-    ident = StudyIdentity()
-    ident.add("name", NAME.replace("^", " "))
-    ident.add("id", PATIENT_ID)
-    ident.add_date(BIRTH)
-    return ident
+    return planted_identity()
 
 
 def _plantings() -> list[tuple[np.ndarray, tuple[object, ...]]]:

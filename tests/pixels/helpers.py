@@ -14,6 +14,8 @@ from PIL import Image, ImageDraw, ImageFont
 
 from agent.config import Config, PixelsConfig, SiteConfig, replace
 from agent.paths import AgentPaths
+from agent.pixels.identity import StudyIdentity
+from agent.pixels.ocr import Reader
 from agent.work import SeriesWork
 
 CORPUS = Path(__file__).resolve().parents[2] / ".." / "shared" / "corpus" / "dicom"
@@ -122,3 +124,29 @@ def frames(path: Path) -> npt.NDArray[np.generic]:
     if int(ds.get("NumberOfFrames", 1) or 1) == 1:
         arr = arr[None]
     return arr
+
+
+def planted_identity() -> StudyIdentity:
+    """The matcher for the identity these tests plant."""
+    ident = StudyIdentity()
+    ident.add("name", NAME.replace("^", " "))
+    ident.add("id", PATIENT_ID)
+    ident.add_date(BIRTH)
+    return ident
+
+
+def reads_identity(reader: Reader, ident: StudyIdentity,
+                   frame: npt.NDArray[np.generic]) -> str | None:
+    """What an independent OCR pass reads of the identity in one frame (whole frame,
+    scaled 3x, both polarities): its kind, or None."""
+    f = frame.astype(np.float32)
+    if f.ndim == 3:
+        f = f.mean(axis=2)
+    img = ((f - f.min()) * (255.0 / max(float(f.max() - f.min()), 1.0))).astype(np.uint8)
+    big = np.asarray(Image.fromarray(img).resize((img.shape[1] * 3, img.shape[0] * 3),
+                                                 Image.Resampling.BICUBIC))
+    for page in (255 - big, big):
+        kind = ident.match(" ".join(w.text for w in reader.read(page, block=False)))
+        if kind:
+            return kind
+    return None

@@ -15,9 +15,7 @@ from agent.pixels.ocr import Reader, find_tessdata
 from agent.vocab import AuditEvent
 
 from .helpers import (
-    BIRTH,
     NAME,
-    PATIENT_ID,
     SHOWN,
     burn,
     copy_series,
@@ -25,6 +23,8 @@ from .helpers import (
     frames,
     make_config,
     make_work,
+    planted_identity,
+    reads_identity,
     run_stages,
 )
 
@@ -32,34 +32,19 @@ MPRAGE = "dcm_qa_ge/05_3D_Ax_T1_MP_RAGE_R22"
 
 
 def _identity() -> StudyIdentity:
-    ident = StudyIdentity()
-    ident.add("name", NAME.replace("^", " "))
-    ident.add("id", PATIENT_ID)
-    ident.add_date(BIRTH)
-    return ident
+    return planted_identity()
 
 
 def readable(files: list[Path]) -> list[str]:
-    """Identifiers an independent OCR pass still reads anywhere in ``files`` (whole frames,
-    scaled up, both polarities)."""
-    from PIL import Image
-
+    """Identifiers an independent OCR pass still reads anywhere in ``files``."""
     reader = Reader(find_tessdata())
-    ident = _identity()
+    ident = planted_identity()
     found = []
     for path in files:
         for frame in frames(path):
-            f = frame.astype(np.float32)
-            if f.ndim == 3:
-                f = f.mean(axis=2)
-            img = ((f - f.min()) * (255.0 / max(float(f.max() - f.min()), 1.0))).astype(np.uint8)
-            big = np.asarray(Image.fromarray(img).resize((img.shape[1] * 3, img.shape[0] * 3),
-                                                         Image.Resampling.BICUBIC))
-            for page in (255 - big, big):
-                text = " ".join(w.text for w in reader.read(page, block=False))
-                kind = ident.match(text)
-                if kind:
-                    found.append(f"{path.name}: {kind}")
+            kind = reads_identity(reader, ident, frame)
+            if kind:
+                found.append(f"{path.name}: {kind}")
     return found
 
 
