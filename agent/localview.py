@@ -18,6 +18,7 @@ finds the files again, and only on this installation (the key never leaves it).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import threading
@@ -176,9 +177,12 @@ class LocalView:
             if files:
                 return describe_files(files, source=source, export_folder=folder)
         present = [Path(p) for p in exported if os.path.isfile(p)]
-        if present:
-            return describe_files(present, source="export", export_folder=folder)
-        return None
+        found = describe_files(present, source="export", export_folder=folder)
+        instances = self._ledger.instance_count(row.id)
+        if found is not None and instances:
+            # Two copies of an export are one series: count its images, not its files.
+            found = dataclasses.replace(found, images=instances)
+        return found
 
     def _export_paths(self, series_id: int) -> list[str]:
         wanted = self._ledger.files_of(series_id)

@@ -36,10 +36,11 @@ from agent.ledger import (
     UNFINISHED,
     WITHHELD,
     Ledger,
+    SeriesRow,
 )
 from agent.localview import LocalView, recent_summaries
 from agent.logs import log_failure
-from agent.messages import ignored_sentence, waiting_sentence
+from agent.messages import action_for, ignored_sentence, same_on_retry, waiting_sentence
 from agent.pipeline import Interrupted, Outcome, Pipeline, build_stages
 from agent.series import FileState
 from agent.status import (
@@ -129,6 +130,8 @@ class Agent:
         self._quit_handler: Callable[[], None] | None = None
         self._ignored = IgnoredFiles()
         self._warned_waiting: set[str] = set()
+        #: series id -> problem code of series this run quarantined (same settings since).
+        self._kept_back_here: dict[int, str] = {}
 
     @property
     def config(self) -> Config:
@@ -271,11 +274,9 @@ class Agent:
             before = self.ledger.get(series_id)
         except KeyError:
             return f"there is no series {series_id}"
-        if before.state != QUARANTINED:
-            return f"series {series_id} is {before.state}, not quarantined: nothing to retry"
-        if series_id not in {r.id for r in self.ledger.open_quarantine()}:
-            return (f"series {series_id} was exported again since (a newer version exists): "
-                    "nothing to retry")
+        refused = self._retry_refusal(before)
+        if refused:
+            return refused
         try:
             row = self.pipeline.requeue(series_id)
         except SeriesProblem as problem:
@@ -292,6 +293,21 @@ class Agent:
         if row.state == DELIVERED:
             self._emit(AgentEvent(EventKind.ALREADY_DELIVERED, row.reason, series_id))
         return f"series {series_id}: {row.state} - {row.reason}"
+
+    def _retry_refusal(self, row: SeriesRow) -> str:
+        """Why retrying ``row`` makes no sense, or "" when it does. A series this running
+        agent kept back for a reason that depends only on the series and the settings
+        would be kept back again, from the same copy: say what to do instead."""
+        if row.state != QUARANTINED:
+            return f"series {row.id} is {row.state}, not quarantined: nothing to retry"
+        if row.id not in {r.id for r in self.ledger.open_quarantine()}:
+            return (f"series {row.id} was exported again since (a newer version exists): "
+                    "nothing to retry")
+        if self._kept_back_here.get(row.id) == row.code and same_on_retry(row.code):
+            return (f"series {row.id} would be kept back again for the same reason, from "
+                    f"the same copy with the same settings: {row.reason}. What to do: "
+                    f"{action_for(row.code)}")
+        return ""
 
     def recent(self, limit: int = 50) -> list[SeriesSummary]:
         """The latest series (re-exported ones by the time of their re-export), with what
@@ -524,6 +540,7 @@ class Agent:
         elif outcome.state == WITHHELD:
             self._emit(AgentEvent(EventKind.WITHHELD, outcome.reason, outcome.series_id))
         elif outcome.state == QUARANTINED:
+            self._kept_back_here[outcome.series_id] = outcome.code
             self._emit(AgentEvent(EventKind.QUARANTINED, outcome.reason, outcome.series_id))
 
     def _set_target_state(self, state: AgentState | None, message: str,

@@ -19,10 +19,19 @@ _PROBLEMS = Path(__file__).with_name("data") / "problems.toml"
 
 
 @cache
-def _actions() -> dict[str, str]:
+def _table() -> dict[str, dict[str, object]]:
     with open(_PROBLEMS, "rb") as fh:
-        table = tomllib.load(fh)
-    return {code: str(entry["action"]) for code, entry in table.items()}
+        return tomllib.load(fh)
+
+
+def _actions() -> dict[str, str]:
+    return {code: str(entry["action"]) for code, entry in _table().items()}
+
+
+def same_on_retry(code: str) -> bool:
+    """Whether a series kept back with ``code`` would be kept back again by a Retry of the
+    same copy with the same settings (the outcome depends on nothing else)."""
+    return bool(_table().get(code, {}).get("same_on_retry", False))
 
 
 def action_for(code: str) -> str:

@@ -14,6 +14,7 @@ import os
 import queue
 import threading
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +32,9 @@ from agent.series import FileState, SeriesTracker
 from agent.status import IgnoredFiles
 
 log = logging.getLogger(__name__)
+# watchdog warns when a new folder's watch is registered twice (harmless, it replaces it)
+# and quotes the folder's path - an export path, which may name a patient - on stderr.
+warnings.filterwarnings("ignore", message="Callback with id", category=RuntimeWarning)
 
 #: Called with (series key, {path: FileState}) for a stable, complete series.
 ReadyCallback = Callable[[str, dict[str, FileState]], None]

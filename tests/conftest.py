@@ -11,6 +11,7 @@ import copy
 import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pydicom
 import pytest
@@ -18,6 +19,9 @@ from pydicom.uid import generate_uid
 
 from agent.config import Config, load_config, replace
 from agent.paths import AgentPaths
+
+if TYPE_CHECKING:
+    from agent.main import Agent
 
 MR_SMALL = Path(pydicom.data.get_testdata_file("MR_small.dcm"))  # type: ignore[arg-type]
 
@@ -114,3 +118,21 @@ def write_series(folder: Path, n: int = 5, *, study_uid: str | None = None,
 @pytest.fixture
 def series_writer() -> Callable[..., list[Path]]:
     return write_series
+
+
+def manifests(outbox: Path) -> list[Path]:
+    """Manifests of finished deliveries in a folder target, not of one still in flight
+    (the target's hidden ``.partial`` folder)."""
+    return sorted(m for m in outbox.rglob("manifest.json")
+                  if not any(part.endswith(".partial") for part in m.parts))
+
+
+@pytest.fixture
+def started_agent(make_config: Callable[..., Config]) -> Iterator[Agent]:
+    """A real Agent on ``make_config()``'s defaults, started; stopped at teardown."""
+    from agent.main import Agent
+
+    agent = Agent(make_config())
+    agent.start()
+    yield agent
+    agent.stop()

@@ -21,16 +21,12 @@ from agent.main import Agent
 from agent.status import AgentEvent, AgentState
 from agent.sync.manifest import verify_folder
 from agent.vocab import SeriesState
-from tests.conftest import PATIENT_ID, PATIENT_NAME, write_series
+from tests.conftest import PATIENT_ID, PATIENT_NAME, manifests, write_series
 from tests.waiting import wait_until
 
 StartAgent = Callable[..., Agent]
 
 
-def manifests(outbox: Path) -> list[Path]:
-    # Not the manifest inside a delivery still in flight (the folder target's .partial).
-    return sorted(m for m in outbox.rglob("manifest.json") if not m.parent.name.endswith(
-        ".partial"))
 
 
 @pytest.fixture

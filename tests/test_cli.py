@@ -75,7 +75,7 @@ def test_ledger_verify_detects_tampering_and_lookup_finds_patient(
         tmp_path: Path, make_config: Callable[..., Config], export_dir: Path, outbox_dir: Path,
         capsys: pytest.CaptureFixture[str]) -> None:
     from agent.main import Agent
-    from tests.test_agent import manifests
+    from tests.conftest import manifests
     from tests.waiting import wait_until
 
     cfg = make_config()
@@ -109,7 +109,7 @@ def test_no_phi_in_ledger_or_logs(tmp_path: Path, make_config: Callable[..., Con
                                   outbox_dir: Path) -> None:
     from agent.logs import setup_logging
     from agent.main import Agent
-    from tests.test_agent import manifests
+    from tests.conftest import manifests
     from tests.waiting import wait_until
 
     cfg = make_config(log_level="DEBUG")

@@ -22,27 +22,18 @@ from agent.control import RemoteAgent, endpoint_address, endpoint_file
 from agent.main import Agent
 from agent.paths import AgentPaths
 from agent.status import AgentState
-from tests.conftest import write_series
+from tests.conftest import manifests, write_series
 from tests.waiting import wait_until
 
 ROOT = Path(__file__).resolve().parents[1]
 unix_only = pytest.mark.skipif(sys.platform == "win32", reason="Unix socket specifics")
 
 
-@pytest.fixture
-def agent(make_config: Callable[..., Config]) -> Iterator[Agent]:
-    a = Agent(make_config())
-    a.start()
-    yield a
-    a.stop()
 
 
-def manifests(outbox: Path) -> list[Path]:
-    return [m for m in outbox.rglob("manifest.json") if ".partial" not in str(m)]
-
-
-def test_the_cli_side_drives_a_running_agent(agent: Agent, export_dir: Path,
+def test_the_cli_side_drives_a_running_agent(started_agent: Agent, export_dir: Path,
                                              outbox_dir: Path) -> None:
+    agent = started_agent
     remote = RemoteAgent.connect(agent.config)
     assert remote is not None and remote.pid == os.getpid()
     assert remote.status().state == AgentState.IDLE
@@ -62,7 +53,8 @@ def test_the_cli_side_drives_a_running_agent(agent: Agent, export_dir: Path,
 
 
 @unix_only
-def test_endpoint_is_owner_only_and_needs_the_token(agent: Agent) -> None:
+def test_endpoint_is_owner_only_and_needs_the_token(started_agent: Agent) -> None:
+    agent = started_agent
     family, address = endpoint_address(agent.config.paths)
     assert family == "AF_UNIX"
     assert stat.S_IMODE(os.stat(address).st_mode) == 0o600
@@ -194,7 +186,8 @@ def test_pause_resume_quit_a_running_headless_agent(
                                 "start it with `clinic2cloud run` (or from the start menu)")
     r = cli(home, "status", "--config", str(config))
     assert r.returncode == 0
-    assert r.stdout.startswith("Clinic2Cloud is not running; from its ledger")
+    assert r.stdout.startswith("Clinic2Cloud is not running: new exports wait in the export "
+                               "folder until it starts again. Its ledger says:")
     assert "1 delivered today" in r.stdout
 
 

@@ -16,15 +16,12 @@ from agent.main import Agent
 from agent.status import LocalIdentity, SeriesSummary
 from agent.ui import text
 from agent.ui.report import status_document, status_lines
-from tests.conftest import PATIENT_ID, write_series
+from tests.conftest import PATIENT_ID, manifests, write_series
 from tests.waiting import wait_until
 
 DESCRIPTION = "CANARY T1 SAGITTAL"
 FOLDER = "Canarysson Wilhelmina"
 
-
-def manifests(outbox: Path) -> list[Path]:
-    return [m for m in outbox.rglob("manifest.json") if ".partial" not in str(m)]
 
 
 def export(folder: Path, n: int, *, burned_in: bool = False) -> list[Path]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pydicom
@@ -16,14 +16,11 @@ from agent.main import Agent
 from agent.reexport import plan_export, source_digest
 from agent.series import FileState
 from agent.vocab import ProblemCode, SeriesState
-from tests.conftest import write_series
+from tests.conftest import manifests, write_series
 from tests.waiting import wait_until
 
 KEY = b"k" * 32
 
-
-def manifests(outbox: Path) -> list[Path]:
-    return sorted(m for m in outbox.rglob("manifest.json") if ".partial" not in str(m))
 
 
 def states(files: list[Path]) -> dict[str, FileState]:
@@ -123,16 +120,10 @@ def test_plan_merges_copies_and_recognises_what_was_delivered(tmp_path: Path) ->
 
 # -- the agent ------------------------------------------------------------------------------
 
-@pytest.fixture
-def agent(make_config: Callable[..., Config]) -> Iterator[Agent]:
-    a = Agent(make_config())
-    a.start()
-    yield a
-    a.stop()
-
 
 def test_same_folder_other_folder_one_changed_gives_nothing_nothing_one_version(
-        agent: Agent, export_dir: Path, outbox_dir: Path) -> None:
+        started_agent: Agent, export_dir: Path, outbox_dir: Path) -> None:
+    agent = started_agent
     files = write_series(export_dir / "first", 4)
     assert wait_until(lambda: len(manifests(outbox_dir)) == 1)
     ledger = agent.ledger
@@ -173,8 +164,9 @@ def test_same_folder_other_folder_one_changed_gives_nothing_nothing_one_version(
     assert agent.status().quarantined == 0
 
 
-def test_two_copies_at_once_are_one_series(agent: Agent, export_dir: Path,
+def test_two_copies_at_once_are_one_series(started_agent: Agent, export_dir: Path,
                                            outbox_dir: Path, tmp_path: Path) -> None:
+    agent = started_agent
     write_series(tmp_path / "made", 3)
     shutil.copytree(tmp_path / "made", export_dir / "copy 1")
     shutil.copytree(tmp_path / "made", export_dir / "copy 2")
@@ -185,7 +177,8 @@ def test_two_copies_at_once_are_one_series(agent: Agent, export_dir: Path,
 
 
 def test_retry_does_not_quarantine_the_same_copy_again(
-        agent: Agent, export_dir: Path, outbox_dir: Path) -> None:
+        started_agent: Agent, export_dir: Path, outbox_dir: Path) -> None:
+    agent = started_agent
     files = write_series(export_dir, 3)
     assert wait_until(lambda: len(manifests(outbox_dir)) == 1)
     [delivered] = agent.ledger.recent(1)
@@ -234,3 +227,35 @@ def test_retry_of_a_given_up_export_watches_it_again(
         assert "exported again since" in agent.retry(row.id)
     finally:
         agent.stop()
+
+
+def test_retry_by_the_same_agent_does_not_keep_the_same_copy_back_again(
+        make_config: Callable[..., Config], export_dir: Path, outbox_dir: Path,
+        tmp_path: Path) -> None:
+    for f in write_series(tmp_path / "made", 2):
+        ds = pydicom.dcmread(f)
+        ds.BurnedInAnnotation = "YES"  # identity in the pixels: decided by series + settings
+        ds.save_as(export_dir / f.name)
+    agent = Agent(make_config())
+    agent.start()
+    try:
+        assert wait_until(lambda: agent.status().quarantined == 1)
+        [row] = agent.ledger.in_state(SeriesState.QUARANTINED)
+        events = len(agent.ledger.audit_rows())
+        said = agent.retry(row.id)
+        assert said.startswith(f"series {row.id} would be kept back again for the same reason")
+        assert "What to do:" in said
+        assert agent.ledger.get(row.id).state == SeriesState.QUARANTINED
+        assert len(agent.ledger.audit_rows()) == events, "nothing was run again"
+    finally:
+        agent.stop()
+    # After a restart (the settings may have changed), Retry runs for real.
+    again = Agent(make_config())
+    again.start()
+    try:
+        assert again.retry(row.id) == f"series {row.id} is being processed again"
+        assert wait_until(lambda: again.ledger.get(row.id).state == SeriesState.QUARANTINED
+                          and again.ledger.get(row.id).attempts == 2, 20)
+    finally:
+        again.stop()
+    assert manifests(outbox_dir) == []

@@ -19,12 +19,8 @@ from agent.status import AgentEvent, AgentState, IgnoredFiles
 from agent.ui import text
 from agent.ui.report import status_document, status_lines
 from agent.vocab import EventKind
-from tests.conftest import write_series
+from tests.conftest import manifests, write_series
 from tests.waiting import wait_until
-
-
-def manifests(outbox: Path) -> list[Path]:
-    return [m for m in outbox.rglob("manifest.json") if ".partial" not in str(m)]
 
 
 @pytest.fixture

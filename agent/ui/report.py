@@ -69,10 +69,14 @@ def status_document(status: AgentStatus, recent: list[SeriesSummary], *, source:
 def status_lines(status: AgentStatus, recent: list[SeriesSummary], *, source: str,
                  pid: int | None = None) -> list[str]:
     """The terminal form of ``clinic2cloud status``."""
-    head = (f"Clinic2Cloud is running (pid {pid}): " if source == "agent" and pid else
-            "Clinic2Cloud is running: " if source == "agent" else
-            "Clinic2Cloud is not running; from its ledger: ")
-    lines = [head + text.state_line(status), text.counts_line(status)]
+    if source == "agent":
+        running = f"Clinic2Cloud is running (pid {pid}): " if pid else "Clinic2Cloud is running: "
+        head = running + text.state_line(status)
+    else:
+        paused = text.pause_words(status.paused_until)
+        head = ("Clinic2Cloud is not running: new exports wait in the export folder until it "
+                "starts again" + (f" ({paused.lower()})" if paused else "") + ". Its ledger says:")
+    lines = [head, text.counts_line(status)]
     if status.already_delivered_today:
         n = status.already_delivered_today
         lines.append(f"{n} export{'s' * (n > 1)} today {'were' if n > 1 else 'was'} "

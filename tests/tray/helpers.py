@@ -18,7 +18,7 @@ from agent.status import AgentState
 from agent.tray import TrayApp
 from agent.ui.icons import LOOKS
 from agent.ui.notify import RecordingNotifier
-from agent.vocab import WithheldCode
+from agent.vocab import ProblemCode, WithheldCode
 from agent.work import SeriesWork
 from tests.waiting import wait_until as _wait_until
 
@@ -114,7 +114,10 @@ class GateStage:
         self.count += 1
         patient = _patient_id(work.source_files[0])
         if self.reject and patient.startswith("QUARANTINE"):
-            raise SeriesProblem("test: burned-in annotation suspected", code="identity-risk")
+            # A code whose outcome may change on Retry (the test flips ``reject``), unlike
+            # identity-risk, which the same agent would only find again.
+            raise SeriesProblem("test: burned-in annotation suspected",
+                                code=ProblemCode.SERIES_PROBLEM)
         if patient.startswith("WITHHOLD"):
             raise Withheld("a localizer: it shows the face in profile and this site does "
                            "not send localizers", code=WithheldCode.LOCALIZER)

@@ -110,7 +110,7 @@ def test_quarantined_row_shows_who_it_is_and_the_waiting_row_what_is_missing(
     shot.save(shots_dir(tmp_path) / "recent-activity-identity.png")
     texts = h.app.window.texts()
     assert "Needs attention - waiting for 1 of 6 files since" in "\n".join(texts)
-    assert any(t.startswith("What to do: The images may show identity") for t in texts)
+    assert any(t.startswith("What to do: Read the reason above") for t in texts)
     read = ocr(shot, tmp_path)
     assert "Canarysson" in read and "waiting for 1 of 6 files" in read, read
     # The tray says it too (attention: a stuck export, and a quarantined series).
