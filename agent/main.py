@@ -68,6 +68,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 PAUSE_SETTING = "paused_until"
+#: How :meth:`Agent.retry` ends its answer when the series goes through again.
+RETRY_STARTED = "is being processed again"
 _OFFLINE_RETRY = (5.0, 300.0)     # first and largest delay while the target is out of reach
 _CREDENTIALS_RETRY = 600.0        # credentials rarely fix themselves: look again rarely
 
@@ -289,7 +291,7 @@ class Agent:
             return f"series {series_id}: {problem}"
         if row.state == STAGED:
             self._queue.put(series_id)
-            return f"series {series_id} is being processed again"
+            return f"series {series_id} {RETRY_STARTED}"
         if row.state == DELIVERED:
             self._emit(AgentEvent(EventKind.ALREADY_DELIVERED, row.reason, series_id))
         return f"series {series_id}: {row.state} - {row.reason}"

@@ -27,7 +27,7 @@ from typing import Any
 from agent import __version__
 from agent.config import Config
 from agent.headless import STOP_TIMEOUT, install_signal_handlers, run_headless
-from agent.main import AgentFacade
+from agent.main import RETRY_STARTED, AgentFacade
 from agent.status import AgentEvent, AgentState, AgentStatus
 from agent.ui import icons, text, xembed
 from agent.ui.notify import NotificationCenter, Notifier, default_notifier
@@ -296,8 +296,12 @@ class TrayApp:
         self._wake.set()
 
     def retry(self, series_id: int) -> str:
+        """Retry a series; when it is not sent through again (nothing to retry, it would be
+        kept back again, its copy is gone), say why in a message box."""
         said = self.agent.retry(series_id)
         self._wake.set()
+        if not said.endswith(RETRY_STARTED):
+            self._message(f"{text.APP_NAME} - Retry", said)
         return said
 
     def retry_quarantined(self) -> int:

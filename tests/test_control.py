@@ -19,9 +19,9 @@ import pytest
 
 from agent.config import Config
 from agent.control import RemoteAgent, endpoint_address, endpoint_file
-from agent.main import Agent
+from agent.main import Agent, AgentFacade
 from agent.paths import AgentPaths
-from agent.status import AgentState
+from agent.status import AgentState, AgentStatus
 from tests.conftest import manifests, write_series
 from tests.waiting import wait_until
 
@@ -50,6 +50,16 @@ def test_the_cli_side_drives_a_running_agent(started_agent: Agent, export_dir: P
     assert "is delivered, not quarantined" in remote.retry(summary.id)
     assert "there is no series 999" == remote.retry(999)
     assert remote.retry_all() == []
+
+
+def test_the_agent_and_its_remote_are_one_facade(started_agent: Agent) -> None:
+    def front_end_sees(agent: AgentFacade) -> AgentStatus:  # mypy checks both structurally
+        return agent.status()
+
+    remote = RemoteAgent.connect(started_agent.config)
+    assert remote is not None
+    assert front_end_sees(started_agent).state == front_end_sees(remote).state
+    assert remote.config is started_agent.config and not remote.busy
 
 
 @unix_only

@@ -83,6 +83,11 @@ def test_quarantine_turns_the_icon_red_and_retry_delivers(
     h.click("Retry 1 quarantined series")
     assert wait_until(lambda: len(h.delivered()) == 1, 20)
     assert shows(h.display, "green"), colours(h.display)
+    assert h.messages == []  # it went through: nothing to explain
+    # A Retry that cannot go through says why.
+    h.app.retry(series.id)
+    assert h.messages[-1] == ("Clinic2Cloud - Retry", f"series {series.id} is delivered, "
+                              "not quarantined: nothing to retry")
 
 
 def test_menu_actions(harness: Harness, export_dir: Path) -> None:
