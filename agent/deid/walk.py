@@ -133,6 +133,8 @@ class Walk:
             values = [str(value)]
         for v in values:
             v = v.strip("\x00 ")
+            if kind == "date":
+                v = v[:8]  # the day only: times differ from file to file, days do not
             if v:
                 self.identity.add((kind, v))
 
