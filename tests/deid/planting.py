@@ -16,9 +16,11 @@ from pathlib import Path
 
 import pydicom
 from anyascii import anyascii
+from pydicom.charset import convert_encodings, encode_string
 from pydicom.data import get_testdata_file
 from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
+from pydicom.multival import MultiValue
 from pydicom.sequence import Sequence
 from pydicom.tag import Tag
 
@@ -87,7 +89,8 @@ def _nested(ds: Dataset, text: str) -> None:
 
 
 def _un(ds: Dataset, text: str) -> None:
-    data = text.encode(_codec(ds))
+    # encoded as pydicom writes text of this character set (ISO 2022 escapes included)
+    data = encode_string(text, convert_encodings(_charset(ds)))
     if len(data) % 2:
         data += b" "
     # A standard descriptor (Requested Procedure Description) written with VR UN: the
@@ -122,9 +125,9 @@ def _cs(text: str) -> str:
     return (re.sub(r"[^A-Z0-9 _]", "_", anyascii(text).upper()) or "X")[:16]
 
 
-def _codec(ds: Dataset) -> str:
-    charset = str(ds.get("SpecificCharacterSet", "ISO_IR 100"))
-    return CHARSETS.get(charset, ("latin_1", ""))[0]
+def _charset(ds: Dataset) -> list[str]:
+    value = ds.get("SpecificCharacterSet", "ISO_IR 100")
+    return [str(v) for v in value] if isinstance(value, (list, MultiValue)) else [str(value)]
 
 
 _PLANTERS = {
