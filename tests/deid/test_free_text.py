@@ -172,3 +172,22 @@ def test_verifier_finds_names_and_dates_of_nobody_in_the_study(tmp_path: Path) -
     found = _verified(tmp_path, edit)
     assert "(0008,103E) a person name in free text" in found
     assert "(0008,1030) a date in free text" in found
+
+
+def test_a_shifted_date_equal_to_another_original_date_is_no_leak(tmp_path: Path) -> None:
+    """A child's study shifted by exactly its age lands on the birth date: chance, not a
+    leak. A date attribute that kept its own original is one."""
+    def plant(ds: Dataset) -> None:
+        ds.PatientBirthDate = "20150301"
+        ds.StudyDate = "20210301"
+
+    src, out = _one(tmp_path, plant)
+    ids = collect_identifiers([src])
+    rules = Rules(load_safe_private())
+    ds = pydicom.dcmread(out)
+    ds.StudyDate = "20150301"  # as if the keyed offset were exactly the age
+    ds.save_as(out, enforce_file_format=True)
+    assert check_file(out, ids, rules) == []
+    ds.StudyDate = "20210301"  # not shifted at all
+    ds.save_as(out, enforce_file_format=True)
+    assert any(f.where == "(0008,0020)" for f in check_file(out, ids, rules))
