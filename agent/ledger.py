@@ -156,7 +156,9 @@ def _row_hash(prev: str, seq: int, ts: float, series_id: int | None, event: str,
 class Ledger:
     """The agent's SQLite ledger. Thread-safe; every method is one short transaction."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, durable: bool = True) -> None:
+        """``durable=False`` (the one-shot command's throw-away ledger in a temporary
+        folder) skips the per-transaction fsync: nothing resumes from that ledger."""
         self.path = path
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -164,7 +166,7 @@ class Ledger:
                                        timeout=30)
             self._db.row_factory = sqlite3.Row
             self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.execute(f"PRAGMA synchronous={'FULL' if durable else 'OFF'}")
             self._db.executescript(_SCHEMA)
         except (sqlite3.Error, OSError) as exc:
             raise FatalError(

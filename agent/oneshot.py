@@ -8,6 +8,7 @@ in a temporary folder; the keys are the installation's, so pseudonyms match the 
 from __future__ import annotations
 
 import dataclasses
+import os
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -15,12 +16,14 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from agent import procpool
 from agent.config import Config
-from agent.dicomfiles import is_complete, read_header
+from agent.dicomfiles import DicomHeader, is_complete, read_header
 from agent.errors import CredentialsError, SeriesProblem, TargetUnavailable
 from agent.keys import installation_secret, keyed_hash, site_secret
 from agent.ledger import STAGED, Ledger
 from agent.pipeline import Outcome, Pipeline, build_stages, outcome_of
+from agent.quickread import QUICK_MAX_BYTES, scan
 from agent.series import FileState
 from agent.sync.folder import FolderTarget
 from agent.vocab import SeriesState
@@ -67,40 +70,76 @@ class Summary:
 def group_series(src: Path, series_key: Callable[[str, str], str]
                  ) -> tuple[dict[str, dict[str, FileState]], int]:
     """Files under ``src`` grouped by series key; and how many were not DICOM images."""
-    groups: dict[str, dict[str, FileState]] = {}
-    ignored = 0
+    survey = survey_export(src, series_key)
+    return survey.groups, survey.ignored
+
+
+@dataclass
+class Survey:
+    """What an export folder holds: its series, files that are not images we process, and
+    the files that are not whole. Paths stay in memory (they may hold names)."""
+
+    groups: dict[str, dict[str, FileState]] = field(default_factory=dict)
+    ignored: int = 0
+    incomplete: set[str] = field(default_factory=set)
+
+
+def _look(path: Path) -> tuple[DicomHeader | None, bool | None]:
+    """A file's header and whether it is whole, from one read where the file allows
+    (:mod:`agent.quickread`), else pydicom's answers (completeness: None, ask later)."""
+    if path.name.upper() == "DICOMDIR":
+        return None, None
+    with open(path, "rb") as fh:
+        found = (scan(fh.read()) if os.fstat(fh.fileno()).st_size <= QUICK_MAX_BYTES
+                 else None)
+    if found is None:
+        return read_header(path), None
+    if not found.is_image_we_process:
+        return None, None
+    return DicomHeader(found.study_uid, found.series_uid, found.instance_uid), found.complete
+
+
+def survey_export(src: Path, series_key: Callable[[str, str], str]) -> Survey:
+    """Every file under ``src`` read once: grouped by series, whole or not."""
+    survey = Survey()
     for path, state in sorted(scan_folder(src).items()):
         try:
-            header = read_header(Path(path))
+            header, complete = _look(Path(path))
+            if header is not None and complete is None:
+                complete = is_complete(Path(path))
         except OSError:
             header = None
         if header is None:
-            ignored += 1
+            survey.ignored += 1
             continue
+        if not complete:
+            survey.incomplete.add(path)
         key = series_key(header.study_uid, header.series_uid)
-        groups.setdefault(key, {})[path] = state
-    return groups, ignored
+        survey.groups.setdefault(key, {})[path] = state
+    return survey
 
 
 def process_folder(cfg: Config, src: Path, out: Path,
                    stages: Sequence[Stage] | None = None) -> Summary:
     started = time.monotonic()
+    if stages is None and cfg.worker_count > 1:
+        procpool.warm_up()  # the workers start while the export folder is read
     install_key = installation_secret(cfg.paths.installation_secret)
     site_key = site_secret(cfg.site.secret_file, cfg.paths.installation_secret)
     with tempfile.TemporaryDirectory(prefix="clinic2cloud-") as tmp:
         paths = dataclasses.replace(cfg.paths, state_dir=Path(tmp))
         run_cfg = dataclasses.replace(cfg, paths=paths)
-        ledger = Ledger(paths.ledger)
+        ledger = Ledger(paths.ledger, durable=False)  # removed with ``tmp`` at the end
         pipeline = Pipeline(run_cfg, ledger, FolderTarget(out),
                             stages if stages is not None else build_stages(run_cfg, site_key),
                             install_key)
-        groups, ignored = group_series(
+        survey = survey_export(
             src, lambda study, series: keyed_hash(install_key, "series", study, series))
-        summary = Summary(ignored_files=ignored)
+        summary = Summary(ignored_files=survey.ignored)
 
         def one(item: tuple[str, dict[str, FileState]]) -> Outcome:
             key, files = item
-            if not all(is_complete(Path(p)) for p in files):
+            if any(p in survey.incomplete for p in files):
                 row = ledger.open_version(key, [(pipeline.path_hash(p), s.size, s.mtime_ns)
                                                 for p, s in files.items()])
                 row = pipeline.quarantine(row.id, SeriesProblem(
@@ -117,10 +156,10 @@ def process_folder(cfg: Config, src: Path, out: Path,
                                code="target")
 
         with ThreadPoolExecutor(cfg.worker_count, thread_name_prefix="series-worker") as pool:
-            summary.series = list(pool.map(one, sorted(groups.items())))
+            summary.series = list(pool.map(one, sorted(survey.groups.items())))
         ledger.close()
     summary.seconds = time.monotonic() - started
     return summary
 
 
-__all__ = ["Summary", "process_folder"]
+__all__ = ["Summary", "Survey", "group_series", "process_folder", "survey_export"]

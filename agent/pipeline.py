@@ -337,8 +337,10 @@ class Pipeline:
             return outcome_of(done)
         manifest = build_manifest(files, ledger_head=self.ledger.head(),
                                   **ready["manifest"], version=row.version)
+        # The outputs are verified and never written again (only removed): linkable.
         delivery = Delivery(series_key=row.key, series_path=ready["series_path"],
-                            version=row.version, files=files, manifest=manifest)
+                            version=row.version, files=files, manifest=manifest,
+                            linkable=True)
         receipt = self.target.deliver(delivery)
         done = self.ledger.set_state(series_id, DELIVERED, content_sha256=digest,
                                      location=receipt.location)

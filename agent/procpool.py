@@ -63,6 +63,27 @@ def shared_pool() -> ProcessPoolExecutor:
         return _pool
 
 
+#: What the pipeline's workers run: importing it is most of a worker's start-up.
+STAGE_MODULES = ("agent.deid.stage", "agent.deid.verify", "agent.pixels.stage")
+
+
+def _import(modules: tuple[str, ...]) -> int:
+    import importlib
+
+    for name in modules:
+        importlib.import_module(name)
+    return os.getpid()
+
+
+def warm_up(modules: tuple[str, ...] = STAGE_MODULES) -> None:
+    """Start the pool's workers now and have them import ``modules``, without waiting:
+    the first series then finds them ready (the one-shot command calls this before it
+    reads the export folder, so the start-up overlaps that work)."""
+    pool = shared_pool()
+    for _ in range(worker_count()):
+        pool.submit(_import, modules)
+
+
 def shutdown() -> None:
     global _pool
     with _lock:

@@ -26,6 +26,9 @@ def _template() -> pydicom.Dataset:
     template.StationName = "BENCHMR01"
     template.AccessionNumber = "ACC123456"
     template.StudyDescription = "BRAIN ROUTINE"
+    # An acquired slice, as a scanner writes it (the public file says DERIVED\SECONDARY,
+    # which makes the pixels stage read every frame whole: see --derived).
+    template.ImageType = ["ORIGINAL", "PRIMARY", "M", "ND"]
     block = template.private_block(0x0019, "SIEMENS MR HEADER", create=True)
     block.add_new(0x0C, "IS", "1000")
     block.add_new(0x10, "LO", "private text")

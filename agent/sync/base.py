@@ -30,6 +30,8 @@ class Delivery:
     ``version`` is 1 for the first delivery of a series and grows when files arrive later;
     targets put versions after the first in ``<series_path>.v<version>``.
     ``manifest`` is the document written last, as the commit marker; it lists ``files``.
+    ``linkable`` says the local files are the agent's own outputs and never change again
+    (they are only removed): a target on the same filesystem may hard-link them.
     """
 
     series_key: str
@@ -37,6 +39,7 @@ class Delivery:
     version: int
     files: tuple[DeliveryFile, ...]
     manifest: Manifest = field(default_factory=lambda: _empty_manifest())
+    linkable: bool = False
 
     @property
     def location(self) -> str:

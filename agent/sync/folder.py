@@ -1,8 +1,14 @@
 """The embedded default target: a local (or mounted) outbox folder.
 
 A series is written into a hidden temporary folder beside its destination - files first,
-``manifest.json`` last, each fsynced - and the folder is renamed into place in one step, so
-a reader never sees a series without its manifest or a manifest without its files.
+then made durable together (:func:`agent.sync.place.make_durable`), then ``manifest.json``,
+fsynced - and the folder is renamed into place in one step, so a reader never sees a series
+without its manifest or a manifest without its files, even after a power cut.
+
+Files are hard-linked from the work area when the outbox shares its filesystem and the
+delivery says they never change again (``Delivery.linkable``), reflinked where the
+filesystem can, and copied otherwise, each copy hashed on the way: every file is checked
+against the manifest's SHA-256 without being read a second time.
 """
 
 from __future__ import annotations
@@ -14,25 +20,28 @@ import uuid
 from pathlib import Path
 
 from agent.errors import ConfigError, TargetUnavailable
-from agent.sync.base import MANIFEST_NAME, Delivery, Receipt
-from agent.sync.manifest import dumps, same_files, verify_folder, with_version
+from agent.sync.base import MANIFEST_NAME, Delivery, DeliveryFile, Receipt
+from agent.sync.manifest import dumps, same_files, sha256_file, verify_folder, with_version
+from agent.sync.place import fsync_dir as _fsync_dir
+from agent.sync.place import make_durable, place, same_file
 
 
-def _fsync_dir(path: Path) -> None:
-    if os.name == "nt":  # directories cannot be opened for fsync on Windows
+def _put(f: DeliveryFile, dst: Path, linkable: bool) -> None:
+    """One file into the delivery folder, checked against its manifest entry: a link must
+    be the very file that was hashed, a copy's bytes hash as the manifest says."""
+    placed = place(f.local, dst, linkable=linkable)
+    if placed.size != f.size:
+        problem = "its size changed"
+    elif placed.how == "link" and same_file(f.local, dst):
         return
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _copy_synced(src: Path, dst: Path) -> None:
-    with open(src, "rb") as fin, open(dst, "wb") as fout:
-        shutil.copyfileobj(fin, fout, 1 << 20)
-        fout.flush()
-        os.fsync(fout.fileno())
+    elif placed.how == "copy" and placed.sha256 == f.sha256:
+        return
+    elif placed.how == "reflink" and sha256_file(dst) == f.sha256:
+        return
+    else:
+        problem = "its content changed"
+    raise TargetUnavailable(f"a file of the series does not match its manifest in the outbox "
+                            f"({f.path}: {problem}); will retry")
 
 
 class FolderTarget:
@@ -72,23 +81,21 @@ class FolderTarget:
             tmp.mkdir()
             sent = 0
             try:
+                placed = []
                 for f in delivery.files:
                     dst = tmp / f.path
                     dst.parent.mkdir(parents=True, exist_ok=True)
-                    _copy_synced(f.local, dst)
+                    _put(f, dst, delivery.linkable)
+                    placed.append(dst)
                     sent += f.size
+                # Every file on stable storage before the manifest exists (one flush).
+                make_durable(tmp, placed)
                 manifest = tmp / MANIFEST_NAME
                 with open(manifest, "wb") as fh:
                     fh.write(dumps(delivery.manifest))
                     fh.flush()
                     os.fsync(fh.fileno())
                 _fsync_dir(tmp)
-                problems = verify_folder(tmp)
-                if problems:
-                    raise TargetUnavailable(
-                        f"the copy in the outbox does not match its manifest ({problems[0]}); "
-                        "will retry"
-                    )
                 os.rename(tmp, final)
                 _fsync_dir(final.parent)
             except BaseException:

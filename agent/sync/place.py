@@ -1,0 +1,162 @@
+"""Putting files in place without copying bytes twice, and making them durable in one step.
+
+Three ways to put a file at its destination, cheapest first:
+
+* **hard link** - no bytes move. Only for files that never change again (the agent's own
+  verified outputs, which the pipeline hands over as ``linkable``): the link *is* the
+  file, so a viewer or anyone else rewriting it in place would change the delivery. The
+  work area's clean-up removes its own name only; the delivered name keeps the data.
+* **reflink** (Linux ``FICLONE``: Btrfs, XFS, bcachefs, OCFS2) - the destination shares
+  the source's blocks copy-on-write: a later write to either side copies the block first,
+  so it is as safe as a copy, including for files of the export folder.
+* **copy** - with the SHA-256 computed on the way (no second read to hash or to check).
+
+Durability is batched: files are written first, then made durable together (Linux
+``syncfs`` on the destination's filesystem: one flush for the whole series; elsewhere
+one ``fsync`` per file, after all are written, so the kernel writes them back together).
+Callers write their commit marker (a manifest) only after :func:`make_durable` returned.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import logging
+import os
+import sys
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+_CHUNK = 1 << 20
+#: ``_IOW(0x94, 9, int)``: the Linux ioctl that clones a whole file (reflink).
+FICLONE = 0x40049409
+#: What ``link``/``FICLONE`` answer when the filesystem or the pair cannot do it.
+_CANNOT = frozenset({errno.EXDEV, errno.EPERM, errno.EOPNOTSUPP, errno.ENOTTY, errno.EINVAL,
+                     errno.ENOSYS, errno.EMLINK, errno.EACCES, errno.EBADF,
+                     getattr(errno, "ENOTSUP", errno.EOPNOTSUPP)})
+
+
+@dataclass(frozen=True)
+class Placed:
+    """How one file got to its destination, and what was written there."""
+
+    how: str  # "link", "reflink" or "copy"
+    size: int
+    #: SHA-256 of the bytes copied ("" for a link or reflink: no bytes passed through us).
+    sha256: str = ""
+
+
+def copy_hashed(src: Path, dst: Path, mode: int = 0o666) -> Placed:
+    """Copy ``src`` to a new file ``dst``, hashing what is copied (one read)."""
+    h = hashlib.sha256()
+    size = 0
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+    with open(src, "rb") as fin, os.fdopen(os.open(dst, flags, mode), "wb") as fout:
+        while chunk := fin.read(_CHUNK):
+            h.update(chunk)
+            fout.write(chunk)
+            size += len(chunk)
+    return Placed("copy", size, h.hexdigest())
+
+
+def reflink(src: Path, dst: Path, mode: int = 0o666) -> bool:
+    """Clone ``src`` to a new ``dst`` sharing its blocks copy-on-write; False (and no
+    ``dst`` left) when the platform or filesystem cannot."""
+    if not sys.platform.startswith("linux"):
+        return False
+    import fcntl
+
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL
+    with open(src, "rb") as fin:
+        fd = os.open(dst, flags, mode)
+        try:
+            fcntl.ioctl(fd, FICLONE, fin.fileno())
+        except OSError as exc:
+            os.close(fd)
+            os.unlink(dst)
+            if exc.errno in _CANNOT:
+                return False
+            raise
+        os.close(fd)
+    return True
+
+
+def place(src: Path, dst: Path, *, linkable: bool, mode: int = 0o666) -> Placed:
+    """Put a copy of ``src`` at ``dst`` (which must not exist): a hard link when
+    ``linkable`` (``src`` never changes again), else a reflink, else a hashed copy."""
+    if linkable:
+        try:
+            os.link(src, dst)
+        except OSError as exc:
+            if exc.errno not in _CANNOT:
+                raise
+        else:
+            return Placed("link", os.stat(dst).st_size)
+    if reflink(src, dst, mode):
+        return Placed("reflink", os.stat(dst).st_size)
+    return copy_hashed(src, dst, mode)
+
+
+def same_file(a: Path, b: Path) -> bool:
+    """Whether two names are one file (a hard link): same device and inode."""
+    sa, sb = os.stat(a), os.stat(b)
+    return (sa.st_dev, sa.st_ino) == (sb.st_dev, sb.st_ino)
+
+
+def _syncfs(folder: Path) -> bool:
+    """Flush the whole filesystem holding ``folder`` (Linux ``syncfs``); False elsewhere."""
+    if not sys.platform.startswith("linux"):
+        return False
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        fn = libc.syncfs
+    except (OSError, AttributeError):
+        return False
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        if fn(fd) != 0:
+            err = ctypes.get_errno()
+            raise OSError(err, os.strerror(err), str(folder))
+    finally:
+        os.close(fd)
+    return True
+
+
+def fsync_dir(path: Path) -> None:
+    if os.name == "nt":  # directories cannot be opened for fsync on Windows
+        return
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def make_durable(folder: Path, files: Iterable[Path]) -> None:
+    """Every file in ``files`` (all below ``folder``) and their folders on stable storage.
+
+    One ``syncfs`` of ``folder``'s filesystem where Linux offers it; else one ``fsync``
+    per file, after all were written. Raises OSError.
+    """
+    if _syncfs(folder):
+        return
+    dirs = {folder}
+    for path in files:
+        flags = os.O_RDONLY | getattr(os, "O_BINARY", 0)
+        fd = os.open(path, flags)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        dirs.add(path.parent)
+    for d in dirs:
+        fsync_dir(d)
+
+
+__all__ = ["Placed", "copy_hashed", "fsync_dir", "make_durable", "place", "reflink",
+           "same_file"]
