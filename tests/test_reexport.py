@@ -160,7 +160,9 @@ def test_same_folder_other_folder_one_changed_gives_nothing_nothing_one_version(
     assert len(changes["changed"]) == 1 and changes["unchanged"] == 3
     assert changes["changed"][0] in {f["path"] for f in v2["files"]}
     assert changes["conflicting_copies"] == 1  # the second folder still holds the old copy
-    assert sorted(r.state for r in ledger.recent(10)) == ["delivered", "delivered"]
+    # The manifest is renamed into place before the ledger records the delivery.
+    assert wait_until(lambda: sorted(r.state for r in ledger.recent(10))
+                      == ["delivered", "delivered"])
     assert agent.status().quarantined == 0
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from agent.errors import TargetUnavailable
-from agent.sync import folder, place
+from agent.sync import place
 from agent.sync.base import Delivery
 from agent.sync.folder import FolderTarget
 from agent.sync.manifest import build_manifest, describe_files, verify_folder
@@ -59,7 +59,7 @@ def test_no_link_and_no_reflink_falls_back_to_a_hashed_copy(
     def cross_device(_src: object, _dst: object) -> None:
         raise OSError(errno.EXDEV, "Invalid cross-device link")
 
-    monkeypatch.setattr(place.os, "link", cross_device)
+    monkeypatch.setattr(os, "link", cross_device)
     src, dst = tmp_path / "a", tmp_path / "b"
     src.write_bytes(b"x" * 100_000)
     placed = place.place(src, dst, linkable=True)
@@ -104,7 +104,7 @@ def test_crash_between_files_and_manifest_leaves_no_manifest(
     def power_cut(folder_: Path, files: object) -> None:
         raise OSError(errno.EIO, "I/O error")
 
-    monkeypatch.setattr(folder, "make_durable", power_cut)
+    monkeypatch.setattr("agent.sync.folder.make_durable", power_cut)
     with pytest.raises(TargetUnavailable):
         FolderTarget(outbox).deliver(delivery)
     assert not list(outbox.rglob("manifest.json")), "a manifest before its files are durable"
@@ -118,13 +118,13 @@ def test_files_are_durable_before_the_manifest_is_written(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     delivery = _delivery(tmp_path / "work")
     order: list[str] = []
-    real = folder.make_durable
+    real = place.make_durable
 
     def recording(where: Path, files: list[Path]) -> None:
         order.append(f"durable:{len(files)}:{(where / 'manifest.json').exists()}")
         real(where, files)
 
-    monkeypatch.setattr(folder, "make_durable", recording)
+    monkeypatch.setattr("agent.sync.folder.make_durable", recording)
     FolderTarget(tmp_path / "outbox").deliver(delivery)
     assert order == ["durable:3:False"]
 
@@ -134,7 +134,12 @@ def test_make_durable_without_syncfs_fsyncs_every_file(
     synced: list[int] = []
     real_fsync = os.fsync
     monkeypatch.setattr(place, "_syncfs", lambda _folder: False)
-    monkeypatch.setattr(place.os, "fsync", lambda fd: (synced.append(fd), real_fsync(fd)))
+
+    def fsync(fd: int) -> None:
+        synced.append(fd)
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
     files = []
     for i in range(4):
         p = tmp_path / f"{i}.bin"
