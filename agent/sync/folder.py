@@ -22,8 +22,10 @@ from pathlib import Path
 from agent.errors import ConfigError, TargetUnavailable
 from agent.sync.base import MANIFEST_NAME, Delivery, DeliveryFile, Receipt
 from agent.sync.manifest import dumps, same_files, sha256_file, verify_folder, with_version
-from agent.sync.place import fsync_dir as _fsync_dir
-from agent.sync.place import make_durable, place, same_file
+from agent.sync.place import fsync_dir, make_durable, place, same_file
+
+#: The name other modules (the DICOM node's intake) import.
+_fsync_dir = fsync_dir
 
 
 def _put(f: DeliveryFile, dst: Path, linkable: bool) -> None:
