@@ -124,8 +124,17 @@ def cmd_process(args: argparse.Namespace) -> int:
 
 def cmd_deface(args: argparse.Namespace) -> int:
     from agent.deface import deface_path
-
     cfg = _load(args)
+    if Path(args.input).is_dir():
+        # A DICOM series keeps every header element: defacing alone would write the
+        # patient's name, IDs and dates out again next to a new face.
+        if not args.keep_identity:
+            _error("deface writes DICOM headers unchanged (names, IDs, dates): use "
+                   "'clinic2cloud process IN --out DIR' to de-identify and deface, or add "
+                   "--keep-identity for a defaced copy that still identifies the patient")
+            return 2
+        _error("warning: --keep-identity: the defaced DICOM still carries the patient's "
+               "identity in its headers; do not share it")
     report = deface_path(Path(args.input), Path(args.output),
                          render=Path(args.render) if args.render else None, cfg=cfg.deface)
     _print(json.dumps(_jsonable(report), indent=2))
@@ -328,6 +337,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("input")
     p.add_argument("output")
     p.add_argument("--render", help="write a before/after face render (PNG)")
+    p.add_argument("--keep-identity", action="store_true",
+                   help="DICOM input: write the defaced series with its headers unchanged "
+                        "(still identifying; for local use only)")
     p.set_defaults(func=cmd_deface)
     p = add("status", "what the running agent is doing (else what its ledger says)")
     p.add_argument("--limit", type=int, default=20, help="recent series shown (20)")

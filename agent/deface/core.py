@@ -10,6 +10,7 @@ brain protection region in particular - keeps its original bits.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import time
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -17,7 +18,7 @@ from functools import lru_cache
 import numpy as np
 import SimpleITK as sitk
 
-from agent.deface import synth
+from agent.deface import blend, ct, qc, synth
 from agent.deface.register import (
     Registration,
     check_modality,
@@ -25,12 +26,10 @@ from agent.deface.register import (
     to_work_grid,
 )
 from agent.deface.render import skin_threshold
-from agent.deface.template import BRAIN, FACE, PROTECT, REPLACE, Template
+from agent.deface.template import BRAIN, FACE, PROTECT, WRAP, Template
 from agent.errors import DefaceFailed
 from agent.vocab import ProblemCode
 
-#: Width (mm) of the feathered edge inside the replacement region.
-FEATHER_MM = 10.0
 #: Registration QC bounds.
 MIN_DICE = 0.80
 SCALE_RANGE = (0.72, 1.4)
@@ -57,6 +56,8 @@ class DefaceReport:
     seconds: float = 0.0
     shape: tuple[int, int, int] = (0, 0, 0)
     notes: list[str] = field(default_factory=list)
+    #: The QC gate's measurements.
+    qc: qc.QCReport = field(default_factory=qc.QCReport)
 
     def as_dict(self) -> dict[str, object]:
         """Plain numbers for JSON output (the CLI's ``--json``, the ledger)."""
@@ -85,22 +86,23 @@ class TemplateDoesNotFit(DefaceFailed):
 
 @lru_cache(maxsize=4)
 def _template_maps(template: Template) -> tuple[sitk.Image, sitk.Image]:
-    """(blend weight, protection mask) on the template grid, both float32."""
+    """(replacement weight 0..1, protection mask 0/1) on the template grid, float32.
+
+    The weight is the template's smooth field (it already falls to 0 towards the protection
+    region); the wrap-around air behind the head is added with a short feather.
+    """
     lab = template.label_array()
-    replace = ((lab & REPLACE) > 0) & ((lab & PROTECT) == 0)
-    rep = sitk.GetImageFromArray(replace.astype(np.uint8))
-    rep.CopyInformation(template.labels)
-    dist = sitk.GetArrayFromImage(sitk.SignedMaurerDistanceMap(
-        rep, insideIsPositive=True, squaredDistance=False, useImageSpacing=True))
-    # Weight 0 at the region's edge rising to 1 at FEATHER_MM inside: the blend happens
-    # entirely inside the region, so voxels outside keep their bits.
-    spacing = float(min(template.labels.GetSpacing()))
-    ramp = np.clip((dist - spacing / 2.0) / FEATHER_MM, 0.0, 1.0)
-    # Smoothstep: the weight leaves 0 (and reaches 1) with zero slope, so the blend adds
-    # no gradient of its own at the region's boundary.
-    weight = ramp * ramp * (3.0 - 2.0 * ramp)
-    weight = np.where(replace, weight, 0.0).astype(np.float32)
-    w = sitk.GetImageFromArray(weight)
+    weight = sitk.GetArrayFromImage(template.weight).astype(np.float32)
+    wrap = ((lab & WRAP) > 0) & ((lab & PROTECT) == 0)
+    if wrap.any():
+        img = sitk.GetImageFromArray(wrap.astype(np.uint8))
+        img.CopyInformation(template.labels)
+        dist = sitk.GetArrayFromImage(sitk.SignedMaurerDistanceMap(
+            img, insideIsPositive=True, squaredDistance=False, useImageSpacing=True))
+        ramp = np.clip(dist / 6.0, 0.0, 1.0)
+        weight = np.maximum(weight, np.where(wrap, ramp * ramp * (3 - 2 * ramp), 0.0))
+    weight[(lab & PROTECT) > 0] = 0.0
+    w = sitk.GetImageFromArray(weight.astype(np.float32))
     w.CopyInformation(template.labels)
     p = sitk.GetImageFromArray(((lab & PROTECT) > 0).astype(np.float32))
     p.CopyInformation(template.labels)
@@ -173,11 +175,8 @@ def deface_image(image: sitk.Image, template: Template, *, seed: int = 0,
     numpy errors become DefaceFailed too (never a face delivered on an internal error).
     """
     modality = check_modality(modality)
-    if modality == "CT":
-        raise DefaceFailed("defacing head CT is not supported yet; the series is held back",
-                           code="deface-ct")
     try:
-        return _deface_image(image, template, seed, registration)
+        return _deface_image(image, template, seed, registration, modality)
     except (RuntimeError, ValueError, MemoryError) as exc:
         raise DefaceFailed(
             f"defacing failed inside the image processing ({type(exc).__name__}: "
@@ -185,15 +184,99 @@ def deface_image(image: sitk.Image, template: Template, *, seed: int = 0,
             "the series is held back", code="deface-error") from None
 
 
+def content_seed(image: sitk.Image, seed: int) -> int:
+    """A noise seed from the volume's bytes and geometry, plus ``seed``: the same input
+    always gets the same new face, to the bit (a re-export is not a new delivery)."""
+    h = hashlib.blake2b(digest_size=8)
+    h.update(np.ascontiguousarray(sitk.GetArrayViewFromImage(image)).tobytes())
+    h.update(repr((image.GetSize(), image.GetSpacing(), image.GetOrigin(),
+                   image.GetDirection())).encode())
+    h.update(int(seed).to_bytes(8, "little", signed=True))
+    return int.from_bytes(h.digest(), "little")
+
+
 def _deface_image(image: sitk.Image, template: Template, seed: int,
-                  given: Registration | None) -> DefaceResult:
+                  given: Registration | None, modality: str = "MR") -> DefaceResult:
     t0 = time.perf_counter()
     image = sitk.Cast(image, sitk.sitkFloat32)
     report = DefaceReport(shape=tuple(int(v) for v in image.GetSize()[::-1]))  # type: ignore[arg-type]
     if given is None:
-        reg = register_template(image, template.head)
-    else:  # same geometry as the volume it was fitted on: reuse it, with this volume's data
+        reg = register_template(image, template.head, modality=modality,
+                                surface=template.surface)
+    else:  # the fit of another series of the study: reuse it, with this volume's data
         reg = dataclasses.replace(given, work=to_work_grid(image), seconds=0.0)
+    _check_fit(reg, report)
+    report.face_in_fov = face_in_fov(image, template, reg)
+    if report.face_in_fov < MIN_FACE_IN_FOV:
+        raise DefaceFailed(
+            f"only {100 * report.face_in_fov:.0f}% of the face lies inside the field of view; "
+            "the face cannot be replaced reliably", code="deface-fov")
+
+    box, ref, weight, protect = _region(image, template, reg)
+    # The new face is placed by the head's global linear fit (rotation, translation and the
+    # head's overall proportions, learnt on the whole head's skin): a warp of the lowest
+    # order, carrying no facial detail. The similarity part alone (one scale) misplaces the
+    # face by several millimetres on heads whose proportions differ from the template's.
+    sim = reg.face_transform
+    scale = float(np.cbrt(abs(np.linalg.det(np.array(sim.GetMatrix()).reshape(3, 3)))))
+    sub_img = sitk.RegionOfInterest(image, ref.GetSize(),
+                                    [box[2].start, box[1].start, box[0].start])
+    subject = sitk.GetArrayFromImage(sub_img)
+    ct_mode = modality == "CT"
+    if ct_mode:
+        # Outside the reconstruction circle nothing is written.
+        weight[ct.padding_mask(subject, None)] = 0.0
+    imap = _calibrate(template, reg, sub_img, subject, protect, modality)
+    tvals = sitk.GetArrayFromImage(sitk.Resample(
+        template.head, ref, sim, sitk.sitkLinear, 0.0, sitk.sitkFloat32))
+    region = weight > 0
+    if ct_mode:
+        d_raw = sitk.GetArrayFromImage(sitk.Resample(
+            template.surface, ref, sim, sitk.sitkLinear, 31.75, sitk.sitkFloat32)) / scale
+        t_mean = ct.template_to_hu(tvals, d_raw, *_template_levels(template),
+                                   air_hu=float(imap.subject_levels[0]))
+        level = ct.skin_level(sitk.GetArrayViewFromImage(reg.work))
+    else:
+        t_mean, _ = imap.apply(tvals)
+        level = skin_threshold(reg.work)
+    del tvals
+    values, tissue = _blend(image, template, sim, scale, box, ref, subject, t_mean,
+                            weight, protect, imap, content_seed(image, seed), level, ct_mode)
+    report.voxels_in_region = int(region.sum())
+    levels = (level - 200.0, level, level + 300.0) if ct_mode else None
+    report.qc = run_qc(image, box, values, weight, level, levels)
+    qc.enforce(report.qc)
+    report.seconds = time.perf_counter() - t0
+    return DefaceResult(box=box, values=values, weight=weight, protect=protect,
+                        tissue=tissue, registration=reg, report=report)
+
+
+@lru_cache(maxsize=4)
+def _template_levels(template: Template) -> tuple[float, float, float]:
+    """(skin threshold, median tissue, bright tissue) of the template's MR intensities."""
+    head = sitk.GetArrayViewFromImage(template.head)
+    inside = sitk.GetArrayViewFromImage(template.surface) < -1.0
+    vals = head[inside]
+    return (synth.SKIN_FRACTION * synth.otsu(head[head > 0]), float(np.median(vals)),
+            float(np.percentile(vals, 95)))
+
+
+def run_qc(image: sitk.Image, box: tuple[slice, slice, slice], values: np.ndarray,
+           weight: np.ndarray, level: float, levels: tuple[float, ...] | None = None
+           ) -> qc.QCReport:
+    """The QC gate's measurements of this result (see :mod:`agent.deface.qc`)."""
+    after_arr = sitk.GetArrayFromImage(image)
+    after_arr[box] = np.where(weight > 0, values, after_arr[box])
+    after = sitk.GetImageFromArray(after_arr)
+    after.CopyInformation(image)
+    w_full = np.zeros(after_arr.shape, np.float32)
+    w_full[box] = weight
+    w_img = sitk.GetImageFromArray(w_full)
+    w_img.CopyInformation(image)
+    return qc.check(image, after, w_img, level, levels=levels)
+
+
+def _check_fit(reg: Registration, report: DefaceReport) -> None:
     report.dice, report.scales, report.rotation_deg = reg.dice, reg.scales, reg.rotation_deg
     report.seconds_register = reg.seconds
     if reg.dice < MIN_DICE:
@@ -206,15 +289,18 @@ def _deface_image(image: sitk.Image, template: Template, seed: int,
     if reg.rotation_deg > MAX_ROTATION_DEG:
         raise TemplateDoesNotFit(
             f"the head template fits only rotated by {reg.rotation_deg:.0f} degrees")
-    report.face_in_fov = face_in_fov(image, template, reg)
-    if report.face_in_fov < MIN_FACE_IN_FOV:
-        raise DefaceFailed(
-            f"only {100 * report.face_in_fov:.0f}% of the face lies inside the field of view; "
-            "the face cannot be replaced reliably", code="deface-fov")
 
+
+def _region(image: sitk.Image, template: Template, reg: Registration
+            ) -> tuple[tuple[slice, slice, slice], sitk.Image, np.ndarray, np.ndarray]:
+    """(box, its empty reference image, weight, protection) in the subject's grid.
+
+    Regions and protection follow the full affine fit of the head.
+    """
     w_t, p_t = _template_maps(template)
     weight_full = sitk.GetArrayFromImage(
-        sitk.Resample(w_t, image, reg.transform, sitk.sitkLinear, 0.0, sitk.sitkFloat32))
+        sitk.Resample(w_t, _with_geometry(image), reg.transform, sitk.sitkLinear, 0.0,
+                      sitk.sitkFloat32))
     if not (weight_full > 0).any():
         raise DefaceFailed("the replacement region does not overlap the image",
                            code="deface-fov")
@@ -226,32 +312,87 @@ def _deface_image(image: sitk.Image, template: Template, seed: int,
     protect = sitk.GetArrayFromImage(
         sitk.Resample(p_t, ref, reg.transform, sitk.sitkLinear, 0.0, sitk.sitkFloat32)) > 0
     weight[protect] = 0.0
-    # The new face is placed with a similarity transform (rotation, translation, one
-    # scale): an anisotropic fit would stretch the average face into the patient's
-    # proportions. Regions and protection follow the full affine fit of the head.
-    tvals = sitk.GetArrayFromImage(sitk.Resample(
-        template.head, ref, similarity_part(reg.transform), sitk.sitkLinear, 0.0,
-        sitk.sitkFloat32))
-    sub_img = sitk.RegionOfInterest(image, ref.GetSize(),
-                                    [box[2].start, box[1].start, box[0].start])
-    subject = sitk.GetArrayFromImage(sub_img)
-    imap = _calibrate(template, reg, sub_img, subject, protect)
-    region = weight > 0
-    mean, sd = imap.apply(tvals[region])
-    new = mean + sd * synth.noise_field(mean.shape, seed)
-    values = subject.copy()
-    values[region] += weight[region] * (new - subject[region])
+    return box, ref, weight, protect
 
-    report.voxels_in_region = int(region.sum())
-    level = skin_threshold(reg.work)
+
+def _with_geometry(image: sitk.Image) -> sitk.Image:
+    ref = sitk.Image(image.GetSize(), sitk.sitkUInt8)
+    ref.CopyInformation(image)
+    return ref
+
+
+def _blend(image: sitk.Image, template: Template,
+           sim: sitk.AffineTransform, scale: float, box: tuple[slice, slice, slice],
+           ref: sitk.Image, subject: np.ndarray, t_mean: np.ndarray, weight: np.ndarray,
+           protect: np.ndarray, imap: synth.IntensityMap, seed: int, level: float,
+           ct_mode: bool) -> tuple[np.ndarray, np.ndarray]:
+    """New values in the box (see :mod:`agent.deface.blend`) and the tissue mask."""
+    sx, sy, sz = (float(v) for v in image.GetSpacing())
+    spacing = (sx, sy, sz)
+    sp_zyx = np.array(spacing[::-1], np.float32)
+    # Distances: the patient's skin at full resolution; the template's from its smoothed
+    # distance map, placed like its intensities (template mm -> subject mm).
+    d_s = blend.signed_distance(blend.head_surface_mask(subject, level, spacing), spacing)
+    d_t = sitk.GetArrayFromImage(sitk.Resample(
+        template.surface, ref, sim, sitk.sitkLinear, 31.75, sitk.sitkFloat32)) / scale
+    # Where the template's values have their skin (d_raw = 0), and where the new skin goes.
+    d_raw = d_t
+    d_t = d_t + blend.rim_offset(d_s, d_t, weight, protect, spacing)
+    edge = blend.edge_distance(
+        tuple(int(v) for v in image.GetSize()[::-1]), box, sp_zyx)  # type: ignore[arg-type]
+    if ct_mode:  # the reconstruction circle is an edge of the field of view too
+        pad = ct.padding_mask(subject, None)
+        if pad.any():
+            edge = np.minimum(edge, np.maximum(-blend.signed_distance(~pad, spacing), 0.0))
+    # The footprint on the edge: the patient's, smoothed (no detail of a cut ear), but
+    # never more than 1.5 mm beyond the patient's own.
+    d_edge = np.maximum(blend.smoothed(d_s, spacing, blend.EDGE_SMOOTH_MM), d_s - 1.5)
+    edge_mm = max(blend.EDGE_MM, 1.5 * max(spacing))
+    d_t = blend.keep_off_the_edge(d_t, d_edge, edge, edge_mm)
+    region = weight > 0
+    w = weight
+    d_b = ((1.0 - w) * d_s + w * d_t).astype(np.float32)
+    # What is kept (the protection region) stays covered: where the template's skin would
+    # run deeper than the protection region (sunken eyes of an average face over a
+    # patient's dark, kept eyeballs), new tissue covers it instead of a hole.
+    d_p = blend.signed_distance(protect, spacing)
+    d_b = np.minimum(d_b, d_p - blend.COVER_MM).astype(np.float32)
+    d_b = blend.keep_off_the_edge(d_b, d_edge, edge, edge_mm)  # the cover obeys it too
+    s_moved = blend.move_onto(subject, d_s, d_b, region, sp_zyx)
+    t_moved = blend.move_onto(t_mean, d_raw, d_b, region, sp_zyx)
+    keep = (~region | (w < 0.2)) & ~protect
+    if keep.sum() < 2000:
+        keep = ~protect
+    centres, prof = blend.skin_profile(subject, d_s, keep)
+    if ct_mode:
+        prof = ct.cap_profile(prof, float(imap.subject_levels[0]))
+    db = d_b[region]
+    m = blend.smoothstep((np.abs(db) - blend.PROFILE_MM) / blend.PROFILE_MM)
+    t_side = (1.0 - m) * np.interp(db, centres, prof).astype(np.float32) + m * t_moved
+    wr = w[region]
+    mixed = (1.0 - wr) * s_moved + wr * t_side
+    # Noise: the template side is noise-free; add the patient's noise so that the sum has
+    # the patient's noise level whatever the weights.
+    if ct_mode:
+        sd = np.where(db > 0, float(imap.noise_levels[0]), float(imap.noise_levels[-1]))
+    else:
+        _, sd = imap.apply(t_side)
+        sd = np.where(db > 0, float(imap.noise_levels[0]), sd)
+    sd = sd.astype(np.float32)
+    gain = np.sqrt(np.clip(1.0 - (1.0 - wr) ** 2, 0.0, 1.0))
+    mixed = mixed + gain * sd * synth.noise_field(mixed.shape, seed)
+    arr = sitk.GetArrayViewFromImage(image)
+    lo, hi = float(arr.min()), float(arr.max())
+    values = subject.copy()
+    values[region] = np.clip(mixed, lo, hi)
+
     tissue = (subject > level) | (values > level)
-    report.seconds = time.perf_counter() - t0
-    return DefaceResult(box=box, values=values.astype(np.float32), weight=weight,
-                        protect=protect, tissue=tissue, registration=reg, report=report)
+    return values.astype(np.float32), tissue
 
 
 def _calibrate(template: Template, reg: Registration, sub_img: sitk.Image,
-               subject: np.ndarray, protect: np.ndarray) -> synth.IntensityMap:
+               subject: np.ndarray, protect: np.ndarray, modality: str = "MR"
+               ) -> synth.IntensityMap:
     """Learn template -> subject intensities and the subject's noise level.
 
     Intensities: quantiles over the whole head outside the brain on the low-resolution work
@@ -273,6 +414,8 @@ def _calibrate(template: Template, reg: Registration, sub_img: sitk.Image,
                            code="deface-fit") from None
     t_thr = synth.SKIN_FRACTION * synth.otsu(t_work[sel])
     s_thr = synth.SKIN_FRACTION * synth.otsu(s_work[sel])
+    if modality == "CT":
+        s_thr = ct.skin_level(s_work)
     # A central block of at most ~64^3 voxels is plenty for two noise levels.
     size = np.array(sub_img.GetSize())
     block = np.minimum(size, 64)
@@ -285,6 +428,11 @@ def _calibrate(template: Template, reg: Registration, sub_img: sitk.Image,
     sub, keep = subject[sl], ~protect[sl]
     noise_air = synth.flat_noise(residual, grad, keep & (sub < s_thr))
     noise_tissue = synth.flat_noise(residual, grad, keep & (sub >= s_thr))
+    if modality == "CT":
+        # CT: air and tissue noise differ; the table's first and last entries carry them.
+        air = float(np.median(s_work[s_work < s_thr])) if (s_work < s_thr).any() else -1000.0
+        return synth.IntensityMap(np.array([0.0, 1.0]), np.array([air, 40.0]),
+                                  np.array([noise_air, noise_tissue]))
     # MR noise is the same in air and tissue (Rayleigh in air: its spread is about 0.65 of
     # the Gaussian sigma). The air gives the cleaner estimate; fine anatomy inflates the
     # tissue one. A masked (noise-free) background leaves only the tissue estimate, halved.

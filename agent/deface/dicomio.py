@@ -191,10 +191,21 @@ def build_volume(items: list[tuple[Path, Dataset]]) -> SeriesVolume:
     step = float(np.median(steps))
     if np.abs(steps - step).max() > _SPACING_TOL * step + 1e-3:
         raise _fail("the slices are not evenly spaced (missing slices or mixed stacks)")
-    # Gantry tilt / sheared stacks: successive positions must move along the normal.
+    # Gantry tilt: successive positions move along a slanted axis, not the normal. The
+    # volume keeps that native geometry as a sheared (non-orthogonal) direction matrix, so
+    # every voxel is defaced where it is and written back bit for bit elsewhere.
+    slice_axis, slice_step = normal, step
     lateral = (pos[-1] - pos[0]) - normal * (depth[-1] - depth[0])
     if np.linalg.norm(lateral) > 0.01 * abs(depth[-1] - depth[0]) + 0.05:
-        raise _fail("the slices are sheared (gantry tilt); tilted series cannot be defaced")
+        travel = pos[-1] - pos[0]
+        slice_axis = travel / np.linalg.norm(travel)
+        slice_step = float(np.linalg.norm(travel)) / (len(pos) - 1)
+        if float(slice_axis @ normal) < 0.5:  # more than 60 degrees: not a tilted stack
+            raise _fail("the slices are sheared beyond any gantry tilt; they cannot be "
+                        "defaced as one volume")
+        expected = pos[0] + np.outer(np.arange(len(pos)), slice_axis * slice_step)
+        if np.abs(pos - expected).max() > _SPACING_TOL * slice_step + 0.05:
+            raise _fail("the slices of the tilted series are not evenly placed")
 
     stored_slices, slopes, intercepts = [], [], []
     for _, ds in items:
@@ -213,9 +224,10 @@ def build_volume(items: list[tuple[Path, Dataset]]) -> SeriesVolume:
     real = stored.astype(np.float32) * sl[:, None, None].astype(np.float32) \
         + ic[:, None, None].astype(np.float32)
     image = sitk.GetImageFromArray(real)
-    image.SetSpacing((spacing_rc[1], spacing_rc[0], step))
+    image.SetSpacing((spacing_rc[1], spacing_rc[0], slice_step))
     image.SetOrigin(tuple(float(v) for v in pos[0]))
-    image.SetDirection(tuple(float(v) for v in np.column_stack([row, col, normal]).ravel()))
+    image.SetDirection(tuple(float(v) for v in
+                             np.column_stack([row, col, slice_axis]).ravel()))
     return SeriesVolume(
         files=[p for p, _ in items], datasets=[d for _, d in items], image=image,
         stored=stored, slopes=sl, intercepts=ic,
@@ -290,13 +302,15 @@ def write_series(volume: SeriesVolume, stored: np.ndarray, out_dir: Path,
 
 
 def deface_volume(volume: SeriesVolume, *, seed: int = 0,
-                  registration: Registration | None = None) -> tuple[DefaceResult, np.ndarray]:
+                  registration: Registration | None = None, modality: str = "MR"
+                  ) -> tuple[DefaceResult, np.ndarray]:
     """Deface a series volume; returns the result and the checked new stored values.
 
     ``registration``: the fit found on another volume of the same series (same geometry),
     reused so every volume of a time series gets the same face.
     """
-    result = deface_image(volume.image, load_template(), seed=seed, registration=registration)
+    result = deface_image(volume.image, load_template(), seed=seed, registration=registration,
+                          modality=modality)
     stored = quantise(volume, result)
     check_output(volume.stored, stored, result)
     return result, stored
@@ -317,11 +331,13 @@ def deface_dicom_files(files: list[Path], out_dir: Path, *, render: Path | None 
 
     t0 = time.perf_counter()
     volumes, source = load_volumes(read_datasets(files))
-    results = deface_volumes(volumes)
+    modality = series_modality(volumes[0])
+    results = deface_volumes(volumes, modality=modality)
     names = {p: str(p.relative_to(base)) if base else p.name for p in files}
     write_volumes(volumes, results, out_dir, names, source)
     if render is not None:
-        render_before_after(volumes[0].image, stored_to_image(volumes[0], results[0][1]), render)
+        render_before_after(volumes[0].image, stored_to_image(volumes[0], results[0][1]), render,
+                            modality=modality)
     report = results[0][0].report
     report.seconds = time.perf_counter() - t0
     if len(volumes) > 1:
@@ -329,17 +345,23 @@ def deface_dicom_files(files: list[Path], out_dir: Path, *, render: Path | None 
     return report
 
 
-def deface_volumes(volumes: list[SeriesVolume], *, seed: int = 0
+def series_modality(volume: SeriesVolume) -> str:
+    """"CT" for a CT series, else "MR" (the defacer's two intensity models)."""
+    return "CT" if str(getattr(volume.datasets[0], "Modality", "")).upper() == "CT" else "MR"
+
+
+def deface_volumes(volumes: list[SeriesVolume], *, seed: int = 0, modality: str = "MR"
                    ) -> list[tuple[DefaceResult, np.ndarray]]:
     """Deface every volume of a series: the template is fitted on the first volume and the
     fit reused for the others (they share the geometry), so all get the same new face."""
     geometry = _geometry(volumes[0])
     if any(_geometry(v) != geometry for v in volumes[1:]):
         raise _fail("the volumes of the series do not share one geometry")
-    first = deface_volume(volumes[0], seed=seed)
+    first = deface_volume(volumes[0], seed=seed, modality=modality)
     out = [first]
     for i, volume in enumerate(volumes[1:], start=1):
-        out.append(deface_volume(volume, seed=seed + i, registration=first[0].registration))
+        out.append(deface_volume(volume, seed=seed + i, registration=first[0].registration,
+                                 modality=modality))
     return out
 
 

@@ -32,6 +32,15 @@ class Registration:
     #: The subject on the isotropic work grid (for intensity calibration).
     work: sitk.Image
     seconds: float = 0.0
+    #: The fit refined so that the skins meet (places the new face); ``None``: ``transform``.
+    #: ``transform`` itself stays the intensity fit, which the brain drives: protection
+    #: and regions follow it.
+    surface_transform: sitk.AffineTransform | None = None
+
+    @property
+    def face_transform(self) -> sitk.AffineTransform:
+        return self.surface_transform if self.surface_transform is not None \
+            else self.transform
 
 
 def to_work_grid(image: sitk.Image, spacing: float = WORK_SPACING) -> sitk.Image:
@@ -66,6 +75,21 @@ def head_mask(image: sitk.Image) -> sitk.Image:
     hi = float(np.percentile(arr, 99.5))
     clipped = sitk.Clamp(image, sitk.sitkFloat32, float(arr.min()), hi)
     mask = sitk.OtsuThreshold(clipped, 0, 1, 128)
+    cc = sitk.RelabelComponent(sitk.ConnectedComponent(mask), sortByObjectSize=True)
+    largest = sitk.Cast(cc == 1, sitk.sitkUInt8)
+    closed = sitk.BinaryMorphologicalClosing(largest, [2, 2, 2])
+    return sitk.Cast(sitk.BinaryFillhole(closed), sitk.sitkUInt8)
+
+
+def skin_mask(image: sitk.Image, fraction: float = 0.6) -> sitk.Image:
+    """The head up to its skin: above ``fraction`` of Otsu's threshold (the skin is darker
+    than what Otsu separates in MR), largest component, closed, cavities filled."""
+    arr = sitk.GetArrayViewFromImage(image)
+    hi = float(np.percentile(arr, 99.5))
+    f = sitk.OtsuThresholdImageFilter()
+    f.SetNumberOfHistogramBins(128)
+    f.Execute(sitk.Clamp(image, sitk.sitkFloat32, float(arr.min()), hi))
+    mask = sitk.BinaryThreshold(image, fraction * float(f.GetThreshold()), 1e30, 1, 0)
     cc = sitk.RelabelComponent(sitk.ConnectedComponent(mask), sortByObjectSize=True)
     largest = sitk.Cast(cc == 1, sitk.sitkUInt8)
     closed = sitk.BinaryMorphologicalClosing(largest, [2, 2, 2])
@@ -135,11 +159,109 @@ def check_modality(modality: str) -> str:
     return m
 
 
+#: Distances (mm) beyond this from the skin do not drive the surface fit.
+SURFACE_BAND_MM = 16.0
+
+
+def fov_margin_mask(image: sitk.Image, margin_mm: float) -> sitk.Image:
+    """1 inside the field of view, at least ``margin_mm`` from its edges (where a cut
+    head would show a false skin), 0 elsewhere."""
+    size = np.array(image.GetSize())
+    sp = np.array(image.GetSpacing())
+    m = np.zeros(size[::-1], np.uint8)
+    lo = np.ceil(margin_mm / sp).astype(int)
+    hi = size - lo
+    if np.all(hi > lo):
+        m[lo[2]:hi[2], lo[1]:hi[1], lo[0]:hi[0]] = 1
+    out = sitk.GetImageFromArray(m)
+    out.CopyInformation(image)
+    return out
+
+
+def surface_distance(mask: sitk.Image) -> sitk.Image:
+    """Signed distance (mm, positive outside) to a head mask, clipped to the fit's band."""
+    dist = sitk.SignedMaurerDistanceMap(mask, insideIsPositive=False, squaredDistance=False,
+                                        useImageSpacing=True)
+    return sitk.Clamp(sitk.Cast(dist, sitk.sitkFloat32), sitk.sitkFloat32,
+                      -SURFACE_BAND_MM - 4.0, SURFACE_BAND_MM + 4.0)
+
+
+def refine_on_surface(fixed: sitk.Image, fmask: sitk.Image, surface: sitk.Image,
+                      transform: sitk.Transform, iterations: int = 80) -> None:
+    """Refine ``transform`` in place so that the template's skin meets the subject's:
+    mean squared difference of the two signed distance maps near the subject's skin,
+    away from the field of view's edges. Contrast-free (MR of any weighting, CT alike)."""
+    d_fixed = surface_distance(fmask)
+    moving = sitk.Clamp(surface, sitk.sitkFloat32, -SURFACE_BAND_MM - 4.0,
+                        SURFACE_BAND_MM + 4.0)
+    band = sitk.Cast(sitk.Abs(d_fixed) < SURFACE_BAND_MM, sitk.sitkUInt8)
+    mask = sitk.And(band, fov_margin_mask(fixed, 10.0))
+    reg = sitk.ImageRegistrationMethod()
+    reg.SetMetricAsMeanSquares()
+    reg.SetMetricFixedMask(mask)
+    reg.SetMetricSamplingStrategy(reg.NONE)
+    reg.SetInterpolator(sitk.sitkLinear)
+    reg.SetOptimizerAsRegularStepGradientDescent(
+        learningRate=2.0, minStep=0.01, numberOfIterations=iterations,
+        relaxationFactor=0.6, gradientMagnitudeTolerance=1e-6)
+    reg.SetOptimizerScalesFromPhysicalShift()
+    reg.SetInitialTransform(transform, inPlace=True)
+    try:
+        reg.Execute(d_fixed, moving)
+    except RuntimeError as exc:
+        raise DefaceFailed(f"template registration failed ({str(exc).splitlines()[-1]})",
+                           code="deface-fit") from None
+
+
+def _fit_surface_only(fixed: sitk.Image, fmask: sitk.Image, surface: sitk.Image,
+                      centre: np.ndarray, starts: list[np.ndarray]) -> sitk.AffineTransform:
+    """Rigid then affine fit of the template's skin distance map to the subject's (CT)."""
+    d_fixed = surface_distance(fmask)
+    moving = sitk.Clamp(surface, sitk.sitkFloat32, -SURFACE_BAND_MM - 4.0,
+                        SURFACE_BAND_MM + 4.0)
+    band = sitk.Cast(sitk.Abs(d_fixed) < SURFACE_BAND_MM, sitk.sitkUInt8)
+    mask = sitk.And(band, fov_margin_mask(fixed, 10.0))
+    best: tuple[float, sitk.Euler3DTransform] | None = None
+    for translation in starts:
+        rigid = sitk.Euler3DTransform()
+        rigid.SetCenter(tuple(float(v) for v in centre))
+        rigid.SetTranslation(tuple(float(v) for v in translation))
+        reg = sitk.ImageRegistrationMethod()
+        reg.SetMetricAsMeanSquares()
+        reg.SetMetricFixedMask(mask)
+        reg.SetInterpolator(sitk.sitkLinear)
+        reg.SetInitialTransform(rigid, inPlace=False)
+        try:
+            value = float(reg.MetricEvaluate(d_fixed, moving))
+        except RuntimeError:
+            continue
+        if best is None or value < best[0]:
+            best = (value, rigid)
+    if best is None:
+        raise DefaceFailed("the head template cannot be placed on this CT", code="deface-fit")
+    refine_on_surface(fixed, fmask, surface, best[1], iterations=120)
+    # Then one scale more (a similarity): a CT often covers part of the head only, and a
+    # full affine fitted to part of a skull stretches the template along what is missing.
+    similar = sitk.Similarity3DTransform()
+    similar.SetCenter(best[1].GetCenter())
+    similar.SetMatrix(best[1].GetMatrix())
+    similar.SetTranslation(best[1].GetTranslation())
+    refine_on_surface(fixed, fmask, surface, similar, iterations=100)
+    affine = sitk.AffineTransform(3)
+    affine.SetCenter(similar.GetCenter())
+    affine.SetMatrix(similar.GetMatrix())
+    affine.SetTranslation(similar.GetTranslation())
+    return affine
+
+
 def register_template(subject: sitk.Image, template_head: sitk.Image, *,
-                      modality: str = "MR") -> Registration:
+                      modality: str = "MR", surface: sitk.Image | None = None
+                      ) -> Registration:
     """Fit the template head to ``subject`` (any orientation, physical LPS space).
 
     ``modality`` ("MR" or "CT") selects how the head is found and what the fit compares.
+    ``surface``: the template's skin distance map; when given, the fit is refined so that
+    the skins meet (the defacer always gives it; without it the fit is intensity-only).
 
     Initialisation: head-mask centroids, then the same with the tops of the heads aligned
     (the field of view often cuts the chin or the neck, which moves the centroid); the start
@@ -148,10 +270,17 @@ def register_template(subject: sitk.Image, template_head: sitk.Image, *,
     import time
 
     t0 = time.perf_counter()
-    check_modality(modality)
+    ct = check_modality(modality) == "CT"
+    if ct and surface is None:
+        raise ValueError("a CT fit needs the template's surface distance map")
     fixed = to_work_grid(subject)
     moving = to_work_grid(template_head)
-    fmask = head_mask(fixed)
+    if ct:
+        from agent.deface.ct import head_mask as ct_head_mask
+
+        fmask = ct_head_mask(subject, fixed)
+    else:
+        fmask = head_mask(fixed)
     mmask = head_mask(moving)
     # Dilate the metric mask so the skin/air boundary drives the fit.
     metric_mask = sitk.BinaryDilate(fmask, [3, 3, 3])
@@ -167,22 +296,30 @@ def register_template(subject: sitk.Image, template_head: sitk.Image, *,
     offset = mc - fc
     offset[2] = top(mmask) - top(fmask)
     starts.append(offset)
-    # Pick the start with the better similarity, then rigid, then affine.
-    best: tuple[float, sitk.Euler3DTransform] | None = None
-    for translation in starts:
-        rigid = sitk.Euler3DTransform()
-        rigid.SetCenter(tuple(fc))
-        rigid.SetTranslation(tuple(float(v) for v in translation))
-        value = _evaluate(fixed, moving, rigid, metric_mask)
-        if best is None or value < best[0]:
-            best = (value, rigid)
-    assert best is not None
-    _run(fixed, moving, best[1], metric_mask, 100)
-    affine = sitk.AffineTransform(3)
-    affine.SetCenter(best[1].GetCenter())
-    affine.SetMatrix(best[1].GetMatrix())
-    affine.SetTranslation(best[1].GetTranslation())
-    _run(fixed, moving, affine, metric_mask, 100)
+    skin_fit: sitk.AffineTransform | None = None
+    if ct:
+        assert surface is not None
+        affine = _fit_surface_only(fixed, fmask, surface, fc, starts)
+    else:
+        # Pick the start with the better similarity, then rigid, then affine.
+        best: tuple[float, sitk.Euler3DTransform] | None = None
+        for translation in starts:
+            rigid = sitk.Euler3DTransform()
+            rigid.SetCenter(tuple(fc))
+            rigid.SetTranslation(tuple(float(v) for v in translation))
+            value = _evaluate(fixed, moving, rigid, metric_mask)
+            if best is None or value < best[0]:
+                best = (value, rigid)
+        assert best is not None
+        _run(fixed, moving, best[1], metric_mask, 100)
+        affine = sitk.AffineTransform(3)
+        affine.SetCenter(best[1].GetCenter())
+        affine.SetMatrix(best[1].GetMatrix())
+        affine.SetTranslation(best[1].GetTranslation())
+        _run(fixed, moving, affine, metric_mask, 100)
+        if surface is not None:
+            skin_fit = sitk.AffineTransform(affine)
+            refine_on_surface(fixed, skin_mask(fixed), surface, skin_fit)
 
     mat = np.array(affine.GetMatrix()).reshape(3, 3)
     u, s, vt = np.linalg.svd(mat)
@@ -197,4 +334,5 @@ def register_template(subject: sitk.Image, template_head: sitk.Image, *,
         rotation_deg=angle,
         work=fixed,
         seconds=time.perf_counter() - t0,
+        surface_transform=skin_fit,
     )

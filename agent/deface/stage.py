@@ -5,7 +5,7 @@ Decision, from the headers (which the de-identifier leaves usable for this):
 * not MR or CT, or a Body Part Examined that is not the head: passed through unchanged;
 * a localizer/scout of the head (or of an unknown body part): quarantined, because it shows
   a face profile, unless ``deface.quarantine_localizers`` is false;
-* head CT: quarantined (CT intensities are not handled yet);
+* head CT: defaced in Hounsfield units (:mod:`agent.deface.ct`), like MR otherwise;
 * MR of the head: defaced (classic or enhanced multi-frame; a series of several volumes -
   time points, diffusion directions - is defaced volume by volume with one template fit);
   anything that goes wrong quarantines it;
@@ -103,11 +103,8 @@ class DefaceStage:
             if head:
                 raise
             return  # not a volume and nothing says it is a head: not ours to deface
-        if modality == "CT":
-            self._refuse_head_ct(volumes[0], head)
-            return
         try:
-            results = dicomio.deface_volumes(volumes, seed=_seed(work.key))
+            results = dicomio.deface_volumes(volumes, seed=_seed(work.key), modality=modality)
         except TemplateDoesNotFit:
             if head:
                 raise
@@ -123,24 +120,10 @@ class DefaceStage:
         if self.cfg.deface.renders:
             work.render = render_before_after(
                 volumes[0].image, dicomio.stored_to_image(volumes[0], results[0][1]),
-                work.workdir / "render.png")
+                work.workdir / "render.png", modality=modality)
         r = results[0][0].report
         log.info("series %s defaced (%d volume(s)): %d voxels replaced, dice %.2f",
                  work.key[:12], len(volumes), r.voxels_replaced, r.dice)
-
-    @staticmethod
-    def _refuse_head_ct(volume: dicomio.SeriesVolume, head: bool) -> None:
-        if head:
-            raise DefaceFailed("defacing head CT is not supported yet; the series is held back",
-                               code="deface-ct")
-        from agent.deface.core import MIN_DICE
-        from agent.deface.register import register_template
-        from agent.deface.template import load_template
-
-        reg = register_template(volume.image, load_template().head)
-        if reg.dice >= MIN_DICE:
-            raise DefaceFailed("this CT looks like a head, and defacing head CT is not "
-                               "supported yet; the series is held back", code="deface-ct")
 
 
 def _unique_names(files: list[Path]) -> list[str]:

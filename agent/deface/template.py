@@ -1,8 +1,10 @@
 """The defacing template: an average head with its regions, and where to find it.
 
-``templates/head.nii.gz`` is an average head (int16) and ``templates/labels.nii.gz`` a uint8
-bit field on the same 2 mm MNI grid (see ``scripts/build_templates.py`` and
-``templates/README.md`` for provenance). The bits are:
+``templates/head.nii.gz`` is an average head (int16), ``templates/labels.nii.gz`` a uint8
+bit field, ``templates/weight.nii.gz`` the smooth replacement weight (uint8, 255 = fully
+replaced) and ``templates/surface.nii.gz`` the signed distance to the template's skin
+(int8, 0.25 mm, positive outside, clipped at +-31.75 mm), all on the same 2 mm MNI grid (see
+``scripts/build_templates.py`` and ``templates/README.md`` for provenance). The bits are:
 
 * :data:`FACE` - brow ridge to chin, cheek to cheek, with the air in front of the face;
 * :data:`EARS` - both ears with the air around them;
@@ -34,6 +36,9 @@ REPLACE = FACE | EARS | WRAP
 
 HEAD_FILE = "head.nii.gz"
 LABELS_FILE = "labels.nii.gz"
+WEIGHT_FILE = "weight.nii.gz"
+SURFACE_FILE = "surface.nii.gz"
+FILES = (HEAD_FILE, LABELS_FILE, WEIGHT_FILE, SURFACE_FILE)
 ENV_VAR = "CLINIC2CLOUD_TEMPLATES"
 
 
@@ -54,31 +59,34 @@ def template_dirs() -> list[Path]:
 
 
 def find_templates() -> Path:
-    """The first candidate folder holding both template files.
+    """The first candidate folder holding every template file.
 
     Raises DefaceFailed (the series is quarantined rather than delivered with a face) when
     none does: the installation is broken and the message says how to fix it.
     """
     tried = template_dirs()
     for folder in tried:
-        if (folder / HEAD_FILE).is_file() and (folder / LABELS_FILE).is_file():
+        if all((folder / name).is_file() for name in FILES):
             return folder
     raise DefaceFailed(
         "the defacing template is missing (looked in "
         + ", ".join(str(p) for p in tried)
         + f"); reinstall Clinic2Cloud or set {ENV_VAR} to a folder holding "
-        f"{HEAD_FILE} and {LABELS_FILE}",
+        + ", ".join(FILES),
         code="deface-template",
     )
 
 
 @dataclass(frozen=True, eq=False)  # hashed by identity: cached per loaded template
 class Template:
-    """The average head (float32) and its label bit field (uint8), same grid."""
+    """The average head, its label bit field, replacement weight (0..1) and skin distance
+    (mm, positive outside), all float32 except the labels (uint8), on one grid."""
 
     head: sitk.Image
     labels: sitk.Image
     folder: Path
+    weight: sitk.Image
+    surface: sitk.Image
 
     def label_array(self) -> np.ndarray:
         return sitk.GetArrayViewFromImage(self.labels)
@@ -91,17 +99,20 @@ def load_template(folder: Path | None = None) -> Template:
     try:
         head = sitk.ReadImage(str(folder / HEAD_FILE), sitk.sitkFloat32)
         labels = sitk.ReadImage(str(folder / LABELS_FILE), sitk.sitkUInt8)
+        weight = sitk.ReadImage(str(folder / WEIGHT_FILE), sitk.sitkFloat32) / 255.0
+        surface = sitk.ReadImage(str(folder / SURFACE_FILE), sitk.sitkFloat32) / 4.0
     except RuntimeError as exc:
         raise DefaceFailed(
             f"the defacing template in {folder} cannot be read ({_first_line(exc)}); "
             "reinstall Clinic2Cloud",
             code="deface-template",
         ) from None
-    if head.GetSize() != labels.GetSize():
+    if any(img.GetSize() != head.GetSize() for img in (labels, weight, surface)):
         raise DefaceFailed(f"the defacing template in {folder} is inconsistent; reinstall",
                            code="deface-template")
-    labels.CopyInformation(head)
-    return Template(head=head, labels=labels, folder=folder)
+    for img in (labels, weight, surface):
+        img.CopyInformation(head)
+    return Template(head=head, labels=labels, folder=folder, weight=weight, surface=surface)
 
 
 def _first_line(exc: BaseException) -> str:

@@ -39,6 +39,11 @@ def write_mr_series(
     modality: str = "MR",
     image_type: tuple[str, ...] = ("ORIGINAL", "PRIMARY", "M", "ND"),
     signed: bool = False,
+    patient_name: str = "SYNTHETIC^PHANTOM",
+    sop_class: str = MRImageStorage,
+    extra: dict[str, object] | None = None,
+    series_uid: str | None = None,
+    study_uid: str | None = None,
 ) -> list[Path]:
     """Write ``image`` (real-world values) as one file per slice; returns the paths.
 
@@ -53,20 +58,23 @@ def write_mr_series(
     dtype = np.int16 if signed else np.uint16
     d = np.array(image.GetDirection()).reshape(3, 3)
     sx, sy, sz = image.GetSpacing()
-    study, series, frame = generate_uid(), generate_uid(), generate_uid()
+    study, series, frame = study_uid or generate_uid(), series_uid or generate_uid(), \
+        generate_uid()
     rng = np.random.default_rng(len(arr))
     order = rng.permutation(len(arr))
     paths = []
     for k in range(arr.shape[0]):
-        ds = _new_object(MRImageStorage)
+        ds = _new_object(sop_class)
         ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.FrameOfReferenceUID = study, series, frame
-        ds.PatientName, ds.PatientID = "SYNTHETIC^PHANTOM", "PHANTOM01"
+        ds.PatientName, ds.PatientID = patient_name, "PHANTOM01"
         ds.PatientIdentityRemoved = "YES"
         ds.Modality = modality
         ds.BodyPartExamined = body_part
         ds.SeriesDescription = description
         ds.ImageType = list(image_type)
         ds.SeriesNumber, ds.InstanceNumber = 3, k + 1
+        # Columns 0 and 1 are the row and column directions; a sheared (gantry tilt)
+        # image has a slice step that is not their normal, and positions follow it.
         ds.ImageOrientationPatient = [f"{v:.6f}" for v in (*d[:, 0], *d[:, 1])]
         pos = image.TransformIndexToPhysicalPoint((0, 0, k))
         ds.ImagePositionPatient = [f"{v:.4f}" for v in pos]
@@ -78,7 +86,9 @@ def write_mr_series(
         ds.BitsAllocated, ds.BitsStored, ds.HighBit = 16, bits_stored, bits_stored - 1
         ds.PixelRepresentation = 1 if signed else 0
         ds.RescaleSlope, ds.RescaleIntercept = f"{slope:g}", f"{intercept:g}"
-        ds.RescaleType = "US"
+        ds.RescaleType = "HU" if modality == "CT" else "US"
+        for keyword, value in (extra or {}).items():
+            setattr(ds, keyword, value)
         ds.PixelData = stored[k].astype(dtype).tobytes()
         path = folder / f"IM{order[k]:04d}.dcm"
         ds.save_as(str(path), enforce_file_format=True)

@@ -65,3 +65,21 @@ def test_process_defaces_a_head_series_end_to_end(colin: Colin, tmp_path: Path) 
     assert ds.ImageType[0] == "DERIVED"
     codes = [item.CodeValue for item in ds.DeidentificationMethodCodeSequence]
     assert "113100" in codes and "113102" in codes
+
+
+def test_deface_command_on_dicom_refuses_to_write_identity(colin: Colin, tmp_path: Path
+                                                           ) -> None:
+    """A DICOM series keeps its headers when only defaced: refused unless the user says
+    --keep-identity, and then with a warning."""
+    image = make_case(colin, "axial", (2.4, 2.4, 2.4)).image
+    write_mr_series(image, tmp_path / "in", patient_name="Doe^Jane")
+    r = _cli("deface", str(tmp_path / "in"), str(tmp_path / "out"), home=tmp_path / "home")
+    assert r.returncode == 2
+    assert "--keep-identity" in r.stderr and "clinic2cloud process" in r.stderr
+    assert not (tmp_path / "out").exists()
+    r = _cli("deface", str(tmp_path / "in"), str(tmp_path / "out"), "--keep-identity",
+             home=tmp_path / "home")
+    assert r.returncode == 0, r.stderr
+    assert "warning" in r.stderr and "identity" in r.stderr
+    ds = pydicom.dcmread(sorted((tmp_path / "out").iterdir())[0])
+    assert str(ds.PatientName) == "Doe^Jane" and ds.ImageType[0] == "DERIVED"

@@ -49,7 +49,9 @@ def test_face_replaced_brain_untouched(colin: Colin, tmp_path: Path, kind: str,
     assert m.face_changed >= 0.85, f"only {m.face_changed:.0%} of the face changed"
     assert m.ear_voxels > 100 and m.ears_changed >= 0.85, f"ears: {m.ears_changed:.0%} changed"
     assert m.face_tissue_before > 0.95
-    assert m.face_tissue_after >= 0.5, "the face must be replaced, not cut away"
+    # Colin27's own field of view cuts his face; the new face curves away from that cut
+    # (no plate), so somewhat less of the face box holds tissue.
+    assert m.face_tissue_after >= 0.4, "the face must be replaced, not cut away"
     if signed:
         assert after.min() >= -(1 << (bits - 1)) and after.max() < (1 << (bits - 1))
     else:

@@ -12,7 +12,7 @@ from pydicom.uid import RLELossless
 
 from agent.config import Config, replace
 from agent.deface import DefaceStage, find_templates
-from agent.deface.template import ENV_VAR, load_template
+from agent.deface.template import ENV_VAR, FILES, load_template
 from agent.errors import DefaceFailed, SeriesProblem
 from agent.work import SeriesWork
 
@@ -186,8 +186,10 @@ def test_template_locator(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> No
     assert sum(p.stat().st_size for p in real.glob("*.nii.gz")) < 4_000_000
     monkeypatch.setenv(ENV_VAR, str(tmp_path))
     assert find_templates() == real  # an empty override folder is skipped
-    for name in ("head.nii.gz", "labels.nii.gz"):
+    for name in FILES[:-1]:
         (tmp_path / name).write_bytes((real / name).read_bytes())
+    assert find_templates() == real  # an incomplete override folder is skipped too
+    (tmp_path / FILES[-1]).write_bytes((real / FILES[-1]).read_bytes())
     assert find_templates() == tmp_path
     (tmp_path / "labels.nii.gz").write_bytes(b"not nifti")
     load_template.cache_clear()

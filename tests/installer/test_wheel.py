@@ -17,7 +17,8 @@ def test_wheel_holds_profile_and_templates_where_the_locator_looks(tmp_path: Pat
     names = zipfile.ZipFile(wheel).namelist()
     assert "agent/deid/data/ps3.15-table-E.1-1-2024b.json" in names
     data = [n for n in names if ".data/data/share/clinic2cloud/templates/" in n]
-    assert {Path(n).name for n in data} == {"head.nii.gz", "labels.nii.gz", "README.md"}
+    assert {Path(n).name for n in data} == {"head.nii.gz", "labels.nii.gz", "weight.nii.gz",
+                                           "surface.nii.gz", "README.md"}
 
     from agent.deface.template import template_dirs
 

@@ -1,0 +1,121 @@
+"""Head CT: the head found by its Hounsfield units, the face replaced in HU.
+
+* The head is what lies above :data:`SKIN_HU` (skin/air boundary), opened a little to cut
+  thin table pads and head holders off, largest component, cavities filled.
+* The template is fitted to that skin surface (signed distance maps, mean squares): CT and
+  the template's MR contrast do not compare, surfaces do.
+* The new face is soft tissue in HU: the template's MR intensities are mapped to fat
+  (-90 HU) where the template is bright, skin and muscle (+20..+45 HU) elsewhere inside
+  the head, air outside; near the new skin the patient's own skin profile is used, capped
+  at :data:`SOFT_MAX_HU`.
+* Facial bone: inside the fully replaced region (face and ears, away from the brain
+  protection region) bone is replaced by soft tissue too - nasal bones, orbital rims,
+  maxilla, zygoma and mandible do not survive, because a bone-window render of them
+  identifies a person nearly as well as the skin does. The cranial vault and the skull base
+  near the brain lie in the protection region and keep their bits; at the region's rim the
+  patient's bone fades into the new tissue.
+* Voxels outside the reconstruction circle (at or below :data:`PADDING_HU`, or equal to the
+  series' Pixel Padding Value) are never written and count as the edge of the field of view.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import SimpleITK as sitk
+
+#: The skin/air boundary (HU).
+SKIN_HU = -500.0
+#: Bone (HU).
+BONE_HU = 300.0
+#: Soft tissue of the new face stays within this range (HU).
+SOFT_MIN_HU, SOFT_MAX_HU = -100.0, 60.0
+#: Fat and muscle of the new face (HU).
+FAT_HU, MUSCLE_HU, SKIN_TISSUE_HU = -90.0, 45.0, 25.0
+#: At or below this, a voxel lies outside the reconstructed field of view (padding).
+PADDING_HU = -1100.0
+
+
+def skin_level(image_values: np.ndarray) -> float:
+    """The skin threshold in this image's units: -500 HU, or half way between the lowest
+    value and water when an export was windowed so that air never reaches -500 HU."""
+    lo = float(np.percentile(image_values, 1))
+    return max(SKIN_HU, lo + 0.4 * (0.0 - lo))
+
+
+def head_mask(image: sitk.Image, grid: sitk.Image | None = None) -> sitk.Image:
+    """The head on ``grid`` (default: the image's own): above the skin level in the image
+    at its own resolution (a thin skull without skin survives), any such voxel marks its
+    grid cell, largest component, closed, cavities filled (see :func:`fill_in_planes`)."""
+    arr = sitk.GetArrayViewFromImage(image)
+    tissue = sitk.Cast(sitk.BinaryThreshold(image, skin_level(arr), 1e30, 1, 0),
+                       sitk.sitkFloat32)
+    target = grid if grid is not None else image
+    cover = sitk.Resample(_shrunk(tissue, target), target, sitk.Transform(), sitk.sitkLinear,
+                          0.0, sitk.sitkFloat32)
+    mask = sitk.Cast(cover > 0.05, sitk.sitkUInt8)
+    cc = sitk.RelabelComponent(sitk.ConnectedComponent(mask), sortByObjectSize=True)
+    largest = sitk.Cast(cc == 1, sitk.sitkUInt8)
+    closed = sitk.BinaryMorphologicalClosing(largest, [2, 2, 2])
+    return fill_in_planes(sitk.Cast(sitk.BinaryFillhole(closed), sitk.sitkUInt8))
+
+
+def _shrunk(tissue: sitk.Image, target: sitk.Image) -> sitk.Image:
+    """``tissue`` (0/1) max-pooled towards ``target``'s voxel size, so thin bone counts."""
+    factors = [max(1, int(t // s)) for t, s in zip(target.GetSpacing(), tissue.GetSpacing(),
+                                                   strict=True)]
+    if max(factors) == 1:
+        return tissue
+    # BinShrink averages: any tissue in a block gives a positive mean.
+    return sitk.BinShrink(tissue, factors)
+
+
+def fill_in_planes(mask: sitk.Image) -> sitk.Image:
+    """Holes filled in every plane along each axis too: a skull whose inside reaches the
+    outside through the foramen magnum, the orbits or the edge of the field of view is
+    still a closed ring in most planes (a dry skull or a phantom has no skin to close it)."""
+    arr = sitk.GetArrayFromImage(mask).astype(bool)
+    out = arr.copy()
+    for axis in range(3):
+        for k in range(arr.shape[axis]):
+            plane = np.take(arr, k, axis=axis)
+            if not plane.any():
+                continue
+            filled = sitk.GetArrayFromImage(sitk.BinaryFillhole(
+                sitk.GetImageFromArray(plane.astype(np.uint8)))).astype(bool)
+            sl: list[slice | int] = [slice(None)] * 3
+            sl[axis] = k
+            out[tuple(sl)] |= filled
+    img = sitk.GetImageFromArray(out.astype(np.uint8))
+    img.CopyInformation(mask)
+    return img
+
+
+def template_to_hu(values: np.ndarray, d_template: np.ndarray, template_skin: float,
+                   template_tissue: float, template_bright: float, air_hu: float
+                   ) -> np.ndarray:
+    """Template MR intensities -> HU: air outside the template's head; inside it skin and
+    muscle where the template is mid-grey or dark (dark MR inside a head is bone, sinus or
+    vitreous: all become soft tissue here) and fat where it is bright."""
+    inside = d_template < 0.0
+    t = np.clip((values - template_tissue) / max(template_bright - template_tissue, 1e-3),
+                0.0, 1.0)
+    soft = MUSCLE_HU + t * (FAT_HU - MUSCLE_HU)
+    edge = np.clip((values - 0.5 * template_skin) / max(0.5 * template_skin, 1e-3), 0.0, 1.0)
+    outside = air_hu + edge * (SKIN_TISSUE_HU - air_hu)
+    return np.where(inside, soft, np.where(d_template < 2.0, outside, air_hu)).astype(
+        np.float32)
+
+
+def cap_profile(profile: np.ndarray, air_hu: float) -> np.ndarray:
+    """The patient's skin profile with bone removed: capped at SOFT_MAX_HU, and inside the
+    head (where it would be bone or fat) at least SOFT_MIN_HU."""
+    out = np.minimum(profile, SOFT_MAX_HU)
+    return np.maximum(out, air_hu).astype(np.float32)
+
+
+def padding_mask(values: np.ndarray, padding_value: float | None) -> np.ndarray:
+    """Voxels outside the reconstructed field of view."""
+    mask = values <= PADDING_HU
+    if padding_value is not None:
+        mask |= values == padding_value
+    return mask
