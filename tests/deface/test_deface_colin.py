@@ -228,7 +228,7 @@ def test_moved_and_deformed_heads(colin: Colin, tmp_path: Path, seed: int, angle
     m = metrics(case, before, after, tissue_level=40)
     assert m.brain_changed == 0
     assert m.face_changed >= 0.85
-    assert m.face_tissue_after >= 0.5
+    assert m.face_tissue_after >= 0.4
 
 
 def test_t2_like_contrast(colin: Colin, tmp_path: Path) -> None:
@@ -246,7 +246,7 @@ def test_t2_like_contrast(colin: Colin, tmp_path: Path) -> None:
     m = metrics(case, before, after, tissue_level=15)
     assert m.brain_changed == 0
     assert m.face_changed >= 0.85 and m.ears_changed >= 0.85
-    assert m.face_tissue_after >= 0.5
+    assert m.face_tissue_after >= 0.4
     g_before, g_after = boundary_gradients(before.astype(float), after.astype(float),
                                            before != after, (1.0, 1.0, 1.0), case.valid)
     assert g_after <= 1.1 * g_before
