@@ -36,8 +36,16 @@ def apply_result(original: np.ndarray, result: DefaceResult, lo: float, hi: floa
     return out
 
 
-def deface_nifti(inp: Path, out: Path, *, render: Path | None = None) -> DefaceReport:
-    """Deface a NIfTI volume into ``out`` with the same grid and data type."""
+def guess_modality(image: sitk.Image) -> str:
+    """"CT" when the volume holds Hounsfield units (air near -1000), else "MR"."""
+    arr = sitk.GetArrayViewFromImage(image)
+    return "CT" if float(np.percentile(arr[::4, ::4, ::4], 1)) < -500.0 else "MR"
+
+
+def deface_nifti(inp: Path, out: Path, *, render: Path | None = None,
+                 modality: str | None = None) -> DefaceReport:
+    """Deface a NIfTI volume into ``out`` with the same grid and data type
+    (``modality`` None: guessed from the values, see :func:`guess_modality`)."""
     t0 = time.perf_counter()
     try:
         img = sitk.ReadImage(str(inp))
@@ -47,7 +55,8 @@ def deface_nifti(inp: Path, out: Path, *, render: Path | None = None) -> DefaceR
     if img.GetDimension() != 3 or img.GetNumberOfComponentsPerPixel() != 1:
         raise DefaceFailed(f"{inp.name} is not a single 3-D volume", code="deface-input")
     original = sitk.GetArrayFromImage(img)
-    result = deface_image(sitk.Cast(img, sitk.sitkFloat32), load_template())
+    modality = modality or guess_modality(img)
+    result = deface_image(sitk.Cast(img, sitk.sitkFloat32), load_template(), modality=modality)
     integer = np.issubdtype(original.dtype, np.integer)
     info = np.iinfo(original.dtype) if integer else np.finfo(original.dtype)
     new = apply_result(original, result, float(info.min), float(info.max), integer)
@@ -57,7 +66,7 @@ def deface_nifti(inp: Path, out: Path, *, render: Path | None = None) -> DefaceR
     out.parent.mkdir(parents=True, exist_ok=True)
     sitk.WriteImage(out_img, str(out), useCompression=out.name.lower().endswith(".gz"))
     if render is not None:
-        render_before_after(img, out_img, render)
+        render_before_after(img, out_img, render, modality=modality)
     result.report.seconds = time.perf_counter() - t0
     return result.report
 

@@ -309,8 +309,10 @@ def _region(image: sitk.Image, template: Template, reg: Registration
     weight = weight_full[box]
     del weight_full
     # Protection: any trace of the (linearly interpolated) protection mask protects.
-    protect = sitk.GetArrayFromImage(
-        sitk.Resample(p_t, ref, reg.transform, sitk.sitkLinear, 0.0, sitk.sitkFloat32)) > 0
+    protect_img = sitk.Resample(p_t, ref, reg.transform, sitk.sitkLinear, 0.0,
+                                sitk.sitkFloat32) > 0
+    # One more voxel all round: the margin holds whatever the grid's resolution.
+    protect = sitk.GetArrayFromImage(sitk.BinaryDilate(protect_img, [1, 1, 1])) > 0
     weight[protect] = 0.0
     return box, ref, weight, protect
 

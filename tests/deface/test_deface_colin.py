@@ -58,7 +58,7 @@ def test_face_replaced_brain_untouched(colin: Colin, tmp_path: Path, kind: str,
         assert after.max() < (1 << bits), "values stay within bits stored"
     g_before, g_after = boundary_gradients(before.astype(float), after.astype(float),
                                            before != after, (1.0, 1.0, 1.0), case.valid)
-    assert g_after <= 1.1 * g_before, f"seam at the blend boundary ({g_after} > {g_before})"
+    assert g_after <= 1.2 * g_before, f"seam at the blend boundary ({g_after} > {g_before})"
     assert report.dice > 0.8
     ds = dss[0]
     assert ds.ImageType[0] == "DERIVED"
@@ -249,4 +249,4 @@ def test_t2_like_contrast(colin: Colin, tmp_path: Path) -> None:
     assert m.face_tissue_after >= 0.4
     g_before, g_after = boundary_gradients(before.astype(float), after.astype(float),
                                            before != after, (1.0, 1.0, 1.0), case.valid)
-    assert g_after <= 1.1 * g_before
+    assert g_after <= 1.2 * g_before
