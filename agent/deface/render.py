@@ -29,20 +29,11 @@ RENDER_SPACING = 1.5  # kept for callers that render coarse previews
 
 def _to_lps(image: sitk.Image, spacing: float = RENDER_SPACING) -> sitk.Image:
     """Resample onto an identity-direction grid covering the volume's physical extent."""
-    size = np.array(image.GetSize())
-    corners = np.array([
-        image.TransformContinuousIndexToPhysicalPoint([float(c) for c in (i, j, k)])
-        for i in (-0.5, size[0] - 0.5) for j in (-0.5, size[1] - 0.5)
-        for k in (-0.5, size[2] - 0.5)
-    ])
-    lo, hi = corners.min(0), corners.max(0)
-    n = np.maximum(1, np.ceil((hi - lo) / spacing)).astype(int)
-    ref = sitk.Image([int(v) for v in n], sitk.sitkFloat32)
-    ref.SetSpacing([spacing] * 3)
-    ref.SetOrigin(tuple(lo + spacing / 2))
-    return sitk.Resample(sitk.Cast(image, sitk.sitkFloat32), ref, sitk.Transform(),
-                         sitk.sitkLinear, float(np.min(sitk.GetArrayViewFromImage(image))),
-                         sitk.sitkFloat32)
+    from agent.deface.qc import lps_grid
+
+    return sitk.Resample(sitk.Cast(image, sitk.sitkFloat32), lps_grid(image, spacing),
+                         sitk.Transform(), sitk.sitkLinear,
+                         float(np.min(sitk.GetArrayViewFromImage(image))), sitk.sitkFloat32)
 
 
 def skin_threshold(image: sitk.Image) -> float:
