@@ -10,14 +10,16 @@ from __future__ import annotations
 import dataclasses
 import os
 import tempfile
+import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from agent import procpool
 from agent.config import Config
+from agent.deid.stage import POOL_THRESHOLD
 from agent.dicomfiles import DicomHeader, is_complete, read_header
 from agent.errors import CredentialsError, SeriesProblem, TargetUnavailable
 from agent.keys import installation_secret, keyed_hash, site_secret
@@ -99,10 +101,12 @@ def _look(path: Path) -> tuple[DicomHeader | None, bool | None]:
     return DicomHeader(found.study_uid, found.series_uid, found.instance_uid), found.complete
 
 
-def survey_export(src: Path, series_key: Callable[[str, str], str]) -> Survey:
-    """Every file under ``src`` read once: grouped by series, whole or not."""
+def survey_export(src: Path, series_key: Callable[[str, str], str],
+                  listing: Mapping[str, FileState] | None = None) -> Survey:
+    """Every file under ``src`` (or of its ``listing``) read once: grouped by series,
+    whole or not."""
     survey = Survey()
-    for path, state in sorted(scan_folder(src).items()):
+    for path, state in sorted((scan_folder(src) if listing is None else listing).items()):
         try:
             header, complete = _look(Path(path))
             if header is not None and complete is None:
@@ -122,8 +126,6 @@ def survey_export(src: Path, series_key: Callable[[str, str], str]) -> Survey:
 def process_folder(cfg: Config, src: Path, out: Path,
                    stages: Sequence[Stage] | None = None) -> Summary:
     started = time.monotonic()
-    if stages is None and cfg.worker_count > 1:
-        procpool.warm_up()  # the workers start while the export folder is read
     install_key = installation_secret(cfg.paths.installation_secret)
     site_key = site_secret(cfg.site.secret_file, cfg.paths.installation_secret)
     with tempfile.TemporaryDirectory(prefix="clinic2cloud-") as tmp:
@@ -133,8 +135,15 @@ def process_folder(cfg: Config, src: Path, out: Path,
         pipeline = Pipeline(run_cfg, ledger, FolderTarget(out),
                             stages if stages is not None else build_stages(run_cfg, site_key),
                             install_key)
+        listing = scan_folder(src)
+        if stages is None and cfg.worker_count > 1 and len(listing) >= POOL_THRESHOLD:
+            # The workers start while the export folder is read (start-up blocks the
+            # caller until the fork server has imported the stages: not this thread).
+            threading.Thread(target=procpool.warm_up, name="pool-warm-up",
+                             daemon=True).start()
         survey = survey_export(
-            src, lambda study, series: keyed_hash(install_key, "series", study, series))
+            src, lambda study, series: keyed_hash(install_key, "series", study, series),
+            listing)
         summary = Summary(ignored_files=survey.ignored)
 
         def one(item: tuple[str, dict[str, FileState]]) -> Outcome:

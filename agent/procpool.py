@@ -1,11 +1,18 @@
 """One process pool for the CPU-bound work (de-identification, verification) of the agent.
 
-Processes are *spawned*, never forked: a forked worker inherits the parent's open files -
+Workers are never forked from the agent: a forked worker inherits the agent's open files -
 the single-instance lock among them - and the write end of its own task pipe, so after a
 kill -9 of the agent it would live on forever and keep the next start from running.
-Spawned workers still hold both ends of their task queue, so they would not notice the
-agent's death by themselves: each asks the kernel to kill it when its parent dies (Linux),
-or watches its parent elsewhere.
+
+On Linux (not in a frozen bundle) they are forked from a *fork server*: a fresh interpreter
+the agent starts, holding none of its files, that imports the stage modules and warms their
+tables once (:mod:`agent.procwarm`) and then forks each worker ready to work - a spawned
+worker pays that second or so again, each. The fork server ends when the agent does (its
+pipe to the agent closes). Elsewhere workers are spawned.
+
+Workers hold both ends of their task queue, so they would not notice the agent's death by
+themselves: each asks the kernel to kill it when its parent (the agent, or the fork server)
+dies (Linux), or watches its parent elsewhere.
 """
 
 from __future__ import annotations
@@ -22,11 +29,17 @@ _lock = threading.Lock()
 _pool: ProcessPoolExecutor | None = None
 
 
-def _die_with_parent(parent: int) -> None:
-    """Pool initializer: end this worker when the agent (pid ``parent``) is gone."""
-    if os.getppid() != parent:  # it died while this worker was starting
+def _die_with_parent(agent: int) -> None:
+    """Pool initializer: end this worker when the agent (pid ``agent``) is gone.
+
+    A spawned worker's parent is the agent: the kernel kills it when the agent dies
+    (Linux ``PR_SET_PDEATHSIG``). A worker forked by the fork server has the server as its
+    parent, and the server lives as long as any worker holds its pipe: such a worker
+    watches the agent itself (a pidfd where Linux has one, else a poll)."""
+    parent = os.getppid()
+    if parent == 1 or not _alive(agent):  # it died while this worker was starting
         os._exit(0)
-    if sys.platform.startswith("linux"):
+    if parent == agent and sys.platform.startswith("linux"):
         import ctypes
         import signal
 
@@ -36,14 +49,47 @@ def _die_with_parent(parent: int) -> None:
             if os.getppid() != parent:  # the parent died before prctl took effect
                 os._exit(0)
             return
+    threading.Thread(target=_watch, args=(agent, parent), name="agent-watch",
+                     daemon=True).start()
 
-    def watch() -> None:
-        # No portable event tells a process that its parent died; a slow poll is enough.
-        while os.getppid() == parent:
-            time.sleep(2.0)
+
+def _watch(agent: int, parent: int) -> None:
+    """End this process when the agent is gone (or this process was orphaned)."""
+    pidfd_open = getattr(os, "pidfd_open", None)
+    if pidfd_open is not None:
+        try:
+            fd = pidfd_open(agent)
+        except OSError:
+            os._exit(0)  # already gone
+        import select
+
+        select.select([fd], [], [])  # readable when the agent has ended
         os._exit(0)
+    # No portable event tells a process that another one died; a slow poll is enough.
+    while os.getppid() == parent and _alive(agent):
+        time.sleep(1.0)
+    os._exit(0)
 
-    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True  # exists, owned by someone else (cannot be: it is our agent)
+    return True
+
+
+def _context() -> multiprocessing.context.BaseContext:
+    """A fork server where it is safe and available (see the module doc), else spawn."""
+    if (sys.platform.startswith("linux") and not getattr(sys, "frozen", False)
+            and "forkserver" in multiprocessing.get_all_start_methods()):
+        ctx = multiprocessing.get_context("forkserver")
+        # The main module too: else each worker runs it again (the CLI imports a lot).
+        ctx.set_forkserver_preload(["__main__", "agent.procwarm"])
+        return ctx
+    return multiprocessing.get_context("spawn")
 
 
 def worker_count() -> int:
@@ -56,7 +102,7 @@ def shared_pool() -> ProcessPoolExecutor:
     with _lock:
         if _pool is None:
             _pool = ProcessPoolExecutor(worker_count(),
-                                        mp_context=multiprocessing.get_context("spawn"),
+                                        mp_context=_context(),
                                         initializer=_die_with_parent,
                                         initargs=(os.getpid(),))
             atexit.register(shutdown)
@@ -72,13 +118,16 @@ def _import(modules: tuple[str, ...]) -> int:
 
     for name in modules:
         importlib.import_module(name)
+    from agent.procwarm import warm_tables
+
+    warm_tables()
     return os.getpid()
 
 
 def warm_up(modules: tuple[str, ...] = STAGE_MODULES) -> None:
-    """Start the pool's workers now and have them import ``modules``, without waiting:
-    the first series then finds them ready (the one-shot command calls this before it
-    reads the export folder, so the start-up overlaps that work)."""
+    """Start the pool's workers now and have them import ``modules``: the first series
+    then finds them ready. Blocks while a fork server starts (call it from a thread to
+    overlap that with other work)."""
     pool = shared_pool()
     for _ in range(worker_count()):
         pool.submit(_import, modules)

@@ -47,6 +47,10 @@ class Settings:
     tessdata: str
     redact_all: bool
     sensitive: bool
+    #: The series was defaced here: Image Type DERIVED on the outputs is the defacing's own
+    #: mark (PS3.3 C.7.6.1.1.2), not a viewer's derived image with annotations; the
+    #: source's Image Type decides (``sensitive``), every other risk is judged as usual.
+    defaced_here: bool = False
 
 
 def text_checked(cfg: Config) -> Config:
@@ -81,7 +85,10 @@ def run_chunk(args: tuple[list[tuple[int, Path]], StudyIdentity, Settings]
     scanner = TextScanner(_reader(settings.tessdata), identity, redact_all=settings.redact_all)
     items = [clean.load(path, index) for index, path in files]
     for item in items:
-        item.report.sensitive = settings.sensitive or bool(text_risks(item.ds))
+        risks = text_risks(item.ds)
+        if settings.defaced_here:
+            risks = [r for r in risks if r.rule != "derived"]
+        item.report.sensitive = settings.sensitive or bool(risks)
     clean.scan_text(items, scanner, settings.sensitive)
     for item in items:
         clean.apply_redactions(item)
@@ -112,12 +119,16 @@ class PixelStage:
         if not files:
             return
         sensitive = bool(work.source_files) and _is_sensitive(work.source_files[0])
+        if work.defaced and not sensitive:
+            # The outputs' own Image Type says DERIVED (the defacing): every source decides.
+            sensitive = any(_is_sensitive(f) for f in work.source_files[1:])
         if sensitive and not self.options.deliver_captures:
             raise Withheld("secondary captures, screen saves and derived images are not sent "
                            "at this site ([pixels] deliver_captures = false)",
                            code=WithheldCode.SCREEN_CAPTURE)
         identity = study_identity(work.source_files)
-        settings = Settings(self.tessdata, self.options.redact_all_text, sensitive)
+        settings = Settings(self.tessdata, self.options.redact_all_text, sensitive,
+                            defaced_here=work.defaced)
         indexed = list(enumerate(files))
         chunks = [indexed[i:i + CHUNK] for i in range(0, len(indexed), CHUNK)]
         reports: list[clean.FileReport] = []

@@ -129,11 +129,10 @@ def test_files_are_durable_before_the_manifest_is_written(
     assert order == ["durable:3:False"]
 
 
-def test_make_durable_without_syncfs_fsyncs_every_file(
+def test_make_durable_fsyncs_every_file_and_folder(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     synced: list[int] = []
     real_fsync = os.fsync
-    monkeypatch.setattr(place, "_syncfs", lambda _folder: False)
 
     def fsync(fd: int) -> None:
         synced.append(fd)
@@ -142,14 +141,9 @@ def test_make_durable_without_syncfs_fsyncs_every_file(
     monkeypatch.setattr(os, "fsync", fsync)
     files = []
     for i in range(4):
-        p = tmp_path / f"{i}.bin"
+        (tmp_path / "sub").mkdir(exist_ok=True)
+        p = tmp_path / ("sub" if i % 2 else ".") / f"{i}.bin"
         p.write_bytes(b"data")
         files.append(p)
     place.make_durable(tmp_path, files)
-    assert len(synced) == 5  # four files and their folder
-
-
-def test_syncfs_is_used_on_linux(tmp_path: Path) -> None:
-    if not os.uname().sysname == "Linux":
-        pytest.skip("syncfs is Linux's")
-    assert place._syncfs(tmp_path) is True
+    assert len(synced) == 4 + 2  # four files, the folder and its sub-folder
