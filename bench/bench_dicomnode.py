@@ -38,8 +38,11 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from slices import generate_study
+
+from tests.dcmtk import dcmtk, find_dcmtk
 
 ROOT = Path(__file__).resolve().parents[1]
 #: The environment of the dcmtk processes (see the module docstring).
@@ -75,7 +78,7 @@ def _send(port: int, called: str, files: list[Path], receiver: int) -> tuple[flo
     """Wall seconds of the send, and CPU seconds the receiver spent meanwhile."""
     cpu0 = _cpu_seconds(receiver)
     t0 = time.perf_counter()
-    r = subprocess.run(["storescu", "-aet", "BENCH", "-aec", called, "127.0.0.1", str(port),
+    r = subprocess.run([dcmtk("storescu"), "-aet", "BENCH", "-aec", called, "127.0.0.1", str(port),
                         *map(str, files)], capture_output=True, text=True, env=DCMTK_ENV)
     wall = time.perf_counter() - t0
     if r.returncode != 0:
@@ -121,7 +124,7 @@ def run_storescp(work: Path, files: list[Path]) -> tuple[float, float]:
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir()
     port = _free_port()
-    proc = subprocess.Popen(["storescp", "-aet", "STORESCP", "-od", str(out), str(port)],
+    proc = subprocess.Popen([dcmtk("storescp"), "-aet", "STORESCP", "-od", str(out), str(port)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             env=DCMTK_ENV)
     try:
@@ -145,7 +148,7 @@ def main() -> None:
     if args.nagle:
         DCMTK_ENV.pop("TCP_NODELAY", None)
     for tool in ("storescu", "storescp"):
-        if shutil.which(tool) is None:
+        if find_dcmtk(tool) is None:
             raise SystemExit(f"{tool} not found: apt-get install dcmtk")
     work = args.keep or Path(tempfile.mkdtemp(prefix="bench-dicomnode-"))
     work.mkdir(parents=True, exist_ok=True)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import signal
 import socket
 import subprocess
@@ -20,9 +19,9 @@ from pathlib import Path
 import pytest
 
 from agent.main import Agent
+from tests.dcmtk import DCMTK_TOOLS, dcmtk, find_dcmtk
 from tests.test_agent import running_agent  # noqa: F401 - the fixture node_agent builds on
 
-DCMTK = ("storescu", "echoscu", "storescp")
 NODE_AE = "CLINIC2CLOUD"
 SENDER_AE = "VIEWER"
 
@@ -33,7 +32,7 @@ NodeAgents = Callable[..., Agent]
 
 
 def need_dcmtk() -> None:
-    missing = [tool for tool in DCMTK if shutil.which(tool) is None]
+    missing = [tool for tool in DCMTK_TOOLS if find_dcmtk(tool) is None]
     if missing:
         pytest.skip(f"dcmtk tools missing ({', '.join(missing)}): apt-get install dcmtk")
 
@@ -71,7 +70,7 @@ def storescu(port: int, files: Sequence[Path], *, calling: str = SENDER_AE,
              called: str = NODE_AE, extra: Sequence[str] = (),
              timeout: float = 120) -> Sent:
     """Send ``files`` with dcmtk's storescu; parse which were acknowledged (-v output)."""
-    cmd = ["storescu", "-v", "-aet", calling, "-aec", called, *extra, "127.0.0.1", str(port),
+    cmd = [dcmtk("storescu"), "-v", "-aet", calling, "-aec", called, *extra, "127.0.0.1", str(port),
            *map(str, files)]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
     acked, failed = parse_responses(r.stdout + r.stderr)
@@ -97,7 +96,7 @@ def parse_responses(output: str) -> tuple[list[Path], list[Path]]:
 
 def echoscu(port: int, *, calling: str = SENDER_AE, called: str = NODE_AE,
             extra: Sequence[str] = ()) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["echoscu", "-aet", calling, "-aec", called, *extra, "127.0.0.1",
+    return subprocess.run([dcmtk("echoscu"), "-aet", calling, "-aec", called, *extra, "127.0.0.1",
                            str(port)], capture_output=True, text=True, timeout=60)
 
 
@@ -224,7 +223,7 @@ def storescp(tmp_path: Path) -> Iterator[Callable[..., Storescp]]:
         folder = tmp_path / f"pacs-{len(procs)}"
         folder.mkdir()
         port = free_port()
-        proc = subprocess.Popen(["storescp", "-aet", ae_title, "-od", str(folder), *extra,
+        proc = subprocess.Popen([dcmtk("storescp"), "-aet", ae_title, "-od", str(folder), *extra,
                                  str(port)], stdout=subprocess.DEVNULL,
                                 stderr=subprocess.DEVNULL)
         procs.append(proc)

@@ -11,6 +11,7 @@ import pydicom
 
 from agent.sync.manifest import verify_folder
 from tests.conftest import write_series
+from tests.dcmtk import dcmtk
 from tests.waiting import wait_until
 
 from .conftest import AgentProcess, AgentProcesses, manifests, parse_responses, storescu
@@ -33,7 +34,7 @@ def test_sigkill_during_transfer_loses_no_acknowledged_instance(
               for f in files}
     agent: AgentProcess = agent_process(stable_seconds=4.0).start()
     sender = subprocess.Popen(
-        ["storescu", "-v", "-aet", "VIEWER", "-aec", "CLINIC2CLOUD", "127.0.0.1",
+        [dcmtk("storescu"), "-v", "-aet", "VIEWER", "-aec", "CLINIC2CLOUD", "127.0.0.1",
          str(agent.port), *map(str, files)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
         text=True)
     try:

@@ -17,6 +17,7 @@ import pydicom
 from agent.dicomnode.status import NodeStatus
 from agent.main import Agent
 from tests.conftest import write_series
+from tests.dcmtk import dcmtk
 from tests.waiting import wait_until
 
 from .conftest import NodeAgents, echoscu, manifests, port_of, storescu
@@ -142,7 +143,7 @@ def test_sender_killed_mid_instance_leaves_nothing_half_written(
     agent: Agent = node_agent()
     port = port_of(agent)
     big = _big_instance(tmp_path / "big.dcm")
-    proc = subprocess.Popen(["storescu", "-aet", "VIEWER", "-aec", "CLINIC2CLOUD",
+    proc = subprocess.Popen([dcmtk("storescu"), "-aet", "VIEWER", "-aec", "CLINIC2CLOUD",
                              "127.0.0.1", str(port), str(big)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
 import socket
 import subprocess
 from collections.abc import Callable, Iterator
@@ -24,6 +23,7 @@ from agent.results.relink import StudyIdentity
 from agent.results.service import ResultsService
 from agent.status import AgentEvent
 from agent.vocab import AuditEvent, EventKind, ResultsState, SeriesState
+from tests.dcmtk import dcmtk, find_dcmtk
 from tests.sync.azurite import free_port
 from tests.waiting import wait_until
 
@@ -187,14 +187,14 @@ def test_invalid_results_are_not_filed(service: Fixture, storage: Storage, case:
     assert "MRN-31415926" not in text and "Quillfeather" not in text
 
 
-@pytest.mark.skipif(shutil.which("storescp") is None, reason="dcmtk storescp not installed")
+@pytest.mark.skipif(find_dcmtk("storescp") is None, reason="dcmtk storescp not installed")
 def test_results_go_to_the_pacs_reidentified(service: Fixture, storage: Storage,
                                              tmp_path: Path) -> None:
     svc, events, ledger = service
     port = free_port()
     received = tmp_path / "pacs"
     received.mkdir()
-    scp = subprocess.Popen(["storescp", "-aet", "PACS", "-od", str(received), str(port)],
+    scp = subprocess.Popen([dcmtk("storescp"), "-aet", "PACS", "-od", str(received), str(port)],
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         assert wait_until(lambda: _listening(port), timeout=20)
