@@ -44,6 +44,7 @@ from agent.sync.manifest import (
     content_digest,
     describe_files,
 )
+from agent.sync.place import clone_or_copy
 from agent.vocab import FINAL, UNFINISHED, ProblemCode
 from agent.work import SeriesWork, Stage
 
@@ -187,7 +188,7 @@ class Pipeline:
         names = {inst.path: f"{n:06d}.dcm" for n, inst in enumerate(plan.chosen)}
         try:
             for path, name in names.items():
-                shutil.copyfile(path, partial / name)
+                clone_or_copy(Path(path), partial / name)
         except OSError as exc:
             shutil.rmtree(partial, ignore_errors=True)
             return Taken(self.quarantine(
@@ -406,7 +407,7 @@ class Pipeline:
         source.mkdir(parents=True)
         names = {inst.path: f"{n:06d}.dcm" for n, inst in enumerate(plan.chosen)}
         for path, name in names.items():
-            shutil.copyfile(path, source / name)
+            clone_or_copy(Path(path), source / name)
         self._record_plan(series_id, plan, names)
         staged = self.ledger.set_state(series_id, STAGED, reason="retried by the user")
         if plan.repeats is None:

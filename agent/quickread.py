@@ -44,8 +44,9 @@ _SUPPORTED = {
 _STUDY, _SERIES, _INSTANCE, _SOP_CLASS = 0x0020000D, 0x0020000E, 0x00080018, 0x00080016
 _ROWS, _COLUMNS, _FRAMES, _SAMPLES, _BITS = (0x00280010, 0x00280011, 0x00280008, 0x00280002,
                                             0x00280100)
+_PHOTOMETRIC = 0x00280004
 _WANTED = frozenset({_STUDY, _SERIES, _INSTANCE, _SOP_CLASS, _ROWS, _COLUMNS, _FRAMES,
-                     _SAMPLES, _BITS})
+                     _SAMPLES, _BITS, _PHOTOMETRIC})
 MEDIA_DIRECTORY_SOP_CLASS = "1.2.840.10008.1.3.10"
 #: Larger files are not read into memory whole: the pydicom functions stream them.
 QUICK_MAX_BYTES = 64 << 20
@@ -258,6 +259,9 @@ def _complete(data: bytes, walker: _Walker, pos: int, found: dict[int, tuple[int
         return None  # float pixel data, or something else: pydicom parses it all
     if length == _UNDEFINED:
         return None  # encapsulated: pydicom parses the fragments
+    photometric = found.get(_PHOTOMETRIC)
+    if photometric and b"422" in data[photometric[0]:photometric[0] + photometric[1]]:
+        return None  # chroma subsampled: its expected length is dicomfiles' to reckon
     expected = (_us(data, found.get(_ROWS), little, 0) * _us(data, found.get(_COLUMNS),
                                                               little, 0)
                 * _frames(data, found.get(_FRAMES)) * _us(data, found.get(_SAMPLES), little, 1)

@@ -22,6 +22,7 @@ import errno
 import hashlib
 import logging
 import os
+import shutil
 import sys
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -100,6 +101,16 @@ def place(src: Path, dst: Path, *, linkable: bool, mode: int = 0o666) -> Placed:
     return copy_hashed(src, dst, mode)
 
 
+def clone_or_copy(src: Path, dst: Path) -> str:
+    """A private copy of ``src`` (an exported file: it may be rewritten in place later, so
+    never a hard link): a reflink where the filesystem clones, else a real copy (the
+    kernel's own, ``shutil.copyfile``). Returns "reflink" or "copy"."""
+    if reflink(src, dst):
+        return "reflink"
+    shutil.copyfile(src, dst)
+    return "copy"
+
+
 def same_file(a: Path, b: Path) -> bool:
     """Whether two names are one file (a hard link): same device and inode."""
     sa, sb = os.stat(a), os.stat(b)
@@ -150,5 +161,5 @@ def make_durable(folder: Path, files: Iterable[Path]) -> None:
         fsync_dir(d)
 
 
-__all__ = ["Placed", "copy_hashed", "fsync_dir", "make_durable", "place", "reflink",
-           "same_file"]
+__all__ = ["Placed", "clone_or_copy", "copy_hashed", "fsync_dir", "make_durable", "place",
+           "reflink", "same_file"]

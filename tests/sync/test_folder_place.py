@@ -84,6 +84,17 @@ def test_reflink_declines_cleanly_where_the_filesystem_cannot(tmp_path: Path) ->
         assert not dst.exists()
 
 
+def test_staging_never_links_an_exported_file(tmp_path: Path) -> None:
+    """A viewer may rewrite an export in place: the staged copy must not change with it."""
+    export, staged = tmp_path / "export.dcm", tmp_path / "staged.dcm"
+    export.write_bytes(b"first export" * 1000)
+    assert place.clone_or_copy(export, staged) in ("reflink", "copy")
+    assert not place.same_file(export, staged)
+    with open(export, "r+b") as fh:  # rewritten in place, as some viewers do
+        fh.write(b"SECOND")
+    assert staged.read_bytes() == b"first export" * 1000
+
+
 def test_a_file_that_changed_after_hashing_is_not_delivered(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     delivery = _delivery(tmp_path / "work", linkable=False)
