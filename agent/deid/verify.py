@@ -84,7 +84,7 @@ from agent.deid.verify_fields import (
     typed_vr,
 )
 from agent.deid.verify_parse import Element, Parsed, ParseError, parse
-from agent.deid.verify_pixels import PixelCheck
+from agent.deid.verify_pixels import PixelCheck, PixelReport, inspect_output
 from agent.deid.verify_text import TextForms, canonical_word, read_vocabulary
 from agent.errors import LeakFound, NotDicom, SeriesProblem
 from agent.work import SeriesWork
@@ -603,6 +603,13 @@ def _shifted(parsed: Parsed, elem: Element, ids: Identifiers) -> bool:
 
 def check_file(path: Path, ids: Identifiers, rules: Rules) -> list[Finding]:
     """Every finding for one output file (empty: the file may be delivered)."""
+    return check_output(path, ids, rules)[0]
+
+
+def check_output(path: Path, ids: Identifiers, rules: Rules, *, pixels: bool = False
+                 ) -> tuple[list[Finding], PixelReport | None]:
+    """:func:`check_file`, and with ``pixels`` the pixel checks of the same output
+    (:func:`~agent.deid.verify_pixels.inspect_output`) on the same read and parse."""
     findings: list[Finding] = []
     if any(True for _ in ids.scan(path.name.encode("utf-8"))):
         findings.append(Finding("file name", "original identifier in the file name"))
@@ -619,7 +626,7 @@ def check_file(path: Path, ids: Identifiers, rules: Rules) -> list[Finding]:
         # Still scan the bytes: a leak is a leak even in a broken file.
         for offset, kind in list(ids.scan(data))[:3]:
             findings.append(Finding(f"byte offset {offset}", f"original {kind} found"))
-        return findings
+        return findings, (PixelReport((f"{path.name}: does not parse",)) if pixels else None)
     findings += _top_level(parsed, rules)
     _inspect(parsed, rules, ids, findings)
     said = {(f.where, f.what) for f in findings}
@@ -641,30 +648,55 @@ def check_file(path: Path, ids: Identifiers, rules: Rules) -> list[Finding]:
         if where not in seen:
             seen.add(where)
             findings.append(Finding(where, f"original {kind} found"))
-    return findings
+    return findings, (inspect_output(path, parsed) if pixels else None)
 
 
-def _check_many(args: tuple[list[Path], Identifiers, Rules]) -> list[tuple[str, list[Finding]]]:
-    paths, ids, rules = args
-    return [(p.name, check_file(p, ids, rules)) for p in paths]
+_Checked = tuple[int, list[Finding], "PixelReport | None"]
+
+
+def _check_many(args: tuple[list[tuple[int, Path]], Identifiers, Rules, bool]
+                ) -> list[_Checked]:
+    """One pool task: outputs (with their index in the series) checked, each read once."""
+    paths, ids, rules, pixels = args
+    return [(i, *check_output(p, ids, rules, pixels=pixels)) for i, p in paths]
 
 
 def verify_series(
-    source_files: list[Path], outputs: list[Path], rules: Rules, *, processes: int = 1
+    source_files: list[Path], outputs: list[Path], rules: Rules, *, processes: int = 1,
+    pixel_check: PixelCheck | None = None,
 ) -> None:
-    """Raise LeakFound naming the first findings; return when every output is clean."""
+    """Raise LeakFound naming the first findings; return when every output is clean.
+
+    With ``pixel_check``, the pixel checks of each output run on the same read as the
+    others (in the pool, for a large series), then its OCR sample (also in the pool)."""
     if not outputs:
         raise LeakFound("the series has no output files to deliver")
     ids = collect_identifiers(source_files).reduced()
-    results: list[tuple[str, list[Finding]]] = []
+    pixels = pixel_check is not None
+    indexed = list(enumerate(outputs))
     if processes > 1 and len(outputs) >= 64:
-        chunks = [outputs[i::processes] for i in range(processes)]
+        chunks = [indexed[i::processes] for i in range(processes)]
         with make_pool(processes) as pool:
-            for part in pool.map(_check_many, [(c, ids, rules) for c in chunks]):
-                results += part
-    else:
-        results = _check_many((outputs, ids, rules))
-    bad = [(n, f) for n, f in results if f]
+            results = [r for part in pool.map(_check_many,
+                                              [(c, ids, rules, pixels) for c in chunks])
+                       for r in part]
+            results.sort(key=lambda r: r[0])
+            _raise_findings(outputs, results)
+            if pixel_check is not None:
+                pixel_check.finish(source_files, outputs, _reports(results), pool)
+        return
+    results = _check_many((indexed, ids, rules, pixels))
+    _raise_findings(outputs, results)
+    if pixel_check is not None:
+        pixel_check.finish(source_files, outputs, _reports(results))
+
+
+def _reports(results: list[_Checked]) -> list[PixelReport]:
+    return [r if r is not None else PixelReport() for _i, _f, r in results]
+
+
+def _raise_findings(outputs: list[Path], results: list[_Checked]) -> None:
+    bad = [(outputs[i].name, f) for i, f, _r in results if f]
     if bad:
         first = bad[0][1]
         more = sum(len(f) for _, f in bad) - 1
@@ -694,5 +726,5 @@ class VerifyStage:
         self.pixel_check = PixelCheck(cfg)  # issue 13: pixels (bits, segments, OCR)
 
     def __call__(self, work: SeriesWork) -> None:
-        verify_series(work.source_files, work.files, self.rules, processes=self.processes)
-        self.pixel_check(work.source_files, work.files)
+        verify_series(work.source_files, work.files, self.rules, processes=self.processes,
+                      pixel_check=self.pixel_check)

@@ -23,7 +23,9 @@ from __future__ import annotations
 
 import re
 import struct
+import threading
 import unicodedata
+from concurrent.futures import Executor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -137,16 +139,22 @@ def _bit_findings(words: np.ndarray[Any, Any], bits_alloc: int, stored: int, hig
                   signed: bool) -> list[str]:
     if stored >= bits_alloc or bits_alloc not in (8, 16, 32):
         return []
-    u = words.view(f"u{bits_alloc // 8}").astype(np.uint64)
+    u = np.ascontiguousarray(words).view(f"u{bits_alloc // 8}")
+    if stored - 1 <= high < bits_alloc:
+        # In the samples' own width: every value below fits it (low + stored = high + 1 <=
+        # bits_alloc); a 64-bit copy of a series' samples costs several times as much.
+        kind = u.dtype
+    else:  # a layout no scanner writes: wide arithmetic, whatever the header says
+        kind = np.dtype(np.uint64)
+        u = u.astype(np.uint64)
     low = high - stored + 1
-    value = (u >> np.uint64(low)) & np.uint64((1 << stored) - 1)
+    value = (u >> kind.type(low)) & kind.type((1 << stored) - 1)
+    expected = value << kind.type(low)
     if signed:
-        negative = (value >> np.uint64(stored - 1)) & np.uint64(1)
-        above = np.uint64(((1 << bits_alloc) - 1) ^ ((1 << (high + 1)) - 1))
-        expected = (value << np.uint64(low)) | (negative * above)
-    else:
-        expected = value << np.uint64(low)
-    if np.any(expected != u):
+        negative = (value >> kind.type(stored - 1)) & kind.type(1)
+        above = kind.type(((1 << bits_alloc) - 1) ^ ((1 << (high + 1)) - 1))
+        expected |= negative * above
+    if not np.array_equal(expected, u):
         return ["sample bits outside Bits Stored / High Bit are not clear"]
     return []
 
@@ -177,8 +185,10 @@ class _Image:
         return ba, bs, self.values.get("hb", bs - 1), self.values.get("pr", 0) == 1
 
 
-def _read(path: Path) -> _Image | None:
-    parsed = parse(path.read_bytes())
+def _read(path: Path, parsed: Parsed | None = None) -> _Image | None:
+    """The output at ``path`` (``parsed``: its bytes already parsed by the verifier)."""
+    if parsed is None:
+        parsed = parse(path.read_bytes())
     if parsed.pixel_span[0] < 0:
         return None
     little = parsed.transfer_syntax != "1.2.840.10008.1.2.2"
@@ -258,66 +268,110 @@ def _ocr_text(reader: Any, frame: np.ndarray[Any, Any]) -> str:
     return str(reader.GetUTF8Text())
 
 
+@dataclass(frozen=True)
+class PixelReport:
+    """The per-file pixel checks of one output: what they found, and how many frames it
+    decoded to (for the OCR sample). Small: it crosses the process pool."""
+
+    findings: tuple[str, ...] = ()
+    frames: int = 0
+    capture: bool = False
+
+
+def inspect_output(path: Path, parsed: Parsed | None = None) -> PixelReport:
+    """Native pixel bytes, sample bits and codec segments of one output. ``parsed``: the
+    verifier's parse of its bytes, when it has one (the file is then not read again)."""
+    try:
+        img = _read(path, parsed)
+    except (ParseError, struct.error, ValueError):
+        return PixelReport((f"{path.name}: does not parse",))
+    if img is None:
+        return PixelReport()
+    problems, arr = _native(img) if img.ts in _NATIVE else _compressed(img)
+    return PixelReport(tuple(f"{path.name}: {p}" for p in problems),
+                       0 if arr is None else int(arr.shape[0]), img.capture)
+
+
+def ocr_sample(outputs: list[Path], reports: list[PixelReport]) -> list[tuple[Path, int]]:
+    """The frames OCR reads, as (file, frame): every frame of the captures or derived
+    images, up to ``_CAPTURE_FRAMES``; else ``_VOLUME_FRAMES`` spread over the series."""
+    decoded = [(p, r) for p, r in zip(outputs, reports, strict=True) if r.frames]
+    captures = [(p, r) for p, r in decoded if r.capture]
+    if captures:
+        return [(p, k) for p, r in captures for k in range(r.frames)][:_CAPTURE_FRAMES]
+    every = [(p, k) for p, r in decoded for k in range(r.frames)]
+    if not every:
+        return []
+    picks = np.linspace(0, len(every) - 1, min(_VOLUME_FRAMES, len(every)))
+    return [every[int(i)] for i in sorted(set(picks.astype(int)))]
+
+
+_apis: dict[str, Any] = {}
+#: Tesseract is not thread-safe (two series verified at once on threads of one process
+#: abort it): one OCR call at a time per process. Pool workers run one task at a time.
+_ocr_lock = threading.Lock()
+
+
+def _api(tessdata: str) -> Any:
+    api = _apis.get(tessdata)
+    if api is None:
+        import tesserocr
+
+        api = _apis[tessdata] = tesserocr.PyTessBaseAPI(path=tessdata, lang="eng",
+                                                        psm=tesserocr.PSM.SPARSE_TEXT)
+    return api
+
+
+def ocr_shows_identity(args: tuple[str, Path, int, frozenset[str]]) -> bool:
+    """Whether OCR reads one of the patient's identifiers (``needles``, folded) in frame
+    ``k`` of an output, decoded again here (a pool task: nothing large crosses the pool)."""
+    tessdata, path, k, needles = args
+    img = _read(path)
+    if img is None:
+        return False
+    _problems, arr = _native(img) if img.ts in _NATIVE else _compressed(img)
+    if arr is None:
+        return False
+    with _ocr_lock:
+        text = _fold(_ocr_text(_api(tessdata), arr[k]))
+    return any(n in text for n in needles)
+
+
 class PixelCheck:
-    """The pixel part of the verify stage (built once, called per series)."""
+    """The pixel part of the verify stage (built once, called per series).
+
+    The per-file checks run where the verifier reads each output for its other checks
+    (:func:`inspect_output`, in the process pool for a large series); :meth:`finish`
+    reads the OCR sample and decides."""
 
     def __init__(self, cfg: Config) -> None:
         self.tessdata = cfg.pixels.tessdata
-        self._api: Any = None
 
-    def _reader(self) -> Any:
-        if self._api is None:
-            import tesserocr
+    def _tessdata(self) -> str:
+        from agent.pixels.ocr import find_tessdata  # where the data is, nothing else
 
-            from agent.pixels.ocr import find_tessdata  # where the data is, nothing else
-
-            path = str(find_tessdata(self.tessdata)) + "/"
-            self._api = tesserocr.PyTessBaseAPI(path=path, lang="eng",
-                                                psm=tesserocr.PSM.SPARSE_TEXT)
-        return self._api
+        return str(find_tessdata(self.tessdata)) + "/"
 
     def __call__(self, source_files: list[Path], outputs: list[Path]) -> None:
-        if not outputs:
-            return
-        needles = _needles(source_files[0]) if source_files else set()
-        findings: list[str] = []
-        decoded: list[tuple[Path, np.ndarray[Any, Any], bool]] = []
-        for path in outputs:
-            try:
-                img = _read(path)
-            except (ParseError, struct.error, ValueError):
-                findings.append(f"{path.name}: does not parse")
-                continue
-            if img is None:
-                continue
-            problems, arr = _native(img) if img.ts in _NATIVE else _compressed(img)
-            findings += [f"{path.name}: {p}" for p in problems]
-            if arr is not None:
-                decoded.append((path, arr, img.capture))
+        """Every check of every output, in this process (the small-series path)."""
+        if outputs:
+            self.finish(source_files, outputs, [inspect_output(p) for p in outputs])
+
+    def finish(self, source_files: list[Path], outputs: list[Path],
+               reports: list[PixelReport], pool: Executor | None = None) -> None:
+        """Raise LeakFound for any per-file finding (``reports``, one per output) or an
+        identifier OCR reads in the sample; OCR runs in ``pool`` when one is given."""
+        needles = frozenset(_needles(source_files[0]) if source_files else ())
+        findings = [f for r in reports for f in r.findings]
         if needles:
-            findings += self._ocr(decoded, needles)
+            tasks = [(self._tessdata(), p, k, needles) for p, k in ocr_sample(outputs, reports)]
+            shown = (pool.map(ocr_shows_identity, tasks) if pool is not None
+                     else map(ocr_shows_identity, tasks))
+            findings += [f"{path.name}: OCR reads an identifier of the patient in the pixels"
+                         for (_t, path, _k, _n), found in zip(tasks, shown, strict=True)
+                         if found]
         if findings:
             raise LeakFound(
                 f"pixel verification failed: {'; '.join(findings[:3])}"
                 + (f" (and {len(findings) - 3} more)" if len(findings) > 3 else "")
                 + "; nothing of this series is delivered")
-
-    def _ocr(self, decoded: list[tuple[Path, np.ndarray[Any, Any], bool]],
-             needles: set[str]) -> list[str]:
-        frames: list[tuple[str, np.ndarray[Any, Any]]] = []
-        captures = [(p, a) for p, a, c in decoded if c]
-        if captures:
-            frames = [(p.name, a[k]) for p, a in captures for k in range(a.shape[0])]
-            frames = frames[:_CAPTURE_FRAMES]
-        else:
-            every = [(p.name, a[k]) for p, a, _ in decoded for k in range(a.shape[0])]
-            if every:
-                picks = np.linspace(0, len(every) - 1, min(_VOLUME_FRAMES, len(every)))
-                frames = [every[int(i)] for i in sorted(set(picks.astype(int)))]
-        out = []
-        reader = self._reader()
-        for name, frame in frames:
-            text = _fold(_ocr_text(reader, frame))
-            if any(n in text for n in needles):
-                out.append(f"{name}: OCR reads an identifier of the patient in the pixels")
-        return out
