@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -78,10 +79,41 @@ class DeidConfig:
 @dataclass(frozen=True)
 class DefaceConfig:
     enabled: bool = True
-    #: Localizers and scouts show a face profile; quarantine them unless this is false.
+    #: Older name of ``[send] localizers`` (false sends localizers). Localizers are now
+    #: withheld, not quarantined.
     quarantine_localizers: bool = True
     #: Keep a before/after render of every defaced series in the state folder.
     renders: bool = True
+    #: A series that cannot place the face by itself (a short or thin stack) waits this long
+    #: for another series of its study (a 3-D T1) before it is quarantined.
+    partner_wait_minutes: float = 30.0
+
+
+@dataclass(frozen=True)
+class SendConfig:
+    """What this site sends (the ``select`` stage, :mod:`agent.policy`). A series not sent
+    ends *withheld* with its reason: recorded and visible, no alarm."""
+
+    #: Only these modalities are sent (e.g. ["MR", "CT"]); empty: every modality.
+    modalities: tuple[str, ...] = ()
+    #: A series whose Image Type holds any of these values is withheld (e.g. ["DERIVED"]).
+    exclude_image_types: tuple[str, ...] = ()
+    #: Regular expression (case-insensitive) on Series Description and Protocol Name: a
+    #: series that matches is withheld.
+    exclude_descriptions: str = ""
+    #: Regular expression: when set, only series whose description matches are sent.
+    include_descriptions: str = ""
+    #: Send only 3-D acquisitions (MR Acquisition Type 3D; CT always counts as 3-D).
+    only_3d: bool = False
+    #: Localizers/scouts are withheld unless true (then defaced like any image series).
+    localizers: bool = False
+    #: Screen captures and secondary captures are withheld unless true (then they go
+    #: through the pixel checks and the de-identifier's pixel-identity rules).
+    screen_captures: bool = False
+    #: Reports (SR, Phoenix protocol reports, documents) and raw data are withheld unless
+    #: true (then the de-identifier's pixel-identity rules decide).
+    reports: bool = False
+    raw_data: bool = False
 
 
 @dataclass(frozen=True)
@@ -208,6 +240,7 @@ class Config:
     deid: DeidConfig = field(default_factory=DeidConfig)
     deface: DefaceConfig = field(default_factory=DefaceConfig)
     pixels: PixelsConfig = field(default_factory=PixelsConfig)
+    send: SendConfig = field(default_factory=SendConfig)
     target: TargetConfig = field(default_factory=TargetConfig)
     tray: TrayConfig = field(default_factory=TrayConfig)
     dicom: DicomConfig = field(default_factory=DicomConfig)
@@ -231,6 +264,7 @@ _SECTIONS: dict[str, type] = {
     "deid": DeidConfig,
     "deface": DefaceConfig,
     "pixels": PixelsConfig,
+    "send": SendConfig,
     "target": TargetConfig,
     "tray": TrayConfig,
     "dicom": DicomConfig,
@@ -324,6 +358,15 @@ def _policy_locks(raw: dict[str, Any], source: str) -> set[str]:
     return set(locked)
 
 
+def _validate_send(send: SendConfig, src: str) -> None:
+    for key in ("exclude_descriptions", "include_descriptions"):
+        try:
+            re.compile(getattr(send, key))
+        except re.error as exc:
+            raise ConfigError(f"{src}: [send.{key}] is not a valid regular expression "
+                              f"({exc})") from None
+
+
 def _validate(cfg: Config) -> None:
     src = cfg.sources[-1] if cfg.sources else "configuration"
     if cfg.target.kind not in _TARGET_KINDS:
@@ -354,6 +397,7 @@ def _validate(cfg: Config) -> None:
     if cfg.target.max_mbps < 0:
         raise ConfigError(f"{src}: [target.max_mbps] must be 0 (no cap) or more")
     _validate_dicom(cfg.dicom, src)
+    _validate_send(cfg.send, src)
     name = cfg.site.name
     if not name or not all(c.isalnum() or c in "-_" for c in name) or len(name) > 32:
         raise ConfigError(

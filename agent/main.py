@@ -26,6 +26,7 @@ from agent.errors import (
     FatalError,
     SeriesProblem,
     TargetUnavailable,
+    TransientFault,
 )
 from agent.instance import InstanceLock
 from agent.keys import installation_secret, keyed_hash, site_secret
@@ -512,6 +513,11 @@ class Agent:
             delay = self._offline_delay * random.uniform(0.8, 1.2)
             self._offline_delay = min(self._offline_delay * 2, _OFFLINE_RETRY[1])
             self._queue.put(series_id, delay)
+            return
+        except TransientFault as exc:
+            # A passing condition of this series (waiting for the rest of its study...).
+            log.info("series %s waits: %s", series_id, exc)
+            self._queue.put(series_id, exc.retry_after or 60.0)
             return
         except FatalError as exc:
             # Wrong or expired credentials, a missing container: a person must act.

@@ -21,7 +21,7 @@ from agent import procpool
 from agent.config import Config
 from agent.deid.stage import POOL_THRESHOLD
 from agent.dicomfiles import DicomHeader, is_complete, read_header
-from agent.errors import CredentialsError, SeriesProblem, TargetUnavailable
+from agent.errors import CredentialsError, SeriesProblem, TargetUnavailable, TransientFault
 from agent.keys import installation_secret, keyed_hash, site_secret
 from agent.ledger import STAGED, Ledger
 from agent.pipeline import Outcome, Pipeline, build_stages, outcome_of
@@ -31,6 +31,9 @@ from agent.sync.folder import FolderTarget
 from agent.vocab import SeriesState
 from agent.watcher import scan_folder
 from agent.work import Stage
+
+#: A series that waits for the others of the run (never reported: it runs again).
+_DEFERRED = "deferred"
 
 
 @dataclass
@@ -158,14 +161,30 @@ def process_folder(cfg: Config, src: Path, out: Path,
             row = pipeline.stage(key, files)
             if row.state != STAGED:
                 return outcome_of(row)
+            return attempt(row.id)
+
+        def attempt(series_id: int) -> Outcome:
             try:
-                return pipeline.process(row.id)
+                return pipeline.process(series_id)
             except (TargetUnavailable, CredentialsError) as exc:
-                return Outcome(series_id=row.id, state="failed", reason=str(exc),
+                return Outcome(series_id=series_id, state="failed", reason=str(exc),
                                code="target")
+            except TransientFault as exc:  # e.g. waiting for another series of its study
+                return Outcome(series_id=series_id, state=_DEFERRED, reason=str(exc))
 
         with ThreadPoolExecutor(cfg.worker_count, thread_name_prefix="series-worker") as pool:
             summary.series = list(pool.map(one, sorted(survey.groups.items())))
+            # Series that waited for others (a study's structural series) go once more, now
+            # that every series of the run has been seen; no stage waits any longer. Still
+            # on the worker threads: the process pool's workers die with the thread that
+            # started them.
+            for stage in pipeline.stages:
+                closing = getattr(stage, "intake_closed", None)
+                if callable(closing):
+                    closing()
+            deferred = [o.series_id for o in summary.series if o.state == _DEFERRED]
+            again = dict(zip(deferred, pool.map(attempt, deferred), strict=True))
+        summary.series = [again.get(o.series_id, o) for o in summary.series]
         ledger.close()
     summary.seconds = time.monotonic() - started
     return summary

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, cast
 
 from agent.config import Config
-from agent.errors import DefaceFailed, FatalError, SeriesProblem, Withheld
+from agent.errors import DefaceFailed, FatalError, SeriesProblem, TransientFault, Withheld
 from agent.keys import keyed_hash
 from agent.ledger import (
     DELIVERED,
@@ -95,11 +95,12 @@ def export_path_hash(installation_key: bytes, path: str | Path) -> str:
 
 
 def build_stages(cfg: Config, site_secret: bytes) -> list[Stage]:
-    """The standard stages: de-identify, deface (when enabled), pixels, verify."""
+    """The standard stages: select, de-identify, deface (when enabled), pixels, verify."""
     from agent.deid import DeidStage, VerifyStage
     from agent.pixels import PixelStage, text_checked
+    from agent.policy import SelectStage
 
-    stages: list[Stage] = [DeidStage(text_checked(cfg), site_secret)]
+    stages: list[Stage] = [SelectStage(cfg), DeidStage(text_checked(cfg), site_secret)]
     if cfg.results.enabled:  # the cloud loop: record what restores identity to results
         from agent.results import relink_stage
 
@@ -257,7 +258,7 @@ class Pipeline:
             try:
                 stage(work)
                 self._record(row.id, work)
-            except (SeriesProblem, Withheld, Interrupted):
+            except (SeriesProblem, Withheld, TransientFault, Interrupted):
                 self._record(row.id, work)
                 raise
             except Exception as exc:  # noqa: BLE001 -- a bug or a library error not converted: fail closed
@@ -300,6 +301,7 @@ class Pipeline:
                 "deidentification_codes": sorted(set(work.codes)),
                 "defaced": work.defaced,
                 **({"changes": changes} if changes else {}),
+                **({"face": dict(work.face)} if work.face else {}),
             },
         }
         _atomic_write(self.workdir(row.id) / "ready.json", json.dumps(ready).encode())

@@ -127,6 +127,8 @@ class ResultsState(StrEnum):
     INVALID = "invalid"
     #: Re-identified and delivered to the results folder / PACS.
     DELIVERED = "delivered"
+    #: Whether a series was defaced or shows no face, and why (no PHI).
+    FACE_DECISION = "face-decision"
 
 
 class ProblemCode(StrEnum):
@@ -149,6 +151,8 @@ class ProblemCode(StrEnum):
     OUTBOX_MISSING = "outbox-missing"
     DEFACE = "deface"
     DEFACE_INPUT = "deface-input"
+    #: An image without usable position/orientation: where its face is cannot be told.
+    DEFACE_GEOMETRY = "deface-geometry"
     DEFACE_FIT = "deface-fit"
     DEFACE_FOV = "deface-fov"
     DEFACE_QC = "deface-qc"

@@ -47,6 +47,9 @@ class SeriesWork:
     #: Set by de-identification: output file name -> name of the staged copy it came from
     #: (so the manifest can say which delivered files are new or changed).
     source_of: dict[str, str] = field(default_factory=dict)
+    #: The face decision for the record (manifest and audit log; no PHI): "decision"
+    #: ("defaced" or "no-face") and "reason".
+    face: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not self.files:

@@ -10,7 +10,6 @@ import SimpleITK as sitk
 from pydicom.misc import is_dicom
 
 from agent.config import DefaceConfig
-from agent.deface import dicomio
 from agent.deface.core import DefaceReport, DefaceResult, check_output, deface_image
 from agent.deface.render import render_before_after
 from agent.deface.template import load_template
@@ -98,6 +97,8 @@ def deface_path(inp: Path, out: Path, *, render: Path | None = None,
         files = dicom_files(inp)
         if not files:
             raise DefaceFailed(f"{inp} holds no DICOM files", code="deface-input")
-        return dicomio.deface_dicom_files(files, out, render=render, base=inp)
+        from agent.deface.plan import deface_dicom_files
+
+        return deface_dicom_files(files, out, render=render, base=inp)
     raise DefaceFailed(f"{inp} is neither a DICOM series folder nor a NIfTI file",
                        code="deface-input")

@@ -1,45 +1,22 @@
-"""Enhanced (multi-frame) images: one object holding every slice as a frame.
+"""Enhanced (multi-frame) objects: each frame a slice, described by the functional groups.
 
-Each frame becomes a :class:`FrameHeader` - a light dataset with the classic attributes
-(position, orientation, spacing, rescale) read from the functional groups and the frame's
-pixels - so the classic volume builder and defacer apply unchanged; the new frames are
-then written back into the one object.
+A frame's attributes are read from its Per-Frame Functional Group, else the Shared one, else
+the top level: position, orientation, pixel spacing and rescale for its plane, and the
+frame content (temporal position, stack), diffusion (b-value, direction), echo and frame
+type for telling the volumes of a 4-D object apart. XA30/XA60 write one object per volume,
+Philips and Canon may put a whole 4-D series into one; both come out as slices alike.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 from pydicom.dataset import Dataset
-from pydicom.uid import ExplicitVRLittleEndian
 
+from agent.deface.planes import is_projection, plane_of, text, volume_key
+from agent.deface.volumes import Slice
 from agent.errors import DefaceFailed
-
-
-class FrameHeader(Dataset):
-    """One frame of a multi-frame object, dressed as a classic single-frame image."""
-
-    def __init__(self, pixels: np.ndarray, frame: int) -> None:
-        super().__init__()
-        self.frame_pixels = pixels
-        self.frame_index = frame
-
-    @property
-    def pixel_array(self) -> np.ndarray:
-        return self.frame_pixels
-
-
-def _group_value(ds: Dataset, frame_group: Dataset | None, sequence: str, keyword: str
-                 ) -> Any:
-    """``keyword`` from the frame's functional group, else the shared one, else top level."""
-    for group in (frame_group, _shared(ds)):
-        if group is not None and sequence in group and len(group[sequence].value):
-            item = group[sequence].value[0]
-            if keyword in item:
-                return item[keyword].value
-    return ds.get(keyword)
 
 
 def _shared(ds: Dataset) -> Dataset | None:
@@ -47,60 +24,88 @@ def _shared(ds: Dataset) -> Dataset | None:
     return seq[0] if seq else None
 
 
-def frame_headers(ds: Dataset) -> list[FrameHeader]:
-    """Per-frame classic headers of a multi-frame object (pixels decoded once)."""
-    try:
-        frames = ds.pixel_array
-    except Exception as exc:  # noqa: BLE001 -- pixel decoders raise many types; converted
-        raise DefaceFailed(f"the pixel data cannot be decoded ({type(exc).__name__})",
-                           code="deface-input") from None
-    n = int(ds.NumberOfFrames)
+def _item(group: Dataset | None, sequence: str) -> Dataset | None:
+    if group is None or sequence not in group:
+        return None
+    seq = group[sequence].value
+    return seq[0] if seq else None
+
+
+def _value(ds: Dataset, frame: Dataset | None, sequence: str, keyword: str) -> Any:
+    """``keyword`` from the frame's functional group, else the shared one, else top level."""
+    for group in (frame, _shared(ds)):
+        item = _item(group, sequence)
+        if item is not None and keyword in item:
+            return item[keyword].value
+    return ds.get(keyword)
+
+
+def _frame_type(ds: Dataset, frame: Dataset | None) -> Any:
+    for group in (frame, _shared(ds)):
+        if group is None:
+            continue
+        for elem in group:
+            if elem.VR == "SQ" and elem.keyword.endswith("FrameTypeSequence") and elem.value:
+                if "FrameType" in elem.value[0]:
+                    return elem.value[0].FrameType
+    return ds.get("ImageType")
+
+
+def _direction(ds: Dataset, frame: Dataset | None) -> Any:
+    for group in (frame, _shared(ds)):
+        diffusion = _item(group, "MRDiffusionSequence")
+        inner = _item(diffusion, "DiffusionGradientDirectionSequence")
+        if inner is not None and "DiffusionGradientOrientation" in inner:
+            return [round(float(v), 3) for v in inner.DiffusionGradientOrientation]
+    return None
+
+
+def frame_slices(obj: int, ds: Dataset, frames: np.ndarray) -> list[Slice]:
+    """One slice per frame of a multi-frame object (``frames``: its decoded pixels)."""
+    n = int(ds.get("NumberOfFrames", 1) or 1)
+    if frames.ndim == 2 and n == 1:
+        frames = frames[None]
     if frames.ndim != 3 or frames.shape[0] != n:
         raise DefaceFailed("multi-frame colour or irregular pixel data cannot be defaced",
                            code="deface-input")
     per = ds.get("PerFrameFunctionalGroupsSequence") or []
-    headers = []
+    out = []
     for i in range(n):
         group = per[i] if i < len(per) else None
-        h = FrameHeader(frames[i], i)
-        h.SeriesInstanceUID = ds.get("SeriesInstanceUID", "")
-        h.InstanceNumber = i + 1
-        h.Rows, h.Columns = ds.Rows, ds.Columns
-        h.BitsStored = ds.get("BitsStored", 16)
-        h.PixelRepresentation = ds.get("PixelRepresentation", 0)
-        for seq, kw in (("PlanePositionSequence", "ImagePositionPatient"),
-                        ("PlaneOrientationSequence", "ImageOrientationPatient"),
-                        ("PixelMeasuresSequence", "PixelSpacing"),
-                        ("PixelValueTransformationSequence", "RescaleSlope"),
-                        ("PixelValueTransformationSequence", "RescaleIntercept")):
-            value = _group_value(ds, group, seq, kw)
-            if value is not None:
-                setattr(h, kw, value)
-        headers.append(h)
-    return headers
+        plane = plane_of(
+            ds, frames.shape,
+            position=_value(ds, group, "PlanePositionSequence", "ImagePositionPatient"),
+            orientation=_value(ds, group, "PlaneOrientationSequence",
+                               "ImageOrientationPatient"),
+            spacing=_value(ds, group, "PixelMeasuresSequence", "PixelSpacing"),
+            thickness=_value(ds, group, "PixelMeasuresSequence", "SliceThickness"))
+        if plane is None:
+            raise DefaceFailed("a frame of the series has no usable position, orientation or "
+                               "pixel spacing; where its face is cannot be told",
+                               code="deface-geometry")
+        content = _item(group, "FrameContentSequence") or Dataset()
+        ftype = _frame_type(ds, group)
+        key = volume_key(
+            obj, ds,
+            temporal=content.get("TemporalPositionIndex"),
+            bvalue=_value(ds, group, "MRDiffusionSequence", "DiffusionBValue"),
+            direction=_direction(ds, group),
+            echo=_value(ds, group, "MREchoSequence", "EffectiveEchoTime"),
+            type=ftype,
+            acquisition=content.get("FrameAcquisitionNumber"),
+            stack=content.get("StackID"))
+        slope = _value(ds, group, "PixelValueTransformationSequence", "RescaleSlope")
+        icpt = _value(ds, group, "PixelValueTransformationSequence", "RescaleIntercept")
+        out.append(Slice(obj=obj, frame=i, tile=-1, plane=plane,
+                         slope=float(slope if slope not in (None, "") else 1.0),
+                         intercept=float(icpt if icpt not in (None, "") else 0.0),
+                         key=key, order=float(i), projection=is_projection(ftype)))
+    return out
 
 
-def write_frames(ds: Dataset, updates: list[tuple[list[Dataset], np.ndarray]],
-                 path: Path) -> Path:
-    """Write ``ds`` with the frames of each (headers, stored slices) pair replaced."""
-    from agent.deface.dicomio import mark_derived, save_defaced
-
-    frames = np.array(ds.pixel_array, copy=True)
-    for headers, stored in updates:
-        for header, slice_values in zip(headers, stored, strict=True):
-            if not isinstance(header, FrameHeader):
-                raise TypeError("not a frame header")
-            frames[header.frame_index] = slice_values
-    if ds.file_meta.TransferSyntaxUID.is_compressed:
-        ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    data = np.ascontiguousarray(frames).tobytes()
-    if len(data) % 2:
-        data += b"\x00"
-    ds.PixelData = data
-    ds["PixelData"].VR = "OB" if int(ds.get("BitsAllocated", 16)) <= 8 else "OW"
-    mark_derived(ds)
-    # Enhanced objects also type each frame: value 1 of Frame Type becomes DERIVED too.
-    groups = [g for g in (ds.get("PerFrameFunctionalGroupsSequence") or [])]
+def mark_frames_derived(ds: Dataset) -> None:
+    """Value 1 of every Frame Type becomes DERIVED, as Image Type does."""
+    groups = list(ds.get("PerFrameFunctionalGroupsSequence") or [])
     shared = _shared(ds)
     if shared is not None:
         groups.append(shared)
@@ -109,8 +114,6 @@ def write_frames(ds: Dataset, updates: list[tuple[list[Dataset], np.ndarray]],
             if elem.VR == "SQ" and elem.keyword.endswith("FrameTypeSequence"):
                 for item in elem.value:
                     if "FrameType" in item and item.FrameType:
-                        values = list(item.FrameType) if item["FrameType"].VM > 1 \
-                            else [str(item.FrameType)]
+                        values = text(item.FrameType).split("\\")
                         values[0] = "DERIVED"
                         item.FrameType = values
-    return save_defaced(ds, path)

@@ -1,63 +1,48 @@
-"""The pipeline stage: decide whether a de-identified series needs defacing, and do it.
+"""The pipeline stage ``deface``: every MR and CT series is checked for a face, from its
+pixels and geometry, whatever its headers say.
 
-Decision, from the headers (which the de-identifier leaves usable for this):
+For each series (any shape: :mod:`agent.deface.volumes`):
 
-* not MR or CT, or a Body Part Examined that is not the head: passed through unchanged;
-* a localizer/scout of the head (or of an unknown body part): quarantined, because it shows
-  a face profile, unless ``deface.quarantine_localizers`` is false;
-* head CT: defaced in Hounsfield units (:mod:`agent.deface.ct`), like MR otherwise;
-* MR of the head: defaced (classic or enhanced multi-frame; a series of several volumes -
-  time points, diffusion directions - is defaced volume by volume with one template fit);
-  anything that goes wrong quarantines it;
-* MR of an unknown body part: defaced when the head template fits it; passed through when
-  it is not a volume or the template does not fit (it is not a head).
+1. a face fit is found (:mod:`agent.deface.studyfit`): the study's fit when an earlier
+   series of the same study and Frame of Reference left one, else a fit on this series'
+   best volume; a clearly better structural volume replaces the study's fit for the series
+   that come after it;
+2. each volume gets a verdict (:mod:`agent.deface.presence`): a face may be in its field of
+   view, there is none (positive evidence only: the reason is recorded), or it cannot be
+   told;
+3. volumes with a face are defaced - the template's face on a fine structural volume
+   (:func:`~agent.deface.core.deface_image`), a smooth, intensity- and noise-matched
+   surrogate from the mapped region on everything else (:mod:`agent.deface.surrogate`),
+   each slice in its own native geometry - and the objects are written back in the form
+   they came in;
+4. anything that cannot be told quarantines the series (after waiting, in the agent, for a
+   structural series of the same study that may still arrive).
+
+Header words may add suspicion, never remove it: a Body Part Examined of KNEE does not
+spare a head from being checked.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
-import re
+import time
 from pathlib import Path
-
-import pydicom
-from pydicom.dataset import Dataset
 
 from agent.config import Config
 from agent.deface import dicomio
-from agent.deface.core import TemplateDoesNotFit
+from agent.deface.presence import Verdict
 from agent.deface.render import render_before_after
+from agent.deface.studyfit import StudyFits
+from agent.deface.volumes import Volume, build_volumes
 from agent.errors import DefaceFailed
 from agent.work import SeriesWork
 
 log = logging.getLogger(__name__)
 
-HEAD_PARTS = {
-    "HEAD", "BRAIN", "SKULL", "HEADNECK", "HEAD_NECK", "HEADANDNECK", "FACE", "ORBIT",
-    "IAC", "SINUS", "JAW", "TMJ", "NOSE", "EAR", "PITUITARY", "CEREBRUM", "NECKHEAD",
-}
-_HEAD_WORDS = re.compile(
-    r"brain|head|neuro|skull|cran|orbit|sella|pituit|iac|sinus|face|mprage|spgr|tof|"
-    r"hippo|epilep|\bms\b|stroke|cerebr", re.I)
-_LOCALIZER_WORDS = re.compile(
-    r"locali[sz]er|scout|survey|tri-?pilot|3[- ]?plane|\bloc\b|aahead|\bsurvey\b|pilot", re.I)
 CODE_CLEAN_VISUAL = dicomio.CLEAN_VISUAL[0]
-
-
-def _text(ds: Dataset) -> str:
-    return " ".join(str(getattr(ds, kw, "") or "") for kw in
-                    ("SeriesDescription", "ProtocolName", "StudyDescription"))
-
-
-def _is_localizer(headers: list[Dataset]) -> bool:
-    first = headers[0]
-    image_type = [str(v).upper() for v in (getattr(first, "ImageType", None) or [])]
-    if "LOCALIZER" in image_type or _LOCALIZER_WORDS.search(_text(first)):
-        return True
-    orientations = {tuple(round(float(v), 2) for v in getattr(ds, "ImageOrientationPatient",
-                                                              ()) or ()) for ds in headers}
-    # A handful of images in two or three planes: a tri-planar scout.
-    return len(orientations) > 1 and len(headers) < dicomio.MIN_SLICES
+#: Modalities whose images are checked for a face.
+FACE_MODALITIES = ("MR", "CT")
 
 
 def _seed(key: str) -> int:
@@ -65,65 +50,46 @@ def _seed(key: str) -> int:
 
 
 class DefaceStage:
-    """A :class:`~agent.work.Stage`: replaces the face of head MR volumes (see module doc)."""
+    """A :class:`~agent.work.Stage`: replaces the face wherever one may show (module doc)."""
 
     name = "deface"
 
-    def __init__(self, cfg: Config) -> None:
+    def __init__(self, cfg: Config, fits: StudyFits | None = None) -> None:
         self.cfg = cfg
+        self.fits = fits or StudyFits(cfg.paths.state_dir / "studyfits",
+                                      partner_wait=cfg.deface.partner_wait_minutes * 60.0)
+
+    def intake_closed(self) -> None:
+        """No more series will arrive (one-shot runs): stop waiting for partners."""
+        self.fits.partners_expected = False
 
     def __call__(self, work: SeriesWork) -> None:
-        headers: list[Dataset] = []
-        for path in work.files:
-            try:
-                headers.append(pydicom.dcmread(str(path), stop_before_pixels=True))
-            except Exception:  # noqa: BLE001 -- pydicom raises many types for damaged files
-                raise DefaceFailed("a file of the series cannot be read as DICOM",
-                                   code="deface-input") from None
-        if not headers:
+        from agent.deface import plan
+
+        started = time.monotonic()
+        objs = dicomio.read_series(list(work.files), list(work.source_files))
+        modality = (work.modality or plan.modality_of(objs)).upper()
+        if modality not in FACE_MODALITIES or not objs.slices:
             return
-        first = headers[0]
-        modality = str(getattr(first, "Modality", "") or "").upper()
-        body = re.sub(r"[^A-Z_]", "", str(getattr(first, "BodyPartExamined", "") or "").upper())
-        if modality not in ("MR", "CT"):
+        volumes = build_volumes(objs.slices, objs.pixels)
+        outcome = plan.run(self.fits, work, objs, volumes, modality=modality,
+                           seed=_seed(work.key))
+        if outcome.verdict is Verdict.NO_FACE:
+            log.info("series %s delivered as it is: %s", work.key[:12], outcome.reason)
+            work.face = {"decision": "no-face", "reason": outcome.reason}
             return
-        if body and body not in HEAD_PARTS:
-            return
-        head = bool(body) or bool(_HEAD_WORDS.search(_text(first)))
-        if _is_localizer(headers):
-            if self.cfg.deface.quarantine_localizers:
-                raise DefaceFailed(
-                    "this is a localizer/scout of the head, which shows the face in profile; "
-                    "localizers are held back (set deface.quarantine_localizers = false to "
-                    "deliver them)", code="deface-localizer")
-            return
-        try:
-            volumes, source = dicomio.load_volumes(dicomio.read_datasets(list(work.files)))
-        except DefaceFailed:
-            if head:
-                raise
-            return  # not a volume and nothing says it is a head: not ours to deface
-        try:
-            results = dicomio.deface_volumes(volumes, seed=_seed(work.key), modality=modality)
-        except TemplateDoesNotFit:
-            if head:
-                raise
-            log.info("series %s: head template does not fit; passed through", work.key[:12])
-            return
-        out_dir = work.workdir / "deface"
         names = dict(zip(work.files, _unique_names(list(work.files)), strict=True))
-        new_path = dicomio.write_volumes(volumes, results, out_dir, names, source)
-        work.files = [new_path[p] for p in work.files]
+        written = objs.write(work.workdir / "deface", names)
+        work.files = [written[p] for p in work.files]
         work.defaced = True
+        work.face = {"decision": "defaced", "reason": outcome.reason}
         if CODE_CLEAN_VISUAL not in work.codes:
             work.codes.append(CODE_CLEAN_VISUAL)
-        if self.cfg.deface.renders:
-            work.render = render_before_after(
-                volumes[0].image, dicomio.stored_to_image(volumes[0], results[0][1]),
-                work.workdir / "render.png", modality=modality)
-        r = results[0][0].report
-        log.info("series %s defaced (%d volume(s)): %d voxels replaced, dice %.2f",
-                 work.key[:12], len(volumes), r.voxels_replaced, r.dice)
+        if self.cfg.deface.renders and outcome.render is not None:
+            before, after = outcome.render
+            work.render = render_before_after(before, after, work.workdir / "render.png")
+        log.info("series %s defaced (%d of %d volume(s), %s) in %.1f s", work.key[:12],
+                 outcome.defaced, len(volumes), outcome.reason, time.monotonic() - started)
 
 
 def _unique_names(files: list[Path]) -> list[str]:
@@ -134,3 +100,6 @@ def _unique_names(files: list[Path]) -> list[str]:
         seen.add(name)
         names.append(name)
     return names
+
+
+__all__ = ["DefaceFailed", "DefaceStage", "Volume"]

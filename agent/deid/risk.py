@@ -96,7 +96,9 @@ def pixel_risks(ds: Dataset) -> list[PixelRisk]:
         out.append(PixelRisk(rule, reason))
     if any("SCREEN" in v for v in peek(ds, "ImageType").upper().split("\\")):
         out.append(PixelRisk("secondary-capture", "is a screen save (Image Type)"))
-    if "ConversionType" in ds:  # the SC Equipment module: a digitised/captured image
+    # The SC Equipment module names how an image was digitised or captured. Philips writes
+    # the element empty on every acquired MR image: only a value says "captured".
+    if peek(ds, "ConversionType").strip():
         out.append(
             PixelRisk("secondary-capture", "is a converted/captured image (Conversion Type)")
         )

@@ -142,3 +142,44 @@ def warp(colin: Colin, seed: int, amplitude: float = 7.0, scale: tuple[float, ..
     params = rng.normal(0.0, amplitude, len(bs.GetParameters()))
     bs.SetParameters(tuple(params))
     return sitk.CompositeTransform([affine, bs])
+
+
+#: The real multi-vendor corpus (../shared/corpus from the repository root).
+CORPUS = Path(__file__).resolve().parents[2] / ".." / "shared" / "corpus"
+
+
+@pytest.fixture(scope="session")
+def corpus() -> Path:
+    """The corpus' DICOM folder; tests that need it skip where it is absent."""
+    folder = CORPUS / "dicom"
+    if not folder.is_dir():
+        pytest.skip(f"the real DICOM corpus is not at {folder.resolve()}")
+    return folder
+
+
+@pytest.fixture(scope="session")
+def corpus_heads() -> Path:
+    folder = CORPUS / "heads"
+    if not folder.is_dir():
+        pytest.skip(f"the real heads are not at {folder.resolve()}")
+    return folder
+
+
+@pytest.fixture(scope="session")
+def dcm2niix(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    """dcm2niix (a real, independent converter) as a function: folder -> first volume."""
+    import shutil
+    import subprocess
+
+    exe = shutil.which("dcm2niix")
+    if exe is None:
+        pytest.skip("dcm2niix is not installed (scripts/install-test-deps.sh installs it)")
+
+    def convert(folder: Path) -> sitk.Image:
+        out = tmp_path_factory.mktemp("dcm2niix")
+        subprocess.run([exe, "-z", "n", "-b", "n", "-o", str(out), "-f", "v", str(folder)],
+                       check=True, capture_output=True, timeout=120)
+        (nii,) = sorted(out.glob("*.nii"))
+        return sitk.ReadImage(str(nii))
+
+    return convert

@@ -1,4 +1,5 @@
-"""The pipeline stage: which series are defaced, passed through or quarantined."""
+"""The pipeline stage: every MR/CT series checked for a face from its pixels and geometry;
+defaced, delivered as it is (with the reason), or quarantined."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from pydicom.uid import RLELossless
 
 from agent.config import Config, replace
 from agent.deface import DefaceStage, find_templates
+from agent.deface.studyfit import PartnerPending
 from agent.deface.template import ENV_VAR, FILES, load_template
 from agent.errors import DefaceFailed, SeriesProblem
 from agent.work import SeriesWork
@@ -23,7 +25,7 @@ SPACING = (2.5, 2.5, 2.5)
 
 
 def work_for(files: list[Path], tmp: Path) -> SeriesWork:
-    (tmp / "work").mkdir(exist_ok=True)
+    (tmp / "work").mkdir(parents=True, exist_ok=True)
     return SeriesWork(key="ab" * 32, version=1, source_files=list(files), workdir=tmp / "work")
 
 
@@ -60,8 +62,8 @@ def test_no_render_when_disabled(head_image: sitk.Image, tmp_path: Path) -> None
     assert work.defaced and work.render is None
 
 
-def test_compressed_input_is_written_uncompressed(head_image: sitk.Image,
-                                                  tmp_path: Path) -> None:
+def test_compressed_lossless_input_keeps_its_syntax(head_image: sitk.Image,
+                                                    tmp_path: Path) -> None:
     files = write_mr_series(head_image, tmp_path / "in")
     for p in files:
         ds = pydicom.dcmread(p)
@@ -71,43 +73,23 @@ def test_compressed_input_is_written_uncompressed(head_image: sitk.Image,
     DefaceStage(Config())(work)
     assert work.defaced
     ds = pydicom.dcmread(work.files[0])
-    assert ds.file_meta.TransferSyntaxUID == pydicom.uid.ExplicitVRLittleEndian
+    assert ds.file_meta.TransferSyntaxUID == RLELossless
     assert ds.pixel_array.shape == (ds.Rows, ds.Columns)
 
 
-@pytest.mark.parametrize("how", ["image-type", "description", "three-plane"])
-def test_head_localizers_are_quarantined(head_image: sitk.Image, tmp_path: Path,
-                                         how: str) -> None:
-    if how == "image-type":
-        files = write_mr_series(head_image, tmp_path / "in",
-                                image_type=("ORIGINAL", "PRIMARY", "LOCALIZER"))
-    elif how == "description":
-        files = write_mr_series(head_image, tmp_path / "in", description="AAHead_Scout")
-    else:
-        files = write_mr_series(head_image, tmp_path / "in", description="survey")[:3]
-        for k, p in enumerate(files):  # one image per plane
-            ds = pydicom.dcmread(p)
-            ds.SeriesDescription = "tri"
-            ds.ImageOrientationPatient = [[1, 0, 0, 0, 1, 0], [0, 1, 0, 0, 0, -1],
-                                          [1, 0, 0, 0, 0, -1]][k]
-            ds.save_as(p)
+@pytest.mark.parametrize("label", ["KNEE", "KOPF", "CABEZA", ""])
+def test_head_is_defaced_whatever_its_label_says(head_image: sitk.Image, tmp_path: Path,
+                                                 label: str) -> None:
+    """Header words never spare a head: decided from the image."""
+    files = write_mr_series(head_image, tmp_path / "in", body_part=label,
+                            description={"KNEE": "knee pd", "KOPF": "Schädel",
+                                         "CABEZA": "cabeza"}.get(label, ""))
     work = work_for(files, tmp_path)
-    with pytest.raises(DefaceFailed) as info:
-        DefaceStage(Config())(work)
-    assert info.value.code == "deface-localizer"
-    assert "localizer" in str(info.value)
-    # Opted out: delivered unchanged.
-    work = work_for(files, tmp_path)
-    DefaceStage(replace(Config(), deface_quarantine_localizers=False))(work)
-    assert work.files == files and not work.defaced
-
-
-def test_other_body_parts_and_modalities_pass_through(head_image: sitk.Image,
-                                                      tmp_path: Path) -> None:
-    knee = write_mr_series(head_image, tmp_path / "knee", body_part="KNEE")
-    work = work_for(knee, tmp_path)
     DefaceStage(Config())(work)
-    assert work.files == knee and not work.defaced and work.codes == []
+    assert work.defaced and work.face["decision"] == "defaced"
+
+
+def test_other_modalities_pass_through(head_image: sitk.Image, tmp_path: Path) -> None:
     pet = write_mr_series(head_image, tmp_path / "pet", modality="PT")
     work = work_for(pet, tmp_path)
     DefaceStage(Config())(work)
@@ -125,51 +107,89 @@ def _blob_image() -> sitk.Image:
     return img
 
 
-def test_unknown_body_part_not_a_head_passes_through(tmp_path: Path) -> None:
-    files = write_mr_series(_blob_image(), tmp_path / "in", body_part="",
-                            description="phantom")
-    work = work_for(files, tmp_path)
-    DefaceStage(Config())(work)
-    assert work.files == files and not work.defaced
+def test_what_cannot_be_told_waits_then_is_quarantined(tmp_path: Path) -> None:
+    """A phantom the template does not fit: no fit, no study partner. The agent waits for
+    a partner; once none can come the series is quarantined with what to do."""
+    files = write_mr_series(_blob_image(), tmp_path / "in", body_part="HEAD")
+    stage = DefaceStage(Config())
+    with pytest.raises(PartnerPending):
+        stage(work_for(files, tmp_path))
+    stage.intake_closed()
+    with pytest.raises(DefaceFailed) as info:
+        stage(work_for(files, tmp_path))
+    assert info.value.code == "deface-fit"
+    assert "3-D T1" in str(info.value) and "[send]" in str(info.value)
 
 
-def test_unknown_body_part_head_is_defaced(head_image: sitk.Image, tmp_path: Path) -> None:
-    files = write_mr_series(head_image, tmp_path / "in", body_part="", description="t1")
-    work = work_for(files, tmp_path)
-    DefaceStage(Config())(work)
+def study_series(image: sitk.Image, folder: Path, study: str, frame: str,
+                 **kwargs: object) -> list[Path]:
+    """A series of one study and Frame of Reference (shared patient coordinates)."""
+    files = write_mr_series(image, folder, **kwargs)  # type: ignore[arg-type]
+    for p in files:
+        ds = pydicom.dcmread(p)
+        ds.StudyInstanceUID, ds.FrameOfReferenceUID = study, frame
+        ds.save_as(p)
+    return files
+
+
+def study_work(files: list[Path], tmp: Path, name: str) -> SeriesWork:
+    work = work_for(files, tmp / name)
+    work.study_pseudonym, work.series_pseudonym = "STUDY-1", f"SERIES-{name}"
+    return work
+
+
+def test_short_and_tilted_stacks_are_defaced_from_the_study_fit(
+        colin: Colin, tmp_path: Path) -> None:
+    """A 12-slice sagittal stack and a sheared (gantry-tilted) stack cannot place the face
+    alone; with the study's 3-D series fitted first they are defaced from the mapped region,
+    each slice in its own geometry, the brain bit-identical."""
+    study, frame = pydicom.uid.generate_uid(), pydicom.uid.generate_uid()
+    stage = DefaceStage(Config())
+    full = make_case(colin, "axial", SPACING)
+    t1 = study_work(study_series(full.image, tmp_path / "t1", study, frame), tmp_path, "t1")
+    stage(t1)
+    assert t1.defaced
+    sagittal = make_case(colin, "sagittal", (1.0, 1.0, 5.0))
+    lateral = sitk.RegionOfInterest(sagittal.image, [*sagittal.image.GetSize()[:2], 12],
+                                    [0, 0, 2])  # 12 slices through the face, off-centre
+    short = study_series(lateral, tmp_path / "short", study, frame, body_part="")
+    work = study_work(short, tmp_path, "short")
+    stage(work)
+    assert work.defaced and "mapped surrogate" in work.face["reason"]
+    before = np.stack([pydicom.dcmread(p).pixel_array for p in sorted(short)])
+    after = np.stack([pydicom.dcmread(p).pixel_array for p in sorted(work.files)])
+    assert (before != after).any()
+    tilted = study_series(full.image, tmp_path / "tilt", study, frame)
+    for p in tilted:  # shear the stack: a gantry tilt
+        ds = pydicom.dcmread(p)
+        pos = [float(v) for v in ds.ImagePositionPatient]
+        pos[1] += 0.2 * pos[2]
+        ds.ImagePositionPatient = [f"{v:.4f}" for v in pos]
+        ds.save_as(p)
+    work = study_work(tilted, tmp_path, "tilt")
+    stage(work)
     assert work.defaced
 
 
-def test_head_that_does_not_fit_is_quarantined(tmp_path: Path) -> None:
-    files = write_mr_series(_blob_image(), tmp_path / "in", body_part="HEAD")
-    with pytest.raises(DefaceFailed) as info:
-        DefaceStage(Config())(work_for(files, tmp_path))
-    assert info.value.code.startswith("deface")
-
-
-def test_head_series_the_method_cannot_handle(head_image: sitk.Image, tmp_path: Path) -> None:
-    few = write_mr_series(head_image, tmp_path / "few")[:12]
-    with pytest.raises(DefaceFailed, match="at least 20 slices"):
-        DefaceStage(Config())(work_for(few, tmp_path))
-    tilted = write_mr_series(head_image, tmp_path / "tilt")
-    for p in tilted:  # shear the stack far beyond any gantry tilt (70 degrees)
-        ds = pydicom.dcmread(p)
-        pos = [float(v) for v in ds.ImagePositionPatient]
-        pos[1] += 2.75 * pos[2]
-        ds.ImagePositionPatient = [f"{v:.4f}" for v in pos]
-        ds.save_as(p)
-    with pytest.raises(DefaceFailed, match="beyond any gantry tilt"):
-        DefaceStage(Config())(work_for(tilted, tmp_path))
-
-
-def test_face_outside_field_of_view_is_quarantined(colin: Colin, tmp_path: Path) -> None:
-    """A slab through the top of the head: no face to replace, no fit to trust."""
+def test_slab_above_the_eyes_is_delivered_as_it_is(colin: Colin, tmp_path: Path) -> None:
+    """A slab through the top of the head, with the study's fit: no face in its field of
+    view, so it is delivered unchanged with the reason recorded. Alone it cannot be told."""
+    study, frame = pydicom.uid.generate_uid(), pydicom.uid.generate_uid()
     full = make_case(colin, "axial", SPACING).image
     size = list(full.GetSize())
-    top = sitk.RegionOfInterest(full, [size[0], size[1], 24], [0, 0, size[2] - 30])
-    files = write_mr_series(top, tmp_path / "in")
+    top = sitk.RegionOfInterest(full, [size[0], size[1], 20], [0, 0, size[2] - 20])
+    slab = study_series(top, tmp_path / "slab", study, frame)
+    lonely = DefaceStage(Config())
+    lonely.intake_closed()
     with pytest.raises(SeriesProblem):
-        DefaceStage(Config())(work_for(files, tmp_path))
+        lonely(study_work(slab, tmp_path, "alone"))
+    stage = DefaceStage(Config())
+    stage(study_work(study_series(full, tmp_path / "t1", study, frame), tmp_path, "t1"))
+    work = study_work(slab, tmp_path, "slab")
+    stage(work)
+    assert not work.defaced and work.files == slab
+    assert work.face["decision"] == "no-face"
+    assert "no face in the field of view" in work.face["reason"]
 
 
 def test_head_ct_not_in_hounsfield_units_is_quarantined(head_image: sitk.Image,

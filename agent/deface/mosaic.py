@@ -1,0 +1,178 @@
+"""Siemens mosaics: every slice of a volume tiled into one image, row by row.
+
+How many tiles hold slices is in the private headers: the CSA image header's
+``NumberOfImagesInMosaic`` (0029,xx10) or (0019,xx0A) of ``SIEMENS MR HEADER``. Both are
+private, so de-identification drops them: :func:`hints_from` reads them from the staged
+originals. Without them, the tile size is taken from the Acquisition Matrix and the count
+from the trailing empty tiles.
+
+Geometry (as scanners and converters such as dcm2niix and nibabel read it): Image Position
+(Patient) of a mosaic is where the top-left pixel would be if the mosaic were one slice
+with the slices' pixel spacing, centred on the first slice; tile ``i`` lies ``i`` slice
+steps along the CSA ``SliceNormalVector`` (else the cross product of the orientation).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pydicom
+from pydicom.dataset import Dataset
+
+from agent.deface import csa
+from agent.deface.planes import is_projection, number, plane_of, volume_key
+from agent.deface.volumes import Plane, Slice
+from agent.errors import DefaceFailed
+
+_SIEMENS_MR_HEADER = "SIEMENS MR HEADER"
+
+
+@dataclass(frozen=True)
+class Layout:
+    """How one mosaic is tiled."""
+
+    count: int  # tiles holding slices
+    grid: int  # tiles per row (and per column)
+    rows: int  # pixels per tile
+    cols: int
+    normal: tuple[float, float, float] | None = None
+
+
+@dataclass
+class Hints:
+    """Mosaic facts read from the originals: per Instance Number and for the series."""
+
+    count: int | None = None
+    normal: tuple[float, float, float] | None = None
+    by_instance: dict[str, tuple[int, tuple[float, float, float] | None]] = field(
+        default_factory=dict)
+
+
+def is_mosaic(ds: Dataset) -> bool:
+    values = ds.get("ImageType") or []
+    values = [values] if isinstance(values, str) else list(values)
+    return any(str(v).strip().upper() == "MOSAIC" for v in values)
+
+
+def _own(ds: Dataset) -> tuple[int | None, tuple[float, float, float] | None]:
+    """Tile count and slice normal from the object's own private headers."""
+    tags = csa.header(ds)
+    count = csa.number(tags, "NumberOfImagesInMosaic")
+    vec = csa.vector(tags, "SliceNormalVector")
+    normal = (vec[0], vec[1], vec[2]) if vec else None
+    if count is None:
+        for block in range(0x10, 0x100):
+            creator = ds.get((0x0019, block))
+            if creator is not None and str(creator.value).strip() == _SIEMENS_MR_HEADER:
+                elem = ds.get((0x0019, (block << 8) | 0x0A))
+                try:
+                    count = float(elem.value) if elem is not None else None
+                except (TypeError, ValueError):
+                    count = None
+                break
+    return (int(count) if count and count > 0 else None), normal
+
+
+def hints_from(sources: list[Path]) -> Hints:
+    """Read the mosaic facts of the staged originals (headers only; mosaics only)."""
+    hints = Hints()
+    for path in sources:
+        try:
+            ds = pydicom.dcmread(str(path), stop_before_pixels=True)
+        except Exception:  # noqa: BLE001 - an unreadable original gives no hint
+            continue
+        if not is_mosaic(ds):
+            continue
+        count, normal = _own(ds)
+        if count is None:
+            continue
+        hints.by_instance[str(ds.get("InstanceNumber", ""))] = (count, normal)
+        if hints.count is None:
+            hints.count, hints.normal = count, normal
+    return hints
+
+
+def layout(ds: Dataset, hints: Hints) -> Layout | None:
+    """The tiling of a mosaic object, or None when ``ds`` is not a mosaic."""
+    if not is_mosaic(ds):
+        return None
+    rows, cols = int(ds.Rows), int(ds.Columns)
+    count, normal = _own(ds)
+    if count is None:
+        count, normal = hints.by_instance.get(str(ds.get("InstanceNumber", "")),
+                                              (hints.count, hints.normal)) \
+            if hints.count else (None, None)
+    if count is None:
+        return _layout_from_matrix(ds)
+    grid = math.ceil(math.sqrt(count))
+    if grid < 1 or rows % grid or cols % grid:
+        return None
+    return Layout(count=count, grid=grid, rows=rows // grid, cols=cols // grid, normal=normal)
+
+
+def _layout_from_matrix(ds: Dataset) -> Layout | None:
+    """No private header: tiles sized by the Acquisition Matrix, counted up to the last
+    tile that holds anything."""
+    try:
+        matrix = [int(v) for v in ds.AcquisitionMatrix]
+    except (AttributeError, TypeError, ValueError):
+        return None
+    size = max(matrix) if matrix else 0
+    rows, cols = int(ds.Rows), int(ds.Columns)
+    if size <= 0 or rows % size or cols % size or rows // size != cols // size:
+        return None
+    grid = rows // size
+    arr = ds.pixel_array
+    count = 0
+    for i in range(grid * grid):
+        r, c = divmod(i, grid)
+        if np.any(arr[r * size:(r + 1) * size, c * size:(c + 1) * size]):
+            count = i + 1
+    return Layout(count=count, grid=grid, rows=size, cols=size) if count else None
+
+
+def tile_slices(obj: int, ds: Dataset, lay: Layout) -> list[Slice]:
+    """One slice per tile holding a slice, with its own plane."""
+    plane = plane_of(ds, (lay.rows, lay.cols))
+    if plane is None:
+        raise DefaceFailed("a mosaic of the series has no usable position or orientation",
+                           code="deface-geometry")
+    row, col = np.array(plane.row), np.array(plane.col)
+    dr, dc = plane.spacing
+    first = (np.array(plane.origin) + row * dc * (int(ds.Columns) - lay.cols) / 2.0
+             + col * dr * (int(ds.Rows) - lay.rows) / 2.0)
+    normal = np.array(lay.normal) if lay.normal is not None else plane.normal
+    normal = normal / (np.linalg.norm(normal) or 1.0)
+    try:
+        step = float(ds.get("SpacingBetweenSlices") or ds.get("SliceThickness") or 0.0)
+    except (TypeError, ValueError):
+        step = 0.0
+    if step <= 0:
+        raise DefaceFailed("a mosaic of the series gives no slice spacing",
+                           code="deface-geometry")
+    slope = float(ds.get("RescaleSlope", 1.0) or 1.0)
+    icpt = float(ds.get("RescaleIntercept", 0.0) or 0.0)
+    key = volume_key(obj, ds)
+    out = []
+    for i in range(lay.count):
+        origin = first + normal * step * i
+        p = Plane(origin=(float(origin[0]), float(origin[1]), float(origin[2])),
+                  row=plane.row, col=plane.col, spacing=plane.spacing,
+                  shape=(lay.rows, lay.cols), thickness=plane.thickness)
+        out.append(Slice(obj=obj, frame=0, tile=i, plane=p, slope=slope, intercept=icpt,
+                         key=key, order=number(ds.get("InstanceNumber")) * 1000 + i,
+                         projection=is_projection(ds.get("ImageType"))))
+    return out
+
+
+def tile(arr: np.ndarray, lay: Layout, index: int) -> np.ndarray:
+    """The pixels of tile ``index`` (a view into the mosaic)."""
+    r, c = divmod(index, lay.grid)
+    return arr[r * lay.rows:(r + 1) * lay.rows, c * lay.cols:(c + 1) * lay.cols]
+
+
+def put_tile(arr: np.ndarray, lay: Layout, index: int, values: np.ndarray) -> None:
+    tile(arr, lay, index)[...] = values
