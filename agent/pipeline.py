@@ -301,7 +301,6 @@ class Pipeline:
                 "deidentification_codes": sorted(set(work.codes)),
                 "defaced": work.defaced,
                 **({"changes": changes} if changes else {}),
-                **({"face": dict(work.face)} if work.face else {}),
             },
         }
         _atomic_write(self.workdir(row.id) / "ready.json", json.dumps(ready).encode())

@@ -112,6 +112,8 @@ class AuditEvent(StrEnum):
     PIXELS_CLEANED = "pixels-cleaned"     # hidden bits, overlays, embedded bytes removed
     RESULTS_ATTEMPT_FAILED = "results-attempt-failed"
     RESULTS_PACS_INCOMPLETE = "results-pacs-incomplete"
+    #: Whether a series was defaced or shows no face, and why (no PHI).
+    FACE_DECISION = "face-decision"
 
 
 class ResultsState(StrEnum):
@@ -127,8 +129,6 @@ class ResultsState(StrEnum):
     INVALID = "invalid"
     #: Re-identified and delivered to the results folder / PACS.
     DELIVERED = "delivered"
-    #: Whether a series was defaced or shows no face, and why (no PHI).
-    FACE_DECISION = "face-decision"
 
 
 class ProblemCode(StrEnum):

@@ -36,6 +36,7 @@ from agent.deface.render import render_before_after
 from agent.deface.studyfit import StudyFits
 from agent.deface.volumes import Volume, build_volumes
 from agent.errors import DefaceFailed
+from agent.vocab import AuditEvent
 from agent.work import SeriesWork
 
 log = logging.getLogger(__name__)
@@ -77,12 +78,14 @@ class DefaceStage:
         if outcome.verdict is Verdict.NO_FACE:
             log.info("series %s delivered as it is: %s", work.key[:12], outcome.reason)
             work.face = {"decision": "no-face", "reason": outcome.reason}
+            work.audit.append((AuditEvent.FACE_DECISION, dict(work.face)))
             return
         names = dict(zip(work.files, _unique_names(list(work.files)), strict=True))
         written = objs.write(work.workdir / "deface", names)
         work.files = [written[p] for p in work.files]
         work.defaced = True
         work.face = {"decision": "defaced", "reason": outcome.reason}
+        work.audit.append((AuditEvent.FACE_DECISION, dict(work.face)))
         if CODE_CLEAN_VISUAL not in work.codes:
             work.codes.append(CODE_CLEAN_VISUAL)
         if self.cfg.deface.renders and outcome.render is not None:
