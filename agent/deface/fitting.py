@@ -80,7 +80,7 @@ def fittable(volume: Volume) -> bool:
 
 def candidates(volumes: list[Volume]) -> list[Candidate]:
     """Fittable volumes, best first (the first volume of a time series breaks ties)."""
-    out = [Candidate(v, score(v)) for v in volumes if fittable(v)]
+    out = [Candidate(v, score(v)) for v in volumes if fittable(v) and not v.projection]
     order = {id(v): i for i, v in enumerate(volumes)}
     out.sort(key=lambda c: (-round(c.score, 3), order[id(c.volume)]))
     return out

@@ -15,7 +15,7 @@ from typing import NoReturn
 
 import SimpleITK as sitk
 
-from agent.deface import fitting, replace, surrogate
+from agent.deface import fitting, projection, replace, surrogate
 from agent.deface.core import DefaceReport, deface_image
 from agent.deface.dicomio import MIN_SLICES, SeriesObjects
 from agent.deface.fitting import Candidate, fit_volume, template_id
@@ -109,7 +109,7 @@ def run(fits: StudyFits, work: SeriesWork, objs: SeriesObjects, volumes: list[Vo
     fit, own, why = _choose_fit(fits, key, cands, work, template)
     if fit is None:
         _cannot_place(fits, work, why, modality)
-    verdicts = [_judge(images[i], fit, own, template) if i in live else
+    verdicts = [_judge(volumes[i], images[i], fit, own, template) if i in live else
                 Presence(Verdict.NO_FACE, "the image holds no tissue")
                 for i in range(len(volumes))]
     if any(p.verdict is Verdict.UNKNOWN for p in verdicts) and not own and cands:
@@ -118,8 +118,9 @@ def run(fits: StudyFits, work: SeriesWork, objs: SeriesObjects, volumes: list[Vo
         if result.fit is not None:
             fit, own = result.fit, True
             fits.offer(key, fit)
-            verdicts = [_judge(images[i], fit, True, template) if p.verdict is Verdict.UNKNOWN
-                        else p for i, p in enumerate(verdicts)]
+            verdicts = [_judge(volumes[i], images[i], fit, True, template)
+                        if p.verdict is Verdict.UNKNOWN else p
+                        for i, p in enumerate(verdicts)]
     unknown = [p for p in verdicts if p.verdict is Verdict.UNKNOWN]
     if unknown:
         _cannot_place(fits, work, unknown[0].reason, modality)
@@ -146,9 +147,12 @@ def run(fits: StudyFits, work: SeriesWork, objs: SeriesObjects, volumes: list[Vo
     return outcome
 
 
-def _judge(image: sitk.Image, fit: Fit, own: bool, template: Template) -> Presence:
+def _judge(volume: Volume, image: sitk.Image, fit: Fit, own: bool, template: Template
+           ) -> Presence:
+    rays = projection.ray_grid(volume.block_image(0)) if volume.projection else None
     try:
-        return judge(image, fit.transform, template, own_fit=own, face_seen=fit.face_seen)
+        return judge(image, fit.transform, template, own_fit=own, face_seen=fit.face_seen,
+                     rays=rays)
     except DefaceFailed as exc:  # e.g. a head mask cannot be found
         return Presence(Verdict.UNKNOWN, str(exc))
 
@@ -163,6 +167,8 @@ def _deface(objs: SeriesObjects, volume: Volume, image: sitk.Image, fit: Fit,
             template: Template, filler: surrogate.Surrogate, seed: int, modality: str
             ) -> tuple[str, DefaceReport]:
     """Deface one volume in place (objects updated); returns how, and its numbers."""
+    if volume.projection:
+        return _deface_projection(objs, volume, fit, template, seed)
     if _structural(volume):
         kwargs = {"modality": modality} \
             if "modality" in inspect.signature(deface_image).parameters else {}
@@ -187,6 +193,29 @@ def _deface(objs: SeriesObjects, volume: Volume, image: sitk.Image, fit: Fit,
     report = DefaceReport(voxels_replaced=tally.changed, fraction_changed=tally.fraction,
                           shape=tuple(int(v) for v in image.GetSize()[::-1]))  # type: ignore[arg-type]
     return "mapped surrogate", report
+
+
+def _deface_projection(objs: SeriesObjects, volume: Volume, fit: Fit, template: Template,
+                       seed: int) -> tuple[str, DefaceReport]:
+    """Every slice of a projection series on its own rays (:mod:`projection`)."""
+    tally = replace.Tally()
+    for b in range(len(volume.blocks)):
+        start, stop = volume.blocks[b]
+        for i in range(start, stop):
+            sub = Volume(slices=[volume.slices[i]], stored=volume.stored[i:i + 1],
+                         blocks=[(0, 1)])
+            block = sub.block_image(0)
+            maps = projection.maps(block, template, fit.transform)
+            if maps is None:
+                continue
+            calib = projection.calibrate(block, template, fit.transform)
+            result = surrogate.fill(block, maps, calib, seed * 131 + i,
+                                    fit.registration(block))
+            replace.apply_block(objs, sub, 0, result, tally)
+            volume.stored[i] = sub.stored[0]
+    replace.check_volume(tally)
+    return "projected surrogate", DefaceReport(voxels_replaced=tally.changed,
+                                               fraction_changed=tally.fraction)
 
 
 def deface_dicom_files(files: list[Path], out_dir: Path, *, render: Path | None = None,

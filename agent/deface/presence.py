@@ -147,11 +147,26 @@ def vertex_depth(image: sitk.Image) -> float | None:
     return top - float(superior.min())
 
 
+def _judge_projection(rays: sitk.Image, tx: sitk.AffineTransform, template: Template,
+                      face_seen: float) -> Presence:
+    fraction = face_fraction(rays, tx, template)
+    if fraction > 0:
+        return Presence(Verdict.FACE, f"the rays of this projection cross "
+                        f"{100 * fraction:.0f}% of the face and ears", fraction)
+    if face_seen < MIN_FACE_SEEN:
+        return Presence(Verdict.UNKNOWN, "the study's fit never saw the face")
+    return Presence(Verdict.NO_FACE, "no ray of this projection crosses the face or the "
+                    "ears as the study's fit places them")
+
+
 def judge(image: sitk.Image, tx: sitk.AffineTransform, template: Template, *,
-          own_fit: bool, face_seen: float) -> Presence:
-    """The verdict for one volume (its regular fit image) under one fit."""
+          own_fit: bool, face_seen: float, rays: sitk.Image | None = None) -> Presence:
+    """The verdict for one volume (its regular fit image) under one fit. ``rays``: for a
+    projection, the volume its rays sweep (the face shows wherever a ray meets it)."""
     if blank(image):
         return Presence(Verdict.NO_FACE, "the image holds no tissue")
+    if rays is not None:
+        return _judge_projection(rays, tx, template, face_seen)
     if not own_fit:
         aligned = lines_up(image, tx, template)
         if aligned < MIN_LINE_UP:

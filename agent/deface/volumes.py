@@ -107,6 +107,11 @@ class Volume:
     def plane(self) -> Plane:
         return self.slices[0].plane
 
+    @property
+    def projection(self) -> bool:
+        """A projection (MIP) series: every pixel a maximum along a ray."""
+        return all(s.projection for s in self.slices)
+
     def real(self, start: int = 0, stop: int | None = None) -> np.ndarray:
         """Real-world values (rescale applied per slice), float32."""
         sl = self.slices[start:stop]
