@@ -106,10 +106,8 @@ class SendConfig:
     #: Send only 3-D acquisitions (MR Acquisition Type 3D; CT always counts as 3-D).
     only_3d: bool = False
     #: Localizers/scouts are withheld unless true (then defaced like any image series).
+    #: Screen captures are the pixels stage's: ``[pixels] deliver_captures``.
     localizers: bool = False
-    #: Screen captures and secondary captures are withheld unless true (then they go
-    #: through the pixel checks and the de-identifier's pixel-identity rules).
-    screen_captures: bool = False
     #: Reports (SR, Phoenix protocol reports, documents) and raw data are withheld unless
     #: true (then the de-identifier's pixel-identity rules decide).
     reports: bool = False

@@ -8,7 +8,8 @@ short series):
 * what the product never sends as it stands (rules as data in ``agent/data/send_policy.json``):
   reports (structured reports, Siemens Phoenix protocol reports, encapsulated documents),
   raw and spectroscopy data, presentation states and other non-images; localizers/scouts
-  and screen captures unless ``[send] localizers`` / ``screen_captures`` say otherwise;
+  unless ``[send] localizers`` says otherwise (screen captures and derived images are the
+  ``pixels`` stage's to read, redact or withhold: ``[pixels] deliver_captures``);
 * what the site chose (``[send]``): modalities, Image Type values, description patterns,
   3-D acquisitions only.
 
@@ -184,8 +185,6 @@ def _kind(facts: SeriesFacts) -> tuple[WithheldCode, str] | None:
             return r.image_types[value]
     if r.report_words.search(facts.text):
         return WithheldCode.REPORT, "a scanner or dose report"
-    if facts.conversion:
-        return WithheldCode.SCREEN_CAPTURE, "a converted or captured image (Conversion Type)"
     if is_localizer(facts):
         return WithheldCode.LOCALIZER, "a localizer (scout)"
     return None
@@ -204,7 +203,6 @@ def _by_class(facts: SeriesFacts, r: Rules) -> tuple[WithheldCode, str] | None:
 
 def _held(code: WithheldCode, what: str, send: SendConfig) -> Withheld | None:
     allowed = {WithheldCode.LOCALIZER: send.localizers,
-               WithheldCode.SCREEN_CAPTURE: send.screen_captures,
                WithheldCode.REPORT: send.reports,
                WithheldCode.RAW_DATA: send.raw_data}
     if allowed.get(code, False):
@@ -212,9 +210,6 @@ def _held(code: WithheldCode, what: str, send: SendConfig) -> Withheld | None:
     hint = {
         WithheldCode.LOCALIZER: " (set [send] localizers = true to send localizers, "
                                 "defaced like any image)",
-        WithheldCode.SCREEN_CAPTURE: " (screen captures may show names burned into the "
-                                     "pixels; set [send] screen_captures = true to send "
-                                     "them through the pixel checks)",
     }.get(code, "")
     return Withheld(f"not sent: this series is {what}{hint}", code=code)
 

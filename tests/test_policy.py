@@ -65,9 +65,6 @@ def test_ordinary_images_are_sent(tmp_path: Path) -> None:
     ({"sop": "1.3.12.2.1107.5.9.1"}, WithheldCode.RAW_DATA),
     ({"sop": "1.2.840.10008.5.1.4.1.1.4.2"}, WithheldCode.RAW_DATA),
     ({"sop": "1.2.840.10008.5.1.4.1.1.11.1", "modality": "PR"}, WithheldCode.NOT_AN_IMAGE),
-    ({"sop": "1.2.840.10008.5.1.4.1.1.7", "modality": "OT"}, WithheldCode.SCREEN_CAPTURE),
-    ({"ConversionType": "WSD"}, WithheldCode.SCREEN_CAPTURE),
-    ({"image_type": ("DERIVED", "SECONDARY", "SCREEN SAVE")}, WithheldCode.SCREEN_CAPTURE),
     ({"image_type": ("ORIGINAL", "PRIMARY", "LOCALIZER")}, WithheldCode.LOCALIZER),
     ({"description": "AAHead_Scout_32ch"}, WithheldCode.LOCALIZER),
     ({"description": "3-Plane Loc"}, WithheldCode.LOCALIZER),
@@ -102,10 +99,20 @@ def test_projections_are_not_localizers(tmp_path: Path) -> None:
 
 def test_switches_send_what_is_withheld_by_default(tmp_path: Path) -> None:
     loc = write(tmp_path / "loc", image_type=("ORIGINAL", "PRIMARY", "LOCALIZER"))
-    sc = write(tmp_path / "sc", sop="1.2.840.10008.5.1.4.1.1.7", modality="OT")
+    sr = write(tmp_path / "sr", sop="1.2.840.10008.5.1.4.1.1.88.22", modality="SR")
     assert held(loc, replace(Config(), send_localizers=True)) is None
     assert held(loc, replace(Config(), deface_quarantine_localizers=False)) is None
-    assert held(sc, replace(Config(), send_screen_captures=True)) is None
+    assert held(sr, replace(Config(), send_reports=True)) is None
+
+
+def test_screen_captures_are_left_to_the_pixel_checks(tmp_path: Path) -> None:
+    """Captures go on to the pixels stage, which reads, redacts or withholds them."""
+    for name, kwargs in {
+        "sc": {"sop": "1.2.840.10008.5.1.4.1.1.7", "modality": "OT"},
+        "converted": {"ConversionType": "WSD"},
+        "screen": {"image_type": ("DERIVED", "SECONDARY", "SCREEN SAVE")},
+    }.items():
+        assert held(write(tmp_path / name, **kwargs)) is None, name  # type: ignore[arg-type]
 
 
 def test_site_selection(tmp_path: Path) -> None:

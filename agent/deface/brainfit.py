@@ -54,12 +54,23 @@ def _centroid(mask: sitk.Image) -> np.ndarray:
     return np.array(stats.GetCentroid(1))
 
 
-def _method(mask: sitk.Image, transform: sitk.Transform) -> sitk.ImageRegistrationMethod:
+def metric(fixed: sitk.Image, moving: sitk.Image, transform: sitk.Transform,
+           mask: sitk.Image) -> float:
+    """Mattes mutual information of ``moving`` under ``transform`` with ``fixed`` over
+    ``mask`` (negative: lower is better); 0 when they do not overlap."""
+    try:
+        return float(_method(mask, transform, in_place=False).MetricEvaluate(fixed, moving))
+    except RuntimeError:
+        return 0.0
+
+
+def _method(mask: sitk.Image, transform: sitk.Transform, *, in_place: bool = True
+            ) -> sitk.ImageRegistrationMethod:
     reg = sitk.ImageRegistrationMethod()
     reg.SetMetricAsMattesMutualInformation(32)
     reg.SetMetricFixedMask(mask)
     reg.SetInterpolator(sitk.sitkLinear)
-    reg.SetInitialTransform(transform, inPlace=True)
+    reg.SetInitialTransform(transform, inPlace=in_place)
     return reg
 
 
@@ -77,12 +88,7 @@ def fit_brain(image: sitk.Image, template: Template) -> sitk.AffineTransform:
         offset = mc - fc
         offset[2] += dz
         tx.SetTranslation(tuple(float(v) for v in offset))
-        try:
-            value = float(_method(metric_mask, sitk.Similarity3DTransform(tx)).MetricEvaluate(
-                fixed, moving))
-        except RuntimeError:
-            continue
-        starts.append((value, tx))
+        starts.append((metric(fixed, moving, tx, metric_mask), tx))
     if not starts:
         raise DefaceFailed("the template brain cannot be compared with this image",
                            code="deface-fit")

@@ -33,7 +33,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from agent.deface import core
-from agent.deface.brainfit import brain_image, brain_mask, fit_brain
+from agent.deface.brainfit import brain_image, brain_mask, fit_brain, metric
 from agent.deface.masks import tissue_mask, work_grid
 from agent.deface.register import Registration, register_template, to_work_grid
 from agent.deface.studyfit import Fit
@@ -161,15 +161,16 @@ _MEMO_SIZE = 16
 _MEMO_LOCK = threading.Lock()
 
 
-def _memo_key(image: sitk.Image, template: Template) -> str:
+def _memo_key(image: sitk.Image, template: Template, modality: str) -> str:
     h = hashlib.sha256(sitk.GetArrayViewFromImage(image).tobytes())
     h.update(repr((image.GetSpacing(), image.GetOrigin(), image.GetDirection())).encode())
     h.update(template_id(template).encode())
+    h.update(modality.encode())
     return h.hexdigest()
 
 
-def fit_volume(volume: Volume, *, source: str, template: Template | None = None
-               ) -> FitResult:
+def fit_volume(volume: Volume, *, source: str, template: Template | None = None,
+               modality: str = "MR") -> FitResult:
     """Fit the template head to ``volume``; a fit that fails a check is returned as None
     with the reason (see the module docstring).
 
@@ -179,13 +180,13 @@ def fit_volume(volume: Volume, *, source: str, template: Template | None = None
     """
     template = template or load_template()
     image = volume.fit_image()
-    key = _memo_key(image, template)
+    key = _memo_key(image, template, modality)
     with _MEMO_LOCK:
         if key in _MEMO:
             _MEMO.move_to_end(key)
             found = _MEMO[key]
             return _named(found, source) if found.fit is not None else found
-    result = _fit(volume, image, source, template)
+    result = _fit(volume, image, source, template, modality)
     with _MEMO_LOCK:
         _MEMO[key] = result
         while len(_MEMO) > _MEMO_SIZE:
@@ -202,7 +203,8 @@ def whole_head(volume: Volume) -> bool:
     return min(volume.extent_mm()) >= WHOLE_HEAD_MM and max(sides) <= 3.0
 
 
-def _fit(volume: Volume, image: sitk.Image, source: str, template: Template) -> FitResult:
+def _fit(volume: Volume, image: sitk.Image, source: str, template: Template,
+         modality: str) -> FitResult:
     """The head fit, and on anything but a fine whole-head volume also the brain fit
     (:mod:`agent.deface.brainfit`); each checked as the module docstring says.
 
@@ -211,10 +213,10 @@ def _fit(volume: Volume, image: sitk.Image, source: str, template: Template) -> 
     template's under the head fit. On the corpus' ASL and on Colin27 made EPI-like the
     brain wins by 1.2-1.8 times; on T1 slabs with their scalp the head wins (0.66-0.79).
     """
-    head = _try(volume, image, template, "head")
-    if head.fit is not None and whole_head(volume):
+    head = _try(volume, image, template, "head", modality)
+    if head.fit is not None and (whole_head(volume) or modality == "CT"):
         return _named(head, source)
-    brain = _try(volume, image, template, "brain")
+    brain = _try(volume, image, template, "brain", modality)
     if head.fit is not None and brain.fit is not None:
         chosen = brain if brain.agreement <= head.agreement else head
         log.info("head and brain fits both pass; the %s template explains the image better",
@@ -231,15 +233,7 @@ def _agreement(image: sitk.Image, tx: sitk.Transform, moving: sitk.Image) -> flo
     """Mattes mutual information (negative: lower is better) of ``moving`` under ``tx``
     with the image, over its tissue."""
     fixed = work_grid(image)
-    reg = sitk.ImageRegistrationMethod()
-    reg.SetMetricAsMattesMutualInformation(32)
-    reg.SetMetricFixedMask(sitk.BinaryDilate(tissue_mask(fixed), [2, 2, 2]))
-    reg.SetInterpolator(sitk.sitkLinear)
-    reg.SetInitialTransform(tx, inPlace=False)
-    try:
-        return float(reg.MetricEvaluate(fixed, moving))
-    except RuntimeError:
-        return 0.0
+    return metric(fixed, moving, tx, sitk.BinaryDilate(tissue_mask(fixed), [2, 2, 2]))
 
 
 def _named(result: FitResult, source: str) -> FitResult:
@@ -247,10 +241,11 @@ def _named(result: FitResult, source: str) -> FitResult:
     return dataclasses.replace(result, fit=dataclasses.replace(result.fit, source=source))
 
 
-def _try(volume: Volume, image: sitk.Image, template: Template, method: str) -> FitResult:
+def _try(volume: Volume, image: sitk.Image, template: Template, method: str,
+         modality: str) -> FitResult:
     try:
         if method == "head":
-            tx = register_template(image, template.head).transform
+            tx = register_template(image, template.head, modality=modality).transform
             tmask, moving = _head_mask(template), template.head
         else:
             tx = fit_brain(image, template)

@@ -7,7 +7,6 @@ logged or returned holds no PHI.
 
 from __future__ import annotations
 
-import inspect
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,8 +35,8 @@ BETTER = 1.25
 STRUCTURAL_VOXEL_MM = 3.0
 #: How long the agent waits before looking again for a partner series (seconds).
 RETRY_SECONDS = 120.0
-_CT_MESSAGE = ("this CT may show a face, and defacing head CT is not supported yet; the "
-               "series is held back")
+_CT_MESSAGE = ("this CT may show a face, and defacing head CT in this shape (a stack that "
+               "is not one regular volume) is not supported yet; the series is held back")
 
 
 @dataclass
@@ -60,7 +59,7 @@ def _frame_of_reference(objs: SeriesObjects) -> str:
 
 
 def _choose_fit(fits: StudyFits, key: str | None, cands: list[Candidate], work: SeriesWork,
-                template: Template) -> tuple[Fit | None, bool, str]:
+                template: Template, modality: str) -> tuple[Fit | None, bool, str]:
     """(fit, fitted on this series, why there is none)."""
     tid = template_id(template)
     stored = fits.get(key, tid)
@@ -73,7 +72,8 @@ def _choose_fit(fits: StudyFits, key: str | None, cands: list[Candidate], work: 
         stored = fits.get(key, tid)  # another series of the study may have fitted by now
         if stored is not None and best.score <= stored.score * BETTER:
             return stored, False, ""
-        result = fit_volume(best.volume, source=work.series_pseudonym, template=template)
+        result = fit_volume(best.volume, source=work.series_pseudonym, template=template,
+                            modality=modality)
         if result.fit is None:
             return stored, False, result.why
         if fits.offer(key, result.fit):
@@ -106,21 +106,20 @@ def run(fits: StudyFits, work: SeriesWork, objs: SeriesObjects, volumes: list[Vo
         return Outcome(Verdict.NO_FACE, "the images hold no tissue")
     key = study_key(work.study_pseudonym, _frame_of_reference(objs))
     cands = fitting.candidates([volumes[i] for i in live])
-    fit, own, why = _choose_fit(fits, key, cands, work, template)
+    fit, own, why = _choose_fit(fits, key, cands, work, template, modality)
     if fit is None:
         _cannot_place(fits, work, why, modality)
-    verdicts = [_judge(volumes[i], images[i], fit, own, template) if i in live else
-                Presence(Verdict.NO_FACE, "the image holds no tissue")
-                for i in range(len(volumes))]
+    verdicts = _verdicts(volumes, images, live, fit, own, template)
     if any(p.verdict is Verdict.UNKNOWN for p in verdicts) and not own and cands:
         # The study's fit does not settle it: fit this series itself.
-        result = fit_volume(cands[0].volume, source=work.series_pseudonym, template=template)
+        result = fit_volume(cands[0].volume, source=work.series_pseudonym, template=template,
+                            modality=modality)
         if result.fit is not None:
             fit, own = result.fit, True
             fits.offer(key, fit)
-            verdicts = [_judge(volumes[i], images[i], fit, True, template)
-                        if p.verdict is Verdict.UNKNOWN else p
-                        for i, p in enumerate(verdicts)]
+            again = _verdicts(volumes, images, live, fit, True, template)
+            verdicts = [a if p.verdict is Verdict.UNKNOWN else p
+                        for p, a in zip(verdicts, again, strict=True)]
     unknown = [p for p in verdicts if p.verdict is Verdict.UNKNOWN]
     if unknown:
         _cannot_place(fits, work, unknown[0].reason, modality)
@@ -128,8 +127,6 @@ def run(fits: StudyFits, work: SeriesWork, objs: SeriesObjects, volumes: list[Vo
     faces = [i for i, p in enumerate(verdicts) if p.verdict is Verdict.FACE]
     if not faces:
         return Outcome(Verdict.NO_FACE, verdicts[live[0]].reason, fit_source=fit.source)
-    if modality == "CT" and "modality" not in inspect.signature(deface_image).parameters:
-        raise DefaceFailed(_CT_MESSAGE, code=ProblemCode.DEFACE_CT)
     outcome = Outcome(Verdict.FACE, verdicts[faces[0]].reason, fit_source=fit.source)
     filler = surrogate.Surrogate(template, fit.transform)
     for n, i in enumerate(faces):
@@ -145,6 +142,27 @@ def run(fits: StudyFits, work: SeriesWork, objs: SeriesObjects, volumes: list[Vo
             report.face_in_fov = verdicts[i].face_fraction
             outcome.report = report
     return outcome
+
+
+def _verdicts(volumes: list[Volume], images: list[sitk.Image], live: list[int], fit: Fit,
+              own: bool, template: Template) -> list[Presence]:
+    """A verdict per volume. Volumes in one geometry (the time points, directions and
+    echoes of a 4-D series) share the verdict of the first of them that holds tissue:
+    where the face is depends on the geometry, and the first volume (a b0, the first time
+    point) shows the most tissue to line up."""
+    empty = Presence(Verdict.NO_FACE, "the image holds no tissue")
+    by_geometry: dict[tuple[object, ...], Presence] = {}
+    out = []
+    for i, image in enumerate(images):
+        if i not in live:
+            out.append(empty)
+            continue
+        key = (image.GetSize(), image.GetSpacing(), image.GetOrigin(), image.GetDirection(),
+               volumes[i].projection)
+        if key not in by_geometry:
+            by_geometry[key] = _judge(volumes[i], image, fit, own, template)
+        out.append(by_geometry[key])
+    return out
 
 
 def _judge(volume: Volume, image: sitk.Image, fit: Fit, own: bool, template: Template
@@ -167,19 +185,25 @@ def _deface(objs: SeriesObjects, volume: Volume, image: sitk.Image, fit: Fit,
             template: Template, filler: surrogate.Surrogate, seed: int, modality: str
             ) -> tuple[str, DefaceReport]:
     """Deface one volume in place (objects updated); returns how, and its numbers."""
+    if modality == "CT":
+        # Head CT is the defacing core's (Hounsfield units, bone): its answer stands.
+        if not volume.is_regular():
+            raise DefaceFailed(_CT_MESSAGE, code=ProblemCode.DEFACE_CT)
+        result = deface_image(image, template, seed=seed,
+                              registration=fit.registration(image), modality="CT")
+        replace.apply_block(objs, volume, 0, result)
+        return "template face (CT)", result.report
     if volume.projection:
         return _deface_projection(objs, volume, fit, template, seed)
     if _structural(volume):
-        kwargs = {"modality": modality} \
-            if "modality" in inspect.signature(deface_image).parameters else {}
         try:
             result = deface_image(image, template, seed=seed,
-                                  registration=fit.registration(image), **kwargs)
+                                  registration=fit.registration(image), modality="MR")
             replace.apply_block(objs, volume, 0, result)
             return "template face", result.report
         except DefaceFailed as exc:
             log.info("template face not drawn (%s); using the mapped surrogate", exc.code)
-    calib = surrogate.calibrate(image, fit.transform, template)
+    calib = filler.calibrate(image)
     tally = replace.Tally()
     registration = fit.registration(image)
     for b in range(len(volume.blocks)):

@@ -2,11 +2,12 @@
 
 A projection image is a plane (Image Orientation/Position) whose pixels summarise the whole
 patient along the plane's normal. The face shows in it wherever a pixel's ray crosses the
-face or the ears, whatever else the ray crosses: such pixels are replaced (by the study fit's
-template head, projected the same way, smoothed and mapped to the image's intensities);
-pixels whose rays miss the face and ears keep their bits. A projection carries no fit of
-its own: it is placed by the study's fit (it is derived from a volume of the same study and
-Frame of Reference), or it cannot be told.
+face or the ears, whatever else the ray crosses: such pixels are replaced by the study
+fit's template head, projected the same way, smoothed and mapped to the image's
+intensities; pixels whose rays miss the face and ears keep their bits (the air behind the
+head, where a volume's phase-wrapped face can show, is left to the volume itself). A
+projection carries no fit of its own: it is placed by the study's fit (it is derived from a
+volume of the same study and Frame of Reference), or it cannot be told.
 """
 
 from __future__ import annotations
@@ -14,11 +15,15 @@ from __future__ import annotations
 import numpy as np
 import SimpleITK as sitk
 
-from agent.deface import synth
 from agent.deface.core import similarity_part
-from agent.deface.surrogate import Calibration, RegionMaps, _smoothed_head, region_weight
-from agent.deface.template import BRAIN, Template
-from agent.errors import DefaceFailed
+from agent.deface.surrogate import (
+    Calibration,
+    RegionMaps,
+    calibration,
+    region_weight,
+    smoothed_head,
+)
+from agent.deface.template import BRAIN, EARS, FACE, Template
 
 #: Rays are sampled this far (mm) to either side of the plane, this often (mm).
 REACH_MM = 160.0
@@ -48,14 +53,15 @@ def maps(block: sitk.Image, template: Template, tx: sitk.AffineTransform
          ) -> RegionMaps | None:
     """The face-and-ears rays of a one-slice projection; None when no ray meets them."""
     rays = ray_grid(block)
-    weight = _project(region_weight(template), rays, tx, "max").astype(np.float32)
+    weight = _project(region_weight(template, FACE | EARS), rays, tx, "max")
+    weight = weight.astype(np.float32)
     if not (weight > 0).any():
         return None
     idx = np.argwhere(weight > 0)
     lo, hi = idx.min(0), idx.max(0) + 1
     box = (slice(0, 1), slice(int(lo[1]), int(hi[1])), slice(int(lo[2]), int(hi[2])))
     sigma = float(max(block.GetSpacing()[:2]))
-    head = _smoothed_head(template, round(sigma, 1))
+    head = smoothed_head(template, round(sigma, 1))
     tvals = _project(head, rays, similarity_part(tx), "max")
     return RegionMaps(box=box, weight=weight[box], protect=np.zeros(weight[box].shape, bool),
                       template=tvals[box])
@@ -70,17 +76,8 @@ def calibrate(block: sitk.Image, template: Template, tx: sitk.AffineTransform
     brain = _project(sitk.Cast(template.labels & BRAIN, sitk.sitkFloat32), rays, tx,
                      "max")[0]
     subject = sitk.GetArrayFromImage(block)[0]
-    sel = (brain <= 0) & np.isfinite(subject)
-    if sel.sum() < 50:
-        sel = np.isfinite(subject)
-    try:
-        levels, values = synth.quantile_levels(t_vals[sel], subject[sel])
-    except ValueError:
-        raise DefaceFailed("too little of the head is in this projection to match the "
-                           "template's intensities", code="deface-fit") from None
-    skin = synth.SKIN_FRACTION * synth.otsu(subject[sel])
-    air = subject[sel][t_vals[sel] < 1.0]
+    air = subject[(t_vals < 1.0) & np.isfinite(subject)]
     noise = 0.0
     if air.size >= 200:
         noise = 1.4826 * float(np.median(np.abs(air - np.median(air)))) / 0.65
-    return Calibration(levels=levels, values=values, noise=noise, skin=skin)
+    return calibration(t_vals, subject, brain <= 0, noise)

@@ -44,6 +44,9 @@ log = logging.getLogger(__name__)
 FORMAT = 1
 #: How long a series waits for the study's fit that another worker is computing.
 CLAIM_WAIT_SECONDS = 600.0
+#: Fits and waiting marks older than this are removed (a study's series arrive within
+#: hours; re-exports weeks later are fitted again).
+MAX_AGE_SECONDS = 30 * 24 * 3600.0
 
 
 class PartnerPending(TransientFault):
@@ -118,6 +121,20 @@ class StudyFits:
         self.partners_expected = True
         self._lock = threading.Lock()
         self._claims: dict[str, threading.Lock] = {}
+        self.prune()
+
+    def prune(self, max_age: float = MAX_AGE_SECONDS) -> int:
+        """Remove fits and waiting marks older than ``max_age`` seconds; how many."""
+        removed = 0
+        cutoff = time.time() - max_age
+        for path in [*self.folder.glob("*.json"), *self.folder.glob("waiting/*")]:
+            try:
+                if path.stat().st_mtime < cutoff:
+                    path.unlink()
+                    removed += 1
+            except OSError:
+                continue
+        return removed
 
     def _path(self, key: str) -> Path:
         return self.folder / f"{key}.json"

@@ -45,12 +45,13 @@ def _label_image(template: Template, bits: int) -> sitk.Image:
 FEATHER_MM = 4.0
 
 
-@lru_cache(maxsize=2)
-def region_weight(template: Template) -> sitk.Image:
-    """The replacement weight (0..1) on the template grid: 0 outside the region and in
-    the protection region, rising to 1 at :data:`FEATHER_MM` inside (smoothstep)."""
+@lru_cache(maxsize=4)
+def region_weight(template: Template, bits: int = REPLACE) -> sitk.Image:
+    """The replacement weight (0..1) on the template grid: 0 outside the region (the
+    label ``bits``) and in the protection region, rising to 1 at :data:`FEATHER_MM`
+    inside (smoothstep)."""
     lab = template.label_array()
-    region = ((lab & REPLACE) > 0) & ((lab & PROTECT) == 0)
+    region = ((lab & bits) > 0) & ((lab & PROTECT) == 0)
     img = sitk.GetImageFromArray(region.astype(np.uint8))
     img.CopyInformation(template.labels)
     dist = sitk.GetArrayFromImage(sitk.SignedMaurerDistanceMap(
@@ -84,6 +85,26 @@ class Surrogate:
         self._weight = region_weight(template)
         self._protect = _label_image(template, PROTECT)
         self._cache: OrderedDict[tuple[object, ...], RegionMaps | None] = OrderedDict()
+        self._geometry: dict[tuple[object, ...], tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+
+    def calibrate(self, image: sitk.Image) -> Calibration:
+        """:func:`calibrate` for one volume, with what depends only on the geometry (the
+        template resampled, the air away from the head) computed once per geometry."""
+        key = ("calibration", image.GetSize(), image.GetSpacing(), image.GetOrigin(),
+               image.GetDirection())
+        cached = self._geometry.get(key)
+        if cached is None:
+            t_vals = sitk.GetArrayFromImage(sitk.Resample(
+                self.template.head, image, self.transform, sitk.sitkLinear, -1.0,
+                sitk.sitkFloat32))
+            brain = sitk.GetArrayFromImage(sitk.Resample(
+                _label_image(self.template, BRAIN), image, self.transform,
+                sitk.sitkNearestNeighbor, 1.0))
+            cached = (t_vals, (t_vals >= 0) & (brain <= 0), _air(image))
+            self._geometry = {key: cached}  # one geometry at a time: 4-D series come in order
+        t_vals, outside, air = cached
+        subject = sitk.GetArrayFromImage(image)
+        return calibration(t_vals, subject, outside, _noise_in(subject, air))
 
     def maps(self, block: sitk.Image) -> RegionMaps | None:
         """The region in ``block``'s grid; None when the region misses the block."""
@@ -113,7 +134,7 @@ class Surrogate:
         box = (slice(int(lo[0]), int(hi[0])), slice(int(lo[1]), int(hi[1])),
                slice(int(lo[2]), int(hi[2])))
         sigma = float(max(block.GetSpacing()[:2]))
-        head = _smoothed_head(self.template, round(sigma, 1))
+        head = smoothed_head(self.template, round(sigma, 1))
         tvals = sitk.GetArrayFromImage(sitk.Resample(
             head, ref, self.placement, sitk.sitkLinear, 0.0, sitk.sitkFloat32))
         return RegionMaps(box=box, weight=weight[box], protect=protect[box],
@@ -123,7 +144,7 @@ class Surrogate:
 _SMOOTHED: dict[tuple[int, float], sitk.Image] = {}
 
 
-def _smoothed_head(template: Template, sigma: float) -> sitk.Image:
+def smoothed_head(template: Template, sigma: float) -> sitk.Image:
     """The template head blurred to about a block's in-plane resolution (cached)."""
     key = (id(template), sigma)
     if key not in _SMOOTHED:
@@ -146,35 +167,41 @@ class Calibration:
 def calibrate(image: sitk.Image, transform: sitk.AffineTransform, template: Template
               ) -> Calibration:
     """Learn the intensity map and noise of one volume (its regular fit image)."""
-    t_vals = sitk.GetArrayFromImage(sitk.Resample(
-        template.head, image, transform, sitk.sitkLinear, -1.0, sitk.sitkFloat32))
-    brain = sitk.GetArrayFromImage(sitk.Resample(
-        _label_image(template, BRAIN), image, transform, sitk.sitkNearestNeighbor, 1.0))
-    subject = sitk.GetArrayFromImage(image)
-    sel = (t_vals >= 0) & (brain <= 0) & np.isfinite(subject)
-    if sel.sum() < 50:  # the volume holds almost nothing outside the brain: use it all
-        sel = (t_vals >= 0) & np.isfinite(subject)
+    return Surrogate(template, transform).calibrate(image)
+
+
+def calibration(template: np.ndarray, subject: np.ndarray, outside_brain: np.ndarray,
+                noise: float) -> Calibration:
+    """Quantile map template -> subject over ``outside_brain`` (everything, when that is
+    almost nothing), with the subject's skin level."""
+    sel = outside_brain & np.isfinite(subject)
+    if sel.sum() < 50:  # the image holds almost nothing outside the brain: use it all
+        sel = (template >= 0) & np.isfinite(subject)
     try:
-        levels, values = synth.quantile_levels(t_vals[sel], subject[sel])
+        levels, values = synth.quantile_levels(template[sel], subject[sel])
     except ValueError:
         raise DefaceFailed("too little of the head is in this series to match the "
                            "template's intensities", code="deface-fit") from None
     skin = synth.SKIN_FRACTION * synth.otsu(subject[sel])
-    return Calibration(levels=levels, values=values, noise=_noise(image), skin=skin)
+    return Calibration(levels=levels, values=values, noise=noise, skin=skin)
 
 
-def _noise(image: sitk.Image) -> float:
-    """Noise level (Gaussian sigma) from the air away from the head: magnitude MR noise in
-    air is Rayleigh-distributed, its robust spread about 0.65 sigma. A masked background
-    (all zeros) has none, and none is added."""
+def _air(image: sitk.Image) -> np.ndarray:
+    """Voxels of air well away (6 mm) from the head; none when no head is found."""
     try:
         mask = head_mask(image)
     except DefaceFailed:
-        return 0.0
+        return np.zeros(sitk.GetArrayViewFromImage(image).shape, bool)
     radius = [max(1, int(round(6.0 / s))) if n > 2 else 0
               for s, n in zip(image.GetSpacing(), image.GetSize(), strict=True)]
-    near = sitk.GetArrayViewFromImage(sitk.BinaryDilate(mask, radius)) > 0
-    sample = sitk.GetArrayViewFromImage(image)[~near]
+    return sitk.GetArrayViewFromImage(sitk.BinaryDilate(mask, radius)) == 0
+
+
+def _noise_in(subject: np.ndarray, air: np.ndarray) -> float:
+    """Noise level (Gaussian sigma) from the air away from the head: magnitude MR noise in
+    air is Rayleigh-distributed, its robust spread about 0.65 sigma. A masked background
+    (all zeros) has none, and none is added."""
+    sample = subject[air]
     if sample.size < 200:
         return 0.0
     mad = float(np.median(np.abs(sample - np.median(sample))))

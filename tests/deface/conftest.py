@@ -148,21 +148,23 @@ def warp(colin: Colin, seed: int, amplitude: float = 7.0, scale: tuple[float, ..
 CORPUS = Path(__file__).resolve().parents[2] / ".." / "shared" / "corpus"
 
 
+def _corpus_part(name: str) -> Path:
+    folder = CORPUS / name
+    if not folder.is_dir():
+        pytest.skip(f"the real corpus ({name}) is not at {folder.resolve()}")
+    return folder
+
+
 @pytest.fixture(scope="session")
 def corpus() -> Path:
     """The corpus' DICOM folder; tests that need it skip where it is absent."""
-    folder = CORPUS / "dicom"
-    if not folder.is_dir():
-        pytest.skip(f"the real DICOM corpus is not at {folder.resolve()}")
-    return folder
+    return _corpus_part("dicom")
 
 
 @pytest.fixture(scope="session")
 def corpus_heads() -> Path:
-    folder = CORPUS / "heads"
-    if not folder.is_dir():
-        pytest.skip(f"the real heads are not at {folder.resolve()}")
-    return folder
+    """The corpus' NIfTI heads."""
+    return _corpus_part("heads")
 
 
 @pytest.fixture(scope="session")

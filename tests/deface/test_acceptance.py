@@ -46,7 +46,9 @@ class Series:
     brain: np.ndarray  # bool, the pixel layout of the files (see layout())
     face: np.ndarray
     ears: np.ndarray
-    expect: str  # "defaced", "as-is" or a withheld code
+    expect: str  # "defaced", "as-is", "projection" or a withheld code
+    #: For a projection: per image, the rays that cross face, ears and brain.
+    rays: tuple[list[np.ndarray], list[np.ndarray], list[np.ndarray]] | None = None
 
 
 def layout(files: list[Path], masks: list[np.ndarray]) -> np.ndarray:
@@ -132,7 +134,43 @@ def colin_study(colin: Colin, root: Path) -> list[Series]:
         ds.ImageType = ["ORIGINAL", "PRIMARY", "LOCALIZER"]
         ds.save_as(p)
     add(7, scout, [loc], "localizer", "localizer")
+    out.append(mip_series(colin, root / "mip", study, frame))
     return out
+
+
+def mip_series(colin: Colin, folder: Path, study: str, frame: str) -> Series:
+    """A rotating MIP as scanners derive one: three projections (lateral, frontal, axial)
+    of the study's head, each a plane through the head's centre, Image Type PROJECTION
+    IMAGE. Known masks: the rays that cross the face, the ears, the brain."""
+    images, face, ears, brain = [], [], [], []
+    for kind in ("sagittal", "coronal", "axial"):
+        case = make_case(colin, kind, (2.0, 2.0, 2.0))
+        arr = sitk.GetArrayFromImage(case.image)
+        mid = arr.shape[0] // 2
+        plane = sitk.GetImageFromArray(arr.max(axis=0)[None].astype(np.float32))
+        plane.SetSpacing(case.image.GetSpacing())
+        plane.SetDirection(case.image.GetDirection())
+        plane.SetOrigin(case.image.TransformIndexToPhysicalPoint((0, 0, mid)))
+        images.append(plane)
+        face.append(np.any(case.face, axis=0, keepdims=True))
+        ears.append(np.any(case.ears, axis=0, keepdims=True))
+        brain.append(np.any(case.brain, axis=0, keepdims=True))
+    files: list[Path] = []
+    for k, img in enumerate(images):
+        (p,) = write_mr_series(img, folder / str(k), description="MIP TOF",
+                               image_type=("DERIVED", "PRIMARY", "PROJECTION IMAGE", "M"))
+        ds = pydicom.dcmread(p)
+        ds.InstanceNumber = k + 1
+        ds.DerivationDescription = "Projected from 1"
+        ds.save_as(p)
+        files.append(p)
+    renumber(files, 8, study, frame, "MIP TOF")
+    for p in files[1:]:
+        ds = pydicom.dcmread(p)
+        ds.SeriesInstanceUID = pydicom.dcmread(files[0]).SeriesInstanceUID
+        ds.save_as(p)
+    return Series(8, files, brain=np.empty(0), face=np.empty(0), ears=np.empty(0),
+                  expect="projection", rays=(face, ears, brain))
 
 
 def run(cfg: Config, src: Path, out: Path) -> Summary:
@@ -169,6 +207,9 @@ def test_colin_study_every_shape(colin: Colin, config: Config, tmp_path: Path) -
             assert series.number not in delivered
             continue
         manifest, files = delivered[series.number]
+        if series.expect == "projection":
+            check_projection(series, files)
+            continue
         before, after = pixels(series.files), pixels(files)
         assert before.shape == after.shape
         changed = before != after
@@ -184,6 +225,24 @@ def test_colin_study_every_shape(colin: Colin, config: Config, tmp_path: Path) -
         if ears.sum() > 50:
             ears_changed = float(changed[ears].mean())
             assert ears_changed >= 0.85, f"series {series.number}: ears {ears_changed:.0%}"
+
+
+def check_projection(series: Series, delivered: list[Path]) -> None:
+    """The face's rays replaced in every projection; rays through the brain far (50 mm)
+    from the face and ears kept (the replaced region of the ears and of phase-wrapped
+    faces behind the head is generous, so the rays nearer them may change)."""
+    assert series.rays is not None
+    by_number = {int(pydicom.dcmread(p).InstanceNumber): p for p in delivered}
+    for k, (face, ears, brain) in enumerate(zip(*series.rays, strict=True)):
+        before = pydicom.dcmread(series.files[k]).pixel_array[None]
+        after = pydicom.dcmread(by_number[k + 1]).pixel_array[None]
+        changed = before != after
+        seen = (face | ears) & (before > 0)
+        assert float(changed[seen].mean()) >= 0.85, f"projection {k}: face rays kept"
+        grown = sitk.GetArrayFromImage(sitk.BinaryDilate(
+            sitk.GetImageFromArray((face | ears)[0].astype(np.uint8)), [25, 25]))[None] > 0
+        alone = brain & ~grown
+        assert float(changed[alone].mean()) <= 0.02, f"projection {k}: brain rays changed"
 
 
 #: What each real vendor folder holds: (files of a series, what must become of it).

@@ -82,3 +82,15 @@ def test_waiting_for_a_partner_is_bounded_and_survives_restarts(tmp_path: Path) 
     closed = StudyFits(tmp_path, partner_wait=3600)
     closed.partners_expected = False
     assert not closed.may_wait("series-b")
+
+
+def test_old_fits_are_pruned(tmp_path: Path) -> None:
+    import os
+
+    store = StudyFits(tmp_path)
+    store.offer("old", a_fit(1.0))
+    store.offer("new", a_fit(1.0))
+    month = time.time() - 31 * 24 * 3600
+    os.utime(tmp_path / "old.json", (month, month))
+    assert StudyFits(tmp_path).get("old") is None  # a new store prunes on start
+    assert StudyFits(tmp_path).get("new") is not None

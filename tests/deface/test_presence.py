@@ -1,0 +1,91 @@
+"""The face-presence verdicts on positive evidence only, with a known fit.
+
+The template head itself is the subject (its fit is the identity), so every verdict here
+is about the decision, not about registration: the face in view, a slab above the eyes
+confirmed by the vertex or by a study fit that saw the face, and the cases that must stay
+"cannot be told" (a slab with neither, a series that does not line up with the fit).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from agent.deface.presence import Verdict, blank, face_fraction, judge, lines_up, vertex_depth
+from agent.deface.template import Template, load_template
+
+
+@pytest.fixture(scope="module")
+def template() -> Template:
+    return load_template()
+
+
+@pytest.fixture(scope="module")
+def head(template: Template) -> sitk.Image:
+    """The template head with air above the vertex (its own grid ends at the vertex)."""
+    return sitk.ConstantPad(template.head, [0, 0, 0], [0, 0, 12], 0.0)
+
+
+def identity() -> sitk.AffineTransform:
+    return sitk.AffineTransform(3)
+
+
+def slab(image: sitk.Image, z0: int, z1: int) -> sitk.Image:
+    size = list(image.GetSize())
+    return sitk.RegionOfInterest(image, [size[0], size[1], z1 - z0], [0, 0, z0])
+
+
+def test_the_whole_head_shows_its_face(template: Template, head: sitk.Image) -> None:
+    p = judge(head, identity(), template, own_fit=True, face_seen=1.0)
+    assert p.verdict is Verdict.FACE and p.face_fraction > 0.95
+    assert vertex_depth(head) is not None and vertex_depth(head) > 150  # type: ignore[operator]
+
+
+def test_slab_above_the_eyes_on_its_own_fit(template: Template, head: sitk.Image) -> None:
+    top = slab(head, 97, head.GetSize()[2])  # template z >= 58 mm; the face ends at 28 mm
+    assert face_fraction(top, identity(), template) == 0
+    depth = vertex_depth(top)
+    assert depth is not None and depth < 55
+    p = judge(top, identity(), template, own_fit=True, face_seen=0.0)
+    assert p.verdict is Verdict.NO_FACE and "below the top of the head" in p.reason
+
+
+def test_slab_with_neither_vertex_nor_face_cannot_be_told(template: Template,
+                                                           head: sitk.Image) -> None:
+    mid = slab(head, 92, 112)  # through the brain: no face, and the vertex is above it
+    assert vertex_depth(mid) is None
+    p = judge(mid, identity(), template, own_fit=True, face_seen=0.0)
+    assert p.verdict is Verdict.UNKNOWN
+
+
+def test_slab_placed_by_the_study_fit(template: Template, head: sitk.Image) -> None:
+    mid = slab(head, 92, 112)
+    assert lines_up(mid, identity(), template) > 0.95
+    p = judge(mid, identity(), template, own_fit=False, face_seen=0.9)
+    assert p.verdict is Verdict.NO_FACE and "study's fit" in p.reason
+    # A fit that never saw the face cannot vouch for its absence.
+    assert judge(mid, identity(), template, own_fit=False,
+                 face_seen=0.1).verdict is Verdict.UNKNOWN
+
+
+def test_a_series_that_does_not_line_up_is_not_trusted(template: Template,
+                                                       head: sitk.Image) -> None:
+    moved = slab(head, 92, 112)
+    moved.SetOrigin(tuple(np.array(moved.GetOrigin()) + np.array([70.0, 0.0, 0.0])))
+    assert lines_up(moved, identity(), template) < 0.9
+    p = judge(moved, identity(), template, own_fit=False, face_seen=0.9)
+    assert p.verdict is Verdict.UNKNOWN and "lines up" in p.reason
+
+
+def test_the_face_just_outside_the_view_counts(template: Template, head: sitk.Image) -> None:
+    """Within the 15 mm margin the face is taken as in view (a fit is never exact)."""
+    near = slab(head, 84, head.GetSize()[2])  # starts 4 mm above the face region
+    assert face_fraction(near, identity(), template) > 0
+    assert judge(near, identity(), template, own_fit=True,
+                 face_seen=0.0).verdict is Verdict.FACE
+
+
+def test_blank_images(head: sitk.Image) -> None:
+    empty = sitk.Image(head.GetSize(), sitk.sitkFloat32) + 7.0
+    assert blank(empty) and not blank(head)
