@@ -264,3 +264,42 @@ def test_enhanced_multiframe_head_is_defaced(colin: Colin, tmp_path: Path) -> No
     assert work.defaced and work.files == [tmp_path / "work" / "deface" / "mf.dcm"]
     out = pydicom.dcmread(work.files[0])
     assert out.NumberOfFrames == pydicom.dcmread(src).NumberOfFrames
+
+
+def _resampled(image: sitk.Image, kind: str, spacing: tuple[float, float, float],
+               angle_deg: float = 0.0) -> sitk.Image:
+    """``image`` on a grid of another orientation (tilted by ``angle_deg`` about x)."""
+    from .conftest import direction
+
+    d = direction(kind)
+    a = np.radians(angle_deg)
+    tilt = np.array([[1, 0, 0], [0, np.cos(a), -np.sin(a)], [0, np.sin(a), np.cos(a)]])
+    d = tilt @ d
+    size = np.array(image.GetSize()) * np.array(image.GetSpacing())
+    centre = np.array(image.TransformContinuousIndexToPhysicalPoint(
+        [(s - 1) / 2 for s in image.GetSize()]))
+    extent = float(np.linalg.norm(size))
+    n = [int(extent * 0.75 / s) for s in spacing]
+    ref = sitk.Image(n, sitk.sitkFloat32)
+    ref.SetSpacing(spacing)
+    ref.SetDirection(tuple(d.ravel()))
+    ref.SetOrigin(tuple(centre - d @ (np.array(n) * np.array(spacing) / 2)))
+    return sitk.Resample(sitk.Cast(image, sitk.sitkFloat32), ref, sitk.Transform(),
+                         sitk.sitkLinear, 0.0)
+
+
+@pytest.mark.parametrize("name, kind, angle, label", [
+    ("otsu_t1", "sagittal", 0.0, "KOPF"),
+    ("t1_neck", "coronal", 20.0, ""),
+])
+def test_real_heads_whatever_their_shape_and_label(corpus_heads: Path, tmp_path: Path,
+                                                   name: str, kind: str, angle: float,
+                                                   label: str) -> None:
+    """Real heads from the corpus (one with a long field of view to the neck), written in
+    other orientations, tilted, labelled in German or not at all: defaced."""
+    image = sitk.ReadImage(str(corpus_heads / f"{name}.nii.gz"))
+    files = write_mr_series(_resampled(image, kind, (2.5, 2.5, 2.5), angle), tmp_path / "in",
+                            body_part=label, description="")
+    work = work_for(files, tmp_path)
+    DefaceStage(Config())(work)
+    assert work.defaced and "template face" in work.face["reason"]
