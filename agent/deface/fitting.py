@@ -214,7 +214,9 @@ def _fit(volume: Volume, image: sitk.Image, source: str, template: Template,
     brain wins by 1.2-1.8 times; on T1 slabs with their scalp the head wins (0.66-0.79).
     """
     head = _try(volume, image, template, "head", modality)
-    if head.fit is not None and (whole_head(volume) or modality == "CT"):
+    if modality == "CT":  # bone and air in HU: the head fit only (the core's CT path)
+        return _named(head, source) if head.fit is not None else head
+    if head.fit is not None and whole_head(volume):
         return _named(head, source)
     brain = _try(volume, image, template, "brain", modality)
     if head.fit is not None and brain.fit is not None:

@@ -279,7 +279,7 @@ def deface_dicom_files(files: list[Path], out_dir: Path, *, render: Path | None 
             shutil.copyfile(src, out_dir / names[src])
     report = outcome.report or DefaceReport()
     if outcome.render is not None and render is not None:
-        render_before_after(*outcome.render, render)
+        render_before_after(*outcome.render, render, modality=modality_of(objs))
     report.notes.append(f"{outcome.verdict.value}: {outcome.reason}")
     report.seconds = time.perf_counter() - t0
     return report

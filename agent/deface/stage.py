@@ -90,7 +90,8 @@ class DefaceStage:
             work.codes.append(CODE_CLEAN_VISUAL)
         if self.cfg.deface.renders and outcome.render is not None:
             before, after = outcome.render
-            work.render = render_before_after(before, after, work.workdir / "render.png")
+            work.render = render_before_after(before, after, work.workdir / "render.png",
+                                              modality=modality)
         log.info("series %s defaced (%d of %d volume(s), %s) in %.1f s", work.key[:12],
                  outcome.defaced, len(volumes), outcome.reason, time.monotonic() - started)
 

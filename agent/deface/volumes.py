@@ -132,10 +132,17 @@ class Volume:
         return float(np.median(steps)) if len(steps) else 0.0
 
     def block_image(self, index: int) -> sitk.Image:
-        """Block ``index`` as an exact 3-D image in its native geometry (real values)."""
+        """Block ``index`` as an exact 3-D image in its native geometry (real values). A
+        block tilted against its planes (CT gantry tilt) has a sheared direction matrix:
+        its third axis runs from slice to slice, so every voxel stays where it is."""
         start, stop = self.blocks[index]
-        return _image(self.real(start, stop), self.slices[start].plane,
-                      self.step(start, stop))
+        first = self.slices[start].plane
+        if stop - start > 1:
+            travel = np.array(self.slices[stop - 1].plane.origin) - np.array(first.origin)
+            axis = travel / np.linalg.norm(travel)
+            step = float(np.linalg.norm(travel)) / (stop - start - 1)
+            return _image(self.real(start, stop), first, step, axis)
+        return _image(self.real(start, stop), first, self.step(start, stop))
 
     def is_regular(self) -> bool:
         return len(self.blocks) == 1
@@ -172,13 +179,14 @@ class Volume:
         return p.shape[1] * p.spacing[1], p.shape[0] * p.spacing[0], depth
 
 
-def _image(values: np.ndarray, plane: Plane, step: float) -> sitk.Image:
+def _image(values: np.ndarray, plane: Plane, step: float,
+           axis: np.ndarray | None = None) -> sitk.Image:
     img = sitk.GetImageFromArray(np.ascontiguousarray(values, np.float32))
     img.SetSpacing((plane.spacing[1], plane.spacing[0], max(abs(step), 1e-3)))
     img.SetOrigin(plane.origin)
-    normal = plane.normal
+    third = plane.normal if axis is None else axis
     img.SetDirection(tuple(float(v) for v in np.column_stack(
-        [plane.row, plane.col, normal]).ravel()))
+        [plane.row, plane.col, third]).ravel()))
     return img
 
 
@@ -266,8 +274,13 @@ def _count_per_position(slices: Sequence[Slice]) -> dict[tuple[int, int, int], i
     return counts
 
 
+#: A stack slanted more than this against its planes' normal is no tilted volume.
+MAX_TILT_COS = 0.5
+
+
 def blocks_of(slices: Sequence[Slice]) -> list[tuple[int, int]]:
-    """Runs of evenly spaced slices with the same in-plane offset (``slices`` sorted)."""
+    """Runs of slices one constant step apart (``slices`` sorted): along the normal, or
+    along a slanted axis (a gantry tilt, up to 60 degrees)."""
     if not slices:
         return []
     blocks: list[tuple[int, int]] = []
@@ -281,17 +294,16 @@ def blocks_of(slices: Sequence[Slice]) -> list[tuple[int, int]]:
 
 
 def _continues(slices: Sequence[Slice], start: int, i: int) -> bool:
-    """Whether slice ``i`` extends the block starting at ``start`` evenly and aligned."""
+    """Whether slice ``i`` extends the block starting at ``start`` by the same step."""
     a, b = slices[i - 1].plane, slices[i].plane
-    if np.abs(np.array(a.offset()) - np.array(b.offset())).max() > 0.05:
-        return False
-    step = b.depth - a.depth
-    if step <= POSITION_TOL:
+    step = np.array(b.origin) - np.array(a.origin)
+    depth = float(step @ a.normal)
+    if depth <= POSITION_TOL or depth < MAX_TILT_COS * float(np.linalg.norm(step)):
         return False
     if i - start < 2:
         return True
-    first = slices[start + 1].plane.depth - slices[start].plane.depth
-    return abs(step - first) <= STEP_TOL * first + 0.01
+    first = np.array(slices[start + 1].plane.origin) - np.array(slices[start].plane.origin)
+    return float(np.linalg.norm(step - first)) <= STEP_TOL * float(np.linalg.norm(first)) + 0.01
 
 
 def build_volumes(slices: Sequence[Slice], pixels: Callable[[Slice], np.ndarray]

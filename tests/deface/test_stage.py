@@ -197,9 +197,11 @@ def test_head_ct_not_in_hounsfield_units_is_quarantined(head_image: sitk.Image,
     """Head CT is defaced in HU now; a "CT" whose values are MR intensities (no air near
     -1000 HU, no skin at -500 HU) cannot be fitted and is held back, never delivered."""
     files = write_mr_series(head_image, tmp_path / "in", modality="CT")
+    stage = DefaceStage(Config())
+    stage.intake_closed()  # no study partner will come
     with pytest.raises(DefaceFailed) as info:
-        DefaceStage(Config())(work_for(files, tmp_path))
-    assert info.value.code in ("deface-fit", "deface-qc", "deface-fov")
+        stage(work_for(files, tmp_path))
+    assert info.value.code in ("deface-fit", "deface-qc", "deface-fov", "deface-ct")
 
 
 def test_template_locator(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
