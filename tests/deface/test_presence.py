@@ -43,7 +43,7 @@ def test_the_whole_head_shows_its_face(template: Template, head: sitk.Image) -> 
 
 
 def test_slab_above_the_eyes_on_its_own_fit(template: Template, head: sitk.Image) -> None:
-    top = slab(head, 97, head.GetSize()[2])  # template z >= 58 mm; the face ends at 28 mm
+    top = slab(head, 99, head.GetSize()[2])  # template z >= 62 mm; face and ears end at 42 mm
     assert face_fraction(top, identity(), template) == 0
     depth = vertex_depth(top)
     assert depth is not None and depth < 55
@@ -53,14 +53,14 @@ def test_slab_above_the_eyes_on_its_own_fit(template: Template, head: sitk.Image
 
 def test_slab_with_neither_vertex_nor_face_cannot_be_told(template: Template,
                                                            head: sitk.Image) -> None:
-    mid = slab(head, 92, 112)  # through the brain: no face, and the vertex is above it
+    mid = slab(head, 99, 115)  # through the brain: no face, and the vertex is above it
     assert vertex_depth(mid) is None
     p = judge(mid, identity(), template, own_fit=True, face_seen=0.0)
     assert p.verdict is Verdict.UNKNOWN
 
 
 def test_slab_placed_by_the_study_fit(template: Template, head: sitk.Image) -> None:
-    mid = slab(head, 92, 112)
+    mid = slab(head, 99, 115)
     assert lines_up(mid, identity(), template) > 0.95
     p = judge(mid, identity(), template, own_fit=False, face_seen=0.9)
     assert p.verdict is Verdict.NO_FACE and "study's fit" in p.reason
@@ -71,7 +71,7 @@ def test_slab_placed_by_the_study_fit(template: Template, head: sitk.Image) -> N
 
 def test_a_series_that_does_not_line_up_is_not_trusted(template: Template,
                                                        head: sitk.Image) -> None:
-    moved = slab(head, 92, 112)
+    moved = slab(head, 99, 115)
     moved.SetOrigin(tuple(np.array(moved.GetOrigin()) + np.array([70.0, 0.0, 0.0])))
     assert lines_up(moved, identity(), template) < 0.9
     p = judge(moved, identity(), template, own_fit=False, face_seen=0.9)
@@ -80,7 +80,7 @@ def test_a_series_that_does_not_line_up_is_not_trusted(template: Template,
 
 def test_the_face_just_outside_the_view_counts(template: Template, head: sitk.Image) -> None:
     """Within the 15 mm margin the face is taken as in view (a fit is never exact)."""
-    near = slab(head, 84, head.GetSize()[2])  # starts 4 mm above the face region
+    near = slab(head, 91, head.GetSize()[2])  # starts 4 mm above the face region
     assert face_fraction(near, identity(), template) > 0
     assert judge(near, identity(), template, own_fit=True,
                  face_seen=0.0).verdict is Verdict.FACE
