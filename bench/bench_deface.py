@@ -1,9 +1,12 @@
 #!/usr/bin/env python
 """Benchmark: wall time and peak memory of defacing one head series, read to written.
 
-A 230 x 230 x 200 voxel head (Colin27 from the Debian package mricron-data, on a 1 mm grid)
-is written once as a DICOM MR series and as NIfTI; then, each in a fresh subprocess so
-peak memory is measured per run:
+A 256 x 256 x 256 voxel head (Colin27 from the Debian package mricron-data, resampled onto
+256^3 voxels spanning Colin's own field of view, 0.71 x 0.85 x 0.71 mm: a head that fills
+the volume as a real scan does, cut where Colin's own scan is cut; ``--shape X Y Z --pad``
+puts it on 1 mm voxels instead, zero-padded around Colin's field of view) is written once as
+a DICOM MR series and as NIfTI; then, each in a fresh subprocess so peak memory is measured
+per run:
 
 * ``clinic2cloud``: :func:`agent.deface.deface_path` on the DICOM series (read, deface,
   write DICOM) and on the NIfTI file;
@@ -15,8 +18,9 @@ With ``--ct``: the corpus' head CT (ct_shear, a tilted skull phantom) resampled 
 512 x 512 x 300 grid (0.45 mm, int16 HU) is defaced from NIfTI instead (read, fit on the
 skin surface, HU synthesis, QC gate, write).
 
-Prints the median wall time, peak RSS and the ratio. Usage:
-``python bench/bench_deface.py [--runs 5] [--threads 2] [--shape 256 256 256] [--ct]``.
+Prints the median wall time, the median CPU time (user + system, all threads: steadier
+than wall time on a shared machine), peak RSS and the ratio. Usage:
+``python bench/bench_deface.py [--runs 5] [--threads 2] [--shape 256 256 256] [--pad] [--ct]``.
 """
 
 from __future__ import annotations
@@ -34,7 +38,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 COLIN = Path("/usr/share/mricron/templates")
-SHAPE = (230, 230, 200)  # x, y, z voxels
+SHAPE = (256, 256, 256)  # x, y, z voxels
 
 CHILD = r"""
 import json, resource, sys, time
@@ -50,15 +54,18 @@ else:  # quickshear's own command line, in this process (so its memory is measur
     defaced = quickshear.quickshear(nb.load(str(src)), nb.load(sys.argv[4]))
     defaced.to_filename(str(out))
 wall = time.perf_counter() - t0
+usage = resource.getrusage(resource.RUSAGE_SELF)
+cpu = usage.ru_utime + usage.ru_stime
 try:  # VmHWM restarts at exec (ru_maxrss would carry the parent's high-water mark)
     status = open("/proc/self/status").read()
     peak = int(status.split("VmHWM:")[1].split()[0]) / 1024.0
 except (OSError, IndexError, ValueError):
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
-print(json.dumps({"wall": wall, "peak_mb": peak}))
+print(json.dumps({"wall": wall, "cpu": cpu, "peak_mb": peak}))
 """
 
-def make_inputs(work: Path, shape: tuple[int, int, int] = SHAPE) -> tuple[Path, Path, Path]:
+def make_inputs(work: Path, shape: tuple[int, int, int] = SHAPE, pad: bool = False
+                ) -> tuple[Path, Path, Path]:
     import numpy as np
     import SimpleITK as sitk
 
@@ -70,9 +77,11 @@ def make_inputs(work: Path, shape: tuple[int, int, int] = SHAPE) -> tuple[Path, 
     size = np.array(head.GetSize())
     centre = np.array(head.TransformContinuousIndexToPhysicalPoint(
         [float(v) for v in (size - 1) / 2.0]))
+    # 1 mm voxels (padded), or Colin's own field of view divided into ``shape`` voxels.
+    spacing = np.ones(3) if pad else size * np.array(head.GetSpacing()) / np.array(shape)
     ref = sitk.Image(list(shape), sitk.sitkFloat32)
-    ref.SetSpacing((1.0, 1.0, 1.0))
-    ref.SetOrigin(tuple(centre - (np.array(shape) - 1) / 2.0))
+    ref.SetSpacing(tuple(float(v) for v in spacing))
+    ref.SetOrigin(tuple(centre - (np.array(shape) - 1) / 2.0 * spacing))
     img = sitk.Resample(head, ref, sitk.Transform(), sitk.sitkLinear, 0.0) * 8.0
     mask = sitk.Resample(bet, ref, sitk.Transform(), sitk.sitkNearestNeighbor, 0.0) > 0
     write_mr_series(img, work / "dicom", bits_stored=12)
@@ -122,7 +131,9 @@ def main() -> None:
     ap.add_argument("--no-quickshear", action="store_true")
     ap.add_argument("--ct", action="store_true", help="the 512 x 512 x 300 head CT instead")
     ap.add_argument("--shape", type=int, nargs=3, default=list(SHAPE), metavar=("X", "Y", "Z"),
-                    help="voxels of the test volume (1 mm each); e.g. 256 256 256")
+                    help="voxels of the test volume; e.g. 230 230 200")
+    ap.add_argument("--pad", action="store_true",
+                    help="1 mm voxels, Colin zero-padded (the 2026-11 bench's input)")
     args = ap.parse_args()
     shape = (args.shape[0], args.shape[1], args.shape[2])
     if not (COLIN / "ch2.nii.gz").is_file():
@@ -130,7 +141,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         t = time.perf_counter()
-        dicom, nii, mask = make_inputs(work, shape)
+        dicom, nii, mask = make_inputs(work, shape, args.pad)
         print(f"inputs: {shape} voxels, made in {time.perf_counter() - t:.1f} s")
         cases: list[tuple[str, str, Path, Path, list[str]]] = [
                  ("clinic2cloud DICOM", "clinic2cloud", dicom, work / "out_dicom", []),
@@ -147,9 +158,11 @@ def main() -> None:
             runs = [run(kind, src, out, extra, args.threads) for _ in range(args.runs)]
             results[label] = {
                 "median_s": statistics.median(r["wall"] for r in runs),
+                "median_cpu_s": statistics.median(r["cpu"] for r in runs),
                 "peak_mb": max(r["peak_mb"] for r in runs),
             }
             print(f"{label:22s} median {results[label]['median_s']:6.2f} s   "
+                  f"cpu {results[label]['median_cpu_s']:6.2f} s   "
                   f"peak {results[label]['peak_mb']:7.0f} MB   ({args.runs} runs)")
         if "quickshear NIfTI" in results:
             q = results["quickshear NIfTI"]["median_s"]

@@ -298,16 +298,51 @@ def _region(image: sitk.Image, template: Template, reg: Registration
     Regions and protection follow the full affine fit of the head.
     """
     w_t, p_t = _template_maps(template)
-    weight_full = sitk.GetArrayFromImage(
-        sitk.Resample(w_t, _with_geometry(image), reg.transform, sitk.sitkLinear, 0.0,
-                      sitk.sitkFloat32))
-    if not (weight_full > 0).any():
+    # Where the weight is positive, found first on a grid 4 times coarser, then resampled at
+    # full resolution inside that box (and a margin) only.
+    size = np.array(image.GetSize())
+    factor = 4 if size.min() >= 32 else 1
+    coarse = sitk.Image([int(v) for v in np.maximum(size // factor, 1)], sitk.sitkUInt8)
+    coarse.SetSpacing(tuple(float(v) * factor for v in image.GetSpacing()))
+    coarse.SetDirection(image.GetDirection())
+    coarse.SetOrigin(image.TransformContinuousIndexToPhysicalPoint(
+        [(factor - 1) / 2.0] * 3))
+    w_coarse = sitk.GetArrayFromImage(sitk.Resample(
+        w_t, coarse, reg.transform, sitk.sitkLinear, 0.0, sitk.sitkFloat32))
+    if not (w_coarse > 0).any():
         raise DefaceFailed("the replacement region does not overlap the image",
                            code="deface-fov")
-    box = _bounding_box(weight_full > 0)
+    cbox = _bounding_box(w_coarse > 0)
+    margin = 2
+    lo = [max(0, (b.start - margin) * factor) for b in cbox]
+    hi = [min(int(n), (b.stop + margin) * factor) for b, n in zip(cbox, size[::-1], strict=True)]
+    if factor > 1 and (lo != [0, 0, 0] or hi != [int(n) for n in size[::-1]]):
+        outer: tuple[slice, slice, slice] = (slice(lo[0], hi[0]), slice(lo[1], hi[1]),
+                                             slice(lo[2], hi[2]))
+    else:
+        outer = (slice(0, int(size[2])), slice(0, int(size[1])), slice(0, int(size[0])))
+    weight_outer = sitk.GetArrayFromImage(sitk.Resample(
+        w_t, _sub_reference(image, outer), reg.transform, sitk.sitkLinear, 0.0,
+        sitk.sitkFloat32))
+    if not (weight_outer > 0).any():
+        raise DefaceFailed("the replacement region does not overlap the image",
+                           code="deface-fov")
+    inner = _bounding_box(weight_outer > 0)
+    full = [int(n) for n in size[::-1]]
+    touches = any((i.start == 0 and o.start > 0) or (i.stop == o.stop - o.start and o.stop < n)
+                  for o, i, n in zip(outer, inner, full, strict=True))
+    if touches:  # the coarse look missed part of the region: the whole volume, then
+        outer = (slice(0, full[0]), slice(0, full[1]), slice(0, full[2]))
+        weight_outer = sitk.GetArrayFromImage(sitk.Resample(
+            w_t, _with_geometry(image), reg.transform, sitk.sitkLinear, 0.0,
+            sitk.sitkFloat32))
+        inner = _bounding_box(weight_outer > 0)
+    box = tuple(slice(o.start + i.start, o.start + i.stop)
+                for o, i in zip(outer, inner, strict=True))
+    box = (box[0], box[1], box[2])
     ref = _sub_reference(image, box)
-    weight = weight_full[box]
-    del weight_full
+    weight = weight_outer[inner]
+    del weight_outer
     # Protection: any trace of the (linearly interpolated) protection mask protects.
     protect_img = sitk.Resample(p_t, ref, reg.transform, sitk.sitkLinear, 0.0,
                                 sitk.sitkFloat32) > 0
@@ -357,7 +392,9 @@ def _blend(image: sitk.Image, template: Template,
     # What is kept (the protection region) stays covered: where the template's skin would
     # run deeper than the protection region (sunken eyes of an average face over a
     # patient's dark, kept eyeballs), new tissue covers it instead of a hole.
-    d_p = blend.signed_distance(protect, spacing)
+    # The cover over the protection region needs no sub-millimetre accuracy: on fine grids
+    # its distance is computed at half the resolution.
+    d_p = blend.coarse_signed_distance(protect, spacing, 2 if max(spacing) <= 1.05 else 1)
     d_b = np.minimum(d_b, d_p - blend.COVER_MM).astype(np.float32)
     d_b = blend.keep_off_the_edge(d_b, d_edge, edge, edge_mm)  # the cover obeys it too
     s_moved = blend.move_onto(subject, d_s, d_b, region, sp_zyx)
