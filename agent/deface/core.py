@@ -22,6 +22,8 @@ from agent.deface import blend, ct, qc, synth
 from agent.deface.register import (
     Registration,
     check_modality,
+    fit_skin,
+    one_thread,
     register_template,
     to_work_grid,
 )
@@ -205,6 +207,12 @@ def _deface_image(image: sitk.Image, template: Template, seed: int,
                                 surface=template.surface)
     else:  # the fit of another series of the study: reuse it, with this volume's data
         reg = dataclasses.replace(given, work=to_work_grid(image), seconds=0.0)
+        if reg.surface_transform is None and modality == "MR":
+            # The new face is placed on this volume's own skin when it can carry that fit.
+            with one_thread():
+                skin = fit_skin(reg.work, template.surface, reg.transform)
+            if skin is not None:
+                reg = dataclasses.replace(reg, surface_transform=skin)
     _check_fit(reg, report)
     report.face_in_fov = face_in_fov(image, template, reg)
     if report.face_in_fov < MIN_FACE_IN_FOV:

@@ -251,6 +251,49 @@ def _fit_surface_only(fixed: sitk.Image, fmask: sitk.Image, surface: sitk.Image,
     return pose.to_sitk()
 
 
+#: The skin fit is trusted only on volumes at least this large (mm) in every direction...
+SKIN_FIT_MIN_MM = 100.0
+#: ... and only when it moves no point near the skin by more than this (mm) from the
+#: intensity fit (a slab's skin constrains an affine fit in two directions only).
+SKIN_FIT_MAX_MOVE_MM = 10.0
+
+
+def fit_skin(work: sitk.Image, surface: sitk.Image, start: sitk.AffineTransform
+             ) -> sitk.AffineTransform | None:
+    """The fit ``start`` refined so that the template's skin meets the subject's (what
+    places the new face), or None when the volume cannot carry it (too small, too little
+    skin, or a refinement that runs away from ``start``): the caller keeps ``start``."""
+    extent = np.array(work.GetSize()) * np.array(work.GetSpacing())
+    if extent.min() < SKIN_FIT_MIN_MM:
+        return None
+    try:
+        samples = _skin_samples(work, skin_mask(work))
+    except DefaceFailed:
+        return None
+    if len(samples) < 2000:
+        return None
+    start_pose = surfacefit.Pose.from_sitk(start)
+    pose, _ = surfacefit.refine(_template_field(surface), samples, start_pose, "affine",
+                                iterations=30)
+    pts = samples.points[::7]
+    moved = np.linalg.norm(pose.apply(pts) - start_pose.apply(pts), axis=1)
+    if float(moved.max()) > SKIN_FIT_MAX_MOVE_MM:
+        return None
+    return pose.to_sitk()
+
+
+def default_surface(template_head: sitk.Image) -> sitk.Image | None:
+    """The skin distance map of the installed template when ``template_head`` is its head
+    (callers that pass the head alone still get the skin fit), else None."""
+    from agent.deface.template import load_template
+
+    try:
+        t = load_template()
+    except DefaceFailed:
+        return None
+    return t.surface if template_head is t.head else None
+
+
 @contextmanager
 def one_thread() -> Iterator[None]:
     """ITK on one thread for the duration: its multi-threaded registration metrics sum in
@@ -287,6 +330,7 @@ def _register(subject: sitk.Image, template_head: sitk.Image, *,
 
     t0 = time.perf_counter()
     ct = check_modality(modality) == "CT"
+    surface = surface if surface is not None else default_surface(template_head)
     if ct and surface is None:
         raise ValueError("a CT fit needs the template's surface distance map")
     fixed = to_work_grid(subject)
@@ -334,8 +378,7 @@ def _register(subject: sitk.Image, template_head: sitk.Image, *,
         affine.SetTranslation(best[1].GetTranslation())
         _run(fixed, moving, affine, metric_mask, 100)
         if surface is not None:
-            skin_fit = sitk.AffineTransform(affine)
-            refine_on_surface(fixed, skin_mask(fixed), surface, skin_fit)
+            skin_fit = fit_skin(fixed, surface, affine)
 
     mat = np.array(affine.GetMatrix()).reshape(3, 3)
     u, s, vt = np.linalg.svd(mat)
