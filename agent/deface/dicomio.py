@@ -12,6 +12,11 @@ JPEG-LS) is re-encoded with the same syntax when an encoder is installed; lossy-
 objects, and lossless ones without an encoder, are written as Explicit VR Little Endian
 (re-compressing lossily would degrade the image again). Written objects get Image Type
 DERIVED and code 113102.
+
+Colour images (a colour FA map, a perfusion map on anatomy: Samples per Pixel 3) are
+fitted, judged and defaced on their luminance, the mean of the three samples; a pixel the
+defacing changed becomes that grey value in all three samples, every other pixel keeps its
+colour bit for bit. They are written as uncompressed RGB.
 """
 
 from __future__ import annotations
@@ -85,6 +90,8 @@ class SeriesObjects:
     #: Mosaic objects and their tiling.
     layouts: dict[int, mosaic.Layout] = field(default_factory=dict)
     changed: set[int] = field(default_factory=set)
+    #: Colour objects: their decoded RGB samples (..., 3); ``arrays`` holds the luminance.
+    colour: dict[int, np.ndarray] = field(default_factory=dict)
 
     def pixels(self, s: Slice) -> np.ndarray:
         """The stored values of one 2-D image."""
@@ -112,7 +119,10 @@ class SeriesObjects:
             if i not in self.changed:
                 written[path] = path
                 continue
-            _set_pixels(ds, self.arrays[i])
+            if i in self.colour:
+                _set_colour(ds, self.colour[i], self.arrays[i])
+            else:
+                _set_pixels(ds, self.arrays[i])
             mark_derived(ds)
             if int(ds.get("NumberOfFrames", 1) or 1) > 1:
                 multiframe.mark_frames_derived(ds)
@@ -130,6 +140,7 @@ def read_series(files: list[Path], sources: list[Path] | None = None) -> SeriesO
     datasets: list[Dataset] = []
     arrays: list[np.ndarray] = []
     others: list[int] = []
+    colours: dict[int, np.ndarray] = {}
     for path in files:
         try:
             ds = pydicom.dcmread(str(path))
@@ -142,13 +153,21 @@ def read_series(files: list[Path], sources: list[Path] | None = None) -> SeriesO
             others.append(len(datasets) - 1)
             arrays.append(np.zeros((0, 0), np.uint16))
             continue
-        if int(ds.get("SamplesPerPixel", 1) or 1) != 1:
-            raise _fail("colour images cannot be defaced")
+        samples = int(ds.get("SamplesPerPixel", 1) or 1)
+        if samples not in (1, 3):
+            raise _fail(f"images of {samples} samples per pixel cannot be defaced")
         try:
-            arrays.append(np.array(ds.pixel_array, copy=True))
+            arr = np.array(ds.pixel_array, copy=True)
         except Exception as exc:  # noqa: BLE001 -- pixel decoders raise many types; converted
             raise _fail(f"the pixel data cannot be decoded ({type(exc).__name__})") from None
-    objs = SeriesObjects(paths=paths, datasets=datasets, arrays=arrays, others=others)
+        if samples == 3:
+            if arr.shape[-1] != 3:
+                raise _fail("colour pixel data of an unexpected layout cannot be defaced")
+            colours[len(datasets) - 1] = arr
+            arr = luminance(arr)
+        arrays.append(arr)
+    objs = SeriesObjects(paths=paths, datasets=datasets, arrays=arrays, others=others,
+                         colour=colours)
     mosaics = any(mosaic.is_mosaic(ds) for ds in datasets)
     hints = mosaic.hints_from(sources or []) if mosaics else mosaic.Hints()
     for i in range(len(datasets)):
@@ -203,6 +222,29 @@ def _set_pixels(ds: Dataset, arr: np.ndarray) -> None:
         data += b"\x00"  # DICOM values have even length
     ds.PixelData = data
     ds["PixelData"].VR = "OB" if int(ds.get("BitsAllocated", 16)) <= 8 else "OW"
+    ds["PixelData"].is_undefined_length = False
+
+
+def luminance(rgb: np.ndarray) -> np.ndarray:
+    """The grey value of colour samples (..., 3): their rounded mean, same data type."""
+    return np.rint(rgb.astype(np.float64).mean(axis=-1)).astype(rgb.dtype)
+
+
+def _set_colour(ds: Dataset, rgb: np.ndarray, grey: np.ndarray) -> None:
+    """Colour samples back into ``ds``: pixels whose grey value the defacing changed take
+    it in all three samples; written as uncompressed, pixel-interleaved RGB (decoding
+    gave RGB, whatever the photometric interpretation on disk)."""
+    out = rgb.copy()
+    changed = grey != luminance(rgb)
+    out[changed] = grey[changed][:, None]
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.PhotometricInterpretation, ds.PlanarConfiguration = "RGB", 0
+    for kw in ("SmallestImagePixelValue", "LargestImagePixelValue"):
+        if kw in ds:
+            delattr(ds, kw)
+    data = np.ascontiguousarray(out).astype(out.dtype.newbyteorder("<"), copy=False).tobytes()
+    ds.PixelData = data + (b"\x00" if len(data) % 2 else b"")
+    ds["PixelData"].VR = "OB" if int(ds.get("BitsAllocated", 8)) <= 8 else "OW"
     ds["PixelData"].is_undefined_length = False
 
 

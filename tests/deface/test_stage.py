@@ -305,3 +305,39 @@ def test_real_heads_whatever_their_shape_and_label(corpus_heads: Path, tmp_path:
     work = work_for(files, tmp_path)
     DefaceStage(Config())(work)
     assert work.defaced and "template face" in work.face["reason"]
+
+
+def test_colour_head_is_defaced_on_its_luminance(colin: Colin, tmp_path: Path) -> None:
+    """A colour MR series (a colour map over the anatomy, 8-bit RGB): fitted and judged on
+    its luminance; the replaced pixels become grey, every brain pixel keeps its three
+    samples bit for bit, and it is written back as RGB."""
+    case = make_case(colin, "axial", SPACING)
+    files = write_mr_series(case.image, tmp_path / "in", image_type=(
+        "DERIVED", "PRIMARY", "COLFA", "ND"), description="colour map")
+    tint = np.array([1.0, 0.7, 0.4])
+    top = float(np.percentile(sitk.GetArrayViewFromImage(case.image), 99.5))
+    for p in files:
+        ds = pydicom.dcmread(p)
+        grey = ds.pixel_array.astype(np.float64) * (255.0 / top)
+        rgb = np.clip(np.rint(grey[..., None] * tint), 0, 255).astype(np.uint8)
+        ds.SamplesPerPixel, ds.PhotometricInterpretation, ds.PlanarConfiguration = 3, "RGB", 0
+        ds.BitsAllocated, ds.BitsStored, ds.HighBit = 8, 8, 7
+        ds.PixelData = rgb.tobytes()
+        ds.save_as(p)
+    work = work_for(files, tmp_path)
+    DefaceStage(replace(Config(), deface_renders=False))(work)
+    assert work.defaced
+    order = {p.name: int(pydicom.dcmread(p).InstanceNumber) for p in files}
+    before = np.stack([pydicom.dcmread(p).pixel_array
+                       for p in sorted(files, key=lambda p: order[p.name])])
+    outs = [pydicom.dcmread(p) for p in sorted(work.files, key=lambda p: order[p.name])]
+    assert all(ds.PhotometricInterpretation == "RGB" and ds.SamplesPerPixel == 3
+               for ds in outs)
+    after = np.stack([ds.pixel_array for ds in outs])
+    assert after.shape == before.shape
+    changed = (before != after).any(axis=-1)
+    assert not changed[case.brain].any(), "brain pixels changed"
+    face = case.face & (before.max(axis=-1) > 10)
+    assert float(changed[face].mean()) >= 0.85
+    grey = after[changed]
+    assert (grey[:, 0] == grey[:, 1]).all() and (grey[:, 1] == grey[:, 2]).all()
