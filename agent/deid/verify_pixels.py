@@ -322,19 +322,22 @@ def _api(tessdata: str) -> Any:
     return api
 
 
-def ocr_shows_identity(args: tuple[str, Path, int, frozenset[str]]) -> bool:
-    """Whether OCR reads one of the patient's identifiers (``needles``, folded) in frame
-    ``k`` of an output, decoded again here (a pool task: nothing large crosses the pool)."""
-    tessdata, path, k, needles = args
+def ocr_shows_identity(args: tuple[str, Path, tuple[int, ...], frozenset[str]]
+                       ) -> list[bool]:
+    """For each frame of ``frames`` of one output: whether OCR reads one of the patient's
+    identifiers (``needles``, folded) in it. The file is decoded again here, once (a pool
+    task: nothing large crosses the pool)."""
+    tessdata, path, frames, needles = args
     img = _read(path)
-    if img is None:
-        return False
-    _problems, arr = _native(img) if img.ts in _NATIVE else _compressed(img)
+    arr = None if img is None else (_native(img) if img.ts in _NATIVE else _compressed(img))[1]
     if arr is None:
-        return False
-    with _ocr_lock:
-        text = _fold(_ocr_text(_api(tessdata), arr[k]))
-    return any(n in text for n in needles)
+        return [False] * len(frames)
+    out = []
+    for k in frames:
+        with _ocr_lock:
+            text = _fold(_ocr_text(_api(tessdata), arr[k]))
+        out.append(any(n in text for n in needles))
+    return out
 
 
 class PixelCheck:
@@ -364,12 +367,16 @@ class PixelCheck:
         needles = frozenset(_needles(source_files[0]) if source_files else ())
         findings = [f for r in reports for f in r.findings]
         if needles:
-            tasks = [(self._tessdata(), p, k, needles) for p, k in ocr_sample(outputs, reports)]
+            by_file: dict[Path, list[int]] = {}
+            for path, k in ocr_sample(outputs, reports):
+                by_file.setdefault(path, []).append(k)
+            tessdata = self._tessdata()
+            tasks = [(tessdata, p, tuple(ks), needles) for p, ks in by_file.items()]
             shown = (pool.map(ocr_shows_identity, tasks) if pool is not None
                      else map(ocr_shows_identity, tasks))
             findings += [f"{path.name}: OCR reads an identifier of the patient in the pixels"
-                         for (_t, path, _k, _n), found in zip(tasks, shown, strict=True)
-                         if found]
+                         for (_t, path, _ks, _n), found in zip(tasks, shown, strict=True)
+                         for hit in found if hit]
         if findings:
             raise LeakFound(
                 f"pixel verification failed: {'; '.join(findings[:3])}"
