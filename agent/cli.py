@@ -19,6 +19,7 @@ from agent.paths import default_paths
 
 if TYPE_CHECKING:
     from agent.control import RemoteAgent
+    from agent.ledger import Ledger
 
 log = logging.getLogger("clinic2cloud")
 
@@ -77,6 +78,9 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     cfg = _load(args, create_default=True)
     _check_run_config(cfg)
+    from agent.checks import run_startup_checks
+
+    run_startup_checks(cfg)
     setup_logging(cfg.paths.log_dir, cfg.log.level)
     agent = Agent(cfg)
     if not args.headless:
@@ -106,6 +110,9 @@ def cmd_process(args: argparse.Namespace) -> int:
         raise ConfigError(f"{src}: the source folder does not exist")
     out = Path(args.out).expanduser()
     cfg = replace(cfg, target_kind="folder", target_path=str(out))
+    from agent.checks import run_startup_checks
+
+    run_startup_checks(cfg, skip=("export folder", "ledger"))
     setup_logging(cfg.paths.log_dir, cfg.log.level, console=not args.json)
     summary = process_folder(cfg, src, out)
     if args.json:
@@ -153,6 +160,14 @@ def _jsonable(obj: object) -> object:
     if isinstance(obj, (str, int, float, bool)) or obj is None:
         return obj
     return str(obj)
+
+
+def _open_ledger(cfg: Config, path: Path | None = None, *, check: bool = True) -> Ledger:
+    from agent.keys import installation_secret
+    from agent.ledger import Ledger
+
+    path = path or cfg.paths.ledger
+    return Ledger(path, installation_secret(cfg.paths.installation_secret), check=check)
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -232,65 +247,86 @@ def cmd_quit(args: argparse.Namespace) -> int:
 
 
 def cmd_ledger(args: argparse.Namespace) -> int:
-    from agent.ledger import Ledger
+    from agent.ledger import rebuild
 
     cfg = _load(args)
-    path = Path(args.ledger) if args.ledger else cfg.paths.ledger
+    path = Path(args.ledger).expanduser() if args.ledger else cfg.paths.ledger
+    if args.action == "rebuild":
+        from agent.keys import installation_secret
+
+        if not path.exists():
+            raise FatalError(f"{path}: no ledger there")
+        kept, ledger = rebuild(path, installation_secret(cfg.paths.installation_secret))
+        ledger.close()
+        _print(f"kept the damaged ledger as {kept}; a new ledger was started at {path}. "
+               "Series in the export folder are taken again at the next start.")
+        return 0
     if not path.exists():
         raise FatalError(f"{path}: no ledger there")
-    ledger = Ledger(path)
+    ledger = _open_ledger(cfg, path, check=False)
     if args.action == "verify":
-        problems = ledger.verify_chain()
+        problems = ledger.verify()
         for p in problems:
             _print(f"TAMPERED: {p}")
         if problems:
+            _print(f"{len(problems)} problem(s): the ledger cannot be trusted. "
+                   "`clinic2cloud ledger rebuild` keeps it aside and starts a new one.")
             return 1
-        _print(f"ledger intact: {len(ledger.audit_rows())} audit rows, head {ledger.head()}")
+        _print(f"ledger intact: {len(ledger.audit_rows())} audit rows, series rows sealed, "
+               f"head {ledger.head()}")
         return 0
     _print(ledger.export(args.format))
     return 0
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
+    from agent.checks import startup_checks
     from agent.sync import open_target
 
     cfg = _load(args)
-    problems: list[str] = []
+    _print(f"configuration: {', '.join(cfg.sources) or 'built-in defaults'}")
+    _print(f"state: {cfg.paths.state_dir}\nlogs: {cfg.paths.log_dir}")
+    problems = 0
     try:
         _check_run_config(cfg)
+        _print("ok: the configuration names an export folder and a target")
     except ConfigError as exc:
-        problems.append(str(exc))
-    try:
-        target = open_target(cfg)
-        problems += target.check()
-        target.close()
-    except Clinic2CloudError as exc:
-        problems.append(str(exc))
+        problems += 1
+        _print(f"PROBLEM: {exc}")
+    for check in startup_checks(cfg):
+        if check.ok:
+            _print(f"ok: {check.what}")
+        else:
+            problems += 1
+            _print(f"PROBLEM: {check.name}: {check.problem}")
     try:
         from agent.pixels import check_ocr
 
         check_ocr(cfg.pixels.tessdata)  # burned-in text detection runs end to end
+        _print("ok: burned-in text detection (Tesseract) runs end to end")
     except Clinic2CloudError as exc:
-        problems.append(str(exc))
-    for where in (cfg.paths.state_dir, cfg.paths.log_dir):
-        try:
-            where.mkdir(parents=True, exist_ok=True)
-            probe = where / ".probe"
-            probe.write_text("ok")
-            probe.unlink()
-        except OSError as exc:
-            problems.append(f"{where} is not writable ({exc.strerror})")
+        problems += 1
+        _print(f"PROBLEM: text detection: {exc}")
+    try:
+        target = open_target(cfg)
+        target_problems = target.check()
+        target.close()
+    except Clinic2CloudError as exc:
+        target_problems = [str(exc)]
+    for p in target_problems:
+        _print(f"PROBLEM: target: {p}")
+    if not target_problems:
+        _print(f"ok: the target ({cfg.target.kind}) accepts a test file")
+    problems += len(target_problems)
     from agent.dicomnode.doctor import dicom_checks
 
     dicom_lines, dicom_problems = dicom_checks(cfg)
-    problems += dicom_problems
-    _print(f"configuration: {', '.join(cfg.sources) or 'built-in defaults'}")
-    _print(f"state: {cfg.paths.state_dir}\nlogs: {cfg.paths.log_dir}")
     for line in dicom_lines:
         _print(line)
-    for p in problems:
+    for p in dicom_problems:
         _print(f"PROBLEM: {p}")
-    _print("all checks passed" if not problems else f"{len(problems)} problem(s) found")
+    problems += len(dicom_problems)
+    _print("all checks passed" if not problems else f"{problems} problem(s) found")
     return 0 if not problems else 1
 
 
@@ -303,9 +339,7 @@ def cmd_lookup(args: argparse.Namespace) -> int:
     pseudonym = pseudonym_for_patient(cfg.site.name, key, args.patient_id)
     _print(f"pseudonym: {pseudonym}")
     if cfg.paths.ledger.exists():
-        from agent.ledger import Ledger
-
-        for r in Ledger(cfg.paths.ledger).for_patient(pseudonym):
+        for r in _open_ledger(cfg).for_patient(pseudonym):
             when = time.strftime("%Y-%m-%d %H:%M", time.localtime(r.updated))
             _print(f"  series {r.id} {when} {r.state} {r.modality} {r.location or r.reason}")
     return 0
@@ -355,8 +389,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_retry)
     p = add("quit", "stop the running agent (work in flight resumes at the next start)")
     p.set_defaults(func=cmd_quit)
-    p = add("ledger", "verify or export the audit ledger")
-    p.add_argument("action", choices=["verify", "export"])
+    p = add("ledger", "verify, export or rebuild the audit ledger")
+    p.add_argument("action", choices=["verify", "export", "rebuild"],
+                   help="rebuild: keep a damaged ledger aside and start a new one")
     p.add_argument("--format", choices=["csv", "json"], default="json")
     p.add_argument("--ledger", help="ledger file (default: this user's)")
     p.set_defaults(func=cmd_ledger)
@@ -370,6 +405,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from agent.paths import secure_umask
+
+    secure_umask()  # whatever the command writes (state, logs, work) is the user's alone
     try:
         return int(args.func(args))
     except FatalError as exc:

@@ -135,6 +135,9 @@ class TargetConfig:
     kind: str = "folder"
     #: Folder target: the outbox.
     path: str = ""
+    #: Folder target: deliveries readable by the outbox folder's group (folders 0750, files
+    #: 0640), for an uploader under a service account; false: this user's alone (0700/0600).
+    group_readable: bool = False
     # Azure target ---------------------------------------------------------------
     container: str = ""
     connection_string: str = ""
@@ -174,6 +177,20 @@ class ResultsConfig:
     timeout_minutes: float = 60.0
     #: Days the encrypted re-link store keeps what restores identity; 0 = for ever.
     relink_retention_days: int = 365
+
+
+@dataclass(frozen=True)
+class LimitsConfig:
+    """What one series may cost before it is read (a file claiming 4 GB of pixels is
+    refused before it is copied, let alone decoded)."""
+
+    #: Largest exported file, and largest decoded pixel data of one file, in MB.
+    max_file_mb: int = 2048
+    #: Largest decoded pixel data of a whole series, in MB.
+    max_series_mb: int = 4096
+    #: A series during whose processing the agent died this many times (a crash, an
+    #: out-of-memory kill) is quarantined as the likely cause, so that the others go on.
+    max_crashes: int = 3
 
 
 @dataclass(frozen=True)
@@ -245,6 +262,7 @@ class Config:
     results: ResultsConfig = field(default_factory=ResultsConfig)
     display: DisplayConfig = field(default_factory=DisplayConfig)
     log: LogConfig = field(default_factory=LogConfig)
+    limits: LimitsConfig = field(default_factory=LimitsConfig)
     #: Where the agent keeps its state, logs and config (not a TOML section).
     paths: AgentPaths = field(default_factory=default_paths)
     #: The files the configuration was read from, in order (not a TOML section).
@@ -269,6 +287,7 @@ _SECTIONS: dict[str, type] = {
     "results": ResultsConfig,
     "display": DisplayConfig,
     "log": LogConfig,
+    "limits": LimitsConfig,
 }
 _TARGET_KINDS = ("folder", "azure")
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
@@ -346,6 +365,31 @@ def _merge(
             )
 
 
+#: Keys whose values are secrets. A configuration file that sets one must be readable by
+#: its owner only (sections holding other secrets add their keys here).
+SECRET_KEYS: set[str] = {"target.connection_string", "target.sas_token"}
+
+
+def _refuse_shared_secrets(raw: dict[str, Any], path: Path) -> None:
+    """A secret in a file other users can read is no secret: refuse, with the fix."""
+    from agent.paths import world_or_group_access
+
+    held = sorted(k for k in SECRET_KEYS
+                  if isinstance(raw.get(k.partition(".")[0]), dict)
+                  and raw[k.partition(".")[0]].get(k.partition(".")[2]))
+    if not held:
+        return
+    try:
+        shared = world_or_group_access(path)
+    except OSError:
+        return
+    if shared:
+        raise ConfigError(
+            f"{path}: [{held[0]}] is a secret but the file is open to other users (mode "
+            f"{path.stat().st_mode & 0o777:04o}); run `chmod 600 {path}`, or move the secret "
+            "to a file named by [target] secret_file")
+
+
 def _policy_locks(raw: dict[str, Any], source: str) -> set[str]:
     policy = raw.get("policy", {})
     if not isinstance(policy, dict) or set(policy) - {"locked"}:
@@ -385,6 +429,9 @@ def _validate(cfg: Config) -> None:
         "target.concurrency": cfg.target.concurrency,
         "target.block_size_mb": cfg.target.block_size_mb,
         "deid.max_date_shift_days": cfg.deid.max_date_shift_days,
+        "limits.max_file_mb": cfg.limits.max_file_mb,
+        "limits.max_series_mb": cfg.limits.max_series_mb,
+        "limits.max_crashes": cfg.limits.max_crashes,
     }
     for key, value in positive.items():
         if value <= 0:
@@ -496,11 +543,13 @@ def load_config(
     locked: set[str] = set()
     if machine_file.is_file():
         raw = read_toml(machine_file)
+        _refuse_shared_secrets(raw, machine_file)
         locked = _policy_locks(raw, str(machine_file))
         _merge(raw, str(machine_file), sections, set())
         sources.append(str(machine_file))
     if user_file is not None and user_file.is_file():
         raw = read_toml(user_file)
+        _refuse_shared_secrets(raw, user_file)
         if "policy" in raw:
             raise ConfigError(f"{user_file}: [policy] belongs in the machine-wide configuration")
         _merge(raw, str(user_file), sections, locked)

@@ -357,7 +357,7 @@ def ledger_status(cfg: Config, limit: int = 20) -> tuple[AgentStatus, list[Serie
 
     key = installation_secret(cfg.paths.installation_secret)
     root = Path(cfg.watch.folder).expanduser() if cfg.watch.folder else None
-    ledger = Ledger(cfg.paths.ledger)
+    ledger = Ledger(cfg.paths.ledger, key)
     try:
         view = LocalView(cfg, ledger, lambda p: export_path_hash(key, p),
                          lambda: list(scan_folder(root)) if root and root.is_dir() else [])

@@ -2,25 +2,40 @@
 
 Headers are read without pixel data (fast, even for thousands of files). Completeness is
 judged from the bytes on disk: a file still being written by the viewer has pixel data
-shorter than its header promises, or an encapsulated pixel data sequence that has not been
-closed yet, however long it has been quiet.
+shorter than its header promises, an encapsulated pixel data sequence that has not been
+closed yet, or (deflated transfer syntax) a deflate stream that does not end, however long
+it has been quiet. Nothing here reads pixel data into memory: encapsulated items are
+walked by their lengths, a deflated dataset is inflated in bounded chunks and counted.
+
+Every file is opened through :mod:`agent.boundary` (no link followed, nothing outside the
+export folder) and every pydicom error is converted here: a damaged file is "not DICOM" or
+"not whole", never an exception.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import struct
 import warnings
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
 import pydicom
-from pydicom.errors import InvalidDicomError
+from pydicom.uid import DeflatedExplicitVRLittleEndian
+
+from agent.boundary import open_export_file
+
+log = logging.getLogger(__name__)
 
 #: Media Storage Directory Storage: DICOMDIR files index a media set and carry patient
 #: names; they are never processed as images.
 MEDIA_DIRECTORY_SOP_CLASS = "1.2.840.10008.1.3.10"
+#: A deflated dataset larger than this once inflated is not read (a deflate bomb).
+MAX_INFLATED = 2 << 30
+_CHUNK = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -32,63 +47,92 @@ class DicomHeader:
     instance_uid: str
 
 
-def read_header(path: Path) -> DicomHeader | None:
+def _dcmread(fh: BinaryIO, **kwargs: object) -> pydicom.FileDataset:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return pydicom.dcmread(fh, **kwargs)  # type: ignore[arg-type]
+
+
+def read_header(path: Path, root: Path | None = None) -> DicomHeader | None:
     """The series a file belongs to, or None when it is not a DICOM image we process.
 
-    Returns None for non-DICOM files, DICOMDIR, and files without Study/Series Instance UID.
-    Raises OSError when the file cannot be read (vanished, locked).
+    Returns None for non-DICOM files, DICOMDIR, files without Study/Series Instance UID,
+    and deflated files that inflate beyond :data:`MAX_INFLATED`. Raises OSError when the
+    file cannot be read (vanished, locked) and :class:`~agent.boundary.OutsideExport` for
+    links and special files.
     """
     if path.name.upper() == "DICOMDIR":
         return None
+    with open_export_file(path, root) as fh:
+        deflated = _deflated_offset(fh)
+        if deflated is not None and not _inflates_within(fh, deflated, MAX_INFLATED)[0]:
+            return None
+        fh.seek(0)
+        try:
+            ds = _dcmread(fh, stop_before_pixels=True, specific_tags=[
+                "StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "SOPClassUID",
+                "MediaStorageSOPClassUID"])
+            sop_class = str(ds.get("SOPClassUID", "")
+                            or ds.file_meta.get("MediaStorageSOPClassUID", ""))
+            study, series = ds.get("StudyInstanceUID"), ds.get("SeriesInstanceUID")
+            instance = ds.get("SOPInstanceUID")
+            uids = (str(study or ""), str(series or ""), str(instance or ""))
+        except Exception:  # noqa: BLE001 -- pydicom raises many types for damaged files
+            return None
+    if sop_class == MEDIA_DIRECTORY_SOP_CLASS or not all(uids):
+        return None
+    return DicomHeader(*uids)
+
+
+# -- pixel data lengths ------------------------------------------------------------------
+
+
+def expected_native_length(ds: pydicom.Dataset) -> int:
+    """Bytes of native pixel data the header announces (Rows x Columns x Frames x
+    Samples x Bits); 0 when the header says nothing usable."""
     try:
-        ds = pydicom.dcmread(
-            path,
-            stop_before_pixels=True,
-            specific_tags=["StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID",
-                           "SOPClassUID", "MediaStorageSOPClassUID"],
-        )
-    except (InvalidDicomError, EOFError, ValueError, TypeError, KeyError, AttributeError,
-            NotImplementedError, OverflowError, UnicodeDecodeError):
-        return None
-    sop_class = str(ds.get("SOPClassUID", "") or ds.file_meta.get("MediaStorageSOPClassUID", ""))
-    if sop_class == MEDIA_DIRECTORY_SOP_CLASS:
-        return None
-    study, series = ds.get("StudyInstanceUID"), ds.get("SeriesInstanceUID")
-    instance = ds.get("SOPInstanceUID")
-    if not study or not series or not instance:
-        return None
-    return DicomHeader(str(study), str(series), str(instance))
+        rows, cols = int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0)
+        frames = int(str(ds.get("NumberOfFrames", 1) or 1))
+        spp = int(ds.get("SamplesPerPixel", 1) or 1)
+        bits = int(ds.get("BitsAllocated", 8) or 8)
+        photometric = str(ds.get("PhotometricInterpretation", ""))
+    except Exception:  # noqa: BLE001 -- a damaged element (unknown VR ...) says nothing usable
+        return 0
+    if min(rows, cols, frames, spp, bits) < 0:
+        return 0
+    if spp == 3 and photometric == "YBR_FULL_422":
+        spp = 2  # two chroma samples shared by each pair of pixels
+    return (rows * cols * frames * spp * bits + 7) // 8
 
 
-def _expected_native_length(ds: pydicom.Dataset) -> int:
-    rows, cols = int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0)
-    frames = int(str(ds.get("NumberOfFrames", 1) or 1))
-    spp = int(ds.get("SamplesPerPixel", 1) or 1)
-    bits = int(ds.get("BitsAllocated", 8) or 8)
-    total_bits = rows * cols * frames * spp * bits
-    return (total_bits + 7) // 8
+_VRS_32 = (b"OB", b"OW", b"OF", b"OD", b"OL", b"OV", b"UN")
 
 
-def _pixel_value_header(fh: BinaryIO, explicit: bool, little: bool) -> tuple[int, int] | None:
-    """At the Pixel Data tag: (header length, value length) or None if it is not there."""
-    raw = fh.read(12 if explicit else 8)
+def _pixel_value_header(fh: BinaryIO, explicit: bool, little: bool
+                        ) -> tuple[int, int, bool] | None:
+    """At the Pixel Data tag: (header length, value length, explicit VR) or None if it is
+    not there.
+
+    A file that says explicit VR but is written implicit (pydicom reads it, with a
+    warning) is recognised by the missing VR letters."""
+    raw = fh.read(12)
     order = "<" if little else ">"
     if len(raw) < 8:
         return None
     group, elem = struct.unpack(order + "HH", raw[:4])
     if (group, elem) != (0x7FE0, 0x0010):
         return None
-    if explicit:
+    if explicit and raw[4:6] in _VRS_32:
         if len(raw) < 12:
             return None
-        if raw[4:6] in (b"OB", b"OW", b"OF", b"OD", b"OL", b"OV", b"UN"):
-            return 12, struct.unpack(order + "I", raw[8:12])[0]
-        return 8, struct.unpack(order + "H", raw[6:8])[0]
-    return 8, struct.unpack(order + "I", raw[4:8])[0]
+        return 12, struct.unpack(order + "I", raw[8:12])[0], True
+    if explicit and b"AA" <= raw[4:6] <= b"ZZ":
+        return 8, struct.unpack(order + "H", raw[6:8])[0], True
+    return 8, struct.unpack(order + "I", raw[4:8])[0], False
 
 
 _LONG_VRS = {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR",
-              b"UT", b"UV"}
+             b"UT", b"UV"}
 
 
 def _tail_is_whole(fh: BinaryIO, offset: int, size: int, explicit: bool,
@@ -114,37 +158,135 @@ def _tail_is_whole(fh: BinaryIO, offset: int, size: int, explicit: bool,
     return offset == size
 
 
-def is_complete(path: Path) -> bool:
+def _encapsulated_end(fh: BinaryIO, offset: int, size: int, little: bool) -> int | None:
+    """Walk the items of encapsulated pixel data from ``offset``: the offset after the
+    sequence delimiter, or None when the sequence is not closed inside the file."""
+    order = "<" if little else ">"
+    while offset + 8 <= size:
+        fh.seek(offset)
+        group, elem, length = struct.unpack(order + "HHI", fh.read(8))
+        if (group, elem) == (0xFFFE, 0xE0DD):
+            return offset + 8
+        if (group, elem) != (0xFFFE, 0xE000) or length == 0xFFFFFFFF:
+            return None
+        offset += 8 + length
+    return None
+
+
+# -- deflated transfer syntax ------------------------------------------------------------
+
+
+def _deflated_offset(fh: BinaryIO) -> int | None:
+    """Where the deflated dataset starts, when the file uses the deflated transfer syntax."""
+    fh.seek(0)
+    head = fh.read(144)
+    if len(head) < 144 or head[128:132] != b"DICM" or head[132:136] != b"\x02\x00\x00\x00":
+        return None
+    (group_length,) = struct.unpack("<I", head[140:144])
+    if group_length > 1 << 20:
+        return None
+    meta = fh.read(group_length)
+    return 144 + group_length if DeflatedExplicitVRLittleEndian.encode() in meta else None
+
+
+def _inflates_within(fh: BinaryIO, offset: int, limit: int) -> tuple[bool, bool]:
+    """(within limit, stream complete): inflate from ``offset`` in bounded chunks, keeping
+    nothing. A stream cut short (still being written) is not complete."""
+    fh.seek(offset)
+    inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+    total = 0
+    try:
+        while chunk := fh.read(_CHUNK):
+            data = inflater.decompress(chunk, _CHUNK)
+            while True:
+                total += len(data)
+                if total > limit:
+                    return False, False
+                if not inflater.unconsumed_tail:
+                    break
+                data = inflater.decompress(inflater.unconsumed_tail, _CHUNK)
+            if inflater.eof:
+                break
+    except zlib.error:
+        return True, False
+    return True, inflater.eof
+
+
+# -- completeness ------------------------------------------------------------------------
+
+
+def is_complete(path: Path, root: Path | None = None) -> bool:
     """Whether the whole file parses and its pixel data are as long as the header says.
 
     Native pixel data: the file must hold as many bytes after the Pixel Data tag as its
     length says, and at least Rows x Columns x Frames x Samples x Bits. Encapsulated
-    pixel data: the item sequence must be closed by its delimiter.
+    pixel data: the item sequence must be closed by its delimiter. Deflated: the deflate
+    stream must end, and the inflated dataset hold its pixel data whole.
     """
     try:
-        size = os.path.getsize(path)
-        with open(path, "rb") as fh, warnings.catch_warnings():
-            # pydicom only warns when it hits the end of a file inside a sequence.
-            warnings.simplefilter("error")
-            ds = pydicom.dcmread(fh, stop_before_pixels=True)
-            pos = fh.tell()
-            is_image = "Rows" in ds and "Columns" in ds
-            if pos >= size:
-                return not is_image
-            little = ds.is_little_endian is not False
-            header = _pixel_value_header(fh, not ds.is_implicit_VR, little)
-            if header is None:
-                # Something else follows (no pixels, or pixels elsewhere): parse it all.
-                fh.seek(0)
-                full = pydicom.dcmread(fh)
-                return not is_image or "PixelData" in full or "FloatPixelData" in full
-            header_len, length = header
-            if length == 0xFFFFFFFF:
-                fh.seek(0)
-                full = pydicom.dcmread(fh)
-                return "PixelData" in full
-            end = pos + header_len + length
-            return (size >= end and length >= _expected_native_length(ds)
-                    and _tail_is_whole(fh, end, size, not ds.is_implicit_VR, little))
+        with open_export_file(path, root) as fh:
+            size = os.fstat(fh.fileno()).st_size
+            deflated = _deflated_offset(fh)
+            if deflated is not None:
+                return _deflated_complete(fh, deflated)
+            fh.seek(0)
+            return _plain_complete(fh, size)
     except Exception:  # noqa: BLE001 -- any parse failure means "not whole (yet)"
         return False
+
+
+def _deflated_complete(fh: BinaryIO, offset: int) -> bool:
+    within, complete = _inflates_within(fh, offset, MAX_INFLATED)
+    if not (within and complete):
+        return False
+    fh.seek(0)
+    with warnings.catch_warnings(record=True) as records:
+        warnings.simplefilter("always")
+        ds = pydicom.dcmread(fh)
+    if _cut_short(records):
+        return False
+    if "Rows" not in ds or "Columns" not in ds:
+        return True
+    if "PixelData" not in ds:
+        return "FloatPixelData" in ds or "DoubleFloatPixelData" in ds
+    if ds["PixelData"].is_undefined_length:
+        return True  # the inflated stream ended: its items were written whole
+    return len(ds.PixelData) >= expected_native_length(ds)
+
+
+def _cut_short(records: list[warnings.WarningMessage]) -> bool:
+    """Whether pydicom warned that the file ended inside an element or a sequence (it
+    reports an EOFError as a warning naming the file)."""
+    return any(" in file " in str(w.message) or "End of file" in str(w.message)
+               for w in records)
+
+
+def _plain_complete(fh: BinaryIO, size: int) -> bool:
+    with warnings.catch_warnings(record=True) as records:
+        warnings.simplefilter("always")
+        ds = pydicom.dcmread(fh, stop_before_pixels=True)
+        pos = fh.tell()
+    if _cut_short(records):
+        return False
+    is_image = "Rows" in ds and "Columns" in ds
+    if pos >= size:
+        return not is_image
+    little = ds.is_little_endian is not False
+    explicit = not ds.is_implicit_VR
+    header = _pixel_value_header(fh, explicit, little)
+    if header is None:
+        # Something else follows (float pixels, or pixels elsewhere): parse it all.
+        fh.seek(0)
+        with warnings.catch_warnings(record=True) as records:
+            warnings.simplefilter("always")
+            full = pydicom.dcmread(fh)
+        return not _cut_short(records) and (
+            not is_image or "PixelData" in full or "FloatPixelData" in full
+            or "DoubleFloatPixelData" in full)
+    header_len, length, explicit = header
+    if length == 0xFFFFFFFF:
+        end = _encapsulated_end(fh, pos + header_len, size, little)
+        return end is not None and _tail_is_whole(fh, end, size, explicit, little)
+    end = pos + header_len + length
+    return (size >= end and length >= expected_native_length(ds)
+            and _tail_is_whole(fh, end, size, explicit, little))

@@ -122,6 +122,13 @@ class DiskFull(TransientFault):
     title = "Disk full"
 
 
+class ExportChanged(TransientFault):
+    """A file of the series changed, vanished or could not be read while the series was
+    being taken: it waits for another quiet period rather than leave short."""
+
+    title = "Export still changing"
+
+
 class FatalError(Clinic2CloudError):
     """The agent cannot continue; it stops and tells the person in charge."""
 
@@ -141,3 +148,33 @@ class CredentialsError(FatalError):
 
     exit_code = 3
     title = "Credentials refused"
+
+
+class StartupError(FatalError):
+    """A start-up check failed (a folder not writable, a disk full, the installation
+    incomplete): the agent does not start, and says in one line what to do."""
+
+    exit_code = 2
+    title = "Clinic2Cloud cannot start"
+
+
+class LedgerDamaged(StartupError):
+    """The ledger is unreadable, incomplete or was altered. The message names the way out
+    (``clinic2cloud ledger rebuild`` keeps the damaged file aside and starts afresh)."""
+
+    title = "Ledger damaged"
+
+
+class InstallationBroken(StartupError):
+    """Part of the installation is missing or unreadable (the defacing templates): no
+    series can be processed until it is repaired, so none is quarantined for it."""
+
+    title = "Installation incomplete"
+
+
+def is_library_panic(exc: BaseException) -> bool:
+    """Whether ``exc`` is a Rust extension's panic (``pyo3_runtime.PanicException``, raised
+    by pylibjpeg-rle and others on damaged data). It derives from BaseException, so it gets
+    past ``except Exception``; it is a library's failure on one file, to be converted like
+    any other, not a reason for a thread to die."""
+    return type(exc).__name__ == "PanicException"

@@ -18,10 +18,11 @@ import secrets
 from pathlib import Path
 
 from agent.errors import ConfigError, FatalError
+from agent.paths import private_dir, refuse_if_shared
 
 
 def _create_secret(path: Path) -> bytes:
-    path.parent.mkdir(parents=True, exist_ok=True)
+    private_dir(path.parent)
     key = secrets.token_bytes(32)
     tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -39,12 +40,17 @@ def _create_secret(path: Path) -> bytes:
     return read_secret(path)
 
 
-def read_secret(path: Path) -> bytes:
-    """Read a secret file: hex text or raw bytes, at least 16 bytes of key material."""
+def read_secret(path: Path, what: str = "secret file") -> bytes:
+    """Read a secret file: hex text or raw bytes, at least 16 bytes of key material.
+
+    Refused (ConfigError, with the chmod to run) when other users may read or write it: a
+    key that others can read keys nothing.
+    """
+    refuse_if_shared(path, what)
     try:
         data = path.read_bytes().strip()
     except OSError as exc:
-        raise ConfigError(f"{path}: the secret file cannot be read ({exc.strerror})") from None
+        raise ConfigError(f"{path}: the {what} cannot be read ({exc.strerror})") from None
     try:
         key = bytes.fromhex(data.decode("ascii"))
     except (UnicodeDecodeError, ValueError):
@@ -57,7 +63,7 @@ def read_secret(path: Path) -> bytes:
 def installation_secret(path: Path) -> bytes:
     """The per-installation secret, created on first run."""
     if path.exists():
-        return read_secret(path)
+        return read_secret(path, "installation key")
     try:
         return _create_secret(path)
     except OSError as exc:
@@ -70,7 +76,7 @@ def installation_secret(path: Path) -> bytes:
 def site_secret(secret_file: str, fallback: Path) -> bytes:
     """The site secret from ``[site] secret_file``, else the installation's own."""
     if secret_file:
-        return read_secret(Path(secret_file).expanduser())
+        return read_secret(Path(secret_file).expanduser(), "site key ([site] secret_file)")
     return installation_secret(fallback)
 
 

@@ -41,7 +41,29 @@ def setup_logging(log_dir: Path, level: str = "INFO", *, console: bool = True) -
         root.addHandler(cons)
     logging.getLogger("azure").setLevel(logging.WARNING)
     logging.getLogger("watchdog").setLevel(logging.WARNING)
+    # pydicom logs every warning it raises, quoting the values it found odd (a patient's
+    # name in a malformed PN, an export path): never into our log files. What a damaged
+    # file means for a series is said by our own messages.
+    quiet = logging.getLogger("pydicom")
+    quiet.propagate = False
+    if not quiet.handlers:
+        quiet.addHandler(logging.NullHandler())
+    for handler in list(root.handlers):
+        if getattr(handler, "_clinic2cloud", False) and isinstance(
+                handler, logging.handlers.RotatingFileHandler):
+            _private(Path(handler.baseFilename))
     return logfile
+
+
+def _private(path: Path) -> None:
+    """The log file is the user's alone, whatever the umask it was first made under."""
+    import os
+
+    try:
+        if os.name == "posix" and path.stat().st_mode & 0o077:
+            path.chmod(0o600)
+    except OSError:
+        pass
 
 
 def log_failure(logger: logging.Logger, what: str, exc: BaseException) -> None:

@@ -11,6 +11,7 @@ endpoint) both implement it, so the tray and the CLI work with either.
 
 from __future__ import annotations
 
+import functools
 import logging
 import random
 import threading
@@ -23,8 +24,11 @@ from agent.config import Config
 from agent.errors import (
     Clinic2CloudError,
     ConfigError,
+    CredentialsError,
+    DiskFull,
     FatalError,
     SeriesProblem,
+    StartupError,
     TargetUnavailable,
     TransientFault,
 )
@@ -42,6 +46,7 @@ from agent.ledger import (
 from agent.localview import LocalView, recent_summaries
 from agent.logs import log_failure
 from agent.messages import action_for, ignored_sentence, same_on_retry, waiting_sentence
+from agent.paths import secure_umask, tighten
 from agent.pipeline import Interrupted, Outcome, Pipeline, build_stages
 from agent.series import FileState
 from agent.status import (
@@ -54,9 +59,11 @@ from agent.status import (
     WaitingSeries,
     start_of_today,
 )
+from agent.supervisor import Supervisor
 from agent.sync import Target, open_target
 from agent.vocab import AuditEvent, EventKind, ProblemCode, SeriesState
-from agent.watcher import ExportWatcher, PendingExport
+from agent.watch_report import PendingExport
+from agent.watcher import ExportWatcher
 from agent.work import Stage
 from agent.workqueue import ScheduledQueue
 
@@ -73,6 +80,18 @@ PAUSE_SETTING = "paused_until"
 RETRY_STARTED = "is being processed again"
 _OFFLINE_RETRY = (5.0, 300.0)     # first and largest delay while the target is out of reach
 _CREDENTIALS_RETRY = 600.0        # credentials rarely fix themselves: look again rarely
+_TRANSIENT_RETRY = 30.0           # a passing fault without its own hint
+#: What a fatal error found while processing makes the agent show (work waits meanwhile).
+_RECOVERED: dict[AgentState, tuple[EventKind, str]] = {
+    AgentState.OFFLINE: (EventKind.ONLINE, "the storage is reachable again"),
+    AgentState.CREDENTIALS: (EventKind.ONLINE, "the storage accepts the credentials again"),
+    AgentState.DISK_FULL: (EventKind.DISK_FULL, "there is room again: work resumed"),
+    AgentState.SETUP: (EventKind.SETUP, "the setup problem is solved: work resumed"),
+}
+_FATAL_STATES: tuple[tuple[type[FatalError], AgentState, EventKind], ...] = (
+    (CredentialsError, AgentState.CREDENTIALS, EventKind.CREDENTIALS),
+    (FatalError, AgentState.SETUP, EventKind.SETUP),
+)
 
 
 class AgentFacade(Protocol):
@@ -101,10 +120,15 @@ class Agent:
                  target: Target | None = None) -> None:
         self._cfg = cfg
         paths = cfg.paths
-        paths.state_dir.mkdir(parents=True, exist_ok=True)
+        secure_umask()  # staged copies and quarantined originals carry names: owner-only
+        try:
+            tighten(paths)
+        except OSError as exc:
+            raise StartupError(f"the agent's folders cannot be prepared ({exc.strerror}): "
+                               f"check that {paths.state_dir} belongs to this user") from None
         self._install_key = installation_secret(paths.installation_secret)
         self._site_key = site_secret(cfg.site.secret_file, paths.installation_secret)
-        self.ledger = Ledger(paths.ledger)
+        self.ledger = Ledger(paths.ledger, self._install_key)
         self.target = target if target is not None else open_target(cfg)
         self.pipeline = Pipeline(
             cfg, self.ledger, self.target,
@@ -122,7 +146,9 @@ class Agent:
         self._workers: list[threading.Thread] = []
         self._watcher: ExportWatcher | None = None
         self._dicom: DicomNode | None = None
-        self._instance = InstanceLock(paths.runtime_file)
+        self._instance = InstanceLock(paths.state_dir, paths.runtime_file, paths.ledger)
+        self._supervisor = Supervisor(self._part_restarted)
+        self._held: dict[str, int] = {}  # worker thread name -> series it is processing
         self._target_state: AgentState | None = None
         self._target_message = ""
         self._offline_delay = _OFFLINE_RETRY[0]
@@ -147,6 +173,9 @@ class Agent:
         folder = Path(self._cfg.watch.folder).expanduser() if self._cfg.watch.folder else None
         if folder is not None and not folder.is_dir():
             raise ConfigError(f"[watch.folder] {folder} does not exist or is not a folder")
+        from agent.checks import run_startup_checks
+
+        run_startup_checks(self._cfg, skip=("ledger", "export folder"))
         self._instance.acquire()
         try:
             self._start_dicom_node()
@@ -158,9 +187,10 @@ class Agent:
         for row in self.ledger.in_state(*UNFINISHED):
             self._queue.put(row.id)  # resume what a crash or shutdown left unfinished
         for n in range(self._cfg.worker_count):
-            t = threading.Thread(target=self._work, name=f"series-worker-{n + 1}", daemon=True)
-            t.start()
-            self._workers.append(t)
+            self._workers.append(self._start_worker(n))
+            self._supervisor.add(f"series-worker-{n + 1}",
+                                 alive=functools.partial(self._worker_alive, n),
+                                 restart=functools.partial(self._restart_worker, n))
         if folder is not None:
             self._watcher = ExportWatcher(
                 self._cfg.watch,
@@ -173,9 +203,13 @@ class Agent:
             )
             self._watcher.on_publish = self._waiting_published
             self._watcher.start()
+            watcher = self._watcher
+            self._supervisor.add("export-scanner", alive=lambda: not watcher.dead_parts(),
+                                 restart=watcher.revive)
         if self.results is not None:
             self.results.start()
         self._start_control()
+        self._supervisor.start()
         log.info("agent started: %d workers, target %s", len(self._workers),
                  self.target.description)
 
@@ -185,6 +219,7 @@ class Agent:
             return
         deadline = time.monotonic() + timeout
         self._stop.set()
+        self._supervisor.stop()
         self._queue.close()
         self._notify_pause_change()
         if self._watcher is not None:
@@ -235,6 +270,36 @@ class Agent:
             return None
         identity = self.results.identity_of(series_id)
         return None if identity is None else identity.display_name
+
+    def supervise(self, name: str, alive: Callable[[], bool],
+                  restart: Callable[[], None]) -> None:
+        """Let the supervisor watch a long-lived thread of a front end (the tray's poller):
+        restarted, and reported in the health, should it die."""
+        self._supervisor.add(name, alive, restart)
+
+    def _start_worker(self, n: int) -> threading.Thread:
+        t = threading.Thread(target=self._work, name=f"series-worker-{n + 1}", daemon=True)
+        t.start()
+        return t
+
+    def _worker_alive(self, n: int) -> bool:
+        return self._stop.is_set() or self._workers[n].is_alive()
+
+    def _restart_worker(self, n: int) -> None:
+        """A worker died: its series goes back to the queue (the attempt stays counted, so
+        a series that keeps killing its worker ends quarantined) and a new worker starts."""
+        dead = self._workers[n]
+        with self._lock:
+            series_id = self._held.pop(dead.name, None)
+            if series_id is not None:
+                self._working.discard(series_id)
+        if series_id is not None:
+            self._queue.put(series_id, 1.0)
+        self._workers[n] = self._start_worker(n)
+
+    def _part_restarted(self, name: str) -> None:
+        self._emit(AgentEvent(EventKind.HEALTH, f"{name} stopped unexpectedly and was "
+                              "restarted; if this repeats, send the log folder to support"))
 
     # -- what front ends call --------------------------------------------------------------
 
@@ -349,8 +414,14 @@ class Agent:
         quarantined = len(self.ledger.open_quarantine())
         stuck = [w for w in waiting if w.attention]
         paused = self.paused_until()
+        failing = self._supervisor.failing()
         if self._stopped.is_set():
             state, message = AgentState.STOPPED, "stopped"
+        elif failing:
+            state = AgentState.UNHEALTHY
+            message = (f"{', '.join(failing)} keeps stopping despite restarts: exports may "
+                       "not be processed. Restart Clinic2Cloud and send the log folder to "
+                       "support")
         elif self._target_state is not None:
             state, message = self._target_state, self._target_message
         elif paused is not None:
@@ -373,7 +444,7 @@ class Agent:
             delivered_today=counts.get(DELIVERED, 0),
             withheld_today=counts.get(WITHHELD, 0), quarantined=quarantined,
             paused_until=paused, message=message,
-            recent=tuple(self.recent(10)), waiting=waiting,
+            recent=tuple(self.recent(10)), waiting=waiting, health=self._supervisor.health(),
             ignored=self._watcher.ignored if self._watcher else IgnoredFiles(),
             already_delivered_today=self.ledger.reexport_count(today),
             dicom=self.dicom_status(),
@@ -408,6 +479,7 @@ class Agent:
         node = DicomNode(self._cfg, self.ledger, key=self._install_key,
                          path_hash=self.pipeline.path_hash, series_key=self._series_key,
                          on_ready=self._series_ready, on_expired=self._series_expired)
+        self.pipeline.export_roots.append(node.intake.folder)  # staged from there too
         node.start()
         self.subscribe(node.on_agent_event)
         self._dicom = node
@@ -415,7 +487,13 @@ class Agent:
     # -- from the watcher ------------------------------------------------------------------
 
     def _series_ready(self, key: str, files: dict[str, FileState]) -> None:
-        taken = self.pipeline.take(key, files)
+        try:
+            taken = self.pipeline.take(key, files)
+        except DiskFull as exc:
+            self._set_target_state(AgentState.DISK_FULL, str(exc), EventKind.DISK_FULL)
+            raise  # the watcher puts the series back to wait
+        if self._target_state is AgentState.DISK_FULL:
+            self._set_target_state(None, "", EventKind.DISK_FULL)  # staging worked again
         row = taken.row
         if taken.repeat:
             self._emit(AgentEvent(
@@ -495,13 +573,14 @@ class Agent:
             if self.paused_until() is not None:
                 self._queue.put(series_id)
                 continue
+            me = threading.current_thread().name
             with self._lock:
                 self._working.add(series_id)
-            try:
-                self._process(series_id)
-            finally:
-                with self._lock:
-                    self._working.discard(series_id)
+                self._held[me] = series_id
+            self._process(series_id)  # handles every Exception; a BaseException kills us
+            with self._lock:
+                self._working.discard(series_id)
+                self._held.pop(me, None)
 
     def _process(self, series_id: int) -> None:
         try:
@@ -514,14 +593,21 @@ class Agent:
             self._offline_delay = min(self._offline_delay * 2, _OFFLINE_RETRY[1])
             self._queue.put(series_id, delay)
             return
+        except DiskFull as exc:
+            self._set_target_state(AgentState.DISK_FULL, str(exc), EventKind.DISK_FULL)
+            self._queue.put(series_id, exc.retry_after or _TRANSIENT_RETRY)
+            return
         except TransientFault as exc:
-            # A passing condition of this series (waiting for the rest of its study...).
+            # A passing condition of this series (waiting for the rest of its study, a
+            # file still changing...).
             log.info("series %s waits: %s", series_id, exc)
-            self._queue.put(series_id, exc.retry_after or 60.0)
+            self._queue.put(series_id, exc.retry_after or _TRANSIENT_RETRY)
             return
         except FatalError as exc:
-            # Wrong or expired credentials, a missing container: a person must act.
-            self._set_target_state(AgentState.CREDENTIALS, str(exc), EventKind.CREDENTIALS)
+            # Credentials refused, a missing container, the installation broken: a person
+            # must act; the series waits (nothing is quarantined for it).
+            state, kind = next((st, k) for cls, st, k in _FATAL_STATES if isinstance(exc, cls))
+            self._set_target_state(state, str(exc), kind)
             self._queue.put(series_id, _CREDENTIALS_RETRY)
             return
         except Exception as exc:  # noqa: BLE001 -- a worker must never die
@@ -553,11 +639,16 @@ class Agent:
 
     def _set_target_state(self, state: AgentState | None, message: str,
                           kind: EventKind) -> None:
-        changed = state != self._target_state
+        """Set (or with None, clear) the problem that holds work back: the target out of
+        reach or refusing us, a full disk, a setup problem. Clearing says what recovered."""
+        old = self._target_state
         self._target_state, self._target_message = state, message
-        if changed:
-            log.warning("target: %s", message or "reachable again")
-            self._emit(AgentEvent(kind, message or "the storage is reachable again"))
+        if state == old:
+            return
+        if state is None and old is not None:
+            kind, message = _RECOVERED.get(old, (EventKind.ONLINE, "work resumed"))
+        log.warning("%s", message)
+        self._emit(AgentEvent(kind, message))
 
     def _emit(self, event: AgentEvent) -> None:
         with self._lock:

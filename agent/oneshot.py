@@ -8,6 +8,7 @@ in a temporary folder; the keys are the installation's, so pseudonyms match the 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import tempfile
 import threading
@@ -18,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from agent import procpool
+from agent.boundary import open_export_file
 from agent.config import Config
 from agent.deid.stage import POOL_THRESHOLD
 from agent.dicomfiles import DicomHeader, is_complete, read_header
@@ -28,12 +30,9 @@ from agent.pipeline import Outcome, Pipeline, build_stages, outcome_of
 from agent.quickread import QUICK_MAX_BYTES, scan
 from agent.series import FileState
 from agent.sync.folder import FolderTarget
-from agent.vocab import SeriesState
+from agent.vocab import SeriesState, Undecided
 from agent.watcher import scan_folder
 from agent.work import Stage
-
-#: A series that waits for the others of the run (never reported: it runs again).
-_DEFERRED = "deferred"
 
 
 @dataclass
@@ -89,16 +88,18 @@ class Survey:
     incomplete: set[str] = field(default_factory=set)
 
 
-def _look(path: Path) -> tuple[DicomHeader | None, bool | None]:
+def _look(path: Path, root: Path | None = None
+          ) -> tuple[DicomHeader | None, bool | None]:
     """A file's header and whether it is whole, from one read where the file allows
-    (:mod:`agent.quickread`), else pydicom's answers (completeness: None, ask later)."""
+    (:mod:`agent.quickread`), else pydicom's answers (completeness: None, ask later).
+    Opened like every export file: never through a link, nothing outside ``root``."""
     if path.name.upper() == "DICOMDIR":
         return None, None
-    with open(path, "rb") as fh:
+    with open_export_file(path, root) as fh:
         found = (scan(fh.read()) if os.fstat(fh.fileno()).st_size <= QUICK_MAX_BYTES
                  else None)
     if found is None:
-        return read_header(path), None
+        return read_header(path, root), None
     if not found.is_image_we_process:
         return None, None
     return DicomHeader(found.study_uid, found.series_uid, found.instance_uid), found.complete
@@ -111,9 +112,9 @@ def survey_export(src: Path, series_key: Callable[[str, str], str],
     survey = Survey()
     for path, state in sorted((scan_folder(src) if listing is None else listing).items()):
         try:
-            header, complete = _look(Path(path))
+            header, complete = _look(Path(path), src)
             if header is not None and complete is None:
-                complete = is_complete(Path(path))
+                complete = is_complete(Path(path), src)
         except OSError:
             header = None
         if header is None:
@@ -126,6 +127,29 @@ def survey_export(src: Path, series_key: Callable[[str, str], str],
     return survey
 
 
+def attempt(pipeline: Pipeline, series_id: int, last: bool = False) -> Outcome:
+    """Process a staged series to its ending, or say why it has none yet (``last``: no
+    second attempt follows, a series still waiting is reported as such)."""
+    try:
+        return pipeline.process(series_id)
+    except (TargetUnavailable, CredentialsError) as exc:
+        return Outcome(series_id=series_id, state=Undecided.FAILED, reason=str(exc),
+                       code="target")
+    except TransientFault as exc:  # e.g. waiting for another series of its study
+        if last:  # still waiting (a full disk, a file still changing): say so
+            return Outcome(series_id=series_id, state=Undecided.FAILED, reason=str(exc),
+                           code="waiting")
+        return Outcome(series_id=series_id, state=Undecided.DEFERRED, reason=str(exc))
+
+
+def _warm_pool(cfg: Config, files: int) -> None:
+    """Start the process pool's workers while the export folder is read, for an export
+    large enough to use them (start-up blocks the caller until the fork server has
+    imported the stages: not this thread)."""
+    if cfg.worker_count > 1 and files >= POOL_THRESHOLD:
+        threading.Thread(target=procpool.warm_up, name="pool-warm-up", daemon=True).start()
+
+
 def process_folder(cfg: Config, src: Path, out: Path,
                    stages: Sequence[Stage] | None = None) -> Summary:
     started = time.monotonic()
@@ -134,16 +158,15 @@ def process_folder(cfg: Config, src: Path, out: Path,
     with tempfile.TemporaryDirectory(prefix="clinic2cloud-") as tmp:
         paths = dataclasses.replace(cfg.paths, state_dir=Path(tmp))
         run_cfg = dataclasses.replace(cfg, paths=paths)
-        ledger = Ledger(paths.ledger, durable=False)  # removed with ``tmp`` at the end
-        pipeline = Pipeline(run_cfg, ledger, FolderTarget(out),
+        ledger = Ledger(paths.ledger, install_key, durable=False)  # removed with ``tmp``
+        pipeline = Pipeline(run_cfg, ledger,
+                            FolderTarget(out, group_readable=cfg.target.group_readable),
                             stages if stages is not None else build_stages(run_cfg, site_key),
                             install_key)
+        pipeline.export_roots = [src]
         listing = scan_folder(src)
-        if stages is None and cfg.worker_count > 1 and len(listing) >= POOL_THRESHOLD:
-            # The workers start while the export folder is read (start-up blocks the
-            # caller until the fork server has imported the stages: not this thread).
-            threading.Thread(target=procpool.warm_up, name="pool-warm-up",
-                             daemon=True).start()
+        if stages is None:
+            _warm_pool(cfg, len(listing))
         survey = survey_export(
             src, lambda study, series: keyed_hash(install_key, "series", study, series),
             listing)
@@ -158,32 +181,26 @@ def process_folder(cfg: Config, src: Path, out: Path,
                     "a file of the series is incomplete or damaged; export it again",
                     code="incomplete"))
                 return outcome_of(row)
-            row = pipeline.stage(key, files)
+            try:
+                row = pipeline.stage(key, files)
+            except TransientFault as exc:  # a file changed while taken, the disk is full
+                return Outcome(series_id=0, state=Undecided.FAILED, reason=str(exc),
+                               code="staging")
             if row.state != STAGED:
                 return outcome_of(row)
-            return attempt(row.id)
-
-        def attempt(series_id: int) -> Outcome:
-            try:
-                return pipeline.process(series_id)
-            except (TargetUnavailable, CredentialsError) as exc:
-                return Outcome(series_id=series_id, state="failed", reason=str(exc),
-                               code="target")
-            except TransientFault as exc:  # e.g. waiting for another series of its study
-                return Outcome(series_id=series_id, state=_DEFERRED, reason=str(exc))
+            return attempt(pipeline, row.id)
 
         with ThreadPoolExecutor(cfg.worker_count, thread_name_prefix="series-worker") as pool:
             summary.series = list(pool.map(one, sorted(survey.groups.items())))
             # Series that waited for others (a study's structural series) go once more, now
-            # that every series of the run has been seen; no stage waits any longer. Still
-            # on the worker threads: the process pool's workers die with the thread that
-            # started them.
+            # that every series of the run has been seen; no stage waits any longer.
             for stage in pipeline.stages:
                 closing = getattr(stage, "intake_closed", None)
                 if callable(closing):
                     closing()
-            deferred = [o.series_id for o in summary.series if o.state == _DEFERRED]
-            again = dict(zip(deferred, pool.map(attempt, deferred), strict=True))
+            deferred = [o.series_id for o in summary.series if o.state == Undecided.DEFERRED]
+            again = dict(zip(deferred, pool.map(functools.partial(attempt, pipeline, last=True),
+                                                deferred), strict=True))
         summary.series = [again.get(o.series_id, o) for o in summary.series]
         ledger.close()
     summary.seconds = time.monotonic() - started

@@ -14,15 +14,24 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import shutil
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, cast
+from typing import cast
 
 from agent.config import Config
-from agent.errors import DefaceFailed, FatalError, SeriesProblem, TransientFault, Withheld
+from agent.diskspace import free_space_problem, out_of_space, work_full
+from agent.errors import (
+    DefaceFailed,
+    FatalError,
+    InstallationBroken,
+    SeriesProblem,
+    TransientFault,
+    Withheld,
+    is_library_panic,
+)
+from agent.integrity import check_deliverable
 from agent.keys import keyed_hash
 from agent.ledger import (
     DELIVERED,
@@ -34,19 +43,21 @@ from agent.ledger import (
     Ledger,
     SeriesRow,
 )
+from agent.limits import check_decoded_size
 from agent.logs import log_failure
-from agent.reexport import Plan, plan_export
 from agent.series import FileState
+from agent.staging import Staging, atomic_write
 from agent.sync.base import Delivery, DeliveryFile, Target
 from agent.sync.manifest import (
     ManifestChanges,
+    ManifestFields,
     build_manifest,
     content_digest,
     describe_files,
 )
 from agent.sync.place import clone_or_copy
-from agent.vocab import FINAL, UNFINISHED, ProblemCode
-from agent.work import SeriesWork, Stage
+from agent.vocab import FINAL, ProblemCode, SeriesState, Undecided
+from agent.work import Ready, ReadyFile, SeriesWork, Stage
 
 log = logging.getLogger(__name__)
 
@@ -62,24 +73,15 @@ class Outcome:
     """How one series ended (for the one-shot summary and notifications). No PHI."""
 
     series_id: int
-    #: A :class:`~agent.vocab.SeriesState` ending, or "failed" (one-shot only: the target
-    #: could not be reached, nothing was decided about the series).
-    state: str
+    #: A :class:`~agent.vocab.SeriesState` ending, or :data:`~agent.vocab.Undecided.FAILED`
+    #: (one-shot only: the target could not be reached, nothing was decided).
+    state: SeriesState | Undecided
     reason: str = ""
     code: str = ""
     location: str = ""
     file_count: int = 0
     modality: str = ""
     patient: str = ""
-
-
-@dataclass(frozen=True)
-class Taken:
-    """What became of an export handed to :meth:`Pipeline.take`."""
-
-    row: SeriesRow
-    #: True when the export repeats ``row`` (already delivered or on its way): nothing new.
-    repeat: bool = False
 
 
 def outcome_of(row: SeriesRow) -> Outcome:
@@ -114,16 +116,7 @@ def build_stages(cfg: Config, site_secret: bytes) -> list[Stage]:
     return stages
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-
-
-class Pipeline:
+class Pipeline(Staging):
     """Moves series through their states. Thread-safe: workers call :meth:`process`
     concurrently for different series."""
 
@@ -140,6 +133,10 @@ class Pipeline:
         self._key = installation_key
         self.work_root = cfg.paths.work
         self.quarantine_root = cfg.paths.quarantine
+        #: The folders series are taken from (the watched export folder; the DICOM node's
+        #: intake adds its own): nothing outside them is opened.
+        self.export_roots = (
+            [Path(cfg.watch.folder).expanduser()] if cfg.watch.folder else [])
 
     # -- paths -----------------------------------------------------------------------------
 
@@ -153,78 +150,39 @@ class Pipeline:
     def staged_files(self, series_id: int) -> list[Path]:
         return sorted((self.workdir(series_id) / "source").glob("*.dcm"))
 
-    # -- 1. stage --------------------------------------------------------------------------
-
-    def stage(self, key: str, files: Mapping[str, FileState]) -> SeriesRow:
-        """Copy a stable series out of the export folder into the work area."""
-        return self.take(key, files).row
-
-    def take(self, key: str, files: Mapping[str, FileState]) -> Taken:
-        """Take a stable series from the export folder: recognise a re-export of content
-        already delivered (nothing new: recorded, not sent), else stage one copy of each
-        instance as a new version (see :mod:`agent.reexport`)."""
-        handled = [(self.path_hash(p), st.size, st.mtime_ns) for p, st in files.items()]
-        try:
-            plan = self._plan(key, files)
-        except (OSError, ValueError):
-            plan = None
-        if plan is not None and plan.repeats is not None:
-            earlier = self.ledger.note_reexport(plan.repeats, handled,
-                                                duplicates=plan.duplicates)
-            log.info("series %s exported again (%d files): identical to version %d, "
-                     "nothing sent", earlier.id, len(files), earlier.version)
-            return Taken(earlier, repeat=True)
-        row = self.ledger.open_version(key, handled)
-        if plan is None:
-            return Taken(self.quarantine(row.id, SeriesProblem(
-                "a file of the series could not be read in the export folder (it vanished, "
-                "is locked or is damaged); export the series again",
-                code=ProblemCode.UNREADABLE)))
-        source = self.workdir(row.id) / "source"
-        if source.exists():
-            shutil.rmtree(source)
-        partial = source.with_name("source.partial")
-        shutil.rmtree(partial, ignore_errors=True)
-        partial.mkdir(parents=True)
-        names = {inst.path: f"{n:06d}.dcm" for n, inst in enumerate(plan.chosen)}
-        try:
-            for path, name in names.items():
-                clone_or_copy(Path(path), partial / name)
-        except OSError as exc:
-            shutil.rmtree(partial, ignore_errors=True)
-            return Taken(self.quarantine(
-                row.id, SeriesProblem(
-                    f"a file of the series could not be copied from the export folder "
-                    f"({exc.strerror}); export the series again", code="unreadable")))
-        self._record_plan(row.id, plan, names)
-        os.replace(partial, source)
-        return Taken(self.ledger.set_state(row.id, STAGED))
-
-    def _plan(self, key: str, files: Mapping[str, FileState],
-              exclude: int | None = None) -> Plan:
-        known = self.ledger.known_instances(key, (DELIVERED, *UNFINISHED), exclude=exclude)
-        versions = {sid: self.ledger.get(sid).version for sid in {s for _c, s in known.values()}}
-        return plan_export(files, self._key, known, versions)
-
-    def _record_plan(self, series_id: int, plan: Plan, names: Mapping[str, str]) -> None:
-        """Persist what this version holds (ledger) and what changed (for its manifest)."""
-        self.ledger.record_instances(series_id,
-                                     [(i.uid_hash, i.content_hash) for i in plan.chosen])
-        _atomic_write(self.workdir(series_id) / "changes.json",
-                      json.dumps(plan.changes(names)).encode())
-
     # -- 2..4. process, verify, deliver ----------------------------------------------------
 
     def process(self, series_id: int, should_stop: Callable[[], bool] = lambda: False) -> Outcome:
         """Run a staged series to its end: delivered, withheld or quarantined.
 
-        Raises :class:`~agent.errors.TargetUnavailable` / :class:`~agent.errors.CredentialsError`
-        (the series keeps its state and is retried) and :class:`Interrupted`.
+        Raises :class:`~agent.errors.TransientFault` (the target out of reach, a full disk:
+        the series keeps its state and is retried), :class:`~agent.errors.FatalError`
+        (credentials refused, the installation broken) and :class:`Interrupted`. A series
+        during whose processing the agent died ``[limits] max_crashes`` times is
+        quarantined as the likely cause.
         """
         row = self.ledger.get(series_id)
         if row.state in FINAL:
             return outcome_of(row)
-        self.ledger.bump_attempts(series_id)
+        started = self.ledger.begin_attempt(series_id)
+        if started > self.cfg.limits.max_crashes:
+            return outcome_of(self.quarantine(series_id, SeriesProblem(
+                f"the agent stopped {started - 1} times while processing this series (a "
+                "crash, or the system ending it for lack of memory); it was kept back so "
+                "the other series go on. Send the log folder to support; Retry sends it "
+                "through again.", code=ProblemCode.POISON)))
+        # The attempt ends for every outcome the agent survives, exceptions included; a
+        # crash, a kill or a worker thread's death skips this and the attempt stays counted.
+        try:
+            outcome = self._attempt(series_id, should_stop)
+        except Exception:
+            self.ledger.end_attempt(series_id)
+            raise
+        self.ledger.end_attempt(series_id)
+        return outcome
+
+    def _attempt(self, series_id: int, should_stop: Callable[[], bool]) -> Outcome:
+        row = self.ledger.get(series_id)
         workdir = self.workdir(series_id)
         ready = workdir / "ready.json"
         try:
@@ -247,6 +205,7 @@ class Pipeline:
         if not sources:
             raise SeriesProblem("the staged copy of the series is missing; export it again",
                                 code="missing")
+        check_decoded_size(sources, self.cfg.limits)
         work = SeriesWork(key=row.key, version=row.version, source_files=sources, workdir=out)
         for stage in self.stages:
             if should_stop():
@@ -255,19 +214,49 @@ class Pipeline:
                 self.ledger.set_state(row.id, PROCESSED, modality=work.modality,
                                       patient=work.patient_pseudonym,
                                       study=work.study_pseudonym, series=work.series_pseudonym)
-            try:
-                stage(work)
-                self._record(row.id, work)
-            except (SeriesProblem, Withheld, TransientFault, Interrupted):
-                self._record(row.id, work)
-                raise
-            except Exception as exc:  # noqa: BLE001 -- a bug or a library error not converted: fail closed
-                log_failure(log, f"stage {stage.name} failed on series {row.id}", exc)
-                raise SeriesProblem(
-                    f"the {stage.name} step failed unexpectedly ({type(exc).__name__}); "
-                    "the series was kept back. Please send the log folder to support.",
-                    code="internal") from None
+            self._run_stage(stage, work, row)
         self._write_ready(row, work)
+
+    def _run_stage(self, stage: Stage, work: SeriesWork, row: SeriesRow) -> None:
+        """One stage; library errors become a quarantine, a full disk a retry."""
+        try:
+            stage(work)
+            self._record(row.id, work)
+        except (Withheld, TransientFault, Interrupted):
+            self._record(row.id, work)
+            raise
+        except FatalError:
+            raise
+        except SeriesProblem as problem:
+            self._record(row.id, work)
+            raise self._reconsidered(problem) from None
+        except OSError as exc:
+            if out_of_space(exc):
+                raise work_full(self.work_root) from None
+            self._unexpected(stage, row, exc)
+        except Exception as exc:  # noqa: BLE001 -- a bug or a library error not converted: fail closed
+            self._unexpected(stage, row, exc)
+        except BaseException as exc:
+            if not is_library_panic(exc):
+                raise
+            self._unexpected(stage, row, exc)
+
+    def _reconsidered(self, problem: SeriesProblem) -> Exception:
+        """What a stage's SeriesProblem really is: a broken installation (stop, quarantine
+        nothing), a full work area (wait), or the series' problem (quarantine)."""
+        if problem.code == ProblemCode.DEFACE_TEMPLATE:
+            return InstallationBroken(str(problem))
+        if out_of_space(problem) or free_space_problem(self.work_root):
+            return work_full(self.work_root)
+        return problem
+
+    @staticmethod
+    def _unexpected(stage: Stage, row: SeriesRow, exc: BaseException) -> None:
+        log_failure(log, f"stage {stage.name} failed on series {row.id}", exc)
+        raise SeriesProblem(
+            f"the {stage.name} step failed unexpectedly ({type(exc).__name__}); "
+            "the series was kept back. Please send the log folder to support.",
+            code="internal") from None
 
     def _record(self, series_id: int, work: SeriesWork) -> None:
         """Write the audit events a stage left in ``work.audit`` (no PHI by contract)."""
@@ -287,23 +276,17 @@ class Pipeline:
             shutil.copyfile(work.render, render)
         else:
             render = None
-        files = [{"path": f.name, "local": str(f)} for f in sorted(work.files)]
+        files = [ReadyFile(path=f.name, local=str(f)) for f in sorted(work.files)]
         changes = self._changes(row.id, work)
-        ready = {
-            "series_path": f"{self.cfg.site.name}/{work.destination}",
-            "files": files,
-            "manifest": {
-                "site": self.cfg.site.name,
-                "patient": work.patient_pseudonym,
-                "study": work.study_pseudonym,
-                "series": work.series_pseudonym,
-                "modality": work.modality,
-                "deidentification_codes": sorted(set(work.codes)),
-                "defaced": work.defaced,
-                **({"changes": changes} if changes else {}),
-            },
-        }
-        _atomic_write(self.workdir(row.id) / "ready.json", json.dumps(ready).encode())
+        fields = ManifestFields(
+            site=self.cfg.site.name, patient=work.patient_pseudonym,
+            study=work.study_pseudonym, series=work.series_pseudonym, modality=work.modality,
+            deidentification_codes=sorted(set(work.codes)), defaced=work.defaced)
+        if changes:
+            fields["changes"] = changes
+        ready = Ready(series_path=f"{self.cfg.site.name}/{work.destination}", files=files,
+                      manifest=fields)
+        atomic_write(self.workdir(row.id) / "ready.json", json.dumps(ready).encode())
         self.ledger.set_state(row.id, VERIFIED, file_count=len(files), modality=work.modality,
                               patient=work.patient_pseudonym, study=work.study_pseudonym,
                               series=work.series_pseudonym,
@@ -324,8 +307,9 @@ class Pipeline:
                                      if n in delivered)
         return cast(ManifestChanges, doc)
 
-    def _deliver(self, series_id: int, ready: dict[str, Any]) -> Outcome:
+    def _deliver(self, series_id: int, ready: Ready) -> Outcome:
         row = self.ledger.get(series_id)
+        check_deliverable([Path(f["local"]) for f in ready["files"]])
         files: tuple[DeliveryFile, ...] = describe_files(
             [(f["path"], Path(f["local"])) for f in ready["files"]]
         )
@@ -363,7 +347,7 @@ class Pipeline:
                 qdir.parent.mkdir(parents=True, exist_ok=True)
                 shutil.move(str(source), str(qdir))
             qdir.mkdir(parents=True, exist_ok=True)
-            _atomic_write(qdir / "reason.txt", f"{problem.code}: {problem}\n".encode())
+            atomic_write(qdir / "reason.txt", f"{problem.code}: {problem}\n".encode())
             render = self.workdir(series_id) / "out" / "render.png"
             if isinstance(problem, DefaceFailed) and render.is_file():
                 shutil.copyfile(render, qdir / "render.png")
@@ -399,7 +383,7 @@ class Pipeline:
                                 code=ProblemCode.MISSING)
         files = {str(f): FileState(f.stat().st_size, f.stat().st_mtime_ns) for f in copies}
         try:
-            plan = self._plan(row.key, files, exclude=series_id)
+            plan = self._plan(row.key, files, exclude=series_id, root=self.quarantine_root)
         except (OSError, ValueError):
             raise SeriesProblem("the quarantined copy cannot be read any more; export the "
                                 "series again", code=ProblemCode.UNREADABLE) from None
@@ -427,4 +411,5 @@ class Pipeline:
 
     def _cleanup(self, series_id: int) -> None:
         shutil.rmtree(self.workdir(series_id), ignore_errors=True)
+
 

@@ -31,6 +31,7 @@ import pydicom
 from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 
+from agent.boundary import open_export_file
 from agent.keys import keyed_hash
 from agent.series import FileState
 
@@ -121,7 +122,7 @@ def _feed(h: Any, ds: Dataset) -> None:
             h.update(repr(elem.value).encode("utf-8", "surrogateescape"))
 
 
-def source_digest(path: Path) -> tuple[str, str]:
+def source_digest(path: Path, root: Path | None = None) -> tuple[str, str]:
     """(SOP Instance UID, SHA-256 of the dataset without its file meta) of one file.
 
     The bytes after the file meta group are hashed as they are, streamed; the file meta
@@ -129,12 +130,12 @@ def source_digest(path: Path) -> tuple[str, str]:
     cannot read (no Part 10 header, deflated) are hashed element by element by pydicom.
     Raises OSError when the file cannot be read; ValueError when it is not DICOM.
     """
-    with open(path, "rb") as fh:
+    with open_export_file(path, root) as fh:  # never through a link (agent.boundary)
         head = fh.read(_HEAD)
         meta = _meta_end(head)
         uid = _sop_uid(head, *meta) if meta is not None and meta[1] not in _DEFLATED else None
         if meta is None or uid is None:
-            return _digest_with_pydicom(path)
+            return _digest_with_pydicom(path, root)
         h = hashlib.sha256(b"dataset\x00")
         h.update(memoryview(head)[meta[0]:])
         while chunk := fh.read(_CHUNK):
@@ -142,11 +143,11 @@ def source_digest(path: Path) -> tuple[str, str]:
     return uid, h.hexdigest()
 
 
-def _digest_with_pydicom(path: Path) -> tuple[str, str]:
+def _digest_with_pydicom(path: Path, root: Path | None = None) -> tuple[str, str]:
     """The slow path of :func:`source_digest`: the header element by element, then the
     pixel data and anything after them as bytes."""
     h = hashlib.sha256(b"elements\x00")
-    with open(path, "rb") as fh:
+    with open_export_file(path, root) as fh:
         try:
             ds = pydicom.dcmread(fh, stop_before_pixels=True)
         except (pydicom.errors.InvalidDicomError, EOFError, TypeError, KeyError,
@@ -160,9 +161,10 @@ def _digest_with_pydicom(path: Path) -> tuple[str, str]:
     return uid, h.hexdigest()
 
 
-def fingerprint(path: str, state: FileState, key: bytes) -> Instance:
+def fingerprint(path: str, state: FileState, key: bytes,
+                root: Path | None = None) -> Instance:
     """The keyed identity and content of one exported file (see :func:`source_digest`)."""
-    uid, digest = source_digest(Path(path))
+    uid, digest = source_digest(Path(path), root)
     content = keyed_hash(key, "content", digest)
     # An object without a SOP Instance UID is known by its content alone.
     ident = keyed_hash(key, "instance", uid) if uid else "content:" + content
@@ -209,7 +211,8 @@ class Plan:
 
 def plan_export(files: Mapping[str, FileState], key: bytes,
                 known: Mapping[str, tuple[str, int]],
-                versions: Mapping[int, int] | None = None) -> Plan:
+                versions: Mapping[int, int] | None = None,
+                root: Path | None = None) -> Plan:
     """Decide what to stage from an export, compared with ``known`` (uid hash ->
     (content hash, series id) of versions delivered or under way; see
     :meth:`agent.ledger.Ledger.known_instances`). ``versions`` maps series id to version.
@@ -218,7 +221,7 @@ def plan_export(files: Mapping[str, FileState], key: bytes,
     """
     by_uid: dict[str, list[Instance]] = {}
     for path in sorted(files):
-        inst = fingerprint(path, files[path], key)
+        inst = fingerprint(path, files[path], key, root)
         by_uid.setdefault(inst.uid_hash, []).append(inst)
     plan = Plan()
     for copies in by_uid.values():

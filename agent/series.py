@@ -1,7 +1,9 @@
 """Grouping exported files into series and deciding when a series is stable.
 
 Pure logic, no disk and no clock: the watcher feeds observations with their time, and asks
-which series are due. That keeps debounce and grouping testable in microseconds.
+which series are due. That keeps debounce and grouping testable in microseconds. The
+watcher's times are monotonic (``time.monotonic``): a wall clock set back or forward
+changes nothing here.
 
 A series is *due* for a completeness check when no file of it changed for
 ``stable_seconds``. The watcher then checks every file (see
@@ -103,6 +105,12 @@ class SeriesTracker:
         p = self._series.get(key)
         if p is not None:
             p.not_before = now + self.stable_seconds
+
+    def retry_later(self, key: str, now: float, delay: float) -> None:
+        """Handing the series on failed for a passing reason: look again after ``delay``."""
+        p = self._series.get(key)
+        if p is not None:
+            p.not_before = now + delay
 
     def take(self, key: str) -> PendingSeries | None:
         """Remove a series that is being handed to the pipeline (or given up on)."""

@@ -28,6 +28,10 @@ class AgentState(StrEnum):
     CREDENTIALS = "credentials"  # the target refused our credentials; uploads stopped
     ATTENTION = "attention"      # quarantined series, or an export stuck; a person should look
     STOPPED = "stopped"
+    DISK_FULL = "disk-full"      # the work area or the ledger's disk is full; work waits
+    SETUP = "setup"              # the installation or configuration must be fixed (templates
+    #                              missing, container gone...); work waits, nothing is lost
+    UNHEALTHY = "unhealthy"      # a part of the engine keeps failing despite restarts
 
 
 @dataclass(frozen=True)
@@ -136,6 +140,13 @@ class AgentStatus:
     ignored: IgnoredFiles = field(default_factory=IgnoredFiles)
     #: Exported again, found identical to what was delivered: nothing sent (today).
     already_delivered_today: int = 0
+    #: Parts of the engine that failed and were restarted recently, in words (empty:
+    #: healthy). The supervisor fills it; the state says UNHEALTHY when restarts fail.
+    health: tuple[str, ...] = ()
+
+    @property
+    def healthy(self) -> bool:
+        return not self.health
 
 
 @dataclass(frozen=True)

@@ -365,8 +365,18 @@ class TrayApp:
                 "no system tray found on this desktop: the agent runs, and its icon appears "
                 "as soon as a tray starts (GNOME needs the AppIndicator extension)"
             )
+        self._start_poller()
+        supervise = getattr(self.agent, "supervise", None)  # an in-process Agent
+        if callable(supervise):
+            supervise("tray-poll", self._poller_alive, self._start_poller)
+
+    def _start_poller(self) -> None:
         self._poller = threading.Thread(target=self._poll, name="tray-poll", daemon=True)
         self._poller.start()
+
+    def _poller_alive(self) -> bool:
+        """For the agent's supervisor: the poller ends by itself only when the tray quits."""
+        return self._quit.is_set() or (self._poller is not None and self._poller.is_alive())
 
     def _shutdown_icon(self) -> None:
         self.window.close(timeout=1.0)

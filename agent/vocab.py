@@ -60,6 +60,17 @@ TRANSITIONS: dict[SeriesState, frozenset[SeriesState]] = {
 }
 
 
+class Undecided(StrEnum):
+    """How ``clinic2cloud process`` reports a series it could not bring to an ending."""
+
+    #: The target was out of reach or refused us, or a file changed while it was taken:
+    #: nothing was decided about the series; running the command again may succeed.
+    FAILED = "failed"
+    #: Waits for the other series of the run (a study's structural series): it runs once
+    #: more after them, and is reported as what it then becomes.
+    DEFERRED = "deferred"
+
+
 def may_move(old: SeriesState | str, new: SeriesState | str) -> bool:
     """Whether the ledger accepts moving a series from ``old`` to ``new``."""
     return SeriesState(new) in TRANSITIONS[SeriesState(old)]
@@ -81,6 +92,8 @@ class EventKind(StrEnum):
     PAUSED = "paused"
     RESUMED = "resumed"
     HEALTH = "health"              # a part of the engine failed or recovered
+    DISK_FULL = "disk-full"        # the work area or ledger disk is full (or has room again)
+    SETUP = "setup"                # the installation or configuration must be fixed
     RESULTS = "results"            # results came back from the cloud
     RESULTS_FAILED = "results-failed"  # cloud processing failed, timed out or was invalid
     STATE = "state"
@@ -114,6 +127,12 @@ class AuditEvent(StrEnum):
     RESULTS_PACS_INCOMPLETE = "results-pacs-incomplete"
     #: Whether a series was defaced or shows no face, and why (no PHI).
     FACE_DECISION = "face-decision"
+    #: The first keyed row of a ledger migrated from the unkeyed chain (schema 1).
+    CHAIN_KEYED = "chain-keyed"
+    #: A new ledger started after the damaged one was kept aside.
+    LEDGER_REBUILT = "ledger-rebuilt"
+    #: A series' worker crashed (or the agent was killed) while processing it.
+    ATTEMPT_CRASHED = "attempt-crashed"
 
 
 class ResultsState(StrEnum):
@@ -161,6 +180,13 @@ class ProblemCode(StrEnum):
     DEFACE_TEMPLATE = "deface-template"
     DEFACE_CT = "deface-ct"
     DEFACE_LOCALIZER = "deface-localizer"
+    #: A file or the series is larger than the configured limits ([limits]).
+    TOO_LARGE = "too-large"
+    #: The agent died N times while processing this series: kept back so others go on.
+    POISON = "poison"
+    #: A file about to be delivered does not parse, or its pixel data are short or do not
+    #: decode (the last look before delivery, agent.integrity).
+    INVALID_OUTPUT = "invalid-output"
 
 
 class WithheldCode(StrEnum):

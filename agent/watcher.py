@@ -1,14 +1,25 @@
 """Watching the export folder.
 
 The watchdog handler does one thing: it puts the paths it hears about into a queue. The
-``export-scanner`` thread does the rest - it stats and reads headers, feeds the pure
+``export-scanner`` thread does the rest - it looks at and reads headers, feeds the pure
 :class:`~agent.series.SeriesTracker`, runs a full rescan every ``rescan_seconds`` (events
 can be lost, above all on network shares), and hands stable, complete series to the agent.
 It waits on the queue with a timeout set by the next deadline, never in a sleeping loop.
+
+The scanner survives anything one file or one series can do: an exception while looking
+at a path or handing on a series is logged by type and the scanner carries on; a
+:class:`~agent.errors.TransientFault` from the agent (a full work area, a file that
+changed while it was taken) puts the series back to wait. The agent's supervisor restarts
+the thread should it die all the same (:meth:`ExportWatcher.revive`).
+
+Every path goes through :mod:`agent.boundary`: links are never followed, FIFOs and
+devices are skipped, and nothing outside the export folder is opened. Durations use the
+monotonic clock: a wall clock set back does not hold a series.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import queue
@@ -24,62 +35,37 @@ from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver
 from watchdog.observers.polling import PollingObserver
 
+from agent.boundary import Kind, is_inside, kind_of, kind_of_mode, real_root
 from agent.config import WatchConfig
 from agent.dicomfiles import is_complete, read_header
+from agent.errors import TransientFault
 from agent.logs import log_failure
-from agent.messages import ignored_sentence
 from agent.series import FileState, SeriesTracker
 from agent.status import IgnoredFiles
+from agent.watch_report import (
+    _NOISE,
+    IgnoredCallback,
+    PendingExport,
+    WaitingReport,
+)
 
 log = logging.getLogger(__name__)
 # watchdog warns when a new folder's watch is registered twice (harmless, it replaces it)
 # and quotes the folder's path - an export path, which may name a patient - on stderr.
 warnings.filterwarnings("ignore", message="Callback with id", category=RuntimeWarning)
 
-#: Called with (series key, {path: FileState}) for a stable, complete series.
+#: Called with (series key, {path: FileState}) for a stable, complete series. May raise
+#: TransientFault: the series waits ``retry_after`` seconds and is looked at again.
 ReadyCallback = Callable[[str, dict[str, FileState]], None]
 #: Called with (series key, {path: FileState}) for a series that never became complete.
 ExpiredCallback = Callable[[str, dict[str, FileState]], None]
-#: Called (from the scanner thread) when more files settled as "not DICOM, not sent".
-IgnoredCallback = Callable[[IgnoredFiles], None]
 _RESCAN = object()
-#: File names that viewers and desktops leave beside exports: never counted as "not sent".
-_NOISE = {"dicomdir", "thumbs.db", "desktop.ini", ".ds_store"}
-#: Archive signatures and names: a person must unpack these, we never open them.
-_ARCHIVE_MAGIC = (b"PK\x03\x04", b"PK\x05\x06", b"7z\xbc\xaf", b"Rar!", b"\x1f\x8b")
-_ARCHIVE_SUFFIXES = (".zip", ".7z", ".rar", ".tar", ".tgz", ".gz", ".tar.gz", ".bz2", ".xz")
-
-
-@dataclass(frozen=True)
-class PendingExport:
-    """A series the watcher waits for, as published to the status (memory only: paths)."""
-
-    key: str
-    paths: tuple[str, ...]
-    #: Files found incomplete at the last completeness check; None before the first.
-    incomplete: int | None
-    #: Wall-clock times of the first file seen and of the last change.
-    since: float
-    last_change: float
-
-
+_RETRY = 30.0  # seconds before a series whose hand-over failed is tried again
 @dataclass(frozen=True)
 class _WatchAgain:
     """Ask the scanner to look at the files of a series again (Retry of a given-up series)."""
 
     key: str
-
-
-def is_archive(path: str) -> bool:
-    """Whether a file is a zip or another archive (by name or by its first bytes)."""
-    if path.lower().endswith(_ARCHIVE_SUFFIXES):
-        return True
-    try:
-        with open(path, "rb") as fh:
-            head = fh.read(4)
-    except OSError:
-        return False
-    return head.startswith(_ARCHIVE_MAGIC)
 
 
 class _EventsToQueue(FileSystemEventHandler):
@@ -99,8 +85,12 @@ class _EventsToQueue(FileSystemEventHandler):
             self.events.put(os.fsdecode(dest))
 
 
-def scan_folder(root: Path) -> dict[str, FileState]:
-    """Every regular file below ``root`` with its size and mtime (stat only, no reads)."""
+def scan_folder(root: Path, skipped: list[str] | None = None) -> dict[str, FileState]:
+    """Every regular file below ``root`` with its size and mtime (lstat only, no reads).
+
+    Links (to files or folders) are not followed and special files are not taken; their
+    paths are added to ``skipped`` when given.
+    """
     found: dict[str, FileState] = {}
     stack = [str(root)]
     while stack:
@@ -109,19 +99,22 @@ def scan_folder(root: Path) -> dict[str, FileState]:
             with os.scandir(folder) as entries:
                 for entry in entries:
                     try:
-                        if entry.is_dir(follow_symlinks=False):
-                            stack.append(entry.path)
-                        elif entry.is_file(follow_symlinks=False):
-                            st = entry.stat(follow_symlinks=False)
-                            found[entry.path] = FileState(st.st_size, st.st_mtime_ns)
+                        st = entry.stat(follow_symlinks=False)
                     except OSError:
                         continue
+                    kind = kind_of_mode(st.st_mode)
+                    if kind is Kind.FOLDER:
+                        stack.append(entry.path)
+                    elif kind is Kind.FILE:
+                        found[entry.path] = FileState(st.st_size, st.st_mtime_ns)
+                    elif skipped is not None:
+                        skipped.append(entry.path)
         except OSError:
             continue
     return found
 
 
-class ExportWatcher:
+class ExportWatcher(WaitingReport):
     """Finds stable, complete series in the export folder and hands them on."""
 
     def __init__(
@@ -136,6 +129,7 @@ class ExportWatcher:
     ) -> None:
         self.cfg = cfg
         self.root = Path(cfg.folder).expanduser()
+        self._real_root = real_root(self.root)
         self._series_key = series_key
         self._path_hash = path_hash
         #: path hash -> (size, mtime_ns, series key) of files already in a series version.
@@ -145,6 +139,7 @@ class ExportWatcher:
         self.tracker = SeriesTracker(cfg.stable_seconds, cfg.max_wait_seconds)
         self._known: dict[str, FileState] = {}
         self._handled_paths: dict[str, set[str]] = {}  # series key -> handled paths present
+        self._noted: set[str] = set()  # path hashes already logged as skipped
         self._on_ignored = on_ignored
         #: Files without a DICOM header, until they have been quiet for stable_seconds
         #: (a file being written has no header yet): path -> (state, monotonic time seen).
@@ -164,17 +159,46 @@ class ExportWatcher:
         self._observer: BaseObserver | None = None
         self._thread: threading.Thread | None = None
         self.scans = 0
+        #: Monotonic time of the scanner's last pass (the supervisor reads it).
+        self.last_pass = time.monotonic()
 
     # -- life cycle ------------------------------------------------------------------------
 
     def start(self) -> None:
+        self._start_observer()
+        self._start_scanner()
+
+    def _start_observer(self) -> None:
         observer: BaseObserver = PollingObserver(timeout=5) if self.cfg.polling else Observer()
         observer.schedule(_EventsToQueue(self._events), str(self.root), recursive=True)
         observer.daemon = True
         observer.start()
         self._observer = observer
+
+    def _start_scanner(self) -> None:
         self._thread = threading.Thread(target=self._run, name="export-scanner", daemon=True)
         self._thread.start()
+
+    def dead_parts(self) -> list[str]:
+        """The parts of the watcher whose thread ended while it should run."""
+        if self._stop.is_set():
+            return []
+        dead = []
+        if self._thread is not None and not self._thread.is_alive():
+            dead.append("export-scanner")
+        if self._observer is not None and not self._observer.is_alive():
+            dead.append("export-events")
+        return dead
+
+    def revive(self) -> list[str]:
+        """Restart the threads that died (called by the agent's supervisor); their names."""
+        dead = self.dead_parts()
+        if "export-events" in dead:
+            self._start_observer()
+            self._events.put(_RESCAN)  # events were lost while it was down
+        if "export-scanner" in dead:
+            self._start_scanner()
+        return dead
 
     def stop(self, timeout: float = 2.0) -> None:
         self._stop.set()
@@ -195,14 +219,15 @@ class ExportWatcher:
     def _run(self) -> None:
         next_rescan = time.monotonic()  # the first pass is a full scan
         while not self._stop.is_set():
+            self.last_pass = time.monotonic()
             if time.monotonic() >= next_rescan:
-                self._full_scan()
+                self._guarded("a rescan of the export folder", self._full_scan)
                 next_rescan = time.monotonic() + self.cfg.rescan_seconds
-            self._check_due()
-            self._settle_unknown()
-            self._publish()
+            self._guarded("checking series for completeness", self._check_due)
+            self._guarded("settling files that are not DICOM", self._settle_unknown)
+            self._guarded("publishing the series waited for", self._publish)
             wait = next_rescan - time.monotonic()
-            deadline = self.tracker.next_deadline(time.time())
+            deadline = self.tracker.next_deadline(time.monotonic())
             if deadline is not None:
                 wait = min(wait, deadline + 0.05)
             try:
@@ -216,7 +241,15 @@ class ExportWatcher:
             if rescan:
                 next_rescan = time.monotonic()
             for path in paths:
-                self._look_at(path)
+                self._guarded("looking at an exported file", functools.partial(
+                    self._look_at, path))
+
+    def _guarded(self, what: str, step: Callable[[], None]) -> None:
+        """Run one step of the scanner; an exception is logged by type, never fatal."""
+        try:
+            step()
+        except Exception as exc:  # noqa: BLE001 -- the scanner must survive any one item
+            log_failure(log, f"{what} failed; the scanner carries on", exc)
 
     def _drain(self, first: object) -> tuple[set[str], bool] | None:
         """The paths and rescan request of a burst of events (handled as one batch);
@@ -240,30 +273,48 @@ class ExportWatcher:
 
     def _full_scan(self) -> None:
         self.scans += 1
-        found = scan_folder(self.root)
+        skipped: list[str] = []
+        found = scan_folder(self.root, skipped)
+        for path in skipped:
+            self._note_skipped(path, kind_of(path)[0])
         for gone in set(self._known) - set(found):
-            self._known.pop(gone, None)
-            self.tracker.forget(gone)
-            self._drop_unknown(gone)
-            for paths in self._handled_paths.values():
-                paths.discard(gone)
+            self._forget(gone)
         for path, state in found.items():
             if self._known.get(path) != state:
                 self._observe(path, state)
 
+    def _forget(self, path: str) -> None:
+        self._known.pop(path, None)
+        self.tracker.forget(path)
+        self._drop_unknown(path)
+        for paths in self._handled_paths.values():
+            paths.discard(path)
+
     def _look_at(self, path: str) -> None:
-        try:
-            st = os.stat(path)
-        except OSError:
-            self._known.pop(path, None)
-            self.tracker.forget(path)
-            self._drop_unknown(path)
+        kind, st = kind_of(path)
+        if kind is Kind.GONE or st is None:
+            self._forget(path)
             return
-        if not os.path.isfile(path):
+        if kind is not Kind.FILE or not is_inside(path, self._real_root):
+            self._forget(path)
+            self._note_skipped(path, kind)
             return
         state = FileState(st.st_size, st.st_mtime_ns)
         if self._known.get(path) != state:
             self._observe(path, state)
+
+    def _note_skipped(self, path: str, kind: Kind) -> None:
+        """One visible line per skipped entry (by keyed hash: paths may name patients)."""
+        if kind is Kind.FOLDER or kind is Kind.GONE:
+            return
+        phash = self._path_hash(path)
+        if phash in self._noted:
+            return
+        self._noted.add(phash)
+        what = {Kind.LINK: "a symbolic link (links are never followed)",
+                Kind.SPECIAL: "a FIFO, device or socket"}.get(
+            kind, "a file whose real location is outside the export folder")
+        log.warning("skipping %s in the export folder (entry %s)", what, phash[:12])
 
     def _observe(self, path: str, state: FileState) -> None:
         self._known[path] = state
@@ -273,12 +324,12 @@ class ExportWatcher:
             self._handled_paths.setdefault(done[2], set()).add(path)
             return
         try:
-            header = read_header(Path(path))
+            header = read_header(Path(path), self.root)
         except OSError:
-            return  # vanished or locked: the next event or rescan tells
+            return  # vanished, locked or swapped for a link: the next look tells
         if header is None:
             # Maybe a DICOM file whose header is not written yet: keep it in view (it is
-            # stat'ed again at the next change) and count it as "not DICOM" only once it
+            # looked at again at the next change) and count it as "not DICOM" only once it
             # has been quiet for stable_seconds (see _settle_unknown).
             self.tracker.forget(path)
             self._not_dicom.pop(path, None)
@@ -287,36 +338,61 @@ class ExportWatcher:
             return
         self._drop_unknown(path)
         self.tracker.observe(path, self._series_key(header.study_uid, header.series_uid),
-                             state, time.time())
+                             state, time.monotonic())
 
     def _check_due(self) -> None:
-        now = time.time()
+        now = time.monotonic()
         for due in self.tracker.due(now):
             if self._stop.is_set():
                 return
-            incomplete = [p for p in due.files if not is_complete(Path(p))]
-            if incomplete:
-                self._incomplete[due.key] = len(incomplete)
-                if self.tracker.expired(due.key, now):
-                    self._incomplete.pop(due.key, None)
-                    self.tracker.take(due.key)
-                    self._mark_handled(due.key, due.files)
-                    self._on_expired(due.key, due.files)
-                else:
-                    self.tracker.postpone(due.key, now)
+            incomplete = [p for p in due.files if not is_complete(Path(p), self.root)]
+            if not incomplete:
+                self._incomplete.pop(due.key, None)
+                self._hand_on(due.key, due.files)
                 continue
-            self.tracker.take(due.key)
-            self._incomplete.pop(due.key, None)
-            self._publish()  # no longer waited for: the status must not show it meanwhile
-            files = dict(due.files)
-            for path in self._handled_paths.get(due.key, set()):
-                if path not in files and path in self._known:
-                    files[path] = self._known[path]
-            self._mark_handled(due.key, files)
-            try:
-                self._on_ready(due.key, files)
-            except Exception as exc:  # noqa: BLE001 -- the scanner must survive whatever happens
-                log_failure(log, "handing a stable series to the pipeline failed", exc)
+            self._incomplete[due.key] = len(incomplete)
+            if self.tracker.expired(due.key, now):
+                self._incomplete.pop(due.key, None)
+                self.tracker.take(due.key)
+                self._mark_handled(due.key, due.files)
+                self._call(self._on_expired, due.key, due.files, due.files)
+            else:
+                self.tracker.postpone(due.key, now)
+
+    def _hand_on(self, key: str, due_files: dict[str, FileState]) -> None:
+        self.tracker.take(key)
+        self._publish()  # no longer waited for: the status must not show it meanwhile
+        files = dict(due_files)
+        for path in self._handled_paths.get(key, set()):
+            if path not in files and path in self._known:
+                files[path] = self._known[path]
+        self._mark_handled(key, files)
+        self._call(self._on_ready, key, files, due_files)
+
+    def _call(self, callback: ReadyCallback, key: str, files: dict[str, FileState],
+              due_files: dict[str, FileState]) -> None:
+        """Hand a series on; if that fails, the series waits and is looked at again."""
+        try:
+            callback(key, files)
+        except TransientFault as fault:
+            # Not taken after all (the work area is full, a file changed): wait and retry.
+            delay = fault.retry_after if fault.retry_after is not None else _RETRY
+            log.info("a series was not taken yet (%s); looking again in %.0f s",
+                     fault.title, delay)
+            self._give_back(key, due_files, delay)
+        except Exception as exc:  # noqa: BLE001 -- one series must not stop the scanner
+            log_failure(log, "handing a series on failed; it is tried again later", exc)
+            self._give_back(key, due_files, _RETRY * 10)
+
+    def _give_back(self, key: str, due_files: dict[str, FileState], delay: float) -> None:
+        """Put a series back to waiting: its files are looked at afresh (a file that changed
+        restarts the quiet period) and the series is due again after ``delay``."""
+        for path in due_files:
+            self._handled.pop(self._path_hash(path), None)
+            self._handled_paths.get(key, set()).discard(path)
+            self._known.pop(path, None)
+            self._look_at(path)
+        self.tracker.retry_later(key, time.monotonic(), delay)
 
     def _mark_handled(self, key: str, files: dict[str, FileState]) -> None:
         for path, state in files.items():
@@ -325,18 +401,9 @@ class ExportWatcher:
 
     # -- what the status shows (issue 15) ----------------------------------------------------
 
-    def known_paths(self) -> tuple[str, ...]:
-        """Every file of the export folder the watcher knows (memory only; for local views)."""
-        return tuple(self._known)
-
     def watch_again(self, key: str) -> None:
         """Take the files of series ``key`` into view again, as if new (thread-safe)."""
         self._events.put(_WatchAgain(key))
-
-    @property
-    def ignored(self) -> IgnoredFiles:
-        """Files settled as not DICOM (and not sent), and how many of them are archives."""
-        return self._reported
 
     def _forget_handled(self, key: str) -> bool:
         paths = self._handled_paths.pop(key, set())
@@ -345,50 +412,3 @@ class ExportWatcher:
         for path in paths:
             self._known.pop(path, None)  # the next full scan observes it afresh
         return True
-
-    def _drop_unknown(self, path: str) -> None:
-        self._unsettled.pop(path, None)
-        self._not_dicom.pop(path, None)
-
-    def _settle_unknown(self) -> None:
-        """Files without a DICOM header, quiet for stable_seconds: count them, say it once."""
-        quiet = time.monotonic() - self.cfg.stable_seconds
-        settled = [p for p, (_st, seen) in self._unsettled.items() if seen <= quiet]
-        for path in settled:
-            del self._unsettled[path]
-            self._not_dicom[path] = is_archive(path)
-        now = IgnoredFiles(len(self._not_dicom), sum(self._not_dicom.values()))
-        grew = now.files > self._reported.files or now.archives > self._reported.archives
-        self._reported = now
-        if grew and settled:
-            log.info("%s", ignored_sentence(now))
-            if self._on_ignored is not None:
-                try:
-                    self._on_ignored(now)
-                except Exception as exc:  # noqa: BLE001 - the scanner must survive it
-                    log_failure(log, "reporting files that are not DICOM failed", exc)
-
-    def _publish(self) -> None:
-        """Publish the series being waited for, with wall-clock times for people.
-
-        The tracker's times are in its own clock (which need not be the wall clock); the
-        wall-clock time of the first sighting and of each change is noted here instead.
-        """
-        wall = time.time()
-        walls: dict[str, tuple[float, float, float]] = {}
-        out = []
-        for p in self.tracker.pending():
-            first, seen_change, last = self._walls.get(p.key, (wall, p.last_change, wall))
-            if p.last_change != seen_change:
-                last = wall
-            walls[p.key] = (first, p.last_change, last)
-            out.append(PendingExport(key=p.key, paths=tuple(sorted(p.files)),
-                                     incomplete=self._incomplete.get(p.key),
-                                     since=first, last_change=last))
-        self._walls = walls
-        self.pending = tuple(out)
-        if self.on_publish is not None:
-            try:
-                self.on_publish(self.pending)
-            except Exception as exc:  # noqa: BLE001 - the scanner must survive it
-                log_failure(log, "publishing the series being waited for failed", exc)

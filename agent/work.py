@@ -11,7 +11,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol, TypedDict
+
+if TYPE_CHECKING:
+    from agent.sync.manifest import ManifestFields
 
 
 @dataclass
@@ -68,3 +71,21 @@ class Stage(Protocol):
     name: str
 
     def __call__(self, work: SeriesWork) -> None: ...
+
+
+class ReadyFile(TypedDict):
+    """One verified output: its name in the delivery and where it is in the work area."""
+
+    path: str
+    local: str
+
+
+class Ready(TypedDict):
+    """``ready.json``: what a verified series leaves for delivery, so that a restart
+    delivers it without processing it again (written last, atomically)."""
+
+    #: ``<site>/<patient>/<study>/<series>``: pseudonyms only.
+    series_path: str
+    files: list[ReadyFile]
+    #: The manifest's fields of this series (see :class:`agent.sync.manifest.Manifest`).
+    manifest: ManifestFields

@@ -8,8 +8,15 @@ de-identification must remove.
 from __future__ import annotations
 
 import copy
+import gc
 import os
+import shutil
+import subprocess
+import sys
+import threading
+import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import process as _futures_process
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -28,6 +35,96 @@ MR_SMALL = Path(pydicom.data.get_testdata_file("MR_small.dcm"))  # type: ignore[
 #: Identifiers planted in generated series. A test that finds one in an output has found a leak.
 PATIENT_NAME = "Canarysson^Wilhelmina"
 PATIENT_ID = "PID-CANARY-84213"
+
+
+# -- leaks: every test ends with the threads and child processes it started ---------------
+
+#: How long a test's threads and processes get to finish after its teardown (an agent's
+#: busy worker finishes its current step; a killed child is reaped by its Popen).
+LEAK_GRACE = 10.0
+
+
+def _session_threads() -> set[threading.Thread]:
+    """Threads that legitimately outlive a test: the agent's shared process pool (started
+    on first use, shut down at exit) and the feeder threads of its queues."""
+    from agent import procpool
+
+    keep: set[threading.Thread] = set()
+    for t in threading.enumerate():
+        if isinstance(t, _futures_process._ExecutorManagerThread):
+            keep.add(t)
+        elif t.name == "QueueFeederThread":
+            keep.add(t)
+    pool = procpool._pool
+    manager = getattr(pool, "_executor_manager_thread", None) if pool else None
+    if isinstance(manager, threading.Thread):
+        keep.add(manager)
+    return keep
+
+
+def _session_children() -> set[int]:
+    """Child processes that legitimately outlive a test: the shared pool's workers and
+    multiprocessing's resource tracker (started with the first spawned process, it lives
+    as long as the interpreter)."""
+    from multiprocessing import resource_tracker
+
+    from agent import procpool
+
+    pool = procpool._pool
+    processes = getattr(pool, "_processes", None) if pool else None
+    keep = set(processes or ())
+    tracker = getattr(resource_tracker._resource_tracker, "_pid", None)
+    if isinstance(tracker, int):
+        keep.add(tracker)
+    return keep
+
+
+def _live_children() -> set[int]:
+    """Pids of this process's children that are running (zombies are not: reaped soon)."""
+    if not sys.platform.startswith("linux"):
+        return set()
+    me = os.getpid()
+    out: set[int] = set()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as fh:
+                stat = fh.read().decode("ascii", "replace")
+        except OSError:
+            continue
+        # pid (comm) state ppid ...: comm may hold spaces and parentheses, so split after it.
+        state, ppid = stat.rpartition(")")[2].split()[:2]
+        if int(ppid) == me and state != "Z":
+            out.add(int(entry))
+    return out
+
+
+def _leaks(threads_before: set[threading.Thread], children_before: set[int]
+           ) -> tuple[list[str], list[int]]:
+    gc.collect()
+    threads = [t for t in threading.enumerate()
+               if t not in threads_before and t.is_alive() and t not in _session_threads()]
+    children = sorted(_live_children() - children_before - _session_children())
+    return [t.name for t in threads], children
+
+
+@pytest.fixture(autouse=True)
+def _no_leaks(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Fail a test that leaves a thread or a child process running after its teardown
+    (watchdog's fixture, with a grace period and the process pool allowed)."""
+    threads_before = set(threading.enumerate())
+    children_before = _live_children()
+    yield
+    if request.node.get_closest_marker("leaks_ok") is not None:
+        return
+    deadline = time.monotonic() + LEAK_GRACE
+    threads, children = _leaks(threads_before, children_before)
+    while (threads or children) and time.monotonic() < deadline:
+        time.sleep(0.05)  # nothing signals "a thread ended" across the suite: poll briefly
+        threads, children = _leaks(threads_before, children_before)
+    assert not threads, f"the test left threads running: {threads}"
+    assert not children, f"the test left child processes running: {children}"
 
 
 @pytest.fixture(autouse=True)
@@ -80,6 +177,46 @@ def make_config(agent_paths: AgentPaths, export_dir: Path,
     return make
 
 
+#: Starts a real Agent on ``make_config(**overrides)``; stopped at teardown.
+StartAgent = Callable[..., "Agent"]
+
+
+@pytest.fixture
+def running_agent(make_config: Callable[..., Config]) -> Iterator[StartAgent]:
+    from agent.main import Agent
+
+    agents: list[Agent] = []
+
+    def start(**overrides: object) -> Agent:
+        agent = Agent(make_config(**overrides))
+        agent.start()
+        agents.append(agent)
+        return agent
+
+    yield start
+    for a in agents:
+        a.stop()
+
+
+def spawn_agent(config: Path, home: Path, *, env: dict[str, str] | None = None,
+                stderr: int = subprocess.DEVNULL) -> subprocess.Popen[bytes]:
+    """``clinic2cloud run --headless --config CONFIG`` as a real process with its own home
+    (``stderr``: a ``subprocess`` constant, DEVNULL by default)."""
+    full = {**os.environ, **(env or {}), "CLINIC2CLOUD_HOME": str(home)}
+    return subprocess.Popen([sys.executable, "-m", "agent", "run", "--headless", "--config",
+                             str(config)], env=full, stdout=subprocess.DEVNULL, stderr=stderr)
+
+
+def end_process(proc: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
+    """Ask a child to end (SIGTERM); kill it when it does not within ``timeout``."""
+    proc.terminate()
+    try:
+        proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate(timeout=timeout)
+
+
 def make_slice(template: pydicom.Dataset, study_uid: str, series_uid: str, index: int,
                patient_name: str, patient_id: str) -> pydicom.Dataset:
     ds = copy.deepcopy(template)
@@ -113,6 +250,37 @@ def write_series(folder: Path, n: int = 5, *, study_uid: str | None = None,
         os.replace(tmp, path)
         out.append(path)
     return out
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Callable[..., Path]]:
+    """``small_disk(mb, at=None)``: a real filesystem of ``mb`` MB (tmpfs), mounted at
+    ``at`` (created) or a fresh folder, for full-disk tests; ``resize_disk(point, mb)``
+    gives it room again. Needs root (mount); skipped where the machine does not allow it."""
+    mounted: list[Path] = []
+
+    def make(mb: int, at: Path | None = None) -> Path:
+        point = at or tmp_path / f"disk{len(mounted)}"
+        point.mkdir(parents=True, exist_ok=True)
+        if shutil.which("mount") is None or os.geteuid() != 0:
+            pytest.skip("a small filesystem needs root and mount")
+        done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={mb}m,mode=0700",
+                               "tmpfs", str(point)], capture_output=True)
+        if done.returncode != 0:
+            pytest.skip(f"mounting a tmpfs was refused: {done.stderr.decode().strip()}")
+        mounted.append(point)
+        return point
+
+    yield make
+    for point in reversed(mounted):
+        subprocess.run(["umount", "-l", str(point)], capture_output=True)
+
+
+def resize_disk(point: Path, mb: int) -> None:
+    """Give a ``small_disk`` more (or less) room, as when someone frees space."""
+    import subprocess
+
+    subprocess.run(["mount", "-o", f"remount,size={mb}m", str(point)], check=True)
 
 
 @pytest.fixture

@@ -7,10 +7,9 @@ import os
 import signal
 import sqlite3
 import subprocess
-import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pydicom
@@ -21,27 +20,15 @@ from agent.main import Agent
 from agent.status import AgentEvent, AgentState
 from agent.sync.manifest import verify_folder
 from agent.vocab import SeriesState
-from tests.conftest import PATIENT_ID, PATIENT_NAME, manifests, write_series
+from tests.conftest import (
+    PATIENT_ID,
+    PATIENT_NAME,
+    StartAgent,
+    manifests,
+    spawn_agent,
+    write_series,
+)
 from tests.waiting import wait_until
-
-StartAgent = Callable[..., Agent]
-
-
-
-
-@pytest.fixture
-def running_agent(make_config: Callable[..., Config]) -> Iterator[Callable[..., Agent]]:
-    agents: list[Agent] = []
-
-    def start(**overrides: object) -> Agent:
-        agent = Agent(make_config(**overrides))
-        agent.start()
-        agents.append(agent)
-        return agent
-
-    yield start
-    for a in agents:
-        a.stop()
 
 
 def test_series_delivered_deidentified_with_manifest(running_agent: StartAgent, export_dir: Path,
@@ -133,7 +120,8 @@ def test_burned_in_series_is_quarantined_not_delivered(
     assert manifests(outbox_dir) == []
     [row] = agent.ledger.in_state(SeriesState.QUARANTINED)
     assert "burn" in row.reason.lower()
-    assert agent.status().state == AgentState.ATTENTION
+    # The worker finishes its bookkeeping after the ledger says quarantined.
+    assert wait_until(lambda: agent.status().state == AgentState.ATTENTION)
     assert any(e.kind == "quarantined" for e in events)
     # The quarantined copy stays local, with its reason.
     qdir = agent.config.paths.quarantine / str(row.id)
@@ -161,10 +149,7 @@ def _write_config(path: Path, export: Path, outbox: Path, **extra: str) -> Path:
 
 
 def _spawn(config: Path, home: Path) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "CLINIC2CLOUD_HOME": str(home)}
-    return subprocess.Popen([sys.executable, "-m", "agent", "run", "--headless", "--config",
-                             str(config)], env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE)
+    return spawn_agent(config, home, stderr=subprocess.PIPE)
 
 
 def _processes_of(home: Path) -> list[int]:

@@ -3,6 +3,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pydicom
+import pytest
 from pydicom.data import get_testdata_file
 
 from agent.dicomfiles import is_complete, read_header
@@ -44,3 +45,69 @@ def test_truncated_compressed_file_is_incomplete(tmp_path: Path) -> None:
     cut = tmp_path / "cut.dcm"
     cut.write_bytes(src.read_bytes()[:-50])
     assert not is_complete(cut)
+
+
+def _deflated(tmp_path: Path, name: str = "deflated.dcm") -> Path:
+    from pydicom.uid import DeflatedExplicitVRLittleEndian
+
+    [src] = write_series(tmp_path / "plain", 1)
+    ds = pydicom.dcmread(src)
+    ds.file_meta.TransferSyntaxUID = DeflatedExplicitVRLittleEndian
+    out = tmp_path / name
+    ds.save_as(out, enforce_file_format=True)
+    return out
+
+
+def test_deflated_files_are_judged_complete_correctly(tmp_path: Path) -> None:
+    path = _deflated(tmp_path)
+    assert read_header(path) is not None
+    assert is_complete(path)
+    data = path.read_bytes()
+    for cut in (3, 50, len(data) // 2):  # (a last pad byte after the stream may go)
+        short = tmp_path / f"short{cut}.dcm"
+        short.write_bytes(data[:-cut])  # the deflate stream does not end yet
+        assert not is_complete(short), cut
+
+
+def test_a_deflate_bomb_is_not_inflated(tmp_path: Path,
+                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    from agent import dicomfiles
+
+    path = _deflated(tmp_path)
+    monkeypatch.setattr(dicomfiles, "MAX_INFLATED", 1000)  # the file inflates to ~10 kB
+    assert read_header(path) is None
+    assert not is_complete(path)
+
+
+def test_an_unknown_vr_is_not_a_crash(tmp_path: Path) -> None:
+    """A fuzzed file with VR 'UH' (no such VR) crashed ``clinic2cloud process``."""
+    [path] = write_series(tmp_path, 1)
+    data = bytearray(path.read_bytes())
+    at = data.index(b"CS", 200)  # an explicit-VR element after the file meta
+    data[at:at + 2] = b"UH"
+    path.write_bytes(bytes(data))
+    read_header(path)  # None or a header: no exception either way
+    is_complete(path)
+
+
+def test_files_declaring_explicit_vr_but_written_implicit_are_complete() -> None:
+    path = get_testdata_file("SC_rgb_jpeg.dcm")  # real-world quirk pydicom reads
+    assert path is not None and is_complete(Path(path))
+
+
+def test_ybr_422_native_length_is_two_samples_per_pixel() -> None:
+    path = get_testdata_file("SC_ybr_full_422_uncompressed.dcm")
+    assert path is not None and is_complete(Path(path))
+
+
+def test_a_header_with_an_unknown_vr_in_the_image_group_announces_nothing(
+        tmp_path: Path) -> None:
+    from agent.dicomfiles import expected_native_length
+
+    [path] = write_series(tmp_path, 1)
+    data = bytearray(path.read_bytes())
+    at = data.index(b"\x28\x00\x10\x00US")  # (0028,0010) Rows, explicit VR US
+    data[at + 4:at + 6] = b"QQ"
+    path.write_bytes(bytes(data))
+    ds = pydicom.dcmread(path, stop_before_pixels=True)
+    assert expected_native_length(ds) == 0  # not NotImplementedError from pydicom

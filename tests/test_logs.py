@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -42,3 +43,27 @@ def test_unexpected_errors_quarantine_and_log_no_message(
     text = logfile.read_text()
     assert "stage explode failed" in text and "ValueError" in text
     assert "Canarysson" not in text
+
+
+def test_pydicom_warnings_quoting_values_stay_out_of_the_log(tmp_path: Path) -> None:
+    import io
+    import warnings
+
+    import pydicom
+
+    logfile = setup_logging(tmp_path / "logs", console=False)
+    assert logfile is not None
+    [path] = write_series(tmp_path / "s", 1)
+    ds = pydicom.dcmread(path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ds.PatientName = PATIENT_NAME + "\\x00bad"  # pydicom complains, quoting the value
+        ds.save_as(io.BytesIO())
+        pydicom.dcmread(io.BytesIO(path.read_bytes()), force=True)
+        from pydicom.misc import warn_and_log
+
+        warn_and_log(f"Invalid value for VR PN: {PATIENT_NAME!r}")
+    for h in logging.getLogger().handlers:
+        h.flush()
+    assert PATIENT_NAME not in logfile.read_text(encoding="utf-8")
+    assert os.stat(logfile).st_mode & 0o077 == 0

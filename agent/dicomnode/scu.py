@@ -214,15 +214,7 @@ def _send_batch(batch: list[_Item], node: RemoteNode, timeout: float,
             i.message = f"the PACS {node} could not be reached ({type(exc).__name__})"
         return
     if not assoc.is_established:
-        refused = bool(assoc.is_aborted and assoc.rejected_contexts)
-        for i in batch:
-            i.attempts += 1
-            if refused:  # it answered, and takes none of these kinds of object
-                i.end(ObjectState.REFUSED, f"the PACS {node} does not accept this kind of "
-                      f"object (SOP class {i.sop_class}, transfer syntax "
-                      f"{UID(i.syntax).name}); ask its administrator to allow it")
-            else:
-                i.message = _no_association(assoc, node)
+        _not_associated(batch, assoc, node)
         return
     try:
         for item in batch:
@@ -232,6 +224,20 @@ def _send_batch(batch: list[_Item], node: RemoteNode, timeout: float,
     finally:
         if assoc.is_established:
             assoc.release()
+
+
+def _not_associated(batch: list[_Item], assoc: Any, node: RemoteNode) -> None:
+    refused = bool(assoc.is_aborted and assoc.rejected_contexts)
+    for i in batch:
+        i.attempts += 1
+        if refused:  # it answered, and takes none of these kinds of object
+            i.end(ObjectState.REFUSED, f"the PACS {node} does not accept this kind of "
+                  f"object (SOP class {i.sop_class}, transfer syntax "
+                  f"{UID(i.syntax).name}); ask its administrator to allow it")
+        elif assoc.is_rejected:  # a rejection is its answer: asking again changes nothing
+            i.end(ObjectState.FAILED, _no_association(assoc, node))
+        else:
+            i.message = _no_association(assoc, node)
 
 
 def _store_one(assoc: Any, item: _Item, node: RemoteNode) -> None:

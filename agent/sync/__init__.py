@@ -19,7 +19,7 @@ def open_target(cfg: Config) -> Target:
         return AzureTarget(cfg)
     from agent.sync.folder import FolderTarget
 
-    return FolderTarget(cfg.target.path)
+    return FolderTarget(cfg.target.path, group_readable=cfg.target.group_readable)
 
 
 __all__ = ["Delivery", "DeliveryFile", "Receipt", "Target", "open_target"]

@@ -46,15 +46,48 @@ def _put(f: DeliveryFile, dst: Path, linkable: bool) -> None:
                             f"({f.path}: {problem}); will retry")
 
 
-class FolderTarget:
-    """Delivers series into ``root/<site>/<patient>/<study>/<series>[.vN]/``."""
+def _open_new(path: Path, mode: int) -> int:
+    """Create ``path`` with exactly ``mode`` (fchmod: the umask does not decide)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_BINARY", 0),
+                 mode)
+    if os.name == "posix":
+        os.fchmod(fd, mode)
+    return fd
 
-    def __init__(self, root: str | Path) -> None:
+
+def _make_dirs(path: Path, mode: int) -> None:
+    """Create ``path`` and its missing parents with exactly ``mode``; existing folders
+    (the outbox itself, which its owner set up) are left as they are."""
+    missing: list[Path] = []
+    probe = path
+    while not probe.exists():
+        missing.append(probe)
+        probe = probe.parent
+    for folder in reversed(missing):
+        try:
+            folder.mkdir(mode=mode)
+        except FileExistsError:
+            continue
+        if os.name == "posix":
+            os.chmod(folder, mode)
+
+
+class FolderTarget:
+    """Delivers series into ``root/<site>/<patient>/<study>/<series>[.vN]/``.
+
+    What it creates is owner-only (folders 0700, files 0600), or readable by the outbox's
+    group (0750 / 0640) with ``group_readable`` - for an uploader running under a service
+    account of that group - whatever the process's umask.
+    """
+
+    def __init__(self, root: str | Path, *, group_readable: bool = False) -> None:
         if not str(root):
             raise ConfigError(
                 '[target.path] is empty: name the outbox folder for kind = "folder"')
         self.root = Path(root).expanduser()
         self.description = f"folder {self.root}"
+        self.dir_mode = 0o750 if group_readable else 0o700
+        self.file_mode = 0o640 if group_readable else 0o600
 
     def check(self) -> list[str]:
         problems = []
@@ -75,25 +108,27 @@ class FolderTarget:
         try:
             if final.exists():
                 return self._existing(final, delivery)
-            final.parent.mkdir(parents=True, exist_ok=True)
+            _make_dirs(final.parent, self.dir_mode)
             # A delivery cut short by a crash or kill -9 left its partial copy: ours to remove.
             for stale in final.parent.glob(f".{final.name}.*.partial"):
                 shutil.rmtree(stale, ignore_errors=True)
             tmp = final.parent / f".{final.name}.{uuid.uuid4().hex[:8]}.partial"
-            tmp.mkdir()
+            _make_dirs(tmp, self.dir_mode)
             sent = 0
             try:
                 placed = []
                 for f in delivery.files:
                     dst = tmp / f.path
-                    dst.parent.mkdir(parents=True, exist_ok=True)
+                    _make_dirs(dst.parent, self.dir_mode)
                     _put(f, dst, delivery.linkable)
+                    if os.name == "posix":  # a link shares the work file's private inode
+                        os.chmod(dst, self.file_mode)
                     placed.append(dst)
                     sent += f.size
                 # Every file on stable storage before the manifest exists (one flush).
                 make_durable(tmp, placed)
                 manifest = tmp / MANIFEST_NAME
-                with open(manifest, "wb") as fh:
+                with os.fdopen(_open_new(manifest, self.file_mode), "wb") as fh:
                     fh.write(dumps(delivery.manifest))
                     fh.flush()
                     os.fsync(fh.fileno())

@@ -85,6 +85,22 @@ def reflink(src: Path, dst: Path, mode: int = 0o666) -> bool:
     return True
 
 
+def clone_into(src_fd: int, dst_fd: int) -> bool:
+    """Clone the open file ``src_fd`` into the open, empty ``dst_fd`` (copy-on-write);
+    False when the platform or filesystem cannot (nothing written)."""
+    if not sys.platform.startswith("linux"):
+        return False
+    import fcntl
+
+    try:
+        fcntl.ioctl(dst_fd, FICLONE, src_fd)
+    except OSError as exc:
+        if exc.errno in _CANNOT:
+            return False
+        raise
+    return True
+
+
 def place(src: Path, dst: Path, *, linkable: bool, mode: int = 0o666) -> Placed:
     """Put a copy of ``src`` at ``dst`` (which must not exist): a hard link when
     ``linkable`` (``src`` never changes again), else a reflink, else a hashed copy."""
@@ -161,5 +177,5 @@ def make_durable(folder: Path, files: Iterable[Path]) -> None:
         fsync_dir(d)
 
 
-__all__ = ["Placed", "clone_or_copy", "copy_hashed", "fsync_dir", "make_durable", "place",
-           "reflink", "same_file"]
+__all__ = ["Placed", "clone_into", "clone_or_copy", "copy_hashed", "fsync_dir", "make_durable",
+           "place", "reflink", "same_file"]

@@ -41,6 +41,9 @@ LOOKS: dict[AgentState, Look] = {
     AgentState.CREDENTIALS: Look((142, 36, 170, 255), "lock"),
     AgentState.ATTENTION: Look((211, 47, 47, 255), "bang"),
     AgentState.STOPPED: Look((80, 84, 90, 255), "stop"),
+    AgentState.DISK_FULL: Look((0, 150, 136, 255), "pause"),
+    AgentState.SETUP: Look((255, 112, 67, 255), "bang", DARK),
+    AgentState.UNHEALTHY: Look((233, 30, 99, 255), "bang"),
 }
 
 

@@ -24,6 +24,9 @@ STATE_WORDS: dict[AgentState, str] = {
     AgentState.CREDENTIALS: "Credentials refused - uploads stopped",
     AgentState.ATTENTION: "Needs attention - series in quarantine",
     AgentState.STOPPED: "Stopped",
+    AgentState.DISK_FULL: "Disk full - work waits and resumes when space is freed",
+    AgentState.SETUP: "Setup problem - work waits until it is fixed",
+    AgentState.UNHEALTHY: "Not working properly - send the log folder to support",
 }
 
 
@@ -91,7 +94,8 @@ def dicom_line(status: AgentStatus) -> str:
 
 
 #: States whose cause the agent's message explains better than our generic words.
-_EXPLAINED = (AgentState.OFFLINE, AgentState.CREDENTIALS, AgentState.ATTENTION)
+_EXPLAINED = (AgentState.OFFLINE, AgentState.CREDENTIALS, AgentState.ATTENTION,
+              AgentState.DISK_FULL, AgentState.SETUP, AgentState.UNHEALTHY)
 
 
 def tooltip(status: AgentStatus) -> str:

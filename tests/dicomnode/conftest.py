@@ -20,7 +20,6 @@ import pytest
 
 from agent.main import Agent
 from tests.dcmtk import DCMTK_TOOLS, dcmtk, find_dcmtk
-from tests.test_agent import running_agent  # noqa: F401 - the fixture node_agent builds on
 
 NODE_AE = "CLINIC2CLOUD"
 SENDER_AE = "VIEWER"
@@ -63,7 +62,8 @@ class Sent:
 
 
 _SENDING = re.compile(r"Sending file: (.+)$")
-_RESPONSE = re.compile(r"Received Store Response \((\w+)")
+#: "(Success)" in older dcmtk, "(Status: 0x0000 - Success)" in newer ones.
+_RESPONSE = re.compile(r"Received Store Response \((?:Status: \S+ - )?(\w+)")
 
 
 def storescu(port: int, files: Sequence[Path], *, calling: str = SENDER_AE,
@@ -107,9 +107,8 @@ NODE_DEFAULTS: dict[str, object] = {"dicom_listen": True, "dicom_port": 0,
 
 
 @pytest.fixture
-def node_agent(running_agent: Callable[..., Agent]) -> Callable[..., Agent]:  # noqa: F811
-    """Start agents whose DICOM node listens on a free port (``agent.dicom_status().port``);
-    stopped after the test (by ``running_agent``)."""
+def node_agent(running_agent: Callable[..., Agent]) -> Callable[..., Agent]:
+    """Start agents whose DICOM node listens on a free port (``agent.dicom_status().port``)."""
     need_dcmtk()
 
     def start(**overrides: object) -> Agent:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pydicom
+import pytest
 
 from agent.dicomnode.status import NodeStatus
 from agent.main import Agent
@@ -76,6 +77,9 @@ def test_address_inside_allowed_networks_is_served(node_agent: NodeAgents) -> No
     assert echoscu(port_of(agent)).returncode == 0
 
 
+# pynetdicom's acceptor thread of a connection that sent garbage waits out the ACSE timeout
+# ([dicom] timeout_seconds) for an association request, even after the node stopped.
+@pytest.mark.leaks_ok
 def test_malformed_pdus_are_dropped_and_the_node_keeps_serving(node_agent: NodeAgents) -> None:
     agent: Agent = node_agent()
     port = port_of(agent)

@@ -26,7 +26,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from tests.conftest import PATIENT_ID, PATIENT_NAME, write_series
+from tests.conftest import PATIENT_ID, PATIENT_NAME, manifests, write_series
 from tests.waiting import wait_until
 
 
@@ -127,7 +127,7 @@ def run_tray(binary: str, work: Path) -> list[str]:
         shown = _wait(lambda: log.is_file() and "tray icon shown" in log.read_text(), 30)
         start = time.monotonic()
         write_series(export, 5)
-        delivered = _wait(lambda: any(outbox.rglob("manifest.json")), 90)
+        delivered = _wait(lambda: any(manifests(outbox)), 90)
         seconds = time.monotonic() - start
     finally:
         code = _stop(proc)

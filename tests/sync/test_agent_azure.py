@@ -76,6 +76,7 @@ def test_doctor_passes_and_explains_a_wrong_key(azurite: Azurite, tmp_path: Path
         cfg = tmp_path / "c.toml"
         cfg.write_text(f'[watch]\nfolder = "{export_dir}"\n[target]\nkind = "azure"\n'
                        f'container = "{container}"\nconnection_string = "{connection_string}"\n')
+        cfg.chmod(0o600)  # a config holding a secret must be the user's alone
         env = {**os.environ, "CLINIC2CLOUD_HOME": str(tmp_path / "home")}
         return subprocess.run([sys.executable, "-m", "agent", "doctor", "--config", str(cfg)],
                               capture_output=True, text=True, timeout=120, env=env)
@@ -109,6 +110,7 @@ def test_agent_killed_mid_upload_resumes_exactly_once(azurite: Azurite, tmp_path
         f'[target]\nkind = "azure"\ncontainer = "{container}"\n'
         f'connection_string = "{azurite.connection_string}"\nmax_mbps = 0.5\n'
         "[deface]\nenabled = false\n")
+    cfg.chmod(0o600)  # a config holding a secret must be the user's alone
     env = {**os.environ, "CLINIC2CLOUD_HOME": str(home)}
 
     def start() -> subprocess.Popen[bytes]:

@@ -14,6 +14,8 @@ from pathlib import Path
 import pydicom
 import pytest
 
+from tests.conftest import manifests
+
 from .conftest import TrayProcess
 from .helpers import SHOWN, colours, shows, wait_until
 
@@ -83,7 +85,7 @@ def test_run_shows_the_icon_and_sigterm_exits_cleanly(
     # Feed it a real DICOM file: the agent processes it (delivered, or quarantined if the
     # pipeline objects - its details are not the tray's business) and the icon follows.
     shutil.copy(str(pydicom.data.get_testdata_file("MR_small.dcm")), export / "MR_small.dcm")
-    wait_until(lambda: any(outbox.rglob("manifest.json")), 20)
+    wait_until(lambda: any(manifests(outbox)), 20)
     assert proc.poll() is None
     # The icon follows within a refresh or two (the manifest lands just before the ledger
     # records the delivery).

@@ -11,6 +11,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from agent.tray import TrayApp
 from agent.ui.notify import RecordingNotifier
 
@@ -143,6 +145,8 @@ def test_muted_notifications(system_tray: str, pystray_module: Any,
     assert app.notifications.enabled is False
 
 
+# The test restarts the session's trayer; the new one serves the tests that follow.
+@pytest.mark.leaks_ok
 def test_icon_comes_back_when_the_panel_restarts(harness: Harness, tray_process: Any) -> None:
     h = harness
     assert shows(h.display, "green")

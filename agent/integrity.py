@@ -1,0 +1,121 @@
+"""The last look before delivery: every file parses and holds pixel data that decode.
+
+Called by the pipeline just before a series leaves. Whatever the stages did, nothing that
+a receiving system would choke on is delivered: each DICOM file must parse to its end, its
+native Pixel Data must be as long as its header announces, an encapsulated one must be
+closed, and its frames must decode - every file of a small series, a spread sample of a
+large one (first, last and evenly between; for multi-frame objects a spread sample of
+frames). A file that fails is named by its position and the
+series is quarantined with the reason.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+
+import pydicom
+from pydicom.dataelem import RawDataElement
+
+from agent.dicomfiles import expected_native_length, is_complete
+from agent.errors import SeriesProblem, is_library_panic
+from agent.vocab import ProblemCode
+
+#: Outputs that are not DICOM (renders, sidecars) are not checked here.
+NOT_DICOM = frozenset({".png", ".json", ".txt", ".csv"})
+#: Files decoded in full per series; larger series are sampled.
+DECODED_FILES = 16
+#: Frames decoded per multi-frame file; larger objects are sampled.
+DECODED_FRAMES = 8
+
+
+def spread(n: int, k: int) -> list[int]:
+    """``k`` indices spread evenly over ``range(n)``, first and last included."""
+    if n <= k:
+        return list(range(n))
+    return sorted({round(i * (n - 1) / (k - 1)) for i in range(k)})
+
+
+def _problem(index: int, total: int, what: str) -> SeriesProblem:
+    return SeriesProblem(
+        f"file {index + 1} of {total} prepared for delivery {what}; the series was kept back "
+        "so that no receiving system gets a broken file. Export the series again; if it "
+        "happens again, send the log folder to support.", code=ProblemCode.INVALID_OUTPUT)
+
+
+def check_deliverable(files: Sequence[Path]) -> None:
+    """Raise SeriesProblem for the first file of ``files`` that should not be delivered."""
+    dicoms = [f for f in files if f.suffix.lower() not in NOT_DICOM]
+    for i, path in enumerate(dicoms):
+        ds = _parse(path, i, len(dicoms))
+        _check_length(ds, i, len(dicoms))
+        if not is_complete(path):
+            raise _problem(i, len(dicoms), "is cut short or holds broken elements")
+    for i in spread(len(dicoms), DECODED_FILES):
+        _check_decodes(dicoms[i], i, len(dicoms))
+
+
+_PIXEL_TAGS = frozenset({0x7FE00010, 0x7FE00008, 0x7FE00009})
+
+
+def _convert_all(ds: pydicom.Dataset) -> None:
+    """Convert every element's value at any depth (pixel data left on disk)."""
+    for tag in list(ds.keys()):
+        if tag in _PIXEL_TAGS:
+            continue
+        elem = ds[tag]
+        if elem.VR == "SQ":
+            for item in elem.value:
+                _convert_all(item)
+
+
+def _parse(path: Path, index: int, total: int) -> pydicom.Dataset:
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # real data warns for much pydicom handles
+            ds = pydicom.dcmread(path, defer_size=1024)
+            _convert_all(ds)
+    except Exception as exc:  # noqa: BLE001 -- pydicom raises many types for broken files
+        raise _problem(index, total, f"does not parse ({type(exc).__name__})") from None
+    return ds
+
+
+def _check_length(ds: pydicom.Dataset, index: int, total: int) -> None:
+    """Native pixel data at least as long as the header announces. (Bytes beyond the last
+    sample are the pixel stage's to remove: they are not what breaks a reader.)"""
+    if "PixelData" not in ds or "Rows" not in ds or "Columns" not in ds:
+        return
+    raw = ds.get_item("PixelData")
+    if isinstance(raw, RawDataElement):
+        length = int(raw.length)
+    elif raw is None or raw.is_undefined_length:
+        return
+    else:
+        length = len(raw.value or b"")
+    if length == 0xFFFFFFFF:
+        return  # encapsulated: its sequence was checked by is_complete, frames below
+    expected = expected_native_length(ds)
+    if length < expected:
+        raise _problem(index, total, f"holds {length} bytes of pixel data where its header "
+                                     f"announces {expected}")
+
+
+def _check_decodes(path: Path, index: int, total: int) -> None:
+    from pydicom.pixels import iter_pixels  # type: ignore[attr-defined]
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            ds = pydicom.dcmread(path, stop_before_pixels=True)
+            if "PixelData" not in ds and "FloatPixelData" not in ds and \
+                    "DoubleFloatPixelData" not in ds:
+                return
+            frames = int(str(ds.get("NumberOfFrames", 1) or 1))
+            for _ in iter_pixels(path, indices=spread(frames, DECODED_FRAMES)):
+                pass
+    except BaseException as exc:
+        if not isinstance(exc, Exception) and not is_library_panic(exc):
+            raise
+        raise _problem(index, total, f"has frames that do not decode ({type(exc).__name__})"
+                       ) from None

@@ -1,0 +1,209 @@
+"""Taking a series out of the export folder: the first step of the pipeline.
+
+A stable series is checked against the size limits before a byte of it is read, then
+looked at for a re-export of content already delivered (:mod:`agent.reexport`), then
+copied into the work area - every file opened through :mod:`agent.boundary`, and compared
+with what the watcher saw before and after the copy, so that a file rewritten while the
+series is taken makes the series wait (:class:`~agent.errors.ExportChanged`) rather than
+leave short. A full work area is :class:`~agent.errors.DiskFull`: the series waits too.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, BinaryIO
+
+from agent.boundary import OutsideExport, open_export_file
+from agent.diskspace import NO_SPACE, require_work_space, work_full
+from agent.errors import ExportChanged, SeriesProblem, TransientFault
+from agent.ledger import DELIVERED, STAGED, UNFINISHED, SeriesRow
+from agent.limits import check_sizes
+from agent.reexport import Plan, plan_export
+from agent.series import FileState
+from agent.sync.place import clone_into
+from agent.vocab import ProblemCode
+
+if TYPE_CHECKING:
+    from agent.config import Config
+    from agent.ledger import Ledger
+
+log = logging.getLogger("agent.pipeline")
+
+
+@dataclass(frozen=True)
+class Taken:
+    """What became of an export handed to :meth:`Pipeline.take`."""
+
+    row: SeriesRow
+    #: True when the export repeats ``row`` (already delivered or on its way): nothing new.
+    repeat: bool = False
+
+
+class Staging:
+    """The staging half of :class:`~agent.pipeline.Pipeline` (which provides the
+    attributes and :meth:`quarantine` declared here)."""
+
+    cfg: Config
+    ledger: Ledger
+    work_root: Path
+    #: The folders series are taken from (the watched export folder; the DICOM node's
+    #: intake adds its own): nothing outside them is opened.
+    export_roots: list[Path]
+    _key: bytes
+
+    def path_hash(self, path: str | Path) -> str:
+        raise NotImplementedError
+
+    def workdir(self, series_id: int) -> Path:
+        raise NotImplementedError
+
+    def quarantine(self, series_id: int, problem: SeriesProblem) -> SeriesRow:
+        raise NotImplementedError
+
+    def root_of(self, paths: Iterable[str]) -> Path | None:
+        """The source folder the files of a series lie in (by their names; the opening
+        checks where they really are). None when no folder is configured (library use)."""
+        if not self.export_roots:
+            return None
+        first = next(iter(paths), "")
+        for root in self.export_roots:
+            if Path(first).is_relative_to(root):
+                return root
+        return self.export_roots[0]  # opening will refuse it: it lies outside
+
+    # -- 1. stage --------------------------------------------------------------------------
+
+    def stage(self, key: str, files: Mapping[str, FileState]) -> SeriesRow:
+        """Copy a stable series out of the export folder into the work area."""
+        return self.take(key, files).row
+
+    def take(self, key: str, files: Mapping[str, FileState]) -> Taken:
+        """Take a stable series from the export folder: recognise a re-export of content
+        already delivered (nothing new: recorded, not sent), else stage one copy of each
+        instance as a new version (see :mod:`agent.reexport`).
+
+        Raises :class:`~agent.errors.ExportChanged` when a file changed, vanished or could
+        not be read while the series was taken (it waits for another quiet period) and
+        :class:`~agent.errors.DiskFull` when the work area cannot take it; quarantines a
+        series beyond the size limits before reading a byte of it.
+        """
+        handled = [(self.path_hash(p), st.size, st.mtime_ns) for p, st in files.items()]
+        try:
+            check_sizes(files, self.cfg.limits)
+        except SeriesProblem as problem:
+            return Taken(self.quarantine(self.ledger.open_version(key, handled).id, problem))
+        require_work_space(self.work_root, sum(st.size for st in files.values()))
+        try:
+            plan: Plan | None = self._plan(key, files)
+        except OSError as exc:
+            raise staging_fault(exc, self.work_root) from None
+        except Exception:  # noqa: BLE001 -- pydicom raises many types for damaged files
+            plan = None
+        if plan is not None and plan.repeats is not None:
+            earlier = self.ledger.note_reexport(plan.repeats, handled,
+                                                duplicates=plan.duplicates)
+            log.info("series %s exported again (%d files): identical to version %d, "
+                     "nothing sent", earlier.id, len(files), earlier.version)
+            return Taken(earlier, repeat=True)
+        row = self.ledger.open_version(key, handled)
+        if plan is None:
+            return Taken(self.quarantine(row.id, SeriesProblem(
+                "a file of the series could not be read in the export folder (it is "
+                "damaged or not DICOM); export the series again",
+                code=ProblemCode.UNREADABLE)))
+        source = self.workdir(row.id) / "source"
+        if source.exists():
+            shutil.rmtree(source)
+        partial = source.with_name("source.partial")
+        shutil.rmtree(partial, ignore_errors=True)
+        partial.mkdir(parents=True)
+        names = {inst.path: f"{n:06d}.dcm" for n, inst in enumerate(plan.chosen)}
+        try:
+            for path, name in names.items():
+                self._copy_in(path, files[path], partial / name)
+        except BaseException:
+            shutil.rmtree(partial, ignore_errors=True)
+            raise
+        self._record_plan(row.id, plan, names)
+        os.replace(partial, source)
+        return Taken(self.ledger.set_state(row.id, STAGED))
+
+    def _plan(self, key: str, files: Mapping[str, FileState], exclude: int | None = None,
+              root: Path | None = None) -> Plan:
+        """What to stage (:func:`agent.reexport.plan_export`) of files below ``root``
+        (default: the source folder they come from)."""
+        known = self.ledger.known_instances(key, (DELIVERED, *UNFINISHED), exclude=exclude)
+        versions = {sid: self.ledger.get(sid).version for sid in {s for _c, s in known.values()}}
+        return plan_export(files, self._key, known, versions, root or self.root_of(files))
+
+    def _record_plan(self, series_id: int, plan: Plan, names: Mapping[str, str]) -> None:
+        """Persist what this version holds (ledger) and what changed (for its manifest)."""
+        self.ledger.record_instances(series_id,
+                                     [(i.uid_hash, i.content_hash) for i in plan.chosen])
+        atomic_write(self.workdir(series_id) / "changes.json",
+                      json.dumps(plan.changes(names)).encode())
+
+    def _copy_in(self, path: str, seen: FileState, dst: Path) -> None:
+        """Copy one exported file, refusing a link, a file outside the export folder and a
+        file that is not the one the watcher saw (changed before or during the copy)."""
+        try:
+            with open_export_file(path, self.root_of([path])) as src:
+                if _state_of(src) != seen:
+                    raise ExportChanged("a file of the series changed since it was seen; "
+                                        "the series waits until it is quiet", retry_after=0)
+                with open(dst, "wb") as out:
+                    copied = _clone_or_copy(src, out)
+                if _state_of(src) != seen or copied != seen.size:
+                    raise ExportChanged("a file of the series changed while it was copied; "
+                                        "the series waits until it is quiet", retry_after=0)
+        except OSError as exc:
+            raise staging_fault(exc, self.work_root) from None
+
+
+def _clone_or_copy(src: BinaryIO, out: BinaryIO) -> int:
+    """Bytes of ``src`` (an opened export file) in ``out``: a reflink where the filesystem
+    clones (never a hard link: an export may be rewritten in place later), else a real
+    copy. Returns the length copied."""
+    if clone_into(src.fileno(), out.fileno()):
+        return os.fstat(out.fileno()).st_size
+    shutil.copyfileobj(src, out, 1 << 20)
+    return out.tell()
+
+
+def _state_of(fh: Any) -> FileState:
+    st = os.fstat(fh.fileno())
+    return FileState(st.st_size, st.st_mtime_ns)
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    """Write ``path`` whole or not at all (temporary file, fsync, rename)."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def staging_fault(exc: OSError, work: Path) -> TransientFault:
+    """A failed copy out of the export folder is a passing fault: the series waits."""
+    if exc.errno in NO_SPACE:
+        return work_full(work)
+    if isinstance(exc, OutsideExport):
+        return ExportChanged("a file of the series was replaced by a link or special file; "
+                             "it is skipped and the series waits until it is quiet",
+                             retry_after=0)
+    if isinstance(exc, FileNotFoundError):
+        return ExportChanged("a file of the series vanished while it was taken; the series "
+                             "waits until it is quiet", retry_after=0)
+    if isinstance(exc, PermissionError):
+        return ExportChanged("a file of the series cannot be read yet (locked, or no "
+                             "permission); the series waits and is tried again")
+    return ExportChanged(f"a file of the series could not be read ({type(exc).__name__}); "
+                         "the series waits and is tried again")
