@@ -11,8 +11,10 @@ worker pays that second or so again, each. The fork server ends when the agent d
 pipe to the agent closes). Elsewhere workers are spawned.
 
 Workers hold both ends of their task queue, so they would not notice the agent's death by
-themselves: each asks the kernel to kill it when its parent (the agent, or the fork server)
-dies (Linux), or watches its parent elsewhere.
+themselves: each watches the agent (a pidfd on Linux, a poll elsewhere). Not
+``PR_SET_PDEATHSIG``: it fires when the *thread* that started the worker ends, not the
+process - a pool first used from a series worker or a warm-up thread lost its workers when
+that thread ended, and the next series met ``BrokenProcessPool``.
 """
 
 from __future__ import annotations
@@ -32,23 +34,11 @@ _pool: ProcessPoolExecutor | None = None
 def _die_with_parent(agent: int) -> None:
     """Pool initializer: end this worker when the agent (pid ``agent``) is gone.
 
-    A spawned worker's parent is the agent: the kernel kills it when the agent dies
-    (Linux ``PR_SET_PDEATHSIG``). A worker forked by the fork server has the server as its
-    parent, and the server lives as long as any worker holds its pipe: such a worker
-    watches the agent itself (a pidfd where Linux has one, else a poll)."""
+    The worker's parent is the agent (spawned) or the fork server (which lives as long as
+    any worker holds its pipe): either way the worker watches the agent itself."""
     parent = os.getppid()
     if parent == 1 or not _alive(agent):  # it died while this worker was starting
         os._exit(0)
-    if parent == agent and sys.platform.startswith("linux"):
-        import ctypes
-        import signal
-
-        pr_set_pdeathsig = 1
-        libc = ctypes.CDLL(None, use_errno=True)
-        if libc.prctl(pr_set_pdeathsig, signal.SIGKILL, 0, 0, 0) == 0:
-            if os.getppid() != parent:  # the parent died before prctl took effect
-                os._exit(0)
-            return
     threading.Thread(target=_watch, args=(agent, parent), name="agent-watch",
                      daemon=True).start()
 

@@ -63,19 +63,21 @@ def _session_threads() -> set[threading.Thread]:
 
 
 def _session_children() -> set[int]:
-    """Child processes that legitimately outlive a test: the shared pool's workers and
+    """Child processes that legitimately outlive a test: the shared pool's workers,
     multiprocessing's resource tracker (started with the first spawned process, it lives
-    as long as the interpreter)."""
-    from multiprocessing import resource_tracker
+    as long as the interpreter) and its fork server (started with the pool's first worker
+    on Linux: the workers are its children, it is ours)."""
+    from multiprocessing import forkserver, resource_tracker
 
     from agent import procpool
 
     pool = procpool._pool
     processes = getattr(pool, "_processes", None) if pool else None
     keep = set(processes or ())
-    tracker = getattr(resource_tracker._resource_tracker, "_pid", None)
-    if isinstance(tracker, int):
-        keep.add(tracker)
+    for helper in (getattr(resource_tracker._resource_tracker, "_pid", None),
+                   getattr(forkserver._forkserver, "_forkserver_pid", None)):
+        if isinstance(helper, int):
+            keep.add(helper)
     return keep
 
 

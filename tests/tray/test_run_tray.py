@@ -116,6 +116,8 @@ def test_without_a_display_it_runs_headless(
     assert "no tray icon" in out or "headless" in out
 
 
+# The test restarts the session's trayer; the new one serves the tests that follow.
+@pytest.mark.leaks_ok
 def test_without_a_tray_on_the_desktop_no_tracebacks_and_the_icon_docks_later(
         tray_process: TrayProcess, tmp_path: Path,
         procs: list[subprocess.Popen[bytes]]) -> None:
