@@ -53,7 +53,7 @@ def test_workers_outlive_the_thread_that_started_them(fresh_pool: str) -> None:
     starter.start()
     starter.join(timeout=180)
     assert not starter.is_alive() and first, "the pool did not start"
-    workers = set(procpool.shared_pool()._processes)  # type: ignore[attr-defined]
+    workers = set(procpool.shared_pool()._processes)
     assert set(first) <= workers
 
     # The thread has ended: the same workers must still answer.
