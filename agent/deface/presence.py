@@ -17,7 +17,9 @@ head, a fit that landed upside down) is never called "no face":
 * with the study's fit from another series: the face's place was seen in that series'
   real pixels (its fit held most of the face inside its field of view), and this volume's
   own tissue lines up with the fitted head (:func:`lines_up`) - the same patient, not
-  moved;
+  moved. In an image whose background is noise across its whole range (a phase or field
+  map) the tissue is where the values are locally smooth (:func:`coherent_tissue`), not
+  where they are bright;
 * with a fit on this very volume: the volume must show the top of the head (tissue ends
   inside the field of view, air above it) and reach no further than
   :data:`MAX_VERTEX_DEPTH_MM` below it, measured along the patient's head-foot axis
@@ -52,6 +54,12 @@ MIN_LINE_UP = 0.9
 MIN_FACE_SEEN = 0.3
 #: Margin (mm) around the fitted head within which the volume's tissue counts as inside.
 HEAD_MARGIN_MM = 15.0
+#: A background of noise across the range: at the in-plane edges of the view the local
+#: spread (3x3x3) is at least this fraction of the image's 1-99 % range, and the values sit
+#: at least this fraction above its low end. Uniform noise over the range (a phase map's
+#: background) gives 0.29 and 0.5; the air of magnitude images a few hundredths and ~0.
+NOISY_SPREAD = 0.15
+NOISY_LEVEL = 0.25
 
 
 class Verdict(Enum):
@@ -111,11 +119,46 @@ def face_fraction(image: sitk.Image, tx: sitk.AffineTransform, template: Templat
     return float(inside.mean()) if len(inside) else 0.0
 
 
+def coherent_tissue(image: sitk.Image) -> sitk.Image | None:
+    """The tissue of an image whose background is noise across its range (a phase or
+    field map): the voxels whose 3x3x3 neighbourhood spreads less than half as much as the
+    background, the largest such component. None when the background is not such noise
+    (the usual, dark background: :func:`~agent.deface.masks.tissue_mask` applies)."""
+    img = sitk.Cast(image, sitk.sitkFloat32)
+    arr = sitk.GetArrayViewFromImage(img)
+    if min(arr.shape) < 3:
+        return None
+    lo, hi = (float(v) for v in np.percentile(arr, [1, 99]))
+    span = hi - lo
+    if span <= 0:
+        return None
+    spread = sitk.GetArrayFromImage(sitk.Noise(img, [1, 1, 1]))
+    edge = np.zeros(arr.shape, bool)
+    edge[:, [1, -2], 1:-1] = True  # in-plane edges, one voxel in (Noise pads the outermost)
+    edge[:, 1:-1, [1, -2]] = True
+    background = float(np.median(spread[edge]))
+    if background < NOISY_SPREAD * span or float(np.median(arr[edge])) < lo + NOISY_LEVEL * span:
+        return None
+    smooth = sitk.GetImageFromArray((spread < 0.5 * background).astype(np.uint8))
+    smooth.CopyInformation(image)
+    cc = sitk.RelabelComponent(sitk.ConnectedComponent(smooth), sortByObjectSize=True)
+    return sitk.Cast(cc == 1, sitk.sitkUInt8)
+
+
+def _tissue_on(work: sitk.Image, image: sitk.Image) -> np.ndarray:
+    """The volume's tissue on its work grid (bool)."""
+    coherent = coherent_tissue(image)
+    if coherent is None:
+        return sitk.GetArrayFromImage(tissue_mask(work)) > 0
+    return sitk.GetArrayFromImage(sitk.Resample(
+        coherent, work, sitk.Transform(), sitk.sitkNearestNeighbor, 0)) > 0
+
+
 def lines_up(image: sitk.Image, tx: sitk.AffineTransform, template: Template) -> float:
     """Fraction of the volume's tissue that lies inside the fitted template head (grown
     by :data:`HEAD_MARGIN_MM`): near 1 when this volume shows the head the fit placed."""
     work = work_grid(image)
-    tissue = sitk.GetArrayViewFromImage(tissue_mask(work)) > 0
+    tissue = _tissue_on(work, image)
     if not tissue.any():
         return 0.0
     mask = tissue_mask(to_work_grid(template.head))

@@ -12,7 +12,15 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from agent.deface.presence import Verdict, blank, face_fraction, judge, lines_up, vertex_depth
+from agent.deface.presence import (
+    Verdict,
+    blank,
+    coherent_tissue,
+    face_fraction,
+    judge,
+    lines_up,
+    vertex_depth,
+)
 from agent.deface.template import Template, load_template
 
 
@@ -89,3 +97,33 @@ def test_the_face_just_outside_the_view_counts(template: Template, head: sitk.Im
 def test_blank_images(head: sitk.Image) -> None:
     empty = sitk.Image(head.GetSize(), sitk.sitkFloat32) + 7.0
     assert blank(empty) and not blank(head)
+
+
+def phase_map(head: sitk.Image, seed: int = 3) -> sitk.Image:
+    """A phase (field) map of ``head``: a smooth field inside the head, uniform noise over
+    the whole range outside it, as scanners store phase."""
+    arr = sitk.GetArrayFromImage(head)
+    inside = arr > 0.1 * float(np.percentile(arr[arr > 0], 95))
+    rng = np.random.default_rng(seed)
+    z, y, _ = np.mgrid[:arr.shape[0], :arr.shape[1], :arr.shape[2]]
+    field = 2048 + 1200 * np.sin(z / 9.0) * np.cos(y / 13.0) + rng.normal(0, 40, arr.shape)
+    out = sitk.GetImageFromArray(np.where(inside, field, rng.uniform(0, 4095, arr.shape))
+                                 .astype(np.float32))
+    out.CopyInformation(head)
+    return out
+
+
+def test_a_phase_map_lines_up_by_its_smooth_tissue(template: Template,
+                                                    head: sitk.Image) -> None:
+    """Noise across the range around the head is no tissue: the phase map of a head lines
+    up with the fit of its magnitude series (and shows its face); moved, it does not."""
+    assert coherent_tissue(head) is None  # a dark background: the usual tissue mask
+    phase = phase_map(head)
+    assert coherent_tissue(phase) is not None
+    assert lines_up(phase, identity(), template) > 0.95
+    p = judge(phase, identity(), template, own_fit=False, face_seen=0.9)
+    assert p.verdict is Verdict.FACE
+    moved = phase_map(head)
+    moved.SetOrigin(tuple(np.array(moved.GetOrigin()) + np.array([70.0, 0.0, 0.0])))
+    assert judge(moved, identity(), template, own_fit=False,
+                 face_seen=0.9).verdict is Verdict.UNKNOWN
