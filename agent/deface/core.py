@@ -221,6 +221,12 @@ def _deface_image(image: sitk.Image, template: Template, seed: int,
             "the face cannot be replaced reliably", code="deface-fov")
 
     box, ref, weight, protect = _region(image, template, reg)
+    if modality == "CT":
+        grown = ct.cavity_in_box(image, ref)
+        if grown is not None:
+            protect |= grown
+            weight[grown] = 0.0
+
     # The new face is placed by the head's global linear fit (rotation, translation and the
     # head's overall proportions, learnt on the whole head's skin): a warp of the lowest
     # order, carrying no facial detail. The similarity part alone (one scale) misplaces the

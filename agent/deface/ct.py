@@ -14,6 +14,10 @@
   identifies a person nearly as well as the skin does. The cranial vault and the skull base
   near the brain lie in the protection region and keep their bits; at the region's rim the
   patient's bone fades into the new tissue.
+* The inside of the skull is found in the CT itself too (:func:`cranial_cavity`: what the
+  skull encloses, plane by plane, its largest connected part) and protected with the
+  template's brain: a head CT's protection does not depend on the fit alone (a dry skull
+  or a head cut above the orbits constrains a surface fit poorly).
 * Voxels outside the reconstruction circle (at or below :data:`PADDING_HU`, or equal to the
   series' Pixel Padding Value) are never written and count as the edge of the field of view.
 """
@@ -33,6 +37,16 @@ SOFT_MIN_HU, SOFT_MAX_HU = -100.0, 60.0
 FAT_HU, MUSCLE_HU, SKIN_TISSUE_HU = -90.0, 45.0, 25.0
 #: At or below this, a voxel lies outside the reconstructed field of view (padding).
 PADDING_HU = -1100.0
+#: The skull for :func:`cranial_cavity`: above this (HU; thin bone of the orbital roofs
+#: and temporal squama falls below BONE_HU by partial volume, brain stays below 100).
+CAVITY_BONE_HU = 150.0
+#: Grid (mm) of :func:`cranial_cavity`, and the radius (voxels) that seals sutures and
+#: foramina before filling.
+CAVITY_MM, CAVITY_CLOSE = 2.0, 3
+#: Steps (grid voxels) the cavity is grown back towards the skull after its opening.
+CAVITY_GROW = 7
+#: A cavity smaller than this (mL) is not a cranium (no skull in the field of view).
+MIN_CAVITY_ML = 100.0
 
 
 def skin_level(image_values: np.ndarray) -> float:
@@ -119,3 +133,45 @@ def padding_mask(values: np.ndarray, padding_value: float | None) -> np.ndarray:
     if padding_value is not None:
         mask |= values == padding_value
     return mask
+
+
+def cranial_cavity(image: sitk.Image) -> sitk.Image | None:
+    """The inside of the skull on a 2 mm grid in the image's orientation (uint8), or None
+    when none is seen: bone above :data:`CAVITY_BONE_HU` (any in a grid cell), closed,
+    holes filled in every plane (:func:`fill_in_planes`), less the bone; of that, the
+    largest part after a 6 mm erosion (the orbits, sinuses and nasal cavity hang on by
+    thin channels or not at all), grown back through anything but bone."""
+    from agent.deface.register import to_work_grid
+
+    bone = sitk.Cast(sitk.BinaryThreshold(image, CAVITY_BONE_HU, 1e30, 1, 0),
+                     sitk.sitkFloat32)
+    grid = to_work_grid(image, CAVITY_MM)
+    cover = sitk.Resample(_shrunk(bone, grid), grid, sitk.Transform(), sitk.sitkLinear, 0.0,
+                          sitk.sitkFloat32)
+    bone_cells = sitk.Cast(cover > 0.05, sitk.sitkUInt8)
+    skull = sitk.BinaryMorphologicalClosing(bone_cells, [CAVITY_CLOSE] * 3)
+    enclosed = sitk.And(fill_in_planes(skull), sitk.Not(skull))
+    core = sitk.BinaryErode(enclosed, [3, 3, 3])
+    cc = sitk.RelabelComponent(sitk.ConnectedComponent(core), sortByObjectSize=True)
+    cavity = sitk.Cast(cc == 1, sitk.sitkUInt8)
+    # Grown back up to the skull's inner table, through anything that is not bone (where
+    # the skull is open - foramen magnum, the cut of the field of view - at most 14 mm).
+    free = sitk.Not(bone_cells)
+    for _ in range(CAVITY_GROW):
+        cavity = sitk.And(sitk.BinaryDilate(cavity, [1, 1, 1]), free)
+    # A grid cell with any bone in it counts as bone above: two cells more (into the inner
+    # table) reach the brain's last millimetres beside it.
+    cavity = sitk.BinaryDilate(cavity, [2, 2, 2])
+    ml = float(sitk.GetArrayViewFromImage(cavity).sum()) * CAVITY_MM ** 3 / 1000.0
+    return cavity if ml >= MIN_CAVITY_ML else None
+
+
+def cavity_in_box(image: sitk.Image, ref: sitk.Image) -> np.ndarray | None:
+    """:func:`cranial_cavity` on the replacement box ``ref`` (z, y, x bool): any trace of
+    it, and one voxel more (None when no cranium is seen)."""
+    cavity = cranial_cavity(image)
+    if cavity is None:
+        return None
+    inside = sitk.Resample(sitk.Cast(cavity, sitk.sitkFloat32), ref, sitk.Transform(),
+                           sitk.sitkLinear, 0.0, sitk.sitkFloat32) > 0
+    return sitk.GetArrayFromImage(sitk.BinaryDilate(inside, [1, 1, 1])) > 0

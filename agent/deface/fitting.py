@@ -34,6 +34,7 @@ import SimpleITK as sitk
 
 from agent.deface import core
 from agent.deface.brainfit import brain_image, brain_mask, fit_brain, metric
+from agent.deface.ct import head_mask as ct_head_mask
 from agent.deface.masks import tissue_mask, work_grid
 from agent.deface.register import Registration, register_template, to_work_grid
 from agent.deface.studyfit import Fit
@@ -253,7 +254,8 @@ def _try(volume: Volume, image: sitk.Image, template: Template, method: str,
             tx = fit_brain(image, template)
             tmask, moving = brain_mask(template), brain_image(template)
         fixed = work_grid(image)
-        fmask = tissue_mask(fixed)
+        # CT: the head as the CT path finds it (HU, skull filled), not an MR tissue mask.
+        fmask = ct_head_mask(image, fixed) if modality == "CT" else tissue_mask(fixed)
         dice = _dice_where_both(fixed, fmask, template, tmask, tx)
         on_tissue = brain_on_tissue(fixed, fmask, tx, template)
     except DefaceFailed as exc:

@@ -12,9 +12,10 @@ import SimpleITK as sitk
 from .conftest import Case
 
 
-def read_stored(folder: Path) -> tuple[np.ndarray, list[pydicom.Dataset]]:
-    """Stored pixel values (slices sorted along the normal) and the datasets."""
-    dss: list[pydicom.Dataset] = [pydicom.dcmread(str(p)) for p in sorted(folder.iterdir())]
+def read_stored(folder: Path, pattern: str = "*") -> tuple[np.ndarray, list[pydicom.Dataset]]:
+    """Stored pixel values (slices sorted along the normal) and the datasets (of the files
+    matching ``pattern``)."""
+    dss: list[pydicom.Dataset] = [pydicom.dcmread(str(p)) for p in sorted(folder.glob(pattern))]
     iop = np.array([float(v) for v in dss[0].ImageOrientationPatient])
     normal = np.cross(iop[:3], iop[3:])
     dss.sort(key=lambda d: float(np.array([float(v) for v in d.ImagePositionPatient]) @ normal))

@@ -3,6 +3,7 @@ series in its real (sheared) geometry, and variants of its export."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -12,11 +13,12 @@ import SimpleITK as sitk
 from pydicom.uid import CTImageStorage
 
 from agent.deface import deface_path, qc
-from agent.deface.ct import head_mask
+from agent.deface.ct import cranial_cavity, head_mask
 
 from .ctheads import CT_SHEAR, read_sheared_nifti
 from .dicom_writer import write_mr_series
 from .helpers import read_stored
+from .test_deface_cli import _cli
 
 
 @pytest.fixture(scope="module")
@@ -48,9 +50,11 @@ def write_ct(image: sitk.Image, folder: Path, *, bits: int = 12, slope: float = 
                            extra={"ConvolutionKernel": kernel, "GantryDetectorTilt": "18.5"})
 
 
-@pytest.mark.xfail(reason="the CT skin fit of the skull phantom is not robust yet: it fits "
-                          "from NIfTI (overlap 0.90) and has failed from its DICOM series "
-                          "(overlap 0.54); the fit then quarantines it (fails closed)",
+@pytest.mark.xfail(reason="ct_shear is a dry skull cut below the orbits: its skin fit is "
+                          "pitched ~30 degrees (overlap 0.92, QC passes) and, although the "
+                          "skull's own cavity is protected (agent.deface.ct.cranial_cavity), "
+                          "~12,000 voxels of air just above the thin orbital roofs (under "
+                          "150 HU by partial volume) are still replaced",
                    strict=False)
 def test_tilted_head_ct_defaced_in_hu(ct_head: sitk.Image, tmp_path: Path) -> None:
     files = write_ct(ct_head, tmp_path / "in")
@@ -85,7 +89,8 @@ def test_tilted_head_ct_defaced_in_hu(ct_head: sitk.Image, tmp_path: Path) -> No
     assert ds.Modality == "CT" and ds.ImageType[0] == "DERIVED"
 
 
-@pytest.mark.xfail(reason="same CT fit fragility as above", strict=False)
+@pytest.mark.xfail(reason="same as above (the orbital roofs of the skull phantom)",
+                   strict=False)
 def test_ct_export_variants_8bit_negative_intercept(ct_head: sitk.Image, tmp_path: Path
                                                     ) -> None:
     """An 8-bit rescaled export (slope 8) and a signed export with a negative intercept:
@@ -125,3 +130,30 @@ def test_qc_gate_fails_closed_on_a_face_left_in_place_and_on_holes(ct_head: sitk
     assert any("holes" in p for p in report.problems)
     with pytest.raises(Exception, match="QC failed"):
         qc.enforce(report)
+
+
+def test_head_ct_series_is_delivered_defaced_by_process(ct_head: sitk.Image, tmp_path: Path
+                                                        ) -> None:
+    """``clinic2cloud process`` of a head CT series: delivered (not quarantined), defaced,
+    in its sheared geometry, the inside of the skull (as the CT shows it) keeping its bits."""
+    files = write_ct(ct_head, tmp_path / "export" / "CT HEAD")
+    r = _cli("process", str(tmp_path / "export"), "--out", str(tmp_path / "out"), "--json",
+             home=tmp_path / "home")
+    assert r.returncode == 0, r.stdout + r.stderr
+    [manifest] = list((tmp_path / "out").rglob("manifest.json"))
+    doc = json.loads(manifest.read_text())
+    assert doc["defaced"] is True and "113102" in doc["deidentification_codes"]
+    outputs = sorted(manifest.parent.glob("*.dcm"))
+    assert len(outputs) == len(files)
+    before, dss_in = read_stored(tmp_path / "export" / "CT HEAD")
+    after, dss_out = read_stored(manifest.parent, "*.dcm")
+    assert dss_out[0].Modality == "CT" and dss_out[0].ImageType[0] == "DERIVED"
+    for a, b in zip(dss_in, dss_out, strict=True):  # slices keep their tilted positions
+        assert list(a.ImagePositionPatient) == list(b.ImagePositionPatient)
+    changed = before != after
+    assert changed.sum() > 20_000
+    cavity = cranial_cavity(ct_head)
+    assert cavity is not None
+    inside = sitk.GetArrayFromImage(sitk.Resample(
+        cavity, ct_head, sitk.Transform(), sitk.sitkNearestNeighbor, 0)) > 0
+    assert inside.sum() > 500_000 and not changed[inside].any()
