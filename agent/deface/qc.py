@@ -197,14 +197,14 @@ def rigid_shift(before: sitk.Image, after: sitk.Image) -> float:
     """Largest displacement (mm) of the head's central region when ``after`` is rigidly
     registered to ``before`` on a 4 mm grid (whole head, mutual information, a quarter of
     the voxels on a fixed regular grid, one thread: the same pair gives the same number)."""
-    from agent.deface.register import SAMPLING, SAMPLING_SEED, one_thread, to_work_grid
+    from agent.deface.register import SAMPLING_SEED, SHIFT_SAMPLING, one_thread, to_work_grid
 
     fixed, moving = to_work_grid(before), to_work_grid(after)
     reg = sitk.ImageRegistrationMethod()
     reg.SetNumberOfThreads(1)
     reg.SetMetricAsMattesMutualInformation(32)
     reg.SetMetricSamplingStrategy(reg.REGULAR)
-    reg.SetMetricSamplingPercentage(SAMPLING, SAMPLING_SEED)
+    reg.SetMetricSamplingPercentage(SHIFT_SAMPLING, SAMPLING_SEED)
     reg.SetInterpolator(sitk.sitkLinear)
     reg.SetOptimizerAsRegularStepGradientDescent(
         learningRate=1.0, minStep=0.01, numberOfIterations=60, relaxationFactor=0.6)
