@@ -96,22 +96,33 @@ class Cleaner:
             for a, b in spans:
                 chars[a:b] = _CUT * (b - a)
             text = "".join(chars)
-        out: list[str] = []
+        # Kept tokens, the separator written before each, and whether anything was
+        # taken away just before it (a cut or a dropped token); the last entry of
+        # ``removed`` says the same of what follows the last kept token.
+        kept: list[str] = []
+        seps: list[str] = []
+        removed: list[bool] = []
         pos = 0
-        kept_last = False
+        gone = False
         for m in _TOKEN.finditer(text):
             token = m.group()
+            gap = text[pos:m.start()]
             if self.vocabulary.keeps(token):
-                if out:
-                    out.append(_separator(text[pos:m.start()]))
-                out.append(token)
-                kept_last = True
+                seps.append(_separator(gap) if kept else "")
+                kept.append(token)
+                removed.append(gone or _CUT in gap)
+                gone = False
             else:
-                kept_last = False
+                gone = True
             pos = m.end()
-        if kept_last:
-            out.append(_separator(text[pos:]).rstrip())
-        return _trim_connectors("".join(out).strip(" _-,;:/^"))
+        removed.append(gone or _CUT in text[pos:])
+        tail = _separator(text[pos:]).rstrip() if kept and not gone else ""
+        first, last = _dangling(kept, removed)
+        if first >= last:
+            return ""
+        seps[first] = ""
+        out = "".join(seps[i] + kept[i] for i in range(first, last))
+        return (out + (tail if last == len(kept) else "")).strip(" _-,;:/^")
 
     def scrub(self, text: str, *, places: bool = True) -> str:
         """``text`` with every identifier of the study cut out."""
@@ -134,16 +145,20 @@ _CONNECTORS = frozenset(
     "and or with of for the in on to at by from mit und oder avec et ou con y de del la le "
     "el les des du di e met en voor na".split()
 )
-_FIRST_WORD = re.compile(r"^([^\W_]+)[\s_\-,;:/^]+")
-_LAST_WORD = re.compile(r"[\s_\-,;:/^]+([^\W_]+)$")
 
 
-def _trim_connectors(text: str) -> str:
-    """Drop connecting words left dangling at either end."""
-    for edge in (_FIRST_WORD, _LAST_WORD):
-        while (m := edge.search(text)) is not None and m.group(1).lower() in _CONNECTORS:
-            text = (text[m.end():] if edge is _FIRST_WORD else text[:m.start()])
-    return text.strip(" _-,;:/^")
+def _dangling(kept: list[str], removed: list[bool]) -> tuple[int, int]:
+    """The range of ``kept`` without connecting words left dangling at an end: a
+    connector goes where something next to it was taken away ("brain [date] for [name]"
+    -> "brain"); a descriptor that itself ends with one ("fMRI Multiphase Des") keeps it."""
+    first, last = 0, len(kept)
+    while first < last and kept[first].lower() in _CONNECTORS and (
+            removed[first] or removed[first + 1]):
+        first += 1
+    while last > first and kept[last - 1].lower() in _CONNECTORS and (
+            removed[last] or removed[last - 1]):
+        last -= 1
+    return first, last
 
 
 def _separator(text: str) -> str:

@@ -35,6 +35,11 @@ def cleaner() -> Cleaner:
         ("DWI July 15, 2019", "DWI"),
         ("brain 03.04.1999 for Wilhelmina", "brain"),
         ("T2 john.doe@example.org", "T2"),
+        # a connecting word is dropped only where something next to it was taken away
+        ("fMRI Multiphase Des", "fMRI Multiphase Des"),
+        ("DTI for Wilhelmina", "DTI"),
+        ("for Rorden DTI", "DTI"),
+        ("of T1 of", "of T1 of"),
     ],
 )
 def test_descriptors(cleaner: Cleaner, text: str, expected: str) -> None:

@@ -53,7 +53,7 @@ def test_head_series_sent_by_storescu_is_defaced_and_delivered(
 def _process(src: Path, out: Path, home: Path) -> dict[str, Any]:
     env = {**os.environ, "CLINIC2CLOUD_HOME": str(home)}
     r = subprocess.run([sys.executable, "-m", "agent", "process", str(src), "--out", str(out),
-                        "--json"], capture_output=True, text=True, timeout=300, env=env)
+                        "--json"], capture_output=True, text=True, timeout=600, env=env)
     return json.loads(r.stdout)
 
 
@@ -69,7 +69,7 @@ def test_vendor_series_over_the_network_ends_as_when_exported(
     sent = storescu(agent.port, files)
     assert len(sent.acknowledged) == len(files), sent.output
     final = ("delivered", "withheld", "quarantined")
-    assert wait_until(lambda: any(s in final for s in agent.states()), timeout=150)
+    assert wait_until(lambda: any(s in final for s in agent.states()), timeout=600)
     assert agent.states() == [s["state"] for s in expected]
 
 
