@@ -202,7 +202,8 @@ def _deface(objs: SeriesObjects, volume: Volume, image: sitk.Image, fit: Fit,
             replace.apply_block(objs, volume, 0, result)
             return "template face", result.report
         except DefaceFailed as exc:
-            log.info("template face not drawn (%s); using the mapped surrogate", exc.code)
+            log.info("template face not drawn (%s: %s); using the mapped surrogate", exc.code,
+                     exc)
     calib = filler.calibrate(image)
     tally = replace.Tally()
     registration = fit.registration(image)

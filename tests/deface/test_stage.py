@@ -304,7 +304,10 @@ def test_real_heads_whatever_their_shape_and_label(corpus_heads: Path, tmp_path:
                             body_part=label, description="")
     work = work_for(files, tmp_path)
     DefaceStage(Config())(work)
-    assert work.defaced and "template face" in work.face["reason"]
+    # The template's face where the core's QC passes it, else the mapped surrogate (the
+    # sagittal cut of otsu_t1 puts the new face against the edge of the view): defaced.
+    assert work.defaced and work.face["decision"] == "defaced"
+    assert any(m in work.face["reason"] for m in ("template face", "mapped surrogate"))
 
 
 def test_colour_head_is_defaced_on_its_luminance(colin: Colin, tmp_path: Path) -> None:
