@@ -49,15 +49,22 @@ def test_deface_command_refusal_is_one_line(tmp_path: Path) -> None:
     assert len(r.stderr.strip().splitlines()) == 1
 
 
-def test_process_defaces_a_head_series_end_to_end(colin: Colin, tmp_path: Path) -> None:
-    image = make_case(colin, "sagittal", (2.0, 2.0, 2.0)).image
-    files = write_mr_series(image, tmp_path / "export" / "Doe John")
+def process_defaced(tmp_path: Path) -> Path:
+    """``clinic2cloud process`` of ``tmp_path/export`` into ``tmp_path/out``: one delivery,
+    defaced; its manifest."""
     r = _cli("process", str(tmp_path / "export"), "--out", str(tmp_path / "out"), "--json",
              home=tmp_path / "home")
     assert r.returncode == 0, r.stdout + r.stderr
     [manifest] = list((tmp_path / "out").rglob("manifest.json"))
     doc = json.loads(manifest.read_text())
     assert doc["defaced"] is True and "113102" in doc["deidentification_codes"]
+    return manifest
+
+
+def test_process_defaces_a_head_series_end_to_end(colin: Colin, tmp_path: Path) -> None:
+    image = make_case(colin, "sagittal", (2.0, 2.0, 2.0)).image
+    files = write_mr_series(image, tmp_path / "export" / "Doe John")
+    manifest = process_defaced(tmp_path)
     assert verify_folder(manifest.parent) == []
     outputs = sorted(manifest.parent.glob("*.dcm"))
     assert len(outputs) == len(files)

@@ -3,7 +3,6 @@ series in its real (sheared) geometry, and variants of its export."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +17,7 @@ from agent.deface.ct import cranial_cavity, head_mask
 from .ctheads import CT_SHEAR, read_sheared_nifti
 from .dicom_writer import write_mr_series
 from .helpers import read_stored
-from .test_deface_cli import _cli
+from .test_deface_cli import process_defaced
 
 
 @pytest.fixture(scope="module")
@@ -137,12 +136,7 @@ def test_head_ct_series_is_delivered_defaced_by_process(ct_head: sitk.Image, tmp
     """``clinic2cloud process`` of a head CT series: delivered (not quarantined), defaced,
     in its sheared geometry, the inside of the skull (as the CT shows it) keeping its bits."""
     files = write_ct(ct_head, tmp_path / "export" / "CT HEAD")
-    r = _cli("process", str(tmp_path / "export"), "--out", str(tmp_path / "out"), "--json",
-             home=tmp_path / "home")
-    assert r.returncode == 0, r.stdout + r.stderr
-    [manifest] = list((tmp_path / "out").rglob("manifest.json"))
-    doc = json.loads(manifest.read_text())
-    assert doc["defaced"] is True and "113102" in doc["deidentification_codes"]
+    manifest = process_defaced(tmp_path)
     outputs = sorted(manifest.parent.glob("*.dcm"))
     assert len(outputs) == len(files)
     before, dss_in = read_stored(tmp_path / "export" / "CT HEAD")
