@@ -195,6 +195,33 @@ def test_a_file_rewritten_while_taken_makes_the_series_wait_not_ship_short(
     assert rewritten
 
 
+def test_a_file_that_cannot_be_read_for_a_while_waits_never_quarantines(
+        running_agent: StartAgent, export_dir: Path, outbox_dir: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """EACCES that goes away (a viewer holding the file locked, permissions fixed by IT):
+    the series waits for another quiet period and is delivered once the file reads."""
+    import errno
+
+    from agent import staging, watcher
+
+    monkeypatch.setattr(watcher, "_RETRY", 0.5)  # the scanner looks again soon (30 s)
+    real = staging.open_export_file
+    refused: list[str] = []
+
+    def locked_for_a_while(path: str | Path, root: Path | None = None):  # type: ignore[no-untyped-def]
+        if str(path).endswith("IMG00002.dcm") and len(refused) < 3:
+            refused.append(str(path))
+            raise PermissionError(errno.EACCES, "Permission denied", str(path))
+        return real(path, root)
+
+    monkeypatch.setattr(staging, "open_export_file", locked_for_a_while)
+    agent = running_agent()
+    write_series(export_dir / "s", 4)
+    assert wait_until(lambda: len(manifests(outbox_dir)) == 1, timeout=30)
+    assert len(refused) == 3
+    assert agent.ledger.counts() == {SeriesState.DELIVERED: 1}  # never quarantined
+
+
 # -- limits, before anything is read ---------------------------------------------------------
 
 

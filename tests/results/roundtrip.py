@@ -12,7 +12,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,6 +19,7 @@ import pydicom
 import SimpleITK as sitk
 
 from tests.sync.azurite import ACCOUNT, ACCOUNT_KEY, Azurite
+from tests.waiting import wait_until
 
 COLIN = Path("/usr/share/mricron/templates/ch2.nii.gz")
 ROOT = Path(__file__).resolve().parents[2]
@@ -130,10 +130,8 @@ class WorkerProcess:
 
 
 def wait_for_files(folder: Path, pattern: str, count: int, timeout: float) -> list[Path]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = [p for p in folder.rglob(pattern) if ".partial" not in str(p)]
-        if len(found) >= count:
-            return found
-        time.sleep(0.05)
-    return [p for p in folder.rglob(pattern) if ".partial" not in str(p)]
+    def found() -> list[Path]:
+        return [p for p in folder.rglob(pattern) if ".partial" not in str(p)]
+
+    wait_until(lambda: len(found()) >= count, timeout)
+    return found()
