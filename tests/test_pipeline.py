@@ -201,18 +201,19 @@ def test_a_file_that_cannot_be_read_for_a_while_waits_never_quarantines(
     """EACCES that goes away (a viewer holding the file locked, permissions fixed by IT):
     the series waits for another quiet period and is delivered once the file reads."""
     import errno
+    from typing import BinaryIO
 
     from agent import staging, watcher
+    from agent.boundary import open_export_file
 
     monkeypatch.setattr(watcher, "_RETRY", 0.5)  # the scanner looks again soon (30 s)
-    real = staging.open_export_file
     refused: list[str] = []
 
-    def locked_for_a_while(path: str | Path, root: Path | None = None):  # type: ignore[no-untyped-def]
+    def locked_for_a_while(path: str | Path, root: Path | None = None) -> BinaryIO:
         if str(path).endswith("IMG00002.dcm") and len(refused) < 3:
             refused.append(str(path))
             raise PermissionError(errno.EACCES, "Permission denied", str(path))
-        return real(path, root)
+        return open_export_file(path, root)
 
     monkeypatch.setattr(staging, "open_export_file", locked_for_a_while)
     agent = running_agent()
