@@ -8,6 +8,7 @@ import argparse
 import json
 import logging
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -82,7 +83,19 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     run_startup_checks(cfg)
     setup_logging(cfg.paths.log_dir, cfg.log.level)
-    agent = Agent(cfg)
+    from agent.headless import install_signal_handlers
+
+    # SIGTERM while the agent is still being built (the ledger opened, the stages loading:
+    # seconds on a busy machine) is a stop request too, not a death by signal.
+    early = threading.Event()
+    restore = install_signal_handlers(early.set)
+    try:
+        agent = Agent(cfg)
+    finally:
+        restore()
+    if early.is_set():
+        agent.stop()
+        return 0
     if not args.headless:
         from agent.tray import run_tray
 
