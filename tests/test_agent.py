@@ -122,7 +122,7 @@ def test_burned_in_series_is_quarantined_not_delivered(
     assert "burn" in row.reason.lower()
     # The worker finishes its bookkeeping after the ledger says quarantined.
     assert wait_until(lambda: agent.status().state == AgentState.ATTENTION)
-    assert any(e.kind == "quarantined" for e in events)
+    assert wait_until(lambda: any(e.kind == "quarantined" for e in events), timeout=5)
     # The quarantined copy stays local, with its reason.
     qdir = agent.config.paths.quarantine / str(row.id)
     assert (qdir / "reason.txt").is_file() and len(list(qdir.glob("*.dcm"))) == 2
@@ -264,12 +264,13 @@ def test_outbox_unavailable_shows_offline_then_recovers(
     agent.subscribe(events.append)
     write_series(export_dir, 2)
     assert wait_until(lambda: agent.status().state == AgentState.OFFLINE)
-    assert any(e.kind == "offline" for e in events)
+    # The state is set just before the event is sent (from the worker thread): wait for it.
+    assert wait_until(lambda: any(e.kind == "offline" for e in events), timeout=5)
     blocker.unlink()
     (blocker / "outbox").mkdir(parents=True)
     assert wait_until(lambda: len(manifests(blocker / "outbox")) == 1, timeout=30)
     assert wait_until(lambda: agent.status().state == AgentState.IDLE)
-    assert any(e.kind == "online" for e in events)
+    assert wait_until(lambda: any(e.kind == "online" for e in events), timeout=5)
 
 
 def test_exports_removed_only_when_asked_and_after_delivery(
