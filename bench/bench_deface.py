@@ -141,18 +141,23 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         t = time.perf_counter()
-        dicom, nii, mask = make_inputs(work, shape, args.pad)
-        print(f"inputs: {shape} voxels, made in {time.perf_counter() - t:.1f} s")
-        cases: list[tuple[str, str, Path, Path, list[str]]] = [
-                 ("clinic2cloud DICOM", "clinic2cloud", dicom, work / "out_dicom", []),
-                 ("clinic2cloud NIfTI", "clinic2cloud", nii, work / "out.nii.gz", [])]
-        try:
-            import quickshear  # noqa: F401
-            if not args.no_quickshear:
-                cases.append(("quickshear NIfTI", "quickshear", nii, work / "qs.nii.gz",
-                              [str(mask)]))
-        except ImportError:
-            print("quickshear not installed (pip install quickshear): no comparison")
+        cases: list[tuple[str, str, Path, Path, list[str]]]
+        if args.ct:
+            ct = make_ct(work)
+            print(f"inputs: head CT 512 x 512 x 300, made in {time.perf_counter() - t:.1f} s")
+            cases = [("clinic2cloud CT NIfTI", "clinic2cloud", ct, work / "ct_out.nii.gz", [])]
+        else:
+            dicom, nii, mask = make_inputs(work, shape, args.pad)
+            print(f"inputs: {shape} voxels, made in {time.perf_counter() - t:.1f} s")
+            cases = [("clinic2cloud DICOM", "clinic2cloud", dicom, work / "out_dicom", []),
+                     ("clinic2cloud NIfTI", "clinic2cloud", nii, work / "out.nii.gz", [])]
+            try:
+                import quickshear  # noqa: F401
+                if not args.no_quickshear:
+                    cases.append(("quickshear NIfTI", "quickshear", nii, work / "qs.nii.gz",
+                                  [str(mask)]))
+            except ImportError:
+                print("quickshear not installed (pip install quickshear): no comparison")
         results: dict[str, dict[str, float]] = {}
         for label, kind, src, out, extra in cases:
             runs = [run(kind, src, out, extra, args.threads) for _ in range(args.runs)]
