@@ -320,7 +320,7 @@ class _Builder:
         f = fold(value)
         if len(f) < 4 and not (len(f) >= 3 and any(c.isdigit() for c in f)):
             return
-        if not f.isdigit() and _all_generic(value):
+        if not f.isdigit() and all_generic(value):
             return
         self.put(f, "id", len(f) < 6 or f.isdigit(), None)
 
@@ -333,7 +333,7 @@ class _Builder:
 
     def place(self, value: str) -> None:
         words = [w for w in _SPLIT_WORDS.split(value) if w]
-        if not words or _all_generic(value):
+        if not words or all_generic(value):
             return
         if len(words) > 1:
             self.phrase(words, "place")
@@ -369,7 +369,7 @@ def _spellings(word: str) -> list[str]:
     return out
 
 
-def _all_generic(value: str) -> bool:
+def all_generic(value: str) -> bool:
     """Whether every word of ``value`` is an imaging term or a generic place word."""
     words = [fold(w) for w in _SPLIT_WORDS.split(value)]
     words = [w for w in words if w]

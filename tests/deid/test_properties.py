@@ -17,6 +17,7 @@ from pydicom.sequence import Sequence
 from agent.config import DeidConfig
 from agent.deid import pseudo
 from agent.deid.engine import Engine
+from agent.deid.variants import all_generic
 from agent.deid.verify import Rules, check_file, collect_identifiers, load_safe_private
 
 from .helpers import SECRET, SITE, write_series
@@ -24,7 +25,9 @@ from .helpers import SECRET, SITE, write_series
 _letters = st.text(alphabet="ABCDEFGHJKLMNPQRSTUVWXYZ", min_size=6, max_size=12)
 _ids = st.text(alphabet="ABCDEFGHJKLMNPQRSTUVWXYZ0123456789-", min_size=7, max_size=14).filter(
     lambda s: any(c.isalpha() for c in s) and s.strip("-") == s
-)
+).filter(lambda s: not all_generic(s))  # an ID that is only imaging words ("CEREBRUM") is
+# by design not searched for in descriptors: it identifies no one, and cutting it would
+# empty every descriptor of a site whose study IDs are protocol words
 _dates = st.dates(min_value=date(1950, 1, 1), max_value=date(2030, 12, 31))
 
 # Where an identifier may be planted: (keyword or callable, kind of value).
