@@ -20,6 +20,7 @@ from pydicom.dataelem import RawDataElement
 
 from agent.dicomfiles import expected_native_length, is_complete
 from agent.errors import SeriesProblem, is_library_panic
+from agent.quickread import QUICK_MAX_BYTES, scan
 from agent.vocab import ProblemCode
 
 #: Outputs that are not DICOM (renders, sidecars) are not checked here.
@@ -45,15 +46,35 @@ def _problem(index: int, total: int, what: str) -> SeriesProblem:
 
 
 def check_deliverable(files: Sequence[Path]) -> None:
-    """Raise SeriesProblem for the first file of ``files`` that should not be delivered."""
+    """Raise SeriesProblem for the first file of ``files`` that should not be delivered.
+
+    Every file's element structure and pixel length are walked (:mod:`agent.quickread`,
+    which answers as :func:`is_complete` does); pydicom parses and converts every value of
+    a spread sample, and of every file the walk does not vouch for. (A full pydicom parse
+    of each file was half the main process's time on a 2,000-file series, and the
+    verifier has already parsed every output with its own parser.)"""
     dicoms = [f for f in files if f.suffix.lower() not in NOT_DICOM]
+    total = len(dicoms)
+    sampled = set(spread(total, DECODED_FILES))
     for i, path in enumerate(dicoms):
-        ds = _parse(path, i, len(dicoms))
-        _check_length(ds, i, len(dicoms))
-        if not is_complete(path):
-            raise _problem(i, len(dicoms), "is cut short or holds broken elements")
-    for i in spread(len(dicoms), DECODED_FILES):
-        _check_decodes(dicoms[i], i, len(dicoms))
+        if i in sampled or not _whole(path):
+            ds = _parse(path, i, total)
+            _check_length(ds, i, total)
+            if not is_complete(path):
+                raise _problem(i, total, "is cut short or holds broken elements")
+    for i in sorted(sampled):
+        _check_decodes(dicoms[i], i, total)
+
+
+def _whole(path: Path) -> bool:
+    """Whether the one-pass walk finds the file whole (False: pydicom must decide)."""
+    try:
+        if path.stat().st_size > QUICK_MAX_BYTES:
+            return False
+        found = scan(path.read_bytes())
+    except OSError:
+        return False
+    return found is not None and found.complete is True
 
 
 _PIXEL_TAGS = frozenset({0x7FE00010, 0x7FE00008, 0x7FE00009})
