@@ -133,13 +133,15 @@ class AgentProcess:
     """A real ``clinic2cloud run --headless`` process with its DICOM node on a free port."""
 
     def __init__(self, tmp_path: Path, export: Path, outbox: Path, *,
-                 stable_seconds: float = 2.0, deface: bool = False) -> None:
+                 stable_seconds: float = 2.0, deface: bool = False,
+                 partner_wait_minutes: float = 30.0) -> None:
         self.home = tmp_path / "agent-process-home"
         self.port = free_port()
         self.config = tmp_path / "agent-process.toml"
         self.config.write_text(
             f'[watch]\nfolder = "{export}"\nstable_seconds = 0.5\nrescan_seconds = 2\n'
             f'[target]\npath = "{outbox}"\n[deface]\nenabled = {str(deface).lower()}\n'
+            f"partner_wait_minutes = {partner_wait_minutes}\n"
             f'[dicom]\nlisten = true\nport = {self.port}\nbind_address = "127.0.0.1"\n'
             f"stable_seconds = {stable_seconds}\n", encoding="utf-8")
         self.proc: subprocess.Popen[bytes] | None = None

@@ -65,7 +65,9 @@ def test_vendor_series_over_the_network_ends_as_when_exported(
         pytest.skip(f"the shared corpus is absent ({GE_SERIES})")
     files = sorted(GE_SERIES.iterdir())
     expected = _process(GE_SERIES, tmp_path / "out", tmp_path / "home")["series"]
-    agent = agent_process(deface=True).start()
+    # One series alone, as `process` sees it: no partner series of its study will come, so
+    # the agent does not wait for one (it would wait 30 minutes by default).
+    agent = agent_process(deface=True, partner_wait_minutes=0).start()
     sent = storescu(agent.port, files)
     assert len(sent.acknowledged) == len(files), sent.output
     final = ("delivered", "withheld", "quarantined")
