@@ -22,7 +22,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from agent.deface.masks import tissue_mask, work_grid
-from agent.deface.register import to_work_grid
+from agent.deface.register import centroid, to_work_grid
 from agent.deface.template import BRAIN, Template
 from agent.errors import DefaceFailed
 
@@ -44,14 +44,6 @@ def brain_image(template: Template) -> sitk.Image:
 def brain_mask(template: Template) -> sitk.Image:
     """The template brain's tissue on the work grid (uint8)."""
     return tissue_mask(to_work_grid(brain_image(template)))
-
-
-def _centroid(mask: sitk.Image) -> np.ndarray:
-    stats = sitk.LabelShapeStatisticsImageFilter()
-    stats.Execute(mask)
-    if not stats.HasLabel(1):
-        raise DefaceFailed("no tissue found in the image", code="deface-fit")
-    return np.array(stats.GetCentroid(1))
 
 
 def metric(fixed: sitk.Image, moving: sitk.Image, transform: sitk.Transform,
@@ -80,7 +72,8 @@ def fit_brain(image: sitk.Image, template: Template) -> sitk.AffineTransform:
     moving = brain_image(template)
     fmask = tissue_mask(fixed)
     metric_mask = sitk.BinaryDilate(fmask, [2, 2, 2])
-    fc, mc = _centroid(fmask), _centroid(brain_mask(template))
+    fc = centroid(fmask, "no tissue found in the image")
+    mc = centroid(brain_mask(template), "no tissue found in the image")
     starts: list[tuple[float, sitk.Similarity3DTransform]] = []
     for dz in STARTS_MM:
         tx = sitk.Similarity3DTransform()

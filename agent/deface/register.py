@@ -99,11 +99,12 @@ def skin_mask(image: sitk.Image, fraction: float = 0.6) -> sitk.Image:
     return sitk.Cast(sitk.BinaryFillhole(closed), sitk.sitkUInt8)
 
 
-def _centroid(mask: sitk.Image) -> np.ndarray:
+def centroid(mask: sitk.Image, missing: str = "no head found in the image") -> np.ndarray:
+    """The physical centroid of ``mask``'s label 1; DefaceFailed(``missing``) when empty."""
     stats = sitk.LabelShapeStatisticsImageFilter()
     stats.Execute(mask)
     if not stats.HasLabel(1):
-        raise DefaceFailed("no head found in the image", code="deface-fit")
+        raise DefaceFailed(missing, code="deface-fit")
     return np.array(stats.GetCentroid(1))
 
 
@@ -351,7 +352,7 @@ def _register(subject: sitk.Image, template_head: sitk.Image, *,
     mmask = head_mask(moving)
     # Dilate the metric mask so the skin/air boundary drives the fit.
     metric_mask = sitk.BinaryDilate(fmask, [3, 3, 3])
-    fc, mc = _centroid(fmask), _centroid(mmask)
+    fc, mc = centroid(fmask), centroid(mmask)
 
     def top(mask: sitk.Image) -> float:
         idx = np.argwhere(sitk.GetArrayViewFromImage(mask) > 0)[:, ::-1]
