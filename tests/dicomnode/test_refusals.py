@@ -194,10 +194,15 @@ def test_flood_of_connections_is_bounded_and_the_node_recovers(node_agent: NodeA
     finally:
         for s in socks:
             s.close()
-    # Idle peers are dropped after the timeout; the node serves again.
+    # Idle peers are dropped after the timeout; the node serves again. Connections still in
+    # the listen backlog are admitted (and dropped) after the count first reaches zero, so
+    # under load the first sender after the flood may still meet a full node: it retries,
+    # as a modality does, and must get through once the flood has drained.
     assert wait_until(lambda: _node(agent).active_associations == 0, timeout=30)
     files = write_series(tmp_path / "send", 1)
-    assert storescu(port, files).returncode == 0
+    sent: list[int] = []
+    assert wait_until(lambda: sent.append(storescu(port, files).returncode) or sent[-1] == 0,
+                      timeout=30, step=1.0), sent
 
 
 def test_stop_is_prompt_with_silent_peers_and_leaves_no_threads(node_agent: NodeAgents
