@@ -239,7 +239,13 @@ def cmd_resume(args: argparse.Namespace) -> int:
 
 
 def cmd_retry(args: argparse.Namespace) -> int:
+    if args.results and args.series is None:
+        _error("retry --results needs the SERIES whose results to look for again")
+        return 2
     remote = _remote(args)
+    if args.results:
+        _print(remote.retry_results(args.series))
+        return 0
     said = [(args.series, remote.retry(args.series))] if args.series is not None else (
         remote.retry_all())
     for _series, message in said:
@@ -399,6 +405,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_resume)
     p = add("retry", "send quarantined series through again (all of them, or SERIES)")
     p.add_argument("series", nargs="?", type=int, help="the series number shown by status")
+    p.add_argument("--results", action="store_true",
+                   help="look for the cloud results of SERIES again (failed or timed-out "
+                        "ones are sent to the cloud worker again)")
     p.set_defaults(func=cmd_retry)
     p = add("quit", "stop the running agent (work in flight resumes at the next start)")
     p.set_defaults(func=cmd_quit)

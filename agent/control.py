@@ -233,6 +233,8 @@ class ControlServer:
             ids = ([int(series)] if series is not None else
                    [s.id for s in agent.recent(1000) if s.state == "quarantined"])
             return [{"series": i, "message": agent.retry(i)} for i in ids]
+        if op == "retry-results":
+            return {"message": agent.retry_results(int(args["series"]))}
         if op == "quit":
             return {}
         raise ControlError(f"unknown request {op!r}; is the agent older than this command?")
@@ -326,6 +328,9 @@ class RemoteAgent:
     def retry(self, series_id: int) -> str:
         [answer] = self.call("retry", series=series_id)
         return str(answer["message"])
+
+    def retry_results(self, series_id: int) -> str:
+        return str(self.call("retry-results", series=series_id)["message"])
 
     def retry_all(self) -> list[tuple[int, str]]:
         return [(int(a["series"]), str(a["message"])) for a in self.call("retry")]

@@ -61,7 +61,7 @@ from agent.status import (
 )
 from agent.supervisor import Supervisor
 from agent.sync import Target, open_target
-from agent.vocab import AuditEvent, EventKind, ProblemCode, SeriesState
+from agent.vocab import AuditEvent, EventKind, ProblemCode, ResultsState, SeriesState
 from agent.watch_report import PendingExport
 from agent.watcher import ExportWatcher
 from agent.work import Stage
@@ -107,6 +107,7 @@ class AgentFacade(Protocol):
     def pause(self, seconds: float | None) -> None: ...
     def resume(self) -> None: ...
     def retry(self, series_id: int) -> str: ...
+    def retry_results(self, series_id: int) -> str: ...
     def recent(self, limit: int = 50) -> list[SeriesSummary]: ...
     def identity(self, series_id: int) -> LocalIdentity | None: ...
     @property
@@ -259,9 +260,21 @@ class Agent:
         self.subscribe(service.on_event)
         return service
 
-    def retry_results(self, series_id: int) -> bool:
-        """Look for (and bring home) the results of a delivered series again."""
-        return self.results is not None and self.results.retry(series_id)
+    def retry_results(self, series_id: int) -> str:
+        """Look for (and bring home) the results of a delivered series again; what
+        happened, in words. Results that failed or timed out are also sent to the cloud
+        worker again (through the queue, when one is configured)."""
+        if self.results is None:
+            return ("results are not brought home here ([results] is off): there is "
+                    "nothing to look for")
+        previous = self.results.retry(series_id)
+        if previous is None:
+            return (f"no results are expected for series {series_id}: only series delivered "
+                    "while [results] is on, whose study this workstation can re-link, get "
+                    "results")
+        again = (" and asked the cloud to process it again"
+                 if previous in (ResultsState.FAILED, ResultsState.TIMED_OUT) else "")
+        return f"series {series_id}: results were {previous}; looking for them again{again}"
 
     def results_identity(self, series_id: int) -> str | None:
         """Who a series' results belong to, read from the local re-link store at display

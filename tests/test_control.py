@@ -50,6 +50,7 @@ def test_the_cli_side_drives_a_running_agent(started_agent: Agent, export_dir: P
     assert "is delivered, not quarantined" in remote.retry(summary.id)
     assert "there is no series 999" == remote.retry(999)
     assert remote.retry_all() == []
+    assert "[results] is off" in remote.retry_results(summary.id)
 
 
 def test_the_agent_and_its_remote_are_one_facade(started_agent: Agent) -> None:
@@ -183,6 +184,10 @@ def test_pause_resume_quit_a_running_headless_agent(
     text = cli(home, "status", "--config", str(config)).stdout
     assert text.startswith(f"Clinic2Cloud is running (pid {proc.pid})")
     assert "1 delivered today" in text and "Delivered" in text
+    r = cli(home, "retry", "--results", "--config", str(config))
+    assert r.returncode == 2 and "needs the SERIES" in r.stderr, r
+    r = cli(home, "retry", "--results", "1", "--config", str(config))
+    assert r.returncode == 0 and "[results] is off" in r.stdout, r
     r = cli(home, "quit", "--config", str(config))
     assert r.returncode == 0 and "stopped" in r.stdout, r
     assert proc.wait(15) == 0

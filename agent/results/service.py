@@ -115,19 +115,22 @@ class ResultsService:
         self._wake.set()
         return True
 
-    def retry(self, series_id: int) -> bool:
-        """Look for (and fetch) the results of ``series_id`` again; True if it was known."""
+    def retry(self, series_id: int) -> ResultsState | None:
+        """Look for (and fetch) the results of ``series_id`` again; the state its results
+        were in (failed and timed-out ones are also sent to the worker again), or None when
+        no results of that series are expected here."""
         e = self.tracker.for_series(series_id)
         if e is None:
-            return False
-        reprocess = e.state in (ResultsState.FAILED, ResultsState.TIMED_OUT)
+            return None
+        previous = e.state
+        reprocess = previous in (ResultsState.FAILED, ResultsState.TIMED_OUT)
         if reprocess:
             self._ask_reprocessing(e.location)
         self.tracker.restart(e.location)
         self.ledger.audit(AuditEvent.RESULTS_RETRIED, series_id, location=e.location,
-                          previous=e.state, reprocess=reprocess)
+                          previous=previous, reprocess=reprocess)
         self._wake.set()
-        return True
+        return previous
 
     def _ask_reprocessing(self, location: str) -> None:
         """A queue message asking the worker to process ``location`` again (needs

@@ -201,8 +201,12 @@ def test_flood_of_connections_is_bounded_and_the_node_recovers(node_agent: NodeA
     assert wait_until(lambda: _node(agent).active_associations == 0, timeout=30)
     files = write_series(tmp_path / "send", 1)
     sent: list[int] = []
-    assert wait_until(lambda: sent.append(storescu(port, files).returncode) or sent[-1] == 0,
-                      timeout=30, step=1.0), sent
+
+    def served() -> bool:
+        sent.append(storescu(port, files).returncode)
+        return sent[-1] == 0
+
+    assert wait_until(served, timeout=30, step=1.0), sent
 
 
 def test_stop_is_prompt_with_silent_peers_and_leaves_no_threads(node_agent: NodeAgents

@@ -151,7 +151,8 @@ def test_final_job_failure_is_recorded_notified_and_retryable(service: Fixture, 
     assert [ev.kind for ev in events] == [EventKind.RESULTS_FAILED]
     assert AuditEvent.RESULTS_FAILED in _audit(ledger)
     assert svc.tracker.due(float("inf")) == []
-    assert svc.retry(e.series_id)
+    assert svc.retry(e.series_id) == ResultsState.FAILED
+    assert svc.retry(e.series_id + 1000) is None
     assert _state(svc) == ResultsState.WAITING
     assert AuditEvent.RESULTS_RETRIED in _audit(ledger)
 
