@@ -187,6 +187,14 @@ class ProblemCode(StrEnum):
     #: A file about to be delivered does not parse, or its pixel data are short or do not
     #: decode (the last look before delivery, agent.integrity).
     INVALID_OUTPUT = "invalid-output"
+    #: A file of the export is damaged: cut short, or bytes garbled so that an element
+    #: cannot be read (a copy interrupted, a disk or network fault on the viewer's side).
+    DAMAGED = "damaged"
+    #: A file parses but its header says what no image can be: a required element missing
+    #: or malformed (UIDs, image size, bits, transfer syntax), pixel data that do not match.
+    MALFORMED = "malformed"
+    #: The agent could not write, or read back, a file in its own work folder.
+    WORK_AREA = "work-area"
 
 
 class WithheldCode(StrEnum):

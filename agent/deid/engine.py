@@ -45,6 +45,7 @@ from agent.deid.vocabulary import Vocabulary, vocabulary
 from agent.deid.walk import Walk, write_ascii
 from agent.deid.writer import can_write, encode_items, encode_parts, raw_text
 from agent.errors import IdentityRisk, NotDicom, SeriesProblem
+from agent.vocab import ProblemCode
 
 #: Our Implementation Class UID (a 2.25 UUID-derived UID) and version name (SH, 16 chars).
 IMPLEMENTATION_CLASS_UID = "2.25.331131622861568449129939480590977905939"
@@ -130,7 +131,8 @@ class Engine:
         result = self.deidentify_dataset(ds)
         uid = peek(ds, "SOPInstanceUID")
         if not _UID_CHARS.fullmatch(uid):
-            raise SeriesProblem("a file has a malformed SOP Instance UID; export it again")
+            raise SeriesProblem("a file has a malformed SOP Instance UID; export it again",
+                                code=ProblemCode.MALFORMED)
         out = out_dir / f"{uid}.dcm"
         # Written in place, not via a temporary file: a partial output of a crashed attempt
         # is wiped with the whole folder when the series is retried (DeidStage).
@@ -145,11 +147,11 @@ class Engine:
             if isinstance(exc, OSError):
                 raise SeriesProblem(
                     f"a de-identified file could not be written ({exc.strerror}); "
-                    "check the free space of the agent's work folder"
-                ) from None
+                    "check the free space of the agent's work folder",
+                    code=ProblemCode.WORK_AREA) from None
             raise SeriesProblem(
-                f"a file could not be re-encoded after de-identification ({type(exc).__name__})"
-            ) from None
+                f"a file could not be re-encoded after de-identification ({type(exc).__name__})",
+                code=ProblemCode.MALFORMED) from None
         result.path = out
         return result
 
@@ -166,7 +168,8 @@ class Engine:
                 code="identity-risk",
             )
         if not peek(ds, "SOPInstanceUID"):
-            raise SeriesProblem("a file has no SOP Instance UID, so it is not a valid image")
+            raise SeriesProblem("a file has no SOP Instance UID, so it is not a valid image",
+                                code=ProblemCode.MALFORMED)
         try:
             return self._deidentify(ds)
         except SeriesProblem:

@@ -87,6 +87,7 @@ from agent.deid.verify_parse import Element, Parsed, ParseError, parse
 from agent.deid.verify_pixels import PixelCheck, PixelReport, inspect_output
 from agent.deid.verify_text import TextForms, canonical_word, read_vocabulary
 from agent.errors import LeakFound, NotDicom, SeriesProblem
+from agent.vocab import ProblemCode
 from agent.work import SeriesWork
 
 _WELL_KNOWN = "1.2.840.10008."
@@ -617,8 +618,8 @@ def check_output(path: Path, ids: Identifiers, rules: Rules, *, pixels: bool = F
         data = path.read_bytes()
     except OSError as exc:
         raise SeriesProblem(
-            f"an output file cannot be read for checking ({exc.strerror})"
-        ) from None
+            f"an output file cannot be read for checking ({exc.strerror})",
+            code=ProblemCode.WORK_AREA) from None
     try:
         parsed = parse(data)
     except (ParseError, struct.error) as exc:
