@@ -32,7 +32,8 @@ class Check:
         return not self.problem
 
 
-def _writable(folder: Path) -> str:
+def writable_problem(folder: Path) -> str:
+    """Why this user cannot create files in ``folder`` (created if missing), or ""."""
     try:
         folder.mkdir(parents=True, exist_ok=True)
         probe = folder / f".clinic2cloud-probe-{uuid.uuid4().hex[:8]}"
@@ -48,7 +49,7 @@ def _writable(folder: Path) -> str:
 def _folders(cfg: Config) -> str:
     p = cfg.paths
     for folder in (p.state_dir, p.work, p.quarantine, p.renders, p.log_dir):
-        problem = _writable(folder)
+        problem = writable_problem(folder)
         if problem:
             return problem
     return ""

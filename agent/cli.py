@@ -298,9 +298,34 @@ def cmd_ledger(args: argparse.Namespace) -> int:
     return 0
 
 
+def _ocr_checks(cfg: Config) -> tuple[list[str], list[str]]:
+    try:
+        from agent.pixels import check_ocr
+
+        check_ocr(cfg.pixels.tessdata)  # burned-in text detection runs end to end
+    except Clinic2CloudError as exc:
+        return [], [f"text detection: {exc}"]
+    return ["ok: burned-in text detection (Tesseract) runs end to end"], []
+
+
+def _target_checks(cfg: Config) -> tuple[list[str], list[str]]:
+    from agent.sync import open_target
+
+    try:
+        target = open_target(cfg)
+        found = target.check()
+        target.close()
+    except Clinic2CloudError as exc:
+        found = [str(exc)]
+    if found:
+        return [], [f"target: {p}" for p in found]
+    return [f"ok: the target ({cfg.target.kind}) accepts a test file"], []
+
+
 def cmd_doctor(args: argparse.Namespace) -> int:
     from agent.checks import startup_checks
-    from agent.sync import open_target
+    from agent.dicomnode.doctor import dicom_checks
+    from agent.results.doctor import results_checks
 
     cfg = _load(args)
     _print(f"configuration: {', '.join(cfg.sources) or 'built-in defaults'}")
@@ -318,33 +343,13 @@ def cmd_doctor(args: argparse.Namespace) -> int:
         else:
             problems += 1
             _print(f"PROBLEM: {check.name}: {check.problem}")
-    try:
-        from agent.pixels import check_ocr
-
-        check_ocr(cfg.pixels.tessdata)  # burned-in text detection runs end to end
-        _print("ok: burned-in text detection (Tesseract) runs end to end")
-    except Clinic2CloudError as exc:
-        problems += 1
-        _print(f"PROBLEM: text detection: {exc}")
-    try:
-        target = open_target(cfg)
-        target_problems = target.check()
-        target.close()
-    except Clinic2CloudError as exc:
-        target_problems = [str(exc)]
-    for p in target_problems:
-        _print(f"PROBLEM: target: {p}")
-    if not target_problems:
-        _print(f"ok: the target ({cfg.target.kind}) accepts a test file")
-    problems += len(target_problems)
-    from agent.dicomnode.doctor import dicom_checks
-
-    dicom_lines, dicom_problems = dicom_checks(cfg)
-    for line in dicom_lines:
-        _print(line)
-    for p in dicom_problems:
-        _print(f"PROBLEM: {p}")
-    problems += len(dicom_problems)
+    for section in (_ocr_checks, _target_checks, dicom_checks, results_checks):
+        lines, found = section(cfg)
+        for line in lines:
+            _print(line)
+        for p in found:
+            _print(f"PROBLEM: {p}")
+        problems += len(found)
     _print("all checks passed" if not problems else f"{problems} problem(s) found")
     return 0 if not problems else 1
 
