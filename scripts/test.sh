@@ -11,4 +11,4 @@ python -m pip install -q --upgrade pip >/dev/null
 python -m pip install -q -e '.[dev]'
 ruff check agent cloud tests bench
 mypy
-python -m pytest -q -p no:cacheprovider "$@"
+python -m pytest -q -p no:cacheprovider --durations=25 "$@"
