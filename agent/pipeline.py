@@ -286,6 +286,9 @@ class Pipeline(Staging):
             fields["changes"] = changes
         ready = Ready(series_path=f"{self.cfg.site.name}/{work.destination}", files=files,
                       manifest=fields)
+        if work.face.get("decision") == "no-face":  # issue 10: the reason, on the record
+            ready["note"] = f"delivered without defacing: {work.face.get('reason', '')}"
+            ready["note_code"] = work.face.get("code", "")
         atomic_write(self.workdir(row.id) / "ready.json", json.dumps(ready).encode())
         self.ledger.set_state(row.id, VERIFIED, file_count=len(files), modality=work.modality,
                               patient=work.patient_pseudonym, study=work.study_pseudonym,
@@ -329,7 +332,8 @@ class Pipeline(Staging):
                             linkable=True)
         receipt = self.target.deliver(delivery)
         done = self.ledger.set_state(series_id, DELIVERED, content_sha256=digest,
-                                     location=receipt.location)
+                                     location=receipt.location, reason=ready.get("note", ""),
+                                     code=ready.get("note_code", ""))
         self.ledger.audit("confirmed", series_id, bytes=receipt.bytes_sent,
                           already_present=receipt.already_present)
         self._cleanup(series_id)

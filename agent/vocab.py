@@ -197,6 +197,30 @@ class ProblemCode(StrEnum):
     WORK_AREA = "work-area"
 
 
+class FaceCode(StrEnum):
+    """The face decision of a series, for the ledger, the manifest and ``process --json``
+    (no PHI). ``defaced`` or one of the reasons a volume was delivered as it is: each is
+    positive evidence from pixels and geometry (agent.deface.presence, agent.deface.noface),
+    never header words."""
+
+    DEFACED = "defaced"
+    #: The images hold no tissue at all.
+    NO_TISSUE = "no-tissue"
+    #: A fitted head places the face and ears outside the field of view (a slab above the
+    #: eyes), confirmed independently of the fit.
+    FACE_OUT_OF_VIEW = "face-out-of-view"
+    #: No ray of a projection crosses the face or the ears.
+    RAYS_MISS_FACE = "rays-miss-face"
+    #: The tissue's cross-section is the same along one axis over a length no face allows
+    #: (a limb, a rod or cylinder phantom, the trunk in a thin slab).
+    UNIFORM_SECTION = "uniform-section"
+    #: The tissue is one smooth convex body, wholly in view, from whose surface nothing
+    #: protrudes as a nose does (a sphere or bottle phantom).
+    SMOOTH_BODY = "smooth-body"
+    #: Everything in view is smaller than the smallest face.
+    TOO_SMALL = "too-small-for-a-face"
+
+
 class WithheldCode(StrEnum):
     """Why a series was withheld by policy (not a problem: nobody needs to act)."""
 

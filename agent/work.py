@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol, TypedDict
+from typing import TYPE_CHECKING, NotRequired, Protocol, TypedDict
 
 if TYPE_CHECKING:
     from agent.sync.manifest import ManifestFields
@@ -51,7 +51,7 @@ class SeriesWork:
     #: (so the manifest can say which delivered files are new or changed).
     source_of: dict[str, str] = field(default_factory=dict)
     #: The face decision for the record (manifest and audit log; no PHI): "decision"
-    #: ("defaced" or "no-face") and "reason".
+    #: ("defaced" or "no-face"), "code" (agent.vocab.FaceCode) and "reason".
     face: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -89,3 +89,7 @@ class Ready(TypedDict):
     files: list[ReadyFile]
     #: The manifest's fields of this series (see :class:`agent.sync.manifest.Manifest`).
     manifest: ManifestFields
+    #: Why a series is delivered as it is without defacing ("" otherwise): the face
+    #: decision's reason and code (agent.vocab.FaceCode), for the delivered row.
+    note: NotRequired[str]
+    note_code: NotRequired[str]

@@ -36,6 +36,7 @@ from agent.deface import core
 from agent.deface.brainfit import brain_image, brain_mask, fit_brain, metric
 from agent.deface.ct import head_mask as ct_head_mask
 from agent.deface.masks import tissue_mask, work_grid
+from agent.deface.presence import coherent_tissue
 from agent.deface.register import Registration, register_template, to_work_grid
 from agent.deface.studyfit import Fit
 from agent.deface.template import BRAIN, Template, load_template
@@ -180,7 +181,7 @@ def fit_volume(volume: Volume, *, source: str, template: Template | None = None,
     or exported twice - is not fitted twice.
     """
     template = template or load_template()
-    image = volume.fit_image()
+    image = fit_source(volume.fit_image())
     key = _memo_key(image, template, modality)
     with _MEMO_LOCK:
         if key in _MEMO:
@@ -193,6 +194,21 @@ def fit_volume(volume: Volume, *, source: str, template: Template | None = None,
         while len(_MEMO) > _MEMO_SIZE:
             _MEMO.popitem(last=False)
     return result
+
+
+def fit_source(image: sitk.Image) -> sitk.Image:
+    """The image the template is fitted to. A phase or field map alone (noise across its
+    range around the head, :func:`~agent.deface.presence.coherent_tissue`) shows the head
+    only as the region where its values are smooth: it is fitted by that silhouette,
+    filled and softened to the template's scale; anything else as it is."""
+    tissue = coherent_tissue(image)
+    if tissue is None:
+        return image
+    filled = sitk.BinaryFillhole(tissue)
+    soft = sitk.SmoothingRecursiveGaussian(sitk.Cast(filled, sitk.sitkFloat32) * 1000.0,
+                                           2.0)
+    soft.CopyInformation(image)
+    return soft
 
 
 #: Whole head: at least this much (mm) in every direction, no voxel side above 3 mm.

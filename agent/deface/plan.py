@@ -14,7 +14,7 @@ from typing import NoReturn
 
 import SimpleITK as sitk
 
-from agent.deface import fitting, projection, replace, surrogate
+from agent.deface import fitting, noface, projection, replace, surrogate
 from agent.deface.core import DefaceReport, deface_image
 from agent.deface.dicomio import MIN_SLICES, SeriesObjects
 from agent.deface.fitting import Candidate, fit_volume, template_id
@@ -23,7 +23,7 @@ from agent.deface.studyfit import Fit, PartnerPending, StudyFits, study_key
 from agent.deface.template import Template, load_template
 from agent.deface.volumes import Volume
 from agent.errors import DefaceFailed
-from agent.vocab import ProblemCode
+from agent.vocab import FaceCode, ProblemCode
 from agent.work import SeriesWork
 
 log = logging.getLogger(__name__)
@@ -48,6 +48,8 @@ class Outcome:
     fit_source: str = ""
     #: The numbers of the first defaced volume.
     report: DefaceReport | None = None
+    #: Why there is no face (:class:`~agent.vocab.FaceCode`), or DEFACED.
+    code: FaceCode = FaceCode.DEFACED
 
 
 def _frame_of_reference(objs: SeriesObjects) -> str:
@@ -103,7 +105,15 @@ def run(fits: StudyFits, work: SeriesWork, objs: SeriesObjects, volumes: list[Vo
     images = [v.fit_image() for v in volumes]
     live = [i for i, img in enumerate(images) if not blank(img)]
     if not live:
-        return Outcome(Verdict.NO_FACE, "the images hold no tissue")
+        return Outcome(Verdict.NO_FACE, "the images hold no tissue", code=FaceCode.NO_TISSUE)
+    # A shape no face allows (a limb, a phantom) settles it before any fit: a template
+    # can be made to fit a cylinder, but no fit puts a face into one.
+    shapes = _shape_evidence(volumes, images, [Presence(Verdict.UNKNOWN, "") if i in live
+                                               else _EMPTY for i in range(len(volumes))])
+    if all(p.verdict is Verdict.NO_FACE for p in shapes):
+        fits.done_waiting(work.key)
+        return Outcome(Verdict.NO_FACE, shapes[live[0]].reason,
+                       code=shapes[live[0]].code or FaceCode.NO_TISSUE)
     key = study_key(work.study_pseudonym, _frame_of_reference(objs))
     cands = fitting.candidates([volumes[i] for i in live])
     fit, own, why = _choose_fit(fits, key, cands, work, template, modality)
@@ -120,13 +130,16 @@ def run(fits: StudyFits, work: SeriesWork, objs: SeriesObjects, volumes: list[Vo
             again = _verdicts(volumes, images, live, fit, True, template)
             verdicts = [a if p.verdict is Verdict.UNKNOWN else p
                         for p, a in zip(verdicts, again, strict=True)]
+    verdicts = [b if a.verdict is Verdict.UNKNOWN and b.verdict is Verdict.NO_FACE else a
+                for a, b in zip(verdicts, shapes, strict=True)]
     unknown = [p for p in verdicts if p.verdict is Verdict.UNKNOWN]
     if unknown:
         _cannot_place(fits, work, unknown[0].reason, modality)
     fits.done_waiting(work.key)
     faces = [i for i, p in enumerate(verdicts) if p.verdict is Verdict.FACE]
     if not faces:
-        return Outcome(Verdict.NO_FACE, verdicts[live[0]].reason, fit_source=fit.source)
+        return Outcome(Verdict.NO_FACE, verdicts[live[0]].reason, fit_source=fit.source,
+                       code=verdicts[live[0]].code or FaceCode.NO_TISSUE)
     outcome = Outcome(Verdict.FACE, verdicts[faces[0]].reason, fit_source=fit.source)
     filler = surrogate.Surrogate(template, fit.transform)
     for n, i in enumerate(faces):
@@ -144,21 +157,48 @@ def run(fits: StudyFits, work: SeriesWork, objs: SeriesObjects, volumes: list[Vo
     return outcome
 
 
+_EMPTY = Presence(Verdict.NO_FACE, "the image holds no tissue", code=FaceCode.NO_TISSUE)
+
+
+def _geometry(volume: Volume, image: sitk.Image) -> tuple[object, ...]:
+    return (image.GetSize(), image.GetSpacing(), image.GetOrigin(), image.GetDirection(),
+            volume.projection)
+
+
+def _shape_evidence(volumes: list[Volume], images: list[sitk.Image],
+                    verdicts: list[Presence]) -> list[Presence]:
+    """Verdicts where the undecided volumes that show a shape no face allows
+    (:mod:`agent.deface.noface`) become NO_FACE; the others stay as they were. A FACE
+    verdict is never changed. Volumes of one geometry are judged by the first of them."""
+    out = list(verdicts)
+    by_geometry: dict[tuple[object, ...], Presence | None] = {}
+    for i, p in enumerate(verdicts):
+        if p.verdict is not Verdict.UNKNOWN or volumes[i].projection:
+            continue
+        key = _geometry(volumes[i], images[i])
+        if key not in by_geometry:
+            found = noface.evidence(images[i])
+            by_geometry[key] = None if found is None else Presence(
+                Verdict.NO_FACE, found.reason, code=found.code)
+        spared = by_geometry[key]
+        if spared is not None:
+            out[i] = spared
+    return out
+
+
 def _verdicts(volumes: list[Volume], images: list[sitk.Image], live: list[int], fit: Fit,
               own: bool, template: Template) -> list[Presence]:
     """A verdict per volume. Volumes in one geometry (the time points, directions and
     echoes of a 4-D series) share the verdict of the first of them that holds tissue:
     where the face is depends on the geometry, and the first volume (a b0, the first time
     point) shows the most tissue to line up."""
-    empty = Presence(Verdict.NO_FACE, "the image holds no tissue")
     by_geometry: dict[tuple[object, ...], Presence] = {}
     out = []
     for i, image in enumerate(images):
         if i not in live:
-            out.append(empty)
+            out.append(_EMPTY)
             continue
-        key = (image.GetSize(), image.GetSpacing(), image.GetOrigin(), image.GetDirection(),
-               volumes[i].projection)
+        key = _geometry(volumes[i], image)
         if key not in by_geometry:
             by_geometry[key] = _judge(volumes[i], image, fit, own, template)
         out.append(by_geometry[key])

@@ -25,6 +25,11 @@ head, a fit that landed upside down) is never called "no face":
   :data:`MAX_VERTEX_DEPTH_MM` below it, measured along the patient's head-foot axis
   without the fit - less than the distance from the vertex to the brow of any head.
 
+A phase or field map with no magnitude partner is fitted by the silhouette of its smooth
+tissue (:func:`agent.deface.fitting.fit_source`) and judged and defaced like any other
+volume; with a partner it uses the study's fit. Where no fit places a face at all, a shape
+no face allows (:mod:`agent.deface.noface`: a limb, a phantom) is the positive evidence.
+
 Header words (body part, descriptions) play no part: they may only add suspicion, and a
 volume is always checked.
 """
@@ -41,6 +46,7 @@ import SimpleITK as sitk
 from agent.deface.masks import tissue_mask, work_grid
 from agent.deface.register import to_work_grid
 from agent.deface.template import EARS, FACE, Template
+from agent.vocab import FaceCode
 
 #: The face counts as in view when it comes this close (mm) to the field of view.
 MARGIN_MM = 15.0
@@ -75,6 +81,8 @@ class Presence:
     reason: str
     #: Fraction of the template's face and ear tissue within the margin of the view.
     face_fraction: float = 0.0
+    #: For a volume without a face: which evidence (the ledger's and the manifest's code).
+    code: FaceCode | None = None
 
 
 def blank(image: sitk.Image) -> bool:
@@ -199,7 +207,7 @@ def _judge_projection(rays: sitk.Image, tx: sitk.AffineTransform, template: Temp
     if face_seen < MIN_FACE_SEEN:
         return Presence(Verdict.UNKNOWN, "the study's fit never saw the face")
     return Presence(Verdict.NO_FACE, "no ray of this projection crosses the face or the "
-                    "ears as the study's fit places them")
+                    "ears as the study's fit places them", code=FaceCode.RAYS_MISS_FACE)
 
 
 def judge(image: sitk.Image, tx: sitk.AffineTransform, template: Template, *,
@@ -207,7 +215,7 @@ def judge(image: sitk.Image, tx: sitk.AffineTransform, template: Template, *,
     """The verdict for one volume (its regular fit image) under one fit. ``rays``: for a
     projection, the volume its rays sweep (the face shows wherever a ray meets it)."""
     if blank(image):
-        return Presence(Verdict.NO_FACE, "the image holds no tissue")
+        return Presence(Verdict.NO_FACE, "the image holds no tissue", code=FaceCode.NO_TISSUE)
     if rays is not None:
         return _judge_projection(rays, tx, template, face_seen)
     if not own_fit:
@@ -226,11 +234,12 @@ def judge(image: sitk.Image, tx: sitk.AffineTransform, template: Template, *,
             return Presence(Verdict.NO_FACE, (
                 f"no face in the field of view: the face lies more than {MARGIN_MM:.0f} mm "
                 f"outside it, and the image reaches only {depth:.0f} mm below the top of "
-                "the head"))
+                "the head"), code=FaceCode.FACE_OUT_OF_VIEW)
         return Presence(Verdict.UNKNOWN, "the fit places the face outside the field of "
                         "view, but the image alone cannot confirm it")
     if face_seen < MIN_FACE_SEEN:
         return Presence(Verdict.UNKNOWN, "the study's fit never saw the face")
     return Presence(Verdict.NO_FACE, (
         f"no face in the field of view: the study's fit places the face and ears more than "
-        f"{MARGIN_MM:.0f} mm outside it, and this series lines up with that fit"))
+        f"{MARGIN_MM:.0f} mm outside it, and this series lines up with that fit"),
+        code=FaceCode.FACE_OUT_OF_VIEW)

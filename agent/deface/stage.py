@@ -9,7 +9,8 @@ For each series (any shape: :mod:`agent.deface.volumes`):
    that come after it;
 2. each volume gets a verdict (:mod:`agent.deface.presence`): a face may be in its field of
    view, there is none (positive evidence only: the reason is recorded), or it cannot be
-   told;
+   told; where no head fit tells, a shape no face allows (:mod:`agent.deface.noface`: a
+   limb, a phantom) is evidence too, and the series is delivered as it is;
 3. volumes with a face are defaced - the template's face on a fine structural volume
    (:func:`~agent.deface.core.deface_image`), a smooth, intensity- and noise-matched
    surrogate from the mapped region on everything else (:mod:`agent.deface.surrogate`),
@@ -77,14 +78,16 @@ class DefaceStage:
                            seed=_seed(work.key))
         if outcome.verdict is Verdict.NO_FACE:
             log.info("series %s delivered as it is: %s", work.key[:12], outcome.reason)
-            work.face = {"decision": "no-face", "reason": outcome.reason}
+            work.face = {"decision": "no-face", "code": outcome.code.value,
+                         "reason": outcome.reason}
             work.audit.append((AuditEvent.FACE_DECISION, dict(work.face)))
             return
         names = dict(zip(work.files, _unique_names(list(work.files)), strict=True))
         written = objs.write(work.workdir / "deface", names)
         work.files = [written[p] for p in work.files]
         work.defaced = True
-        work.face = {"decision": "defaced", "reason": outcome.reason}
+        work.face = {"decision": "defaced", "code": outcome.code.value,
+                     "reason": outcome.reason}
         work.audit.append((AuditEvent.FACE_DECISION, dict(work.face)))
         if CODE_CLEAN_VISUAL not in work.codes:
             work.codes.append(CODE_CLEAN_VISUAL)

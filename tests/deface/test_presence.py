@@ -8,10 +8,14 @@ confirmed by the vertex or by a study fit that saw the face, and the cases that 
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import SimpleITK as sitk
 
+from agent.config import Config
+from agent.deface import DefaceStage
 from agent.deface.presence import (
     Verdict,
     blank,
@@ -22,6 +26,11 @@ from agent.deface.presence import (
     vertex_depth,
 )
 from agent.deface.template import Template, load_template
+from agent.work import SeriesWork
+
+from .conftest import Colin, make_case
+from .dicom_writer import write_mr_series
+from .helpers import read_stored
 
 
 @pytest.fixture(scope="module")
@@ -127,3 +136,23 @@ def test_a_phase_map_lines_up_by_its_smooth_tissue(template: Template,
     moved.SetOrigin(tuple(np.array(moved.GetOrigin()) + np.array([70.0, 0.0, 0.0])))
     assert judge(moved, identity(), template, own_fit=False,
                  face_seen=0.9).verdict is Verdict.UNKNOWN
+
+
+def test_a_phase_map_alone_is_fitted_by_its_silhouette(colin: Colin, tmp_path: Path) -> None:
+    """A phase map with no magnitude partner (none will come): fitted by the silhouette of
+    its smooth tissue, its face replaced; the brain's values kept bit for bit."""
+    case = make_case(colin, "axial", (3.0, 3.0, 3.0))
+    phase = phase_map(case.image, seed=5)
+    files = write_mr_series(phase, tmp_path / "in", body_part="", description="")
+    (tmp_path / "work").mkdir()
+    work = SeriesWork(key="ef" * 32, version=1, source_files=list(files),
+                      workdir=tmp_path / "work")
+    stage = DefaceStage(Config())
+    stage.intake_closed()
+    stage(work)
+    assert work.defaced and work.face["decision"] == "defaced", work.face
+    before, _ = read_stored(files[0].parent)
+    after, _ = read_stored(work.files[0].parent)
+    assert np.array_equal(before[case.brain], after[case.brain])
+    face = case.face & case.valid
+    assert float((before[face] != after[face]).mean()) > 0.9
