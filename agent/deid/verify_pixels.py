@@ -13,7 +13,10 @@ and OCR call, so that a mistake in the cleaner is not repeated here. Per output 
   without thumbnail, Adobe, JPEG-LS mrfx), no JPEG 2000 COM marker, nothing after EOI/EOC;
 * OCR over a sample of frames (every frame of a capture or derived image, up to
   ``_CAPTURE_FRAMES``; ``_VOLUME_FRAMES`` spread over a volume series) shows none of the
-  patient's names, IDs or birth date.
+  patient's names, IDs or birth date;
+* nor does OCR of the series' most text-like boxes (:mod:`agent.deid.verify_glyphs`:
+  searched on every decoded frame, the best ``PER_SERIES`` read scaled up, both
+  polarities) - small text a whole-frame reading cannot see.
 
 Any finding raises :class:`~agent.errors.LeakFound`; a frame that cannot be decoded is a
 finding too.
@@ -36,6 +39,7 @@ from pydicom.encaps import generate_frames
 from pydicom.pixels.utils import pixel_array
 
 from agent.config import Config
+from agent.deid.verify_glyphs import Box, best_boxes, box_text, text_boxes
 from agent.deid.verify_parse import Parsed, ParseError, parse
 from agent.errors import LeakFound
 
@@ -61,9 +65,12 @@ def _needles(source: Path) -> set[str]:
             if len(part) >= 4:
                 out.add(_fold(part))
     for kw in ("PatientID", "OtherPatientIDs", "AccessionNumber"):
-        value = _fold(str(ds.get(kw, "") or ""))
+        raw = str(ds.get(kw, "") or "")
+        value = _fold(raw)
         if len(value) >= 5:
             out.add(value)
+        # An image shows the number, seldom the prefix ("ID 84213977" of "PID-84213977").
+        out |= {_fold(run) for run in re.findall(r"\d{6,}", raw)}
     birth = str(ds.get("PatientBirthDate", "") or "")
     if len(birth) == 8 and birth.isdigit():
         y, m, d = birth[:4], birth[4:6], birth[6:]
@@ -276,6 +283,8 @@ class PixelReport:
     findings: tuple[str, ...] = ()
     frames: int = 0
     capture: bool = False
+    #: Text-like boxes of its frames (verify_glyphs), read by OCR if among the best.
+    boxes: tuple[Box, ...] = ()
 
 
 def inspect_output(path: Path, parsed: Parsed | None = None) -> PixelReport:
@@ -288,8 +297,9 @@ def inspect_output(path: Path, parsed: Parsed | None = None) -> PixelReport:
     if img is None:
         return PixelReport()
     problems, arr = _native(img) if img.ts in _NATIVE else _compressed(img)
+    boxes = () if arr is None else tuple(text_boxes(arr))
     return PixelReport(tuple(f"{path.name}: {p}" for p in problems),
-                       0 if arr is None else int(arr.shape[0]), img.capture)
+                       0 if arr is None else int(arr.shape[0]), img.capture, boxes)
 
 
 def ocr_sample(outputs: list[Path], reports: list[PixelReport]) -> list[tuple[Path, int]]:
@@ -322,21 +332,46 @@ def _api(tessdata: str) -> Any:
     return api
 
 
-def ocr_shows_identity(args: tuple[str, Path, tuple[int, ...], frozenset[str]]
-                       ) -> list[bool]:
-    """For each frame of ``frames`` of one output: whether OCR reads one of the patient's
-    identifiers (``needles``, folded) in it. The file is decoded again here, once (a pool
-    task: nothing large crosses the pool)."""
-    tessdata, path, frames, needles = args
+def _shows(text: str, needles: frozenset[str]) -> bool:
+    """Whether folded OCR ``text`` holds a needle: exactly, or for needles of 8+
+    characters with one character misread (OCR's own mistakes on small text)."""
+    for needle in needles:
+        if needle in text:
+            return True
+        m = len(needle)
+        if m < 8:
+            continue
+        prev = list(range(m + 1))  # edit distance of needle prefixes to text substrings
+        for ch in text:
+            cur = [0]
+            for j in range(1, m + 1):
+                cur.append(min(prev[j] + 1, cur[j - 1] + 1,
+                               prev[j - 1] + (needle[j - 1] != ch)))
+            if cur[m] <= 1:
+                return True
+            prev = cur
+    return False
+
+
+def ocr_shows_identity(args: tuple[str, Path, tuple[int, ...], frozenset[str],
+                                   tuple[Box, ...]]) -> list[bool]:
+    """For each frame of ``frames`` (whole) and then each of ``boxes`` of one output:
+    whether OCR reads one of the patient's identifiers (``needles``, folded) in it. The
+    file is decoded again here, once (a pool task: nothing large crosses the pool)."""
+    tessdata, path, frames, needles, boxes = args
     img = _read(path)
     arr = None if img is None else (_native(img) if img.ts in _NATIVE else _compressed(img))[1]
     if arr is None:
-        return [False] * len(frames)
+        return [False] * (len(frames) + len(boxes))
     out = []
     for k in frames:
         with _ocr_lock:
             text = _fold(_ocr_text(_api(tessdata), arr[k]))
-        out.append(any(n in text for n in needles))
+        out.append(_shows(text, needles))
+    for box in boxes:
+        with _ocr_lock:
+            text = _fold(box_text(_api(tessdata), arr[box[0]], box))
+        out.append(_shows(text, needles))
     return out
 
 
@@ -370,13 +405,22 @@ class PixelCheck:
             by_file: dict[Path, list[int]] = {}
             for path, k in ocr_sample(outputs, reports):
                 by_file.setdefault(path, []).append(k)
+            boxes = best_boxes(outputs, [r.boxes for r in reports])
             tessdata = self._tessdata()
-            tasks = [(tessdata, p, tuple(ks), needles) for p, ks in by_file.items()]
+            tasks = [(tessdata, p, tuple(by_file.get(p, ())), needles,
+                      tuple(boxes.get(p, ()))) for p in {**by_file, **boxes}]
             shown = (pool.map(ocr_shows_identity, tasks) if pool is not None
                      else map(ocr_shows_identity, tasks))
-            findings += [f"{path.name}: OCR reads an identifier of the patient in the pixels"
-                         for (_t, path, _ks, _n), found in zip(tasks, shown, strict=True)
-                         for hit in found if hit]
+            for (_t, path, ks, _n, bs), found in zip(tasks, shown, strict=True):
+                findings += [f"{path.name}: OCR reads an identifier of the patient in the "
+                             "pixels" for hit in found[:len(ks)] if hit]
+                findings += [
+                    f"{path.name}: OCR reads an identifier of the patient in small burned-in "
+                    f"text (frame {b[0]}, rows {b[1]}-{b[1] + b[3]}, columns "
+                    f"{b[2]}-{b[2] + b[4]}) that the pixels stage did not remove; review the "
+                    "image, re-export it without annotations, or set [pixels] "
+                    "redact_all_text = true" for b, hit in zip(bs, found[len(ks):], strict=True)
+                    if hit]
         if findings:
             raise LeakFound(
                 f"pixel verification failed: {'; '.join(findings[:3])}"

@@ -20,7 +20,9 @@ abbreviations and full names), the institution and address words.
 Matching: a variant of 5+ folded characters matches as a substring of a folded OCR line
 with up to one edit (two for 9+ letters; numbers of fewer than 8 digits exactly); 3-4
 characters as a whole word, exactly; shorter ones never (too many chance hits in anatomy
-read as text).
+read as text). Text cut by the edge of the image or of a region shows only part of an
+identifier: a run of 6+ digits inside an ID of 8+ digits, and a word of 5+ letters that
+begins or ends a name part of 7+ (at least 60 % of it), match too.
 """
 
 from __future__ import annotations
@@ -153,7 +155,7 @@ class StudyIdentity:
             kinds = variants.find(line)
             if kinds:
                 return kinds[0]
-        return self._fuzzy(line)
+        return self._fuzzy(line) or self._partial(line)
 
     def _fuzzy(self, line: str) -> str | None:
         folded = fold(line)
@@ -174,6 +176,23 @@ class StudyIdentity:
                 short = self.short.get(fold(word))
                 if short is not None:
                     return short
+        return None
+
+
+    def _partial(self, line: str) -> str | None:
+        """Part of an ID's digits or the start or end of a name part (text cut short)."""
+        for run in re.findall(r"\d{6,}", line):
+            for variant, kind in self.long.items():
+                if kind == "id" and len(variant) >= 8 and variant.isdigit() and run in variant:
+                    return kind
+        for word in _words(line):
+            w = fold(word)
+            if len(w) < 5 or w.isdigit():
+                continue
+            for variant, kind in self.long.items():
+                if (kind == "name" and len(variant) >= 7 and len(w) >= 0.6 * len(variant)
+                        and (variant.startswith(w) or variant.endswith(w))):
+                    return kind
         return None
 
 

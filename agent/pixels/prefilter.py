@@ -12,7 +12,15 @@ a line. The filter works on every frame at once (numpy over the whole stack):
 3. the stroke mask is pooled into 2 x 2 cells, its connected components labelled in one
    call (frames stacked with an empty row between them, so no component spans two frames),
    and components of glyph or word size are grouped into lines;
-4. a line of at least two glyphs (or one word-shaped component) is a candidate region.
+4. a line of at least two glyphs (or one word-shaped component) is a candidate region;
+5. small text (glyphs 4 to 16 pixels tall, where 2 x 2 cells fuse a word into one block)
+   is labelled again at full resolution, 4-connected, after long vertical and horizontal
+   runs (edges of the head, ruler lines) are cut out of the stroke mask so that text
+   touching them still stands alone.
+
+A line of three or more glyphs on a flat background (air, or a label box) is *text-like*
+(``Region.textlike``): the stage redacts it even when OCR cannot read it with confidence
+(fail closed) - there, redaction fills background with background and hides no anatomy.
 
 Recall matters more than precision: a false candidate costs one OCR call, a missed line is
 a leak. The numbers are tuned on real MR of four vendors and on rendered text (see
@@ -21,7 +29,7 @@ a leak. The numbers are tuned on real MR of four vendors and on rendered text (s
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import numpy.typing as npt
@@ -41,6 +49,16 @@ _ANATOMY_CONTRAST = 64
 _UNIFORM = 0.3
 #: Glyph height in cells (2 px each) that a component may have.
 _MIN_H, _MAX_H = 3, 36
+#: Small text at full resolution: glyph heights (pixels), and the runs of stroke pixels
+#: (vertical, horizontal) long enough to be no glyph of that size.
+_SMALL_MIN, _SMALL_MAX = 4, 20
+_LONG_V, _LONG_H = 2 * _SMALL_MAX + 2, 64
+#: Fail-closed redaction only in frames at least this large (pixels) and in this outer
+#: fraction of them: an EPI tile of 64 x 64 has no room for annotations beside anatomy.
+_MIN_FRAME = 128
+_BAND = 0.25
+#: Spread of a flat background (of 255, 10th to 90th percentile): air or a label box.
+_FLAT = 10
 
 
 @dataclass(frozen=True)
@@ -54,12 +72,15 @@ class Region:
     width: int
     #: True when the strokes are darker than their surroundings.
     dark: bool = False
+    #: A line of 3+ glyphs on a flat background: text even when OCR cannot read it.
+    textlike: bool = False
 
     def padded(self, margin: int, rows: int, cols: int) -> Region:
         top, left = max(0, self.top - margin), max(0, self.left - margin)
         bottom = min(rows, self.top + self.height + margin)
         right = min(cols, self.left + self.width + margin)
-        return Region(self.frame, top, left, bottom - top, right - left, self.dark)
+        return Region(self.frame, top, left, bottom - top, right - left, self.dark,
+                      self.textlike)
 
 
 def to_display(frames: npt.NDArray[np.generic]) -> U8:
@@ -110,13 +131,42 @@ class Hats:
     dark: U8
     opened: U8
     closed: U8
+    #: The frames themselves (the air level of a frame is read from them when needed).
+    display: U8
+    _air: dict[int, float] = field(default_factory=dict)
+
+    def air(self, frame: int) -> float:
+        """The level (of 255) below which a background of ``frame`` is air."""
+        level = self._air.get(frame)
+        if level is None:
+            level = self._air[frame] = _air_level(self.display[frame])
+        return level
+
+
+def _air_level(frame: U8) -> float:
+    """The level below which a background is air: half Otsu's threshold between air and
+    tissue, and never above ``_AIR``."""
+    bins = np.arange(256, dtype=np.float64)
+    hist = np.bincount(frame.ravel(), minlength=256).astype(np.float64)
+    w0 = np.cumsum(hist)
+    m0 = np.cumsum(hist * bins)
+    total, mean = w0[-1], m0[-1]
+    w1 = total - w0
+    with np.errstate(divide="ignore", invalid="ignore"):
+        between = (mean * w0 / total - m0) ** 2 / (w0 * w1)
+    between[~np.isfinite(between)] = 0
+    # A twentieth of the brightest tissue too: a frame scaled to one bright spot shows
+    # its tissue dim, but still above 1/20 of its own 99th percentile.
+    tissue = float(np.searchsorted(w0, 0.99 * total))
+    return min(float(_AIR), float(np.argmax(between)) / 2, 2 + tissue / 20)
 
 
 def stroke_hats(display: U8) -> Hats:
     size = 2 * _R + 1
     opened = _box(_box(display, np.minimum, size, True), np.maximum, size, False)
     closed = _box(_box(display, np.maximum, size, True), np.minimum, size, False)
-    return Hats(display - opened, closed - display, opened, closed)  # no wrap: opened <= display
+    # no wrap: opened <= display <= closed
+    return Hats(display - opened, closed - display, opened, closed, display)
 
 
 def _pool(mask: npt.NDArray[np.bool_]) -> npt.NDArray[np.uint8]:
@@ -127,39 +177,41 @@ def _pool(mask: npt.NDArray[np.bool_]) -> npt.NDArray[np.uint8]:
     return m[:, ::2, ::2] | m[:, 1::2, ::2] | m[:, ::2, 1::2] | m[:, 1::2, 1::2]
 
 
-def _components(cells: npt.NDArray[np.uint8]) -> list[tuple[int, int, int, int, int, int]]:
-    """(frame, top, left, height, width, pixel count) of every 8-connected component."""
+def _components(cells: npt.NDArray[np.uint8], full: bool = True
+                ) -> list[tuple[int, int, int, int, int, int]]:
+    """(frame, top, left, height, width, pixel count) of every 8-connected (``full``) or
+    4-connected component."""
     n, r, c = cells.shape
     tall = np.zeros((n, r + 1, c), np.uint8)
     tall[:, :r] = cells
     img = sitk.GetImageFromArray(tall.reshape(n * (r + 1), c))
-    labels = sitk.GetArrayFromImage(sitk.ConnectedComponent(img, True))
-    ys, xs = np.nonzero(labels)
-    if ys.size == 0:
+    labels = sitk.GetArrayFromImage(sitk.ConnectedComponent(img, full))
+    flat = labels.ravel()
+    where = np.flatnonzero(flat)  # one index array: faster than a 2-D nonzero
+    if where.size == 0:
         return []
-    ids = labels[ys, xs].astype(np.int64)
-    count = int(ids.max()) + 1
-    top = np.full(count, np.iinfo(np.int64).max)
-    left = np.full(count, np.iinfo(np.int64).max)
-    bottom = np.full(count, -1)
-    right = np.full(count, -1)
-    np.minimum.at(top, ids, ys)
-    np.minimum.at(left, ids, xs)
-    np.maximum.at(bottom, ids, ys)
-    np.maximum.at(right, ids, xs)
-    sizes = np.bincount(ids, minlength=count)
+    ids = flat[where].astype(np.int64)
+    ys, xs = np.divmod(where, c)
+    # Sorted by label (stable: rows stay in order within a label), then per-label
+    # reductions: np.minimum.at over every pixel is many times slower.
+    order = np.argsort(ids, kind="stable")
+    ids, ys, xs = ids[order], ys[order], xs[order]
+    starts = np.flatnonzero(np.r_[True, ids[1:] != ids[:-1]])
+    ends = np.r_[starts[1:], ids.size] - 1
+    top, bottom = ys[starts], ys[ends]
+    left = np.minimum.reduceat(xs, starts)
+    right = np.maximum.reduceat(xs, starts)
+    sizes = ends - starts + 1
     out = []
-    for label in range(1, count):
-        if sizes[label] == 0:
-            continue
-        frame, row = divmod(int(top[label]), r + 1)
-        out.append((frame, row, int(left[label]), int(bottom[label] - top[label] + 1),
-                    int(right[label] - left[label] + 1), int(sizes[label])))
+    for k in range(starts.size):
+        frame, row = divmod(int(top[k]), r + 1)
+        out.append((frame, row, int(left[k]), int(bottom[k] - top[k] + 1),
+                    int(right[k] - left[k] + 1), int(sizes[k])))
     return out
 
 
-def _glyph_like(h: int, w: int, count: int) -> bool:
-    if not _MIN_H <= h <= _MAX_H or w > 40 * h:
+def _glyph_like(h: int, w: int, count: int, low: int = _MIN_H, high: int = _MAX_H) -> bool:
+    if not low <= h <= high or w > 40 * h:
         return False
     fill = count / float(h * w)
     return 0.12 <= fill <= 0.95
@@ -185,7 +237,7 @@ def _lines(glyphs: list[tuple[int, int, int, int, int]], single: bool
                     continue
                 f2, t2, l2, h2, w2 = glyphs[j]
                 if f2 != frame:
-                    continue
+                    break  # sorted by frame: no later glyph is on this one
                 lh = lbottom - ltop
                 overlap = min(lbottom, t2 + h2) - max(ltop, t2)
                 if overlap < 0.5 * min(lh, h2) or max(lh, h2) > 2.5 * min(lh, h2):
@@ -204,30 +256,100 @@ def _lines(glyphs: list[tuple[int, int, int, int, int]], single: bool
     return lines
 
 
-def _accept(hats: Hats, frame: int, top: int, left: int, h: int, w: int, members: int,
-            dark: bool, sensitive: bool) -> bool:
-    """Whether a line of glyph-like components is worth an OCR call.
+@dataclass(frozen=True)
+class _Line:
+    """A line of glyph-like components in one polarity, in pixels of the searched stack."""
+
+    frame: int
+    top: int
+    left: int
+    h: int
+    w: int
+    members: int
+    dark: bool
+    #: Members shaped like single glyphs (see _glyph_count), when known.
+    glyphs: int = 0
+
+
+def _by_frame(glyphs: list[tuple[int, int, int, int, int]]
+              ) -> dict[int, list[tuple[int, int, int, int, int]]]:
+    out: dict[int, list[tuple[int, int, int, int, int]]] = {}
+    for g in glyphs:
+        out.setdefault(g[0], []).append(g)
+    return out
+
+
+def _glyph_count(glyphs: list[tuple[int, int, int, int, int]], line: _Line) -> int:
+    """Members of ``line`` shaped like one glyph (or two touching: no wider than 2.5
+    heights), counted only when such members span at least half of the line: a row of
+    artefact dots or a streak is one long component with a few specks beside it."""
+    inside = [g for g in glyphs if line.top <= g[1]
+              and g[1] + g[3] <= line.top + line.h and line.left <= g[2]
+              and g[2] + g[4] <= line.left + line.w]
+    narrow = [g for g in inside if g[4] <= 2.5 * g[3]]
+    if len(narrow) < 3 or sum(g[4] for g in narrow) * 2 < line.w:
+        return 0
+    # Letters stand on one baseline; blobs of tissue do not line up so.
+    bottoms = sorted(g[1] + g[3] for g in narrow)
+    base = bottoms[len(bottoms) // 2]
+    tol = max(1.0, 0.12 * line.h)
+    return sum(1 for b in bottoms if abs(b - base) <= tol)
+
+
+def _background(hats: Hats, line: _Line) -> tuple[float, float, float]:
+    """Median, level (98th percentile for bright strokes, 2nd for dark: the background nearly
+    everywhere) and spread (10th to 90th percentile) of a line's background, taken over
+    the line and a margin of its height around it."""
+    m = line.h
+    back = (hats.closed if line.dark else hats.opened)[
+        line.frame, max(0, line.top - m):line.top + line.h + m,
+        max(0, line.left - m):line.left + line.w + m]
+    p2, lo, mid, hi, p98 = np.percentile(back, (2, 10, 50, 90, 98))
+    return float(mid), float(p2 if line.dark else p98), float(hi - lo)
+
+
+def _near_edge(line: _Line, shape: tuple[int, ...]) -> bool:
+    """Whether the line lies within the outer quarter of the frame (rows or columns)."""
+    rows, cols = shape[0], shape[1]
+    if min(rows, cols) < _MIN_FRAME:
+        return False
+    return (line.top + line.h <= rows * _BAND or line.top >= rows * (1 - _BAND)
+            or line.left + line.w <= cols * _BAND or line.left >= cols * (1 - _BAND))
+
+
+def _accept(hats: Hats, line: _Line, sensitive: bool) -> tuple[bool, bool]:
+    """Whether a line of glyph-like components is worth an OCR call, and whether it is
+    text-like (see the module doc).
 
     On air (a dark, flat background, where viewers put their annotations) a faint line
     counts; over anatomy, where tissue makes glyph-like blobs, only strokes of high contrast
     and uniform colour (as text is drawn) in a line of three or more glyphs do.
     """
-    if sensitive:
-        return True
+    frame, top, left, h, w, members, dark = (line.frame, line.top, line.left, line.h,
+                                             line.w, line.members, line.dark)
     hat = (hats.dark if dark else hats.bright)[frame, top:top + h, left:left + w]
     strokes = hat[hat > _SENSITIVE_THRESHOLD]
     if strokes.size < 4:
-        return False
+        return sensitive, False
     contrast = float(np.percentile(strokes, 90))
-    if not dark:
-        background = float(np.median(hats.opened[frame, top:top + h, left:left + w]))
-        if background <= _AIR and contrast >= _SENSITIVE_THRESHOLD and (
-                members >= 2 or w >= 2 * h):
-            return True
+    median, level, spread = _background(hats, line)
+    # Bright text on air, or dark text on a white label, near the edge of the frame, where
+    # viewers write: never over anatomy.
+    # Air: below the frame's air level, or far below strokes drawn over it (faint
+    # stripes of signal in the air of a scan are still no tissue next to 200 of 255).
+    air = max(hats.air(frame), contrast / 8)
+    flat = spread <= _FLAT and (level >= 255 - _AIR if dark else level <= air)
+    textlike = (flat and line.glyphs >= 3 and contrast >= max(2 * spread, _SENSITIVE_THRESHOLD)
+                and _near_edge(line, hats.bright.shape[1:]))
+    if sensitive or textlike:
+        return True, textlike
+    if not dark and median <= _AIR and contrast >= _SENSITIVE_THRESHOLD and (
+            members >= 2 or w >= 2 * h):
+        return True, False
     if contrast < _ANATOMY_CONTRAST or (members < 3 and w < 3 * h):
-        return False
-    spread = float(np.percentile(strokes, 90) - np.percentile(strokes, 75))
-    return spread <= _UNIFORM * contrast
+        return False, False
+    uniform = float(np.percentile(strokes, 90) - np.percentile(strokes, 75))
+    return uniform <= _UNIFORM * contrast, False
 
 
 def _regions(hats: Hats, scale: int, sensitive: bool) -> list[Region]:
@@ -238,14 +360,59 @@ def _regions(hats: Hats, scale: int, sensitive: bool) -> list[Region]:
                             _pool(hats.dark > _SENSITIVE_THRESHOLD)])
     glyphs = [(f, t, left, h, w) for f, t, left, h, w, count in _components(cells)
               if _glyph_like(h, w, count)]
+    return _keep(hats, _typed(glyphs, _lines(glyphs, sensitive), n, 2), scale, sensitive)
+
+
+def _typed(glyphs: list[tuple[int, int, int, int, int]],
+           found: list[tuple[int, int, int, int, int, int]], n: int, cell: int
+           ) -> list[_Line]:
+    """Lines of the stacked polarities (frame >= n: dark strokes) in pixels, with their
+    glyph counts; ``cell``: pixels per labelled cell."""
+    per_frame = _by_frame(glyphs)
     out = []
-    for f, t, left, h, w, members in _lines(glyphs, sensitive):
-        dark = f >= n
-        frame = f - n if dark else f
-        top, lft, hh, ww = t * 2, left * 2, h * 2, w * 2
-        if _accept(hats, frame, top, lft, hh, ww, members, dark, sensitive):
-            out.append(Region(frame, top * scale, lft * scale, hh * scale, ww * scale, dark))
+    for f, t, left, h, w, m in found:
+        count = _glyph_count(per_frame.get(f, []), _Line(f, t, left, h, w, m, f >= n)
+                             ) if m >= 3 else 0
+        out.append(_Line(f - n if f >= n else f, t * cell, left * cell, h * cell,
+                         w * cell, m, f >= n, count))
     return out
+
+
+def _keep(hats: Hats, lines: list[_Line], scale: int, sensitive: bool) -> list[Region]:
+    out = []
+    for ln in lines:
+        ok, textlike = _accept(hats, ln, sensitive)
+        if ok:
+            out.append(Region(ln.frame, ln.top * scale, ln.left * scale, ln.h * scale,
+                              ln.w * scale, ln.dark, textlike))
+    return out
+
+
+def _without_long_runs(mask: npt.NDArray[np.bool_]) -> npt.NDArray[np.uint8]:
+    """The stroke mask with vertical and horizontal runs too long for small glyphs cut
+    out. The runs are found on 2 x 2 cells (an opening by a line is the union of the runs
+    at least that long), a quarter of the work, and cut out cell by cell."""
+    cells = _pool(mask)
+    vertical = _extreme(_extreme(cells, 1, _LONG_V // 2, np.minimum, True), 1, _LONG_V // 2,
+                        np.maximum, False)
+    horizontal = _extreme(_extreme(cells, 2, _LONG_H // 2, np.minimum, True), 2,
+                          _LONG_H // 2, np.maximum, False)
+    long = np.repeat(np.repeat(vertical | horizontal, 2, axis=1), 2, axis=2)
+    out = mask.view(np.uint8).copy()
+    r, c = long.shape[1:]
+    out[:, :r, :c] &= ~long & np.uint8(1)
+    return out
+
+
+def _small_regions(hats: Hats, sensitive: bool) -> list[Region]:
+    """Lines of small glyphs, labelled at full resolution (4-connected)."""
+    n = hats.bright.shape[0]
+    cells = np.concatenate([_without_long_runs(hats.bright > _SENSITIVE_THRESHOLD),
+                            _without_long_runs(hats.dark > _SENSITIVE_THRESHOLD)])
+    glyphs = [(f, t, left, h, w) for f, t, left, h, w, count in _components(cells, False)
+              if _glyph_like(h, w, count, _SMALL_MIN, _SMALL_MAX)]
+    found = [ln for ln in _lines(glyphs, False) if ln[5] >= 3 or ln[4] >= 3 * ln[3]]
+    return _keep(hats, _typed(glyphs, found, n, 1), 1, sensitive)
 
 
 def _half(display: U8) -> U8:
@@ -265,5 +432,9 @@ def candidate_regions(display: U8, *, sensitive: bool = False) -> list[Region]:
     for scale, stack in ((1, display), (2, _half(display))):
         if min(stack.shape[1:]) < 8:
             continue
-        out += _regions(stroke_hats(stack), scale, sensitive)
+        hats = stroke_hats(stack)
+        # Full resolution: glyphs up to _SMALL_MAX pixels, one by one; half resolution
+        # in 2 x 2 cells: glyphs from 12 pixels up (the two overlap).
+        out += _small_regions(hats, sensitive) if scale == 1 else _regions(hats, scale,
+                                                                           sensitive)
     return out

@@ -21,9 +21,12 @@ from agent.pixels.identity import StudyIdentity, fold
 from agent.pixels.ocr import Reader, Word
 from agent.pixels.prefilter import U8, Region, candidate_regions, to_display
 
-#: Text height (pixels) Tesseract reads best; crops are scaled up towards it.
+#: Text height (pixels) Tesseract reads best; crops are scaled up towards it (at least
+#: 3x for small text, whose strokes are a pixel wide).
 _TARGET_HEIGHT = 36
 _MIN_CONFIDENCE = 30.0
+#: A reading OCR is sure of: every word at least this confident (Tesseract's 0-100).
+_SURE = 75.0
 
 
 @dataclass(frozen=True)
@@ -62,7 +65,8 @@ def _union(a: Region, b: Region) -> Region:
     top, left = min(a.top, b.top), min(a.left, b.left)
     bottom = max(a.top + a.height, b.top + b.height)
     right = max(a.left + a.width, b.left + b.width)
-    return Region(a.frame, top, left, bottom - top, right - left, a.dark)
+    return Region(a.frame, top, left, bottom - top, right - left, a.dark,
+                  a.textlike or b.textlike)
 
 
 def _merge(regions: Iterable[Region]) -> list[Region]:
@@ -73,7 +77,8 @@ def _merge(regions: Iterable[Region]) -> list[Region]:
         while merged:
             merged = False
             for i, o in enumerate(out):
-                if o.frame == r.frame and o.dark == r.dark and _overlap(o, r):
+                if (o.frame == r.frame and o.dark == r.dark and o.textlike == r.textlike
+                        and _overlap(o, r)):
                     r = _union(o, r)
                     del out[i]
                     merged = True
@@ -97,6 +102,20 @@ def _bright_text(crop: U8) -> bool:
     """Whether the text of a crop is brighter than its background (which is most of it)."""
     lo, hi = int(crop.min()), int(crop.max())
     return float(np.median(crop)) < (lo + hi) / 2
+
+
+#: Cap height (pixels) below which text counts as small.
+_SMALL_TEXT = 8
+
+
+def _sure(words: list[Word]) -> bool:
+    """Whether OCR is sure of what it read: a word of 3+ letters or digits among them, and
+    4 in 5 of the characters read in confident words (a short token such as "T1" often
+    comes with a low confidence however clear it is)."""
+    read = [(len(fold(w.text)), w.confidence >= _SURE) for w in words]
+    total = sum(n for n, _ in read)
+    sure = sum(n for n, ok in read if ok)
+    return any(n >= 3 and ok for n, ok in read) and sure >= 0.8 * total
 
 
 def _prepare(crop: U8, dark: bool, scale: int) -> U8:
@@ -140,12 +159,23 @@ class TextScanner:
         if key in self._cache:
             return self._cache[key]
         scale = max(1, min(6, round(_TARGET_HEIGHT / max(region.height, 1))))
+        if region.height <= 2 * _SMALL_TEXT:
+            scale = max(scale, 3)
         self.calls += 1
-        verdict = self._verdict(self.reader.read(_prepare(crop, region.dark, scale)))
-        if verdict is None and _bright_text(crop) == region.dark:
-            # The crop says the other polarity (text over anatomy): read it that way too.
+        words = self.reader.read(_prepare(crop, region.dark, scale))
+        verdict = self._verdict(words)
+        sure = _sure(words)
+        if verdict is None and (not sure or _bright_text(crop) == region.dark):
+            # Not read with confidence, or the crop says the other polarity (text over
+            # anatomy, inverted text): read it the other way too.
             self.calls += 1
-            verdict = self._verdict(self.reader.read(_prepare(crop, not region.dark, scale)))
+            other = self.reader.read(_prepare(crop, not region.dark, scale))
+            verdict = self._verdict(other)
+            sure = sure or _sure(other)
+        if verdict is None and region.textlike and not sure:
+            # Text on a flat background OCR cannot read with confidence: redacted, as it
+            # may show what we cannot read (fail closed; it hides no anatomy there).
+            verdict = "unread"
         self._cache[key] = verdict
         return verdict
 
@@ -168,6 +198,8 @@ class TextScanner:
             while grown:
                 grown = False
                 for other in regions:
+                    if kind == "unread" and not other.textlike:
+                        continue  # what was not read grows only over text on air
                     if other is not line and _same_line(line, other) and not (
                             other.left >= line.left and other.left + other.width
                             <= line.left + line.width):

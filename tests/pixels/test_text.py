@@ -100,7 +100,8 @@ def test_quarantine_mode_keeps_the_series_back(burned_series: tuple[Path, list[i
 def test_clean_real_series_are_not_touched(tmp_path: Path) -> None:
     """No false redaction of anatomy: clean corpus series come out byte for byte as the
     de-identifier wrote them."""
-    for name in (MPRAGE, "dcm_qa_mosaic/ep2d_Asc_2", "dcm_qa_philips/fmri"):
+    for name in (MPRAGE, "dcm_qa_mosaic/ep2d_Asc_2", "dcm_qa_mosaic/cmrr_Asc_6",
+                 "dcm_qa_philips/fmri", "dcm_qa_ge/01_Ax_DWI_TENSOR_R2"):
         files = corpus_series(name)[:60]
         work = make_work(tmp_path / name.replace("/", "_"), files)
         from agent.deid import DeidStage

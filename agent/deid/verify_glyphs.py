@@ -1,0 +1,117 @@
+"""The verifier's own search for small burned-in text (independent of :mod:`agent.pixels`).
+
+The OCR sample of :mod:`agent.deid.verify_pixels` reads a few whole frames; text a few
+pixels tall on one slice of two hundred is neither in the sample nor readable at a whole
+frame's scale. So every decoded output frame is searched here for text-like boxes, by a
+method unlike the stage's (which uses top-hats and connected glyphs): rows of dense, strong
+horizontal intensity transitions - glyph strokes side by side - thresholded and labelled.
+The best-scoring boxes of a series (near the frame's edge first, where viewers write) are
+cut out, scaled up to a height Tesseract reads, and read in both polarities; the verifier
+fails the series when one shows an identifier of the patient.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import SimpleITK as sitk
+
+#: A box: frame, top, left, height, width (pixels) and a score (higher: read first).
+Box = tuple[int, int, int, int, int, float]
+
+#: A transition between neighbouring pixels this strong (of 255) may be a glyph's edge.
+_EDGE = 40
+#: Transitions per window of this many pixels along a row that make a row text-dense.
+_WINDOW, _DENSE = 12, 4
+#: Heights (pixels) of a text band, and the boxes kept per frame and read per series.
+_MIN_H, _MAX_H = 4, 40
+PER_FRAME = 4
+PER_SERIES = 12
+
+
+def _gray(frames: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
+    """Frames (n, rows, cols[, samples]) as 8-bit grey, each over its own range."""
+    f = frames.astype(np.float32)
+    if f.ndim == 4:
+        f = f.mean(axis=3)
+    lo = f.min(axis=(1, 2), keepdims=True)
+    hi = f.max(axis=(1, 2), keepdims=True)
+    return ((f - lo) * (255.0 / np.maximum(hi - lo, 1e-6))).astype(np.uint8)
+
+
+def text_boxes(frames: np.ndarray[Any, Any]) -> list[Box]:
+    """Text-like boxes of every frame (at most ``PER_FRAME`` each, best first)."""
+    if frames.ndim < 3 or min(frames.shape[1:3]) < 32:
+        return []
+    g = _gray(frames).astype(np.int16)
+    n, rows, cols = g.shape
+    edges = np.zeros((n, rows, cols), np.int32)
+    edges[:, :, 1:] = np.abs(np.diff(g, axis=2)) >= _EDGE
+    run = np.cumsum(edges, axis=2)
+    dense = np.zeros((n, rows + 1, cols), np.uint8)  # an empty row between frames
+    dense[:, :rows, _WINDOW:] = (run[:, :, _WINDOW:] - run[:, :, :-_WINDOW]) >= _DENSE
+    labels = sitk.GetArrayFromImage(sitk.ConnectedComponent(
+        sitk.GetImageFromArray(dense.reshape(n * (rows + 1), cols)), True))
+    stats = sitk.LabelShapeStatisticsImageFilter()
+    stats.Execute(sitk.GetImageFromArray(labels))
+    found: dict[int, list[Box]] = {}
+    for label in stats.GetLabels():
+        x, y, w, h = stats.GetBoundingBox(label)
+        frame, top = divmod(y, rows + 1)
+        left = max(0, x - _WINDOW)  # the window counts transitions behind a pixel
+        w += x - left
+        if not _MIN_H <= h <= _MAX_H or w < 2 * h or w > 0.9 * cols:
+            continue
+        edge = min(top, left, rows - top - h, cols - left - w) < 0.25 * min(rows, cols)
+        score = stats.GetNumberOfPixels(label) / float(w * h) * (2.0 if edge else 1.0)
+        found.setdefault(frame, []).append((frame, top, left, h, w, score))
+    out: list[Box] = []
+    for boxes in found.values():
+        out += sorted(boxes, key=lambda b: -b[5])[:PER_FRAME]
+    return out
+
+
+def crops(frame: np.ndarray[Any, Any], box: Box) -> list[np.ndarray[Any, Any]]:
+    """The box cut from ``frame`` with a margin, scaled to a text height of about 40
+    pixels (at least 3x), dark on light and light on dark."""
+    from PIL import Image
+
+    g = _gray(frame[None])[0]
+    _, top, left, h, w, _ = box
+    m = max(3, h // 2)
+    cut = g[max(0, top - m):top + h + m, max(0, left - m):left + w + m]
+    lo, hi = int(cut.min()), int(cut.max())
+    if hi > lo:
+        cut = ((cut.astype(np.float32) - lo) * (255.0 / (hi - lo))).astype(np.uint8)
+    scale = max(3, min(8, round(40 / max(h, 1))))
+    big = np.asarray(Image.fromarray(cut).resize((cut.shape[1] * scale, cut.shape[0] * scale),
+                                                 Image.Resampling.LANCZOS))
+    return [np.pad(255 - big, 16, constant_values=255), np.pad(big, 16, constant_values=255)]
+
+
+def best_boxes(outputs: list[Path], boxes: list[tuple[Box, ...]]) -> dict[Path, list[Box]]:
+    """The series' ``PER_SERIES`` most text-like boxes, by file."""
+    ranked = sorted(((b[5], i, b) for i, bs in enumerate(boxes) for b in bs),
+                    key=lambda t: (-t[0], t[1]))[:PER_SERIES]
+    out: dict[Path, list[Box]] = {}
+    for _score, i, box in ranked:
+        out.setdefault(outputs[i], []).append(box)
+    return out
+
+
+def box_text(reader: Any, frame: np.ndarray[Any, Any], box: Box) -> str:
+    """What OCR reads in one text-like box, both polarities, as one line."""
+    import tesserocr
+    from PIL import Image
+
+    reader.SetPageSegMode(tesserocr.PSM.SINGLE_BLOCK)
+    try:
+        texts = []
+        for page in crops(frame, box):
+            reader.SetImage(Image.fromarray(page))
+            texts.append(str(reader.GetUTF8Text()))
+        return " ".join(texts)
+    finally:
+        reader.SetPageSegMode(tesserocr.PSM.SPARSE_TEXT)
