@@ -62,7 +62,7 @@ def _plant(frame: npt.NDArray[np.generic], case: str) -> npt.NDArray[np.bool_]:
     burn(frame, text, x, y, size=size, font_name=font_name, value=peak * rel)
     ink = frame != before
     if label:
-        ink &= frame < peak * 0.8
+        ink &= frame.astype(np.float64) < peak * 0.8
     return ink
 
 
