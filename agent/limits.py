@@ -20,6 +20,7 @@ from agent.config import LimitsConfig
 from agent.dicomfiles import expected_native_length
 from agent.diskspace import human
 from agent.errors import SeriesProblem
+from agent.quickread import pixel_bytes
 from agent.series import FileState
 from agent.vocab import ProblemCode
 
@@ -44,18 +45,41 @@ def check_sizes(files: Mapping[str, FileState], limits: LimitsConfig) -> None:
         raise _too_large("the series", total, limits.max_series_mb, "max_series_mb")
 
 
+#: What is read of a file to find its announced pixel size in one walk (:mod:`agent.quickread`);
+#: a longer header is parsed by pydicom.
+_HEADER_BYTES = 256 << 10
+
+
+def _announced(path: Path) -> int | None:
+    """Decoded pixel bytes the header of ``path`` announces; None if it cannot be read
+    (the stages report that). One walk over the header where the file is ordinary (a
+    pydicom parse of each file was most of the main process's time before the stages)."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(_HEADER_BYTES)
+            whole = len(head) < _HEADER_BYTES or not fh.read(1)
+    except OSError:
+        return None
+    size = pixel_bytes(head, whole)
+    if size is not None:
+        return size
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            ds = pydicom.dcmread(path, stop_before_pixels=True)
+    except Exception:  # noqa: BLE001 -- unreadable headers are the stages' to report
+        return None
+    return expected_native_length(ds)
+
+
 def check_decoded_size(files: Sequence[Path], limits: LimitsConfig) -> None:
     """The decoded size the headers announce (compressed files decode larger than they
     are), before any stage reads a pixel."""
     total = 0
     for path in files:
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                ds = pydicom.dcmread(path, stop_before_pixels=True)
-        except Exception:  # noqa: BLE001 -- unreadable headers are the stages' to report
+        size = _announced(path)
+        if size is None:
             continue
-        size = expected_native_length(ds)
         if size > limits.max_file_mb * _MB:
             raise _too_large("the image data of a file of the series", size,
                              limits.max_file_mb, "max_file_mb")

@@ -280,16 +280,55 @@ def _complete(data: bytes, walker: _Walker, pos: int, found: dict[int, tuple[int
     return end == size
 
 
+def _walk(data: bytes) -> tuple[_Walker, int, dict[int, tuple[int, int]], str] | None:
+    """The top-level walk up to the first pixel data tag: (walker, position reached,
+    where the wanted values are, Media Storage SOP Class UID); None for an unusual file.
+    Raises _Unusual and struct.error."""
+    start, ts, media_class = _meta(data)
+    if ts not in _SUPPORTED:
+        return None
+    implicit, little = _SUPPORTED[ts]
+    walker = _Walker(data, implicit, little)
+    found: dict[int, tuple[int, int]] = {}
+    return walker, walker.dataset(start, len(data), False, found), found, media_class
+
+
+def pixel_bytes(data: bytes, whole: bool) -> int | None:
+    """The decoded pixel bytes the header announces, as
+    :func:`agent.dicomfiles.expected_native_length` reckons them from pydicom's parse;
+    ``data`` is the file or (``whole`` False) its first bytes. None when this reader
+    cannot tell (an unusual file, or a header longer than ``data``): ask pydicom."""
+    try:
+        walked = _walk(data)
+        if walked is None:
+            return None
+        walker, pos, found, _media_class = walked
+        if pos >= len(data) and not whole:
+            return None  # the header may go on beyond what was read
+        little = walker.little
+        spp = _us(data, found.get(_SAMPLES), little, 1)
+        photometric = found.get(_PHOTOMETRIC)
+        if spp == 3 and photometric and data[photometric[0]:photometric[0] + photometric[1]
+                                             ].strip(b"\x00 ") == b"YBR_FULL_422":
+            spp = 2
+        frames = _frames(data, found.get(_FRAMES))
+        if frames < 0:
+            return 0  # as dicomfiles: a header that says nothing usable
+        return (_us(data, found.get(_ROWS), little, 0) * _us(data, found.get(_COLUMNS),
+                                                             little, 0)
+                * frames * spp * _us(data, found.get(_BITS), little, 8) + 7) // 8
+    except (_Unusual, struct.error):
+        return None
+
+
 def scan(data: bytes) -> Scan | None:
     """One pass over a whole file in memory; None when pydicom must decide."""
     try:
-        start, ts, media_class = _meta(data)
-        if ts not in _SUPPORTED:
+        walked = _walk(data)
+        if walked is None:
             return None
-        implicit, little = _SUPPORTED[ts]
-        walker = _Walker(data, implicit, little)
-        found: dict[int, tuple[int, int]] = {}
-        pos = walker.dataset(start, len(data), False, found)
+        walker, pos, found, media_class = walked
+        little = walker.little
 
         def uid(tag: int) -> str:
             where = found.get(tag)
@@ -303,4 +342,4 @@ def scan(data: bytes) -> Scan | None:
         return None
 
 
-__all__ = ["MEDIA_DIRECTORY_SOP_CLASS", "QUICK_MAX_BYTES", "Scan", "scan"]
+__all__ = ["MEDIA_DIRECTORY_SOP_CLASS", "QUICK_MAX_BYTES", "Scan", "pixel_bytes", "scan"]

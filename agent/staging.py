@@ -17,7 +17,7 @@ import shutil
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO
+from typing import TYPE_CHECKING, Any
 
 from agent.boundary import OutsideExport, open_export_file
 from agent.diskspace import NO_SPACE, require_work_space, work_full
@@ -26,7 +26,7 @@ from agent.ledger import DELIVERED, STAGED, UNFINISHED, SeriesRow
 from agent.limits import check_sizes
 from agent.reexport import Plan, plan_export
 from agent.series import FileState
-from agent.sync.place import clone_into
+from agent.sync.place import clone_or_copy_open
 from agent.vocab import ProblemCode
 
 if TYPE_CHECKING:
@@ -158,22 +158,13 @@ class Staging:
                     raise ExportChanged("a file of the series changed since it was seen; "
                                         "the series waits until it is quiet", retry_after=0)
                 with open(dst, "wb") as out:
-                    copied = _clone_or_copy(src, out)
+                    # Never a hard link: an export may be rewritten in place later.
+                    copied = clone_or_copy_open(src, out).size
                 if _state_of(src) != seen or copied != seen.size:
                     raise ExportChanged("a file of the series changed while it was copied; "
                                         "the series waits until it is quiet", retry_after=0)
         except OSError as exc:
             raise staging_fault(exc, self.work_root) from None
-
-
-def _clone_or_copy(src: BinaryIO, out: BinaryIO) -> int:
-    """Bytes of ``src`` (an opened export file) in ``out``: a reflink where the filesystem
-    clones (never a hard link: an export may be rewritten in place later), else a real
-    copy. Returns the length copied."""
-    if clone_into(src.fileno(), out.fileno()):
-        return os.fstat(out.fileno()).st_size
-    shutil.copyfileobj(src, out, 1 << 20)
-    return out.tell()
 
 
 def _state_of(fh: Any) -> FileState:

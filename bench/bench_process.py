@@ -1,7 +1,7 @@
 """Throughput as a user sees it: whole processes on the same files, side by side.
 
     python bench/bench_process.py [--series 10] [--files-per-series 200] [--rounds 5]
-                                  [--keep DIR] [--skip-agent]
+                                  [--keep DIR] [--skip-agent] [--stages]
 
 Generates ``series x files-per-series`` real-size MR slices (256x256, 16-bit, identifiers
 and private tags planted; see :mod:`bench.slices`), then, alternating the tools in every
@@ -12,6 +12,9 @@ round so that a busy machine slows them alike, times as whole processes:
 * dicognito's command line (``dicognito -o DIR SRC``; run through ``python -c`` because the
   console script of 0.19 is broken);
 * GDCM's ``gdcmanon -e`` (PS3.15 Basic Profile, C++).
+
+With ``--stages``: the CPU of each step (survey, staging copy, size check, every stage,
+delivery), the whole run in one thread so that each step is measured where it runs.
 
 Then the agent: ``clinic2cloud run --headless`` watching an export folder, the same files
 copied in, the time from the last file written to the last manifest in the outbox.
@@ -236,6 +239,74 @@ print(json.dumps(times))
 """
 
 
+STAGE_CPU = r"""
+import collections, json, sys, time
+from pathlib import Path
+import agent.integrity as integrity
+import agent.limits as limits
+import agent.oneshot as o
+import agent.pipeline as p
+import agent.staging as st
+from agent.config import load_config
+cpu = collections.Counter()
+def timed(owner, name, label):
+    call = getattr(owner, name)
+    def wrap(*a, **k):
+        t0 = time.process_time()
+        try:
+            return call(*a, **k)
+        finally:
+            cpu[label] += time.process_time() - t0
+    setattr(owner, name, wrap)
+build = p.build_stages
+def timed_stages(cfg, key):
+    stages = build(cfg, key)
+    for stage in stages:
+        timed(type(stage), "__call__", stage.name)
+    return stages
+o.build_stages = timed_stages
+timed(o, "survey_export", "survey")
+timed(st.Staging, "take", "staging copy")
+timed(p, "check_decoded_size", "size check")
+timed(p.Pipeline, "_deliver", "delivery")
+class InThisThread:  # one series after the other, every stage in this thread: CPU = time
+    def __init__(self, *a, **k): pass
+    def __enter__(self): return self
+    def __exit__(self, *a): pass
+    def map(self, f, items): return [f(x) for x in items]
+o.ThreadPoolExecutor = InThisThread
+cfg = load_config(Path(sys.argv[3]))
+t0 = time.process_time()
+summary = o.process_folder(cfg, Path(sys.argv[1]), Path(sys.argv[2]))
+cpu["total"] = time.process_time() - t0
+cpu["other"] = 2 * cpu["total"] - sum(cpu.values())
+print(json.dumps({"delivered": summary.delivered, **cpu}))
+"""
+
+
+def stage_cpu(src: Path, tmp: Path, n: int) -> None:
+    """CPU seconds of each step of ``clinic2cloud process``, all in one thread (one worker,
+    no pool), so that every step's CPU is measured where it runs."""
+    config = tmp / "stages.toml"
+    config.write_text("[deface]\nenabled = false\n[pipeline]\nworkers = 1\n")
+    out = tmp / "out-stages"
+    shutil.rmtree(out, ignore_errors=True)
+    env = {**os.environ, "CLINIC2CLOUD_HOME": str(tmp / "home-stages")}
+    run = subprocess.run([sys.executable, "-c", STAGE_CPU, str(src), str(out), str(config)],
+                         env=env, capture_output=True, text=True, check=False, cwd=ROOT)
+    lines = run.stdout.strip().splitlines()
+    if run.returncode != 0 or not lines:
+        print(f"  stage timing failed: {run.stderr.strip()[-500:]}")
+        return
+    cpu = json.loads(lines[-1])
+    total = cpu["total"]
+    print(f"  CPU per step, one thread ({cpu.pop('delivered')} series delivered, load "
+          f"{os.getloadavg()[0]:.1f}):")
+    for name, seconds in sorted(cpu.items(), key=lambda kv: -kv[1]):
+        print(f"    {name:<14} {seconds:7.2f} s {1000 * seconds / n:7.2f} ms/file "
+              f"{100 * seconds / total:5.1f} %")
+
+
 def head_series(tmp: Path, slices: int = 180) -> Path:
     """Colin27 resampled to 256 x 256 x ``slices`` voxels of 1 mm, as an MR DICOM series."""
     import numpy as np
@@ -293,6 +364,43 @@ def head_bench(tmp: Path, rounds: int) -> None:
         print(f"  stage timing failed: {stages.stderr.strip()[-500:]}")
 
 
+def compare(tools: dict[str, Tool], n: int, size: int, rounds: int
+            ) -> tuple[dict[str, float], float]:
+    """The table of medians and the ratios against the targets; (report, our wall)."""
+    load = os.getloadavg()[0]
+    print(f"\n{n} files ({size / 1e6:.0f} MB), {os.cpu_count()} cores, "
+          f"{rounds} rounds, load average {load:.1f}")
+    print(f"  {'':<22} {'wall s':>8} {'files/s':>9} {'CPU s':>7} {'CPU ms/file':>12} "
+          f"{'peak MB':>8}")
+    for t in tools.values():
+        wall, cpu = t.median("wall"), t.median("cpu")
+        print(f"  {t.name:<22} {wall:8.2f} {n / wall:9.0f} {cpu:7.2f} {1000 * cpu / n:12.2f} "
+              f"{t.median('max_rss_mb'):8.0f}")
+    # Wall time on a shared machine depends on what else runs; CPU seconds much less.
+    # On 2 idle cores a tool using both finishes in about CPU / 2.
+    c2c_cpu = tools["clinic2cloud process"].median("cpu")
+    ours = tools["clinic2cloud process"].median("wall")
+    report: dict[str, float] = {"files": n, "load": load}
+    for ref, target in (("dicognito", 4.0), ("gdcmanon -e", 0.5)):
+        if ref in tools:
+            ratio = tools[ref].median("wall") / ours
+            report[ref] = ratio
+            by_cpu = tools[ref].median("cpu") / (c2c_cpu / min(2, os.cpu_count() or 1))
+            report[f"{ref} (cpu)"] = by_cpu
+            print(f"  clinic2cloud vs {ref}: {ratio:.2f}x wall, {by_cpu:.2f}x by CPU on "
+                  f"idle cores (target >= {target}x)")
+    return report, ours
+
+
+def agent_report(src: Path, tmp: Path, args: argparse.Namespace, ours: float) -> float:
+    latency = agent_latency(src, tmp, args.stable_seconds, args.series)
+    budget = args.stable_seconds + ours + 2.0
+    print(f"  agent: last exported file -> last manifest {latency:.2f} s "
+          f"(target <= stable {args.stable_seconds:.0f} s + process {ours:.2f} s "
+          f"+ 2 s = {budget:.2f} s)")
+    return latency
+
+
 def compiled_like_installed() -> None:
     """Byte-compile the agent's sources, as installing a wheel does: where the environment
     says PYTHONDONTWRITEBYTECODE, every run would otherwise compile them again (about half a
@@ -310,6 +418,8 @@ def main() -> None:
     parser.add_argument("--stable-seconds", type=float, default=2.0)
     parser.add_argument("--keep", type=Path, help="keep the generated data here")
     parser.add_argument("--skip-agent", action="store_true")
+    parser.add_argument("--stages", action="store_true",
+                        help="also the CPU of each step, measured in one thread")
     parser.add_argument("--head", action="store_true",
                         help="the defacing-on head series instead (see the module doc)")
     args = parser.parse_args()
@@ -335,35 +445,11 @@ def main() -> None:
         tools: dict[str, Tool] = {}
         for _ in range(args.rounds):
             run_round(tools, src, tmp, config, n)
-        load = os.getloadavg()[0]
-        print(f"\n{n} files ({size / 1e6:.0f} MB), {os.cpu_count()} cores, "
-              f"{args.rounds} rounds, load average {load:.1f}")
-        print(f"  {'':<22} {'wall s':>8} {'files/s':>9} {'CPU s':>7} {'CPU ms/file':>12} "
-              f"{'peak MB':>8}")
-        for t in tools.values():
-            wall, cpu = t.median("wall"), t.median("cpu")
-            print(f"  {t.name:<22} {wall:8.2f} {n / wall:9.0f} {cpu:7.2f} {1000 * cpu / n:12.2f} "
-                  f"{t.median('max_rss_mb'):8.0f}")
-        # Wall time on a shared machine depends on what else runs; CPU seconds much less.
-        # On 2 idle cores a tool using both finishes in about CPU / 2.
-        c2c_cpu = tools["clinic2cloud process"].median("cpu")
-        ours = tools["clinic2cloud process"].median("wall")
-        report = {"files": n, "load": load}
-        for ref, target in (("dicognito", 4.0), ("gdcmanon -e", 0.5)):
-            if ref in tools:
-                ratio = tools[ref].median("wall") / ours
-                report[ref] = ratio
-                by_cpu = tools[ref].median("cpu") / (c2c_cpu / min(2, os.cpu_count() or 1))
-                report[f"{ref} (cpu)"] = by_cpu
-                print(f"  clinic2cloud vs {ref}: {ratio:.2f}x wall, {by_cpu:.2f}x by CPU on "
-                      f"idle cores (target >= {target}x)")
+        report, ours = compare(tools, n, size, args.rounds)
+        if args.stages:
+            stage_cpu(src, tmp, n)
         if not args.skip_agent:
-            latency = agent_latency(src, tmp, args.stable_seconds, args.series)
-            budget = args.stable_seconds + ours + 2.0
-            print(f"  agent: last exported file -> last manifest {latency:.2f} s "
-                  f"(target <= stable {args.stable_seconds:.0f} s + process {ours:.2f} s "
-                  f"+ 2 s = {budget:.2f} s)")
-            report["agent_latency"] = latency
+            report["agent_latency"] = agent_report(src, tmp, args, ours)
         print(json.dumps(report))
     finally:
         if args.keep is None:

@@ -220,7 +220,9 @@ def test_a_file_that_cannot_be_read_for_a_while_waits_never_quarantines(
     write_series(export_dir / "s", 4)
     assert wait_until(lambda: len(manifests(outbox_dir)) == 1, timeout=30)
     assert len(refused) == 3
-    assert agent.ledger.counts() == {SeriesState.DELIVERED: 1}  # never quarantined
+    # The manifest is written just before the ledger says delivered: wait for that too.
+    assert wait_until(lambda: agent.ledger.counts() == {SeriesState.DELIVERED: 1},
+                      timeout=10)  # never quarantined
 
 
 # -- limits, before anything is read ---------------------------------------------------------

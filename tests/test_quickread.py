@@ -11,11 +11,12 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
+import pydicom
 import pytest
 from pydicom.data import get_testdata_file
 
-from agent.dicomfiles import is_complete, read_header
-from agent.quickread import Scan, scan
+from agent.dicomfiles import expected_native_length, is_complete, read_header
+from agent.quickread import Scan, pixel_bytes, scan
 from tests.conftest import write_series
 
 CORPUS = Path(__file__).resolve().parents[1] / ".." / "shared" / "corpus" / "dicom"
@@ -24,7 +25,8 @@ PYDICOM_DATA = Path(get_testdata_file("MR_small.dcm")).parent  # type: ignore[ar
 
 def agrees(path: Path) -> Scan | None:
     """The fast answer for ``path`` (None when it declines), checked against pydicom's."""
-    found = scan(path.read_bytes())
+    data = path.read_bytes()
+    found = scan(data)
     if found is None:
         return None
     header = read_header(path)
@@ -36,6 +38,12 @@ def agrees(path: Path) -> Scan | None:
         assert header is None, path
     if found.complete is not None:
         assert found.complete == is_complete(path), path
+    announced = pixel_bytes(data, whole=True)
+    if announced is not None:
+        assert announced == expected_native_length(
+            pydicom.dcmread(path, stop_before_pixels=True, force=True)), path
+        # From the first bytes only: the same answer, or none (the header goes on).
+        assert pixel_bytes(data[:len(data) // 3], whole=False) in (None, announced), path
     return found
 
 

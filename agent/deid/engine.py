@@ -15,6 +15,7 @@ from __future__ import annotations
 import io
 import re
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -115,6 +116,14 @@ class Engine:
     @classmethod
     def from_config(cls, cfg: Config, site_secret: bytes) -> Engine:
         return cls(cfg.site.name, site_secret, cfg.deid)
+
+    @staticmethod
+    @lru_cache(maxsize=4)
+    def shared(site_name: str, site_secret: bytes, options: DeidConfig) -> Engine:
+        """This process's engine for one site and options: its profile, vocabulary and
+        caches (per-tag decisions, cleaners of the series' identifiers) built once, not
+        for every series a pool worker is handed."""
+        return Engine(site_name, site_secret, options)
 
     # -- one file -----------------------------------------------------------------------
 

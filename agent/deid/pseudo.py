@@ -56,8 +56,14 @@ def date_offset_days(site_secret: bytes, key: str, max_days: int) -> int:
     return 1 + n % max(1, max_days)
 
 
+#: UIDs a mapper remembers before it starts again (an engine lives as long as its worker
+#: process: the cache must not grow with every instance the agent ever saw).
+UID_CACHE_SIZE = 50_000
+
+
 class UidMapper:
-    """Original UID -> ``2.25.<decimal of 128 bits of HMAC>``; caches what it has seen."""
+    """Original UID -> ``2.25.<decimal of 128 bits of HMAC>``; caches what it has seen
+    (the study's and series' UIDs repeat in every file)."""
 
     def __init__(self, site_secret: bytes) -> None:
         self._secret = site_secret
@@ -71,6 +77,8 @@ class UidMapper:
         if new is None:
             n = int.from_bytes(_mac(self._secret, "uid", uid)[:16], "big")
             new = f"2.25.{n}"
+            if len(self._cache) >= UID_CACHE_SIZE:
+                self._cache.clear()
             self._cache[uid] = new
         return new
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from agent.config import Config, DeidConfig
 from agent.deid.engine import Engine, FileResult
-from agent.deid.pool import make_pool
+from agent.deid.pool import chunked, make_pool
 from agent.errors import SeriesProblem
 from agent.vocab import ProblemCode
 from agent.work import SeriesWork
@@ -24,7 +24,7 @@ def _run_chunk(
     args: tuple[str, bytes, DeidConfig, list[Path], Path],
 ) -> list[FileResult | None]:
     site, secret, options, files, out_dir = args
-    engine = Engine(site, secret, options)
+    engine = Engine.shared(site, secret, options)
     return [engine.deidentify_file(f, out_dir) for f in files]
 
 
@@ -36,7 +36,7 @@ def deidentify_pairs(
     dropped. Raises SeriesProblem."""
     out_dir.mkdir(parents=True, exist_ok=True)
     if processes > 1 and len(files) >= POOL_THRESHOLD:
-        chunks = [files[i::processes] for i in range(processes)]
+        chunks = chunked(files, processes)
         with make_pool(processes) as pool:
             parts = list(pool.map(
                 _run_chunk, [(site_name, site_secret, options, c, out_dir) for c in chunks]

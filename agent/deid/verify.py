@@ -75,7 +75,7 @@ from pydicom.datadict import DicomDictionary, keyword_for_tag  # type: ignore[at
 from pydicom.uid import UID_dictionary  # type: ignore[attr-defined]
 
 from agent.config import Config
-from agent.deid.pool import make_pool
+from agent.deid.pool import chunked, make_pool
 from agent.deid.verify_fields import (
     FieldRules,
     check_fields,
@@ -492,13 +492,19 @@ def collect_identifiers(files: Iterable[Path]) -> Identifiers:
     return collector.identifiers()
 
 
-@lru_cache(maxsize=8)
 def field_rules(files: tuple[str, ...] = (), terms: tuple[str, ...] = (),
                 age_cap_years: int = 89) -> FieldRules:
     """The decoded-text rules: the imaging vocabulary (shipped and the site's) and the
-    age cap, read by the verifier's own code."""
+    age cap, read by the verifier's own code (once per process and arguments)."""
+    return _field_rules(files, terms, age_cap_years)
+
+
+@lru_cache(maxsize=8)
+def _field_rules(files: tuple[str, ...], terms: tuple[str, ...],
+                 age_cap_years: int) -> FieldRules:
     core, every = read_vocabulary(files, terms)
-    return FieldRules(core=core, vocabulary=every, age_cap_years=age_cap_years)
+    return FieldRules(core=core, vocabulary=every, age_cap_years=age_cap_years,
+                      recipe=(files, terms, age_cap_years))
 
 
 @dataclass(frozen=True)
@@ -509,6 +515,18 @@ class Rules:
     retain_safe_private: bool = True
     allow_burned_in: bool = False
     fields: FieldRules = field(default_factory=lambda: field_rules())
+
+    def __reduce__(self) -> tuple[object, tuple[object, ...]]:
+        """Pickled for every pool task: the shipped safe-private table goes by name (each
+        worker reads it once with :func:`load_safe_private`), not as its thousand rows."""
+        private = None if self.safe_private is load_safe_private() else self.safe_private
+        return _rules, (private, self.retain_safe_private, self.allow_burned_in, self.fields)
+
+
+def _rules(private: frozenset[tuple[int, int, str]] | None, retain: bool, burned_in: bool,
+           fields: FieldRules) -> Rules:
+    return Rules(safe_private=load_safe_private() if private is None else private,
+                 retain_safe_private=retain, allow_burned_in=burned_in, fields=fields)
 
 
 @lru_cache(maxsize=1)
@@ -676,7 +694,7 @@ def verify_series(
     pixels = pixel_check is not None
     indexed = list(enumerate(outputs))
     if processes > 1 and len(outputs) >= 64:
-        chunks = [indexed[i::processes] for i in range(processes)]
+        chunks = chunked(indexed, processes)
         with make_pool(processes) as pool:
             results = [r for part in pool.map(_check_many,
                                               [(c, ids, rules, pixels) for c in chunks])

@@ -23,7 +23,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from importlib import resources
 
@@ -94,6 +94,10 @@ def identifying_tags() -> dict[int, str]:
     return _table()[1]
 
 
+#: How :func:`agent.deid.verify.field_rules` made a set of rules: its arguments.
+Recipe = tuple[tuple[str, ...], tuple[str, ...], int]
+
+
 @dataclass(frozen=True)
 class FieldRules:
     """What the field checks need from the configuration (canonical vocabulary)."""
@@ -101,6 +105,21 @@ class FieldRules:
     core: frozenset[str]
     vocabulary: frozenset[str]
     age_cap_years: int = 89
+    #: Rules made by :func:`agent.deid.verify.field_rules` cross the process pool as their
+    #: recipe (about 100 kB of vocabulary pickled for every task otherwise); a worker
+    #: makes them once with its own code and keeps them.
+    recipe: Recipe | None = field(default=None, compare=False, repr=False)
+
+    def __reduce__(self) -> tuple[object, tuple[object, ...]]:
+        if self.recipe is not None:
+            return _from_recipe, (self.recipe,)
+        return FieldRules, (self.core, self.vocabulary, self.age_cap_years)
+
+
+def _from_recipe(recipe: Recipe) -> FieldRules:
+    from agent.deid.verify import field_rules  # that module imports this one
+
+    return field_rules(*recipe)
 
 
 def check_fields(parsed: Parsed, forms: TextForms, rules: FieldRules) -> Iterator[

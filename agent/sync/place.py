@@ -28,6 +28,7 @@ from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 log = logging.getLogger(__name__)
 
@@ -119,12 +120,39 @@ def place(src: Path, dst: Path, *, linkable: bool, mode: int = 0o666) -> Placed:
 
 def clone_or_copy(src: Path, dst: Path) -> str:
     """A private copy of ``src`` (an exported file: it may be rewritten in place later, so
-    never a hard link): a reflink where the filesystem clones, else a real copy (the
-    kernel's own, ``shutil.copyfile``). Returns "reflink" or "copy"."""
-    if reflink(src, dst):
-        return "reflink"
-    shutil.copyfile(src, dst)
-    return "copy"
+    never a hard link): see :func:`clone_or_copy_open`. Returns "reflink" or "copy"."""
+    with open(src, "rb") as fin, open(dst, "wb") as fout:
+        return clone_or_copy_open(fin, fout).how
+
+
+def clone_or_copy_open(src: BinaryIO, out: BinaryIO) -> Placed:
+    """The bytes of the open file ``src`` in the open, empty file ``out``: a reflink where
+    the filesystem clones, else a real copy - the kernel's own where it can (no bytes
+    through Python), else read and written here. ``size`` is what was copied."""
+    if clone_into(src.fileno(), out.fileno()):
+        return Placed("reflink", os.fstat(out.fileno()).st_size)
+    copied = _kernel_copy(src.fileno(), out.fileno())
+    if copied is None:
+        shutil.copyfileobj(src, out, _CHUNK)
+        copied = out.tell()
+    return Placed("copy", copied)
+
+
+def _kernel_copy(src_fd: int, dst_fd: int) -> int | None:
+    """Copy ``src_fd`` from its start to ``dst_fd`` with ``sendfile``; None when the
+    platform cannot (nothing written)."""
+    sendfile = getattr(os, "sendfile", None)
+    if sendfile is None or not sys.platform.startswith("linux"):
+        return None
+    total = 0
+    try:
+        while sent := sendfile(dst_fd, src_fd, total, 8 * _CHUNK):
+            total += sent
+    except OSError as exc:
+        if total == 0 and exc.errno in _CANNOT | {errno.ENOTSOCK}:
+            return None
+        raise
+    return total
 
 
 def same_file(a: Path, b: Path) -> bool:
@@ -177,5 +205,5 @@ def make_durable(folder: Path, files: Iterable[Path]) -> None:
         fsync_dir(d)
 
 
-__all__ = ["Placed", "clone_into", "clone_or_copy", "copy_hashed", "fsync_dir", "make_durable",
-           "place", "reflink", "same_file"]
+__all__ = ["Placed", "clone_into", "clone_or_copy", "clone_or_copy_open", "copy_hashed",
+           "fsync_dir", "make_durable", "place", "reflink", "same_file"]
