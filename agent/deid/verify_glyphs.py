@@ -41,6 +41,23 @@ def _gray(frames: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
     return ((f - lo) * (255.0 / np.maximum(hi - lo, 1e-6))).astype(np.uint8)
 
 
+def _bounds(labels: np.ndarray[Any, Any], cols: int
+            ) -> list[tuple[int, int, int, int, int]]:
+    """(top, left, height, width, pixels) of every label of a flat label image."""
+    where = np.flatnonzero(labels)
+    if where.size == 0:
+        return []
+    ids = labels[where]
+    order = np.argsort(ids, kind="stable")
+    where, ids = where[order], ids[order]
+    ys, xs = np.divmod(where, cols)
+    first = np.flatnonzero(np.r_[True, ids[1:] != ids[:-1]])
+    last = np.r_[first[1:], ids.size] - 1
+    lo, hi = np.minimum.reduceat(xs, first), np.maximum.reduceat(xs, first)
+    return [(int(ys[a]), int(lo[k]), int(ys[b] - ys[a] + 1), int(hi[k] - lo[k] + 1),
+             int(b - a + 1)) for k, (a, b) in enumerate(zip(first, last, strict=True))]
+
+
 def text_boxes(frames: np.ndarray[Any, Any]) -> list[Box]:
     """Text-like boxes of every frame (at most ``PER_FRAME`` each, best first)."""
     if frames.ndim < 3 or min(frames.shape[1:3]) < 32:
@@ -52,20 +69,22 @@ def text_boxes(frames: np.ndarray[Any, Any]) -> list[Box]:
     run = np.cumsum(edges, axis=2)
     dense = np.zeros((n, rows + 1, cols), np.uint8)  # an empty row between frames
     dense[:, :rows, _WINDOW:] = (run[:, :, _WINDOW:] - run[:, :, :-_WINDOW]) >= _DENSE
-    labels = sitk.GetArrayFromImage(sitk.ConnectedComponent(
-        sitk.GetImageFromArray(dense.reshape(n * (rows + 1), cols)), True))
-    stats = sitk.LabelShapeStatisticsImageFilter()
-    stats.Execute(sitk.GetImageFromArray(labels))
+    # One thread: a frame is small, and a pool worker runs one task at a time anyway
+    # (ITK's threads cost more than they save here, more so on a loaded machine).
+    cc = sitk.ConnectedComponentImageFilter()
+    cc.SetNumberOfThreads(1)
+    cc.FullyConnectedOn()
+    labels = sitk.GetArrayFromImage(cc.Execute(sitk.GetImageFromArray(
+        dense.reshape(n * (rows + 1), cols)))).ravel()
     found: dict[int, list[Box]] = {}
-    for label in stats.GetLabels():
-        x, y, w, h = stats.GetBoundingBox(label)
+    for y, x, h, w, count in _bounds(labels, cols):
         frame, top = divmod(y, rows + 1)
         left = max(0, x - _WINDOW)  # the window counts transitions behind a pixel
         w += x - left
         if not _MIN_H <= h <= _MAX_H or w < 2 * h or w > 0.9 * cols:
             continue
         edge = min(top, left, rows - top - h, cols - left - w) < 0.25 * min(rows, cols)
-        score = stats.GetNumberOfPixels(label) / float(w * h) * (2.0 if edge else 1.0)
+        score = count / float(w * h) * (2.0 if edge else 1.0)
         found.setdefault(frame, []).append((frame, top, left, h, w, score))
     out: list[Box] = []
     for boxes in found.values():
