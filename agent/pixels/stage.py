@@ -6,6 +6,9 @@ for what is done to each file). What follows from what was found:
 * text showing an identifier: the line is redacted (``[pixels] on_identifier = "redact"``)
   or the series quarantined (``"quarantine"``); every redaction is recorded in the audit
   log by file, frame and box, never by what it said;
+* a text-like line on air near the frame's edge that OCR cannot read with confidence
+  (kind ``unread``: small text, another script) is treated the same way - it may show what
+  we cannot read (fail closed), and there redaction hides no anatomy;
 * a file that declares Burned In Annotation = YES but shows no identifier OCR can read is
   quarantined: the header says identity is there, and we could not find it;
 * secondary captures, screen saves and derived images are searched on every frame with the
@@ -152,8 +155,12 @@ class PixelStage:
                 "so it cannot be removed; review the images, or re-export them without "
                 "annotations", code="identity-risk")
         if identifying and self.options.on_identifier == "quarantine":
+            what = ("burned-in text that could not be read with confidence (it may show "
+                    "the patient's identity) was found in "
+                    if all(ln.kind == "unread" for ln in identifying)
+                    else "burned-in text showing the patient's identity was found in ")
             raise IdentityRisk(
-                f"burned-in text showing the patient's identity was found in "
+                f"{what}"
                 f"{len({i for i, ln in lines if ln.kind != 'text'})} image(s); the series is "
                 "kept back ([pixels] on_identifier = \"quarantine\"). Re-export it without "
                 "annotations, or set on_identifier = \"redact\"", code="identity-risk")
