@@ -141,7 +141,7 @@ def test_a_phase_map_lines_up_by_its_smooth_tissue(template: Template,
 def test_a_phase_map_alone_is_fitted_by_its_silhouette(colin: Colin, tmp_path: Path) -> None:
     """A phase map with no magnitude partner (none will come): fitted by the silhouette of
     its smooth tissue, its face replaced; the brain's values kept bit for bit."""
-    case = make_case(colin, "axial", (3.0, 3.0, 3.0))
+    case = make_case(colin, "axial", (3.5, 3.5, 3.5))
     phase = phase_map(case.image, seed=5)
     files = write_mr_series(phase, tmp_path / "in", body_part="", description="")
     (tmp_path / "work").mkdir()

@@ -62,6 +62,8 @@ def test_no_render_when_disabled(head_image: sitk.Image, tmp_path: Path) -> None
     assert work.defaced and work.render is None
 
 
+# Soak: test_volumes writes RLE, JPEG 2000 lossless and big-endian input back in its syntax.
+@pytest.mark.soak
 def test_compressed_lossless_input_keeps_its_syntax(head_image: sitk.Image,
                                                     tmp_path: Path) -> None:
     files = write_mr_series(head_image, tmp_path / "in")
@@ -77,7 +79,11 @@ def test_compressed_lossless_input_keeps_its_syntax(head_image: sitk.Image,
     assert ds.pixel_array.shape == (ds.Rows, ds.Columns)
 
 
-@pytest.mark.parametrize("label", ["KNEE", "KOPF", "CABEZA", ""])
+# KNEE in the default run; the other labels (and a real head unlabelled, the study's
+# KOPF stack, a cropped head labelled KNEE) in test_real_heads, the acceptance, test_noface.
+@pytest.mark.parametrize("label", ["KNEE", pytest.param("KOPF", marks=pytest.mark.soak),
+                                   pytest.param("CABEZA", marks=pytest.mark.soak),
+                                   pytest.param("", marks=pytest.mark.soak)])
 def test_head_is_defaced_whatever_its_label_says(head_image: sitk.Image, tmp_path: Path,
                                                  label: str) -> None:
     """Header words never spare a head: decided from the image."""
@@ -138,6 +144,9 @@ def study_work(files: list[Path], tmp: Path, name: str) -> SeriesWork:
     return work
 
 
+# Soak: the default run's study acceptance (test_acceptance) defaces a 12-slice sagittal
+# stack from the study's fit with known masks.
+@pytest.mark.soak
 def test_short_and_tilted_stacks_are_defaced_from_the_study_fit(
         colin: Colin, tmp_path: Path) -> None:
     """A 12-slice sagittal stack and a sheared (gantry-tilted) stack cannot place the face
@@ -171,6 +180,9 @@ def test_short_and_tilted_stacks_are_defaced_from_the_study_fit(
     assert work.defaced
 
 
+# Soak: the default run's study acceptance delivers the slab above the eyes as it is;
+# test_presence judges the slab alone.
+@pytest.mark.soak
 def test_slab_above_the_eyes_is_delivered_as_it_is(colin: Colin, tmp_path: Path) -> None:
     """A slab through the top of the head, with the study's fit: no face in its field of
     view, so it is delivered unchanged with the reason recorded. Alone it cannot be told."""
@@ -225,6 +237,9 @@ def test_template_locator(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> No
         load_template.cache_clear()
 
 
+# Soak: the default run's study acceptance defaces two-volume mosaic and enhanced series
+# with one fit, brains bit-identical.
+@pytest.mark.soak
 def test_series_of_several_volumes_gets_one_face(colin: Colin, tmp_path: Path) -> None:
     """A time series (two volumes at the same positions) is defaced volume by volume with one
     template fit; the brain stays bit-identical in both."""
@@ -258,6 +273,9 @@ def test_series_of_several_volumes_gets_one_face(colin: Colin, tmp_path: Path) -
         assert (before[case.face] != after[case.face]).mean() >= 0.85
 
 
+# Soak: the default run defaces the enhanced DWI of the study acceptance and the real
+# XA30 enhanced T1 (test_real_corpus_bounded).
+@pytest.mark.soak
 def test_enhanced_multiframe_head_is_defaced(colin: Colin, tmp_path: Path) -> None:
     src = write_enhanced_mr(make_case(colin, "sagittal", SPACING).image,
                             tmp_path / "in" / "mf.dcm")
@@ -290,6 +308,10 @@ def _resampled(image: sitk.Image, kind: str, spacing: tuple[float, float, float]
                          sitk.sitkLinear, 0.0)
 
 
+# Soak: in the default run, Colin (a real head) is defaced labelled KNEE here, labelled
+# KOPF in a sagittal stack of the study acceptance, cropped and labelled KNEE in
+# test_noface; the corpus' real EPI heads in test_acceptance.
+@pytest.mark.soak
 @pytest.mark.parametrize("name, kind, angle, label", [
     ("otsu_t1", "sagittal", 0.0, "KOPF"),
     ("t1_neck", "coronal", 20.0, ""),
