@@ -18,7 +18,7 @@ from functools import lru_cache
 import numpy as np
 import SimpleITK as sitk
 
-from agent.deface import blend, ct, qc, synth
+from agent.deface import ct, morph, qc, synth
 from agent.deface.register import (
     Registration,
     check_modality,
@@ -241,24 +241,20 @@ def _deface_image(image: sitk.Image, template: Template, seed: int,
         # Outside the reconstruction circle nothing is written.
         weight[ct.padding_mask(subject, None)] = 0.0
     imap = _calibrate(template, reg, sub_img, subject, protect, modality)
-    tvals = sitk.GetArrayFromImage(sitk.Resample(
-        template.head, ref, sim, sitk.sitkLinear, 0.0, sitk.sitkFloat32))
     region = weight > 0
     if ct_mode:
-        d_raw = sitk.GetArrayFromImage(sitk.Resample(
-            template.surface, ref, sim, sitk.sitkLinear, 31.75, sitk.sitkFloat32)) / scale
-        t_mean = ct.template_to_hu(tvals, d_raw, *_template_levels(template),
-                                   air_hu=float(imap.subject_levels[0]))
         level = ct.skin_level(sitk.GetArrayViewFromImage(reg.work))
     else:
-        t_mean, _ = imap.apply(tvals)
         level = skin_threshold(reg.work)
-    del tvals
-    values, tissue = _blend(image, template, sim, scale, box, ref, subject, t_mean,
-                            weight, protect, imap, content_seed(image, seed), level, ct_mode)
+    place = morph.Placement(transform=sim, scale=scale, imap=imap, level=level,
+                            ct_mode=ct_mode,
+                            template_levels=_template_levels(template) if ct_mode
+                            else (0.0, 0.0, 0.0))
+    values, tissue = morph.blend_box(image, template, place, box, ref, subject, weight,
+                                     protect, content_seed(image, seed))
     report.voxels_in_region = int(region.sum())
     levels = (level - 200.0, level, level + 300.0) if ct_mode else None
-    report.qc = run_qc(image, box, values, weight, level, levels)
+    report.qc = run_qc(image, box, values, weight, level, levels, before_work=reg.work)
     qc.enforce(report.qc)
     report.seconds = time.perf_counter() - t0
     return DefaceResult(box=box, values=values, weight=weight, protect=protect,
@@ -276,8 +272,8 @@ def _template_levels(template: Template) -> tuple[float, float, float]:
 
 
 def run_qc(image: sitk.Image, box: tuple[slice, slice, slice], values: np.ndarray,
-           weight: np.ndarray, level: float, levels: tuple[float, ...] | None = None
-           ) -> qc.QCReport:
+           weight: np.ndarray, level: float, levels: tuple[float, ...] | None = None,
+           before_work: sitk.Image | None = None) -> qc.QCReport:
     """The QC gate's measurements of this result (see :mod:`agent.deface.qc`)."""
     after_arr = sitk.GetArrayFromImage(image)
     after_arr[box] = np.where(weight > 0, values, after_arr[box])
@@ -287,7 +283,7 @@ def run_qc(image: sitk.Image, box: tuple[slice, slice, slice], values: np.ndarra
     w_full[box] = weight
     w_img = sitk.GetImageFromArray(w_full)
     w_img.CopyInformation(image)
-    return qc.check(image, after, w_img, level, levels=levels)
+    return qc.check(image, after, w_img, level, levels=levels, before_work=before_work)
 
 
 def _check_fit(reg: Registration, report: DefaceReport) -> None:
@@ -358,89 +354,39 @@ def _region(image: sitk.Image, template: Template, reg: Registration
     weight = weight_outer[inner]
     del weight_outer
     # Protection: any trace of the (linearly interpolated) protection mask protects.
-    protect_img = sitk.Resample(p_t, ref, reg.transform, sitk.sitkLinear, 0.0,
-                                sitk.sitkFloat32) > 0
+    protect = sitk.GetArrayFromImage(sitk.Resample(
+        p_t, ref, reg.transform, sitk.sitkLinear, 0.0, sitk.sitkFloat32)) > 0
     # One more voxel all round: the margin holds whatever the grid's resolution.
-    protect = sitk.GetArrayFromImage(sitk.BinaryDilate(protect_img, [1, 1, 1])) > 0
+    protect = dilate_ball(protect)
     weight[protect] = 0.0
     return box, ref, weight, protect
+
+
+def _grow(mask: np.ndarray, axis: int) -> np.ndarray:
+    out = mask.copy()
+    lo = [slice(None)] * mask.ndim
+    hi = [slice(None)] * mask.ndim
+    lo[axis], hi[axis] = slice(0, -1), slice(1, None)
+    out[tuple(lo)] |= mask[tuple(hi)]
+    out[tuple(hi)] |= mask[tuple(lo)]
+    return out
+
+
+def dilate_ball(mask: np.ndarray) -> np.ndarray:
+    """``mask`` (bool, z-y-x) dilated by ITK's ball of radius 1 (the 18 voxels sharing a
+    face or an edge): the union of the three 3 x 3 squares in the axis planes, each
+    separable, at a few passes over the array (sitk.BinaryDilate is many times slower)."""
+    gy, gx = _grow(mask, 1), _grow(mask, 2)
+    out = _grow(gx, 1)
+    out |= _grow(gx, 0)
+    out |= _grow(gy, 0)
+    return out
 
 
 def _with_geometry(image: sitk.Image) -> sitk.Image:
     ref = sitk.Image(image.GetSize(), sitk.sitkUInt8)
     ref.CopyInformation(image)
     return ref
-
-
-def _blend(image: sitk.Image, template: Template,
-           sim: sitk.AffineTransform, scale: float, box: tuple[slice, slice, slice],
-           ref: sitk.Image, subject: np.ndarray, t_mean: np.ndarray, weight: np.ndarray,
-           protect: np.ndarray, imap: synth.IntensityMap, seed: int, level: float,
-           ct_mode: bool) -> tuple[np.ndarray, np.ndarray]:
-    """New values in the box (see :mod:`agent.deface.blend`) and the tissue mask."""
-    sx, sy, sz = (float(v) for v in image.GetSpacing())
-    spacing = (sx, sy, sz)
-    sp_zyx = np.array(spacing[::-1], np.float32)
-    # Distances: the patient's skin at full resolution; the template's from its smoothed
-    # distance map, placed like its intensities (template mm -> subject mm).
-    d_s = blend.signed_distance(blend.head_surface_mask(subject, level, spacing), spacing)
-    d_t = sitk.GetArrayFromImage(sitk.Resample(
-        template.surface, ref, sim, sitk.sitkLinear, 31.75, sitk.sitkFloat32)) / scale
-    # Where the template's values have their skin (d_raw = 0), and where the new skin goes.
-    d_raw = d_t
-    d_t = d_t + blend.rim_offset(d_s, d_t, weight, protect, spacing)
-    edge = blend.edge_distance(
-        tuple(int(v) for v in image.GetSize()[::-1]), box, sp_zyx)  # type: ignore[arg-type]
-    if ct_mode:  # the reconstruction circle is an edge of the field of view too
-        pad = ct.padding_mask(subject, None)
-        if pad.any():
-            edge = np.minimum(edge, np.maximum(-blend.signed_distance(~pad, spacing), 0.0))
-    # The footprint on the edge: the patient's, smoothed (no detail of a cut ear), but
-    # never more than 1.5 mm beyond the patient's own.
-    d_edge = np.maximum(blend.smoothed(d_s, spacing, blend.EDGE_SMOOTH_MM), d_s - 1.5)
-    edge_mm = max(blend.EDGE_MM, 1.5 * max(spacing))
-    d_t = blend.keep_off_the_edge(d_t, d_edge, edge, edge_mm)
-    region = weight > 0
-    w = weight
-    d_b = ((1.0 - w) * d_s + w * d_t).astype(np.float32)
-    # What is kept (the protection region) stays covered: where the template's skin would
-    # run deeper than the protection region (sunken eyes of an average face over a
-    # patient's dark, kept eyeballs), new tissue covers it instead of a hole.
-    # The cover over the protection region needs no sub-millimetre accuracy: on fine grids
-    # its distance is computed at half the resolution.
-    d_p = blend.coarse_signed_distance(protect, spacing, 2 if max(spacing) <= 1.05 else 1)
-    d_b = np.minimum(d_b, d_p - blend.COVER_MM).astype(np.float32)
-    d_b = blend.keep_off_the_edge(d_b, d_edge, edge, edge_mm)  # the cover obeys it too
-    s_moved = blend.move_onto(subject, d_s, d_b, region, sp_zyx)
-    t_moved = blend.move_onto(t_mean, d_raw, d_b, region, sp_zyx)
-    keep = (~region | (w < 0.2)) & ~protect
-    if keep.sum() < 2000:
-        keep = ~protect
-    centres, prof = blend.skin_profile(subject, d_s, keep)
-    if ct_mode:
-        prof = ct.cap_profile(prof, float(imap.subject_levels[0]))
-    db = d_b[region]
-    m = blend.smoothstep((np.abs(db) - blend.PROFILE_MM) / blend.PROFILE_MM)
-    t_side = (1.0 - m) * np.interp(db, centres, prof).astype(np.float32) + m * t_moved
-    wr = w[region]
-    mixed = (1.0 - wr) * s_moved + wr * t_side
-    # Noise: the template side is noise-free; add the patient's noise so that the sum has
-    # the patient's noise level whatever the weights.
-    if ct_mode:
-        sd = np.where(db > 0, float(imap.noise_levels[0]), float(imap.noise_levels[-1]))
-    else:
-        _, sd = imap.apply(t_side)
-        sd = np.where(db > 0, float(imap.noise_levels[0]), sd)
-    sd = sd.astype(np.float32)
-    gain = np.sqrt(np.clip(1.0 - (1.0 - wr) ** 2, 0.0, 1.0))
-    mixed = mixed + gain * sd * synth.noise_field(mixed.shape, seed)
-    arr = sitk.GetArrayViewFromImage(image)
-    lo, hi = float(arr.min()), float(arr.max())
-    values = subject.copy()
-    values[region] = np.clip(mixed, lo, hi)
-
-    tissue = (subject > level) | (values > level)
-    return values.astype(np.float32), tissue
 
 
 def _calibrate(template: Template, reg: Registration, sub_img: sitk.Image,

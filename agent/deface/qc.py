@@ -125,10 +125,12 @@ def depth(volume: np.ndarray, level: float, view: str) -> np.ndarray:
 
 
 def check(before: sitk.Image, after: sitk.Image, weight: sitk.Image, level: float,
-          *, shift: bool = True, levels: tuple[float, ...] | None = None) -> QCReport:
+          *, shift: bool = True, levels: tuple[float, ...] | None = None,
+          before_work: sitk.Image | None = None) -> QCReport:
     """Measure ``after`` against ``before`` (real values, same grid); ``weight`` is the
     replacement weight on that grid (0 where nothing was replaced). ``levels``: the
-    thresholds of the surface checks (default: LEVELS times ``level``)."""
+    thresholds of the surface checks (default: LEVELS times ``level``); ``before_work``:
+    ``before`` on the registration's work grid when it was made already."""
     thresholds = levels or tuple(f * level for f in LEVELS)
     report = QCReport()
     ref = lps_grid(before)
@@ -165,7 +167,7 @@ def check(before: sitk.Image, after: sitk.Image, weight: sitk.Image, level: floa
     if report.face_pixels:
         report.face_unmoved = float((np.abs(d_a - d_b)[sel] * QC_SPACING < 0.5).mean())
     if shift:
-        report.shift_mm = rigid_shift(before, after)
+        report.shift_mm = rigid_shift(before, after, before_work)
     _judge(report)
     return report
 
@@ -193,13 +195,15 @@ def enforce(report: QCReport) -> None:
                            + "; the series is held back", code="deface-qc")
 
 
-def rigid_shift(before: sitk.Image, after: sitk.Image) -> float:
+def rigid_shift(before: sitk.Image, after: sitk.Image,
+                before_work: sitk.Image | None = None) -> float:
     """Largest displacement (mm) of the head's central region when ``after`` is rigidly
     registered to ``before`` on a 4 mm grid (whole head, mutual information, a quarter of
     the voxels on a fixed regular grid, one thread: the same pair gives the same number)."""
     from agent.deface.register import SAMPLING_SEED, SHIFT_SAMPLING, one_thread, to_work_grid
 
-    fixed, moving = to_work_grid(before), to_work_grid(after)
+    fixed = before_work if before_work is not None else to_work_grid(before)
+    moving = to_work_grid(after)
     reg = sitk.ImageRegistrationMethod()
     reg.SetNumberOfThreads(1)
     reg.SetMetricAsMattesMutualInformation(32)

@@ -314,6 +314,23 @@ def one_thread() -> Iterator[None]:
         sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(before)
 
 
+_TEMPLATE_WORK: dict[int, tuple[sitk.Image, sitk.Image, sitk.Image]] = {}
+
+
+def _template_work(template_head: sitk.Image) -> tuple[sitk.Image, sitk.Image]:
+    """The template head on the work grid and its head mask, made once per image."""
+    found = _TEMPLATE_WORK.get(id(template_head))
+    if found is not None and found[0] is template_head:
+        return found[1], found[2]
+    if len(_TEMPLATE_WORK) >= 4:
+        _TEMPLATE_WORK.clear()
+    moving = to_work_grid(template_head)
+    mmask = head_mask(moving)
+    # The image is kept so that its id is not reused while cached.
+    _TEMPLATE_WORK[id(template_head)] = (template_head, moving, mmask)
+    return moving, mmask
+
+
 def register_template(subject: sitk.Image, template_head: sitk.Image, *,
                       modality: str = "MR", surface: sitk.Image | None = None
                       ) -> Registration:
@@ -342,14 +359,13 @@ def _register(subject: sitk.Image, template_head: sitk.Image, *,
     if ct and surface is None:
         raise ValueError("a CT fit needs the template's surface distance map")
     fixed = to_work_grid(subject)
-    moving = to_work_grid(template_head)
+    moving, mmask = _template_work(template_head)
     if ct:
         from agent.deface.ct import head_mask as ct_head_mask
 
         fmask = ct_head_mask(subject, fixed)
     else:
         fmask = head_mask(fixed)
-    mmask = head_mask(moving)
     # Dilate the metric mask so the skin/air boundary drives the fit.
     metric_mask = sitk.BinaryDilate(fmask, [3, 3, 3])
     fc, mc = centroid(fmask), centroid(mmask)
