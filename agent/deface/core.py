@@ -18,7 +18,7 @@ from functools import lru_cache
 import numpy as np
 import SimpleITK as sitk
 
-from agent.deface import ct, morph, qc, synth
+from agent.deface import coarse, ct, morph, qc, synth
 from agent.deface.register import (
     Registration,
     check_modality,
@@ -312,13 +312,13 @@ def _region(image: sitk.Image, template: Template, reg: Registration
     # full resolution inside that box (and a margin) only.
     size = np.array(image.GetSize())
     factor = 4 if size.min() >= 32 else 1
-    coarse = sitk.Image([int(v) for v in np.maximum(size // factor, 1)], sitk.sitkUInt8)
-    coarse.SetSpacing(tuple(float(v) * factor for v in image.GetSpacing()))
-    coarse.SetDirection(image.GetDirection())
-    coarse.SetOrigin(image.TransformContinuousIndexToPhysicalPoint(
+    look = sitk.Image([int(v) for v in np.maximum(size // factor, 1)], sitk.sitkUInt8)
+    look.SetSpacing(tuple(float(v) * factor for v in image.GetSpacing()))
+    look.SetDirection(image.GetDirection())
+    look.SetOrigin(image.TransformContinuousIndexToPhysicalPoint(
         [(factor - 1) / 2.0] * 3))
     w_coarse = sitk.GetArrayFromImage(sitk.Resample(
-        w_t, coarse, reg.transform, sitk.sitkLinear, 0.0, sitk.sitkFloat32))
+        w_t, look, reg.transform, sitk.sitkLinear, 0.0, sitk.sitkFloat32))
     if not (w_coarse > 0).any():
         raise DefaceFailed("the replacement region does not overlap the image",
                            code="deface-fov")
@@ -357,30 +357,9 @@ def _region(image: sitk.Image, template: Template, reg: Registration
     protect = sitk.GetArrayFromImage(sitk.Resample(
         p_t, ref, reg.transform, sitk.sitkLinear, 0.0, sitk.sitkFloat32)) > 0
     # One more voxel all round: the margin holds whatever the grid's resolution.
-    protect = dilate_ball(protect)
+    protect = coarse.dilate_ball(protect)
     weight[protect] = 0.0
     return box, ref, weight, protect
-
-
-def _grow(mask: np.ndarray, axis: int) -> np.ndarray:
-    out = mask.copy()
-    lo = [slice(None)] * mask.ndim
-    hi = [slice(None)] * mask.ndim
-    lo[axis], hi[axis] = slice(0, -1), slice(1, None)
-    out[tuple(lo)] |= mask[tuple(hi)]
-    out[tuple(hi)] |= mask[tuple(lo)]
-    return out
-
-
-def dilate_ball(mask: np.ndarray) -> np.ndarray:
-    """``mask`` (bool, z-y-x) dilated by ITK's ball of radius 1 (the 18 voxels sharing a
-    face or an edge): the union of the three 3 x 3 squares in the axis planes, each
-    separable, at a few passes over the array (sitk.BinaryDilate is many times slower)."""
-    gy, gx = _grow(mask, 1), _grow(mask, 2)
-    out = _grow(gx, 1)
-    out |= _grow(gx, 0)
-    out |= _grow(gy, 0)
-    return out
 
 
 def _with_geometry(image: sitk.Image) -> sitk.Image:

@@ -17,7 +17,9 @@
 * The inside of the skull is found in the CT itself too (:func:`cranial_cavity`: what the
   skull encloses, plane by plane, its largest connected part) and protected with the
   template's brain: a head CT's protection does not depend on the fit alone (a dry skull
-  or a head cut above the orbits constrains a surface fit poorly).
+  or a head cut above the orbits constrains a surface fit poorly), with the skull and what
+  it encloses up to 16 mm below it (:func:`cranium`: thin orbital roofs fall below the
+  bone threshold, and air above them is inside the skull, not face).
 * Voxels outside the reconstruction circle (at or below :data:`PADDING_HU`, or equal to the
   series' Pixel Padding Value) are never written and count as the edge of the field of view.
 """
@@ -47,6 +49,9 @@ CAVITY_MM, CAVITY_CLOSE = 2.0, 3
 CAVITY_GROW = 7
 #: A cavity smaller than this (mL) is not a cranium (no skull in the field of view).
 MIN_CAVITY_ML = 100.0
+#: How far (mm) below the cavity found the skull and what it encloses are kept too (see
+#: :func:`cranium`).
+FLOOR_MARGIN_MM = 16.0
 
 
 def skin_level(image_values: np.ndarray) -> float:
@@ -135,12 +140,8 @@ def padding_mask(values: np.ndarray, padding_value: float | None) -> np.ndarray:
     return mask
 
 
-def cranial_cavity(image: sitk.Image) -> sitk.Image | None:
-    """The inside of the skull on a 2 mm grid in the image's orientation (uint8), or None
-    when none is seen: bone above :data:`CAVITY_BONE_HU` (any in a grid cell), closed,
-    holes filled in every plane (:func:`fill_in_planes`), less the bone; of that, the
-    largest part after a 6 mm erosion (the orbits, sinuses and nasal cavity hang on by
-    thin channels or not at all), grown back through anything but bone."""
+def _cavity_parts(image: sitk.Image) -> tuple[sitk.Image, sitk.Image, sitk.Image]:
+    """(cavity, skull, enclosed) on the 2 mm grid: see :func:`cranial_cavity`."""
     from agent.deface.register import to_work_grid
 
     bone = sitk.Cast(sitk.BinaryThreshold(image, CAVITY_BONE_HU, 1e30, 1, 0),
@@ -162,16 +163,75 @@ def cranial_cavity(image: sitk.Image) -> sitk.Image | None:
     # A grid cell with any bone in it counts as bone above: two cells more (into the inner
     # table) reach the brain's last millimetres beside it.
     cavity = sitk.BinaryDilate(cavity, [2, 2, 2])
-    ml = float(sitk.GetArrayViewFromImage(cavity).sum()) * CAVITY_MM ** 3 / 1000.0
-    return cavity if ml >= MIN_CAVITY_ML else None
+    return cavity, skull, enclosed
+
+
+def cranial_cavity(image: sitk.Image) -> sitk.Image | None:
+    """The inside of the skull on a 2 mm grid in the image's orientation (uint8), or None
+    when none is seen: bone above :data:`CAVITY_BONE_HU` (any in a grid cell), closed,
+    holes filled in every plane (:func:`fill_in_planes`), less the bone; of that, the
+    largest part after a 6 mm erosion (the orbits, sinuses and nasal cavity hang on by
+    thin channels or not at all), grown back through anything but bone."""
+    cavity, _, _ = _cavity_parts(image)
+    return cavity if _millilitres(cavity) >= MIN_CAVITY_ML else None
+
+
+def _millilitres(mask: sitk.Image) -> float:
+    return float(sitk.GetArrayViewFromImage(mask).sum()) * float(
+        np.prod(mask.GetSpacing())) / 1000.0
+
+
+def cranium(image: sitk.Image) -> sitk.Image | None:
+    """What a head CT's defacing never writes, on the 2 mm grid (uint8), or None when no
+    cranium is seen: :func:`cranial_cavity`, and up to :data:`FLOOR_MARGIN_MM` below it
+    (towards the feet) the skull and whatever the skull encloses in some plane.
+
+    The margin is for the floor of the skull: the orbital roofs and the cribriform plate
+    are so thin that partial volume takes them below the bone threshold, and the cavity
+    found stops short of the floor (on a dry skull, by up to 15 mm of air that is inside
+    the skull, not face). Only downwards: a margin in every direction would keep the
+    brow and the upper orbital rims too, and leave a jagged edge in the new face.
+    """
+    cavity, skull, enclosed = _cavity_parts(image)
+    if _millilitres(cavity) < MIN_CAVITY_ML:
+        return None
+    cav = sitk.GetArrayFromImage(cavity) > 0
+    below = _below(cav, cavity, int(round(FLOOR_MARGIN_MM / CAVITY_MM)))
+    walls = (sitk.GetArrayViewFromImage(skull) > 0) | (sitk.GetArrayViewFromImage(enclosed) > 0)
+    out = sitk.GetImageFromArray((cav | (below & walls)).astype(np.uint8))
+    out.CopyInformation(cavity)
+    return out
+
+
+def _below(mask: np.ndarray, grid: sitk.Image, steps: int) -> np.ndarray:
+    """Cells up to ``steps`` cells below ``mask`` (z, y, x bool on ``grid``) along the grid
+    axis nearest to the patient's head-foot axis."""
+    d = np.array(grid.GetDirection()).reshape(3, 3)
+    axis_xyz = int(np.argmax(np.abs(d[2])))  # the index axis nearest to patient superior
+    up = d[2, axis_xyz] > 0  # superior is towards higher indices
+    ax = 2 - axis_xyz
+    n = mask.shape[ax]
+    out = np.zeros_like(mask)
+    for k in range(1, min(steps, n - 1) + 1):
+        src: list[slice] = [slice(None)] * 3
+        dst: list[slice] = [slice(None)] * 3
+        if up:  # cell i lies below the mask's cell i + k
+            dst[ax], src[ax] = slice(0, n - k), slice(k, n)
+        else:
+            dst[ax], src[ax] = slice(k, n), slice(0, n - k)
+        out[tuple(dst)] |= mask[tuple(src)]
+    return out
 
 
 def cavity_in_box(image: sitk.Image, ref: sitk.Image) -> np.ndarray | None:
-    """:func:`cranial_cavity` on the replacement box ``ref`` (z, y, x bool): any trace of
-    it, and one voxel more (None when no cranium is seen)."""
-    cavity = cranial_cavity(image)
+    """:func:`cranium` on the replacement box ``ref`` (z, y, x bool): any trace of it,
+    and one voxel more (None when no cranium is seen)."""
+    cavity = cranium(image)
     if cavity is None:
         return None
-    inside = sitk.Resample(sitk.Cast(cavity, sitk.sitkFloat32), ref, sitk.Transform(),
-                           sitk.sitkLinear, 0.0, sitk.sitkFloat32) > 0
-    return sitk.GetArrayFromImage(sitk.BinaryDilate(inside, [1, 1, 1])) > 0
+    from agent.deface.coarse import dilate_ball
+
+    inside = sitk.GetArrayFromImage(sitk.Resample(
+        sitk.Cast(cavity, sitk.sitkFloat32), ref, sitk.Transform(), sitk.sitkLinear, 0.0,
+        sitk.sitkFloat32)) > 0
+    return dilate_ball(inside)

@@ -49,12 +49,6 @@ def write_ct(image: sitk.Image, folder: Path, *, bits: int = 12, slope: float = 
                            extra={"ConvolutionKernel": kernel, "GantryDetectorTilt": "18.5"})
 
 
-@pytest.mark.xfail(reason="ct_shear is a dry skull cut below the orbits: its skin fit is "
-                          "pitched ~30 degrees (overlap 0.92, QC passes) and, although the "
-                          "skull's own cavity is protected (agent.deface.ct.cranial_cavity), "
-                          "~12,000 voxels of air just above the thin orbital roofs (under "
-                          "150 HU by partial volume) are still replaced",
-                   strict=False)
 def test_tilted_head_ct_defaced_in_hu(ct_head: sitk.Image, tmp_path: Path) -> None:
     files = write_ct(ct_head, tmp_path / "in")
     report = deface_path(tmp_path / "in", tmp_path / "out", render=tmp_path / "r.png")
@@ -88,8 +82,6 @@ def test_tilted_head_ct_defaced_in_hu(ct_head: sitk.Image, tmp_path: Path) -> No
     assert ds.Modality == "CT" and ds.ImageType[0] == "DERIVED"
 
 
-@pytest.mark.xfail(reason="same as above (the orbital roofs of the skull phantom)",
-                   strict=False)
 def test_ct_export_variants_8bit_negative_intercept(ct_head: sitk.Image, tmp_path: Path
                                                     ) -> None:
     """An 8-bit rescaled export (slope 8) and a signed export with a negative intercept:
