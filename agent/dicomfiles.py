@@ -20,11 +20,12 @@ import struct
 import warnings
 import zlib
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import BinaryIO
 
 import pydicom
-from pydicom.uid import DeflatedExplicitVRLittleEndian
+from pydicom.uid import UID, DeflatedExplicitVRLittleEndian
 
 from agent.boundary import open_export_file
 
@@ -82,6 +83,24 @@ def read_header(path: Path, root: Path | None = None) -> DicomHeader | None:
     if sop_class == MEDIA_DIRECTORY_SOP_CLASS or not all(uids):
         return None
     return DicomHeader(*uids)
+
+
+@lru_cache(maxsize=256)
+def is_image_class(sop_class_uid: str) -> bool:
+    """Whether a SOP Class stores images (pydicom's registry: "... Image Storage"), whose
+    Rows and Columns are required: such a file without them was cut short or damaged, not
+    a file that holds no image."""
+    uid = UID(sop_class_uid.strip("\x00 "))
+    return uid.type == "SOP Class" and "Image Storage" in uid.name
+
+
+def _sop_class(ds: pydicom.Dataset) -> str:
+    try:
+        meta = getattr(ds, "file_meta", None)
+        return str(ds.get("SOPClassUID", "")
+                   or (meta.get("MediaStorageSOPClassUID", "") if meta is not None else ""))
+    except Exception:  # noqa: BLE001 -- a damaged UID element says nothing usable
+        return ""
 
 
 # -- pixel data lengths ------------------------------------------------------------------
@@ -223,35 +242,59 @@ def is_complete(path: Path, root: Path | None = None) -> bool:
     pixel data: the item sequence must be closed by its delimiter. Deflated: the deflate
     stream must end, and the inflated dataset hold its pixel data whole.
     """
+    return why_incomplete(path, root) is None
+
+
+def why_incomplete(path: Path, root: Path | None = None) -> str | None:
+    """None when the file is whole (:func:`is_complete`), else what is wrong with it, in
+    words that hold no PHI (offsets and sizes only): "is cut short at byte 1,204 (its
+    pixel data should end at byte 525,000)"."""
     try:
         with open_export_file(path, root) as fh:
             size = os.fstat(fh.fileno()).st_size
             deflated = _deflated_offset(fh)
             if deflated is not None:
-                return _deflated_complete(fh, deflated)
+                return _deflated_incomplete(fh, deflated)
             fh.seek(0)
-            return _plain_complete(fh, size)
-    except Exception:  # noqa: BLE001 -- any parse failure means "not whole (yet)"
-        return False
+            return _plain_incomplete(fh, size)
+    except OSError as exc:
+        return f"cannot be read ({exc.strerror or type(exc).__name__})"
+    except Exception as exc:  # noqa: BLE001 -- any parse failure means "not whole (yet)"
+        return f"cannot be parsed as DICOM ({type(exc).__name__})"
 
 
-def _deflated_complete(fh: BinaryIO, offset: int) -> bool:
+def _n(value: int) -> str:
+    return f"{value:,}"
+
+
+def _deflated_incomplete(fh: BinaryIO, offset: int) -> str | None:
     within, complete = _inflates_within(fh, offset, MAX_INFLATED)
-    if not (within and complete):
-        return False
+    if not within:
+        return f"inflates to more than {_n(MAX_INFLATED)} bytes (a deflate bomb is not read)"
+    if not complete:
+        return "has a deflated data stream that is cut short or damaged"
     fh.seek(0)
     with warnings.catch_warnings(record=True) as records:
         warnings.simplefilter("always")
         ds = pydicom.dcmread(fh)
     if _cut_short(records):
-        return False
-    if "Rows" not in ds or "Columns" not in ds:
-        return True
+        return "ends inside an element once inflated (it is cut short)"
+    if ("Rows" not in ds or "Columns" not in ds) and not is_image_class(_sop_class(ds)):
+        return None
     if "PixelData" not in ds:
-        return "FloatPixelData" in ds or "DoubleFloatPixelData" in ds
+        if "FloatPixelData" in ds or "DoubleFloatPixelData" in ds:
+            return None
+        return "describes an image but holds no pixel data"
     if ds["PixelData"].is_undefined_length:
-        return True  # the inflated stream ended: its items were written whole
-    return len(ds.PixelData) >= expected_native_length(ds)
+        return None  # the inflated stream ended: its items were written whole
+    return _short_pixels(len(ds.PixelData), expected_native_length(ds))
+
+
+def _short_pixels(length: int, expected: int) -> str | None:
+    if length >= expected:
+        return None
+    return (f"holds {_n(length)} bytes of pixel data where its header describes "
+            f"{_n(expected)}")
 
 
 def _cut_short(records: list[warnings.WarningMessage]) -> bool:
@@ -261,16 +304,17 @@ def _cut_short(records: list[warnings.WarningMessage]) -> bool:
                for w in records)
 
 
-def _plain_complete(fh: BinaryIO, size: int) -> bool:
+def _plain_incomplete(fh: BinaryIO, size: int) -> str | None:
+    cut = f"is cut short at byte {_n(size)}"
     with warnings.catch_warnings(record=True) as records:
         warnings.simplefilter("always")
         ds = pydicom.dcmread(fh, stop_before_pixels=True)
         pos = fh.tell()
     if _cut_short(records):
-        return False
-    is_image = "Rows" in ds and "Columns" in ds
+        return f"{cut}, inside an element of its header"
+    is_image = ("Rows" in ds and "Columns" in ds) or is_image_class(_sop_class(ds))
     if pos >= size:
-        return not is_image
+        return f"{cut}, before its pixel data" if is_image else None
     little = ds.is_little_endian is not False
     explicit = not ds.is_implicit_VR
     header = _pixel_value_header(fh, explicit, little)
@@ -280,13 +324,23 @@ def _plain_complete(fh: BinaryIO, size: int) -> bool:
         with warnings.catch_warnings(record=True) as records:
             warnings.simplefilter("always")
             full = pydicom.dcmread(fh)
-        return not _cut_short(records) and (
-            not is_image or "PixelData" in full or "FloatPixelData" in full
-            or "DoubleFloatPixelData" in full)
+        if _cut_short(records):
+            return f"{cut}, inside an element after its header"
+        if (not is_image or "PixelData" in full or "FloatPixelData" in full
+                or "DoubleFloatPixelData" in full):
+            return None
+        return "describes an image but holds no pixel data"
     header_len, length, explicit = header
+    tail_broken = f"{cut}, in the elements after its pixel data (or bytes were appended)"
     if length == 0xFFFFFFFF:
         end = _encapsulated_end(fh, pos + header_len, size, little)
-        return end is not None and _tail_is_whole(fh, end, size, explicit, little)
+        if end is None:
+            return f"{cut}: its compressed pixel data do not end with their delimiter"
+        return None if _tail_is_whole(fh, end, size, explicit, little) else tail_broken
     end = pos + header_len + length
-    return (size >= end and length >= expected_native_length(ds)
-            and _tail_is_whole(fh, end, size, explicit, little))
+    if size < end:
+        return f"{cut} (its pixel data should end at byte {_n(end)})"
+    short = _short_pixels(length, expected_native_length(ds))
+    if short is not None:
+        return short
+    return None if _tail_is_whole(fh, end, size, explicit, little) else tail_broken

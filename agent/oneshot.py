@@ -22,7 +22,7 @@ from agent import procpool
 from agent.boundary import open_export_file
 from agent.config import Config
 from agent.deid.stage import POOL_THRESHOLD
-from agent.dicomfiles import DicomHeader, is_complete, read_header
+from agent.dicomfiles import DicomHeader, is_complete, read_header, why_incomplete
 from agent.errors import CredentialsError, SeriesProblem, TargetUnavailable, TransientFault
 from agent.keys import installation_secret, keyed_hash, site_secret
 from agent.ledger import STAGED, Ledger
@@ -30,7 +30,7 @@ from agent.pipeline import Outcome, Pipeline, build_stages, outcome_of
 from agent.quickread import QUICK_MAX_BYTES, scan
 from agent.series import FileState
 from agent.sync.folder import FolderTarget
-from agent.vocab import SeriesState, Undecided
+from agent.vocab import ProblemCode, SeriesState, Undecided
 from agent.watcher import scan_folder
 from agent.work import Stage
 
@@ -127,6 +127,21 @@ def survey_export(src: Path, series_key: Callable[[str, str], str],
     return survey
 
 
+def _incomplete(files: Mapping[str, FileState], incomplete: set[str], src: Path
+                ) -> SeriesProblem:
+    """Which file of the series is not whole and how (by its place in the series, never
+    its name: export names often hold the patient's)."""
+    names = sorted(files)
+    first = next(i for i, p in enumerate(names) if p in incomplete)
+    how = why_incomplete(Path(names[first]), src) or "is not whole"
+    others = sum(p in incomplete for p in names) - 1
+    also = f" (and {others} other file{'s' * (others > 1)})" if others else ""
+    return SeriesProblem(
+        f"unreadable DICOM: file {first + 1} of {len(names)} of the series{also} {how}; "
+        "export the series again (if the viewer was still writing it, wait until it has "
+        "finished)", code=ProblemCode.INCOMPLETE)
+
+
 def attempt(pipeline: Pipeline, series_id: int, last: bool = False) -> Outcome:
     """Process a staged series to its ending, or say why it has none yet (``last``: no
     second attempt follows, a series still waiting is reported as such)."""
@@ -177,9 +192,7 @@ def process_folder(cfg: Config, src: Path, out: Path,
             if any(p in survey.incomplete for p in files):
                 row = ledger.open_version(key, [(pipeline.path_hash(p), s.size, s.mtime_ns)
                                                 for p, s in files.items()])
-                row = pipeline.quarantine(row.id, SeriesProblem(
-                    "a file of the series is incomplete or damaged; export it again",
-                    code="incomplete"))
+                row = pipeline.quarantine(row.id, _incomplete(files, survey.incomplete, src))
                 return outcome_of(row)
             try:
                 row = pipeline.stage(key, files)

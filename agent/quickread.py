@@ -26,6 +26,8 @@ from functools import lru_cache
 
 from pydicom.datadict import dictionary_VR
 
+from agent.dicomfiles import is_image_class
+
 _LONG_VRS = frozenset(
     {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"}
 )
@@ -248,10 +250,10 @@ def _frames(data: bytes, where: tuple[int, int] | None) -> int:
 
 
 def _complete(data: bytes, walker: _Walker, pos: int, found: dict[int, tuple[int, int]],
-              little: bool) -> bool | None:
+              little: bool, sop_class: str) -> bool | None:
     """:func:`agent.dicomfiles.is_complete` from the pixel data tag at ``pos``."""
     size = len(data)
-    is_image = _ROWS in found and _COLUMNS in found
+    is_image = (_ROWS in found and _COLUMNS in found) or is_image_class(sop_class)
     if pos >= size:
         return not is_image
     tag, vr, value, length = walker.header(pos)
@@ -334,10 +336,10 @@ def scan(data: bytes) -> Scan | None:
             where = found.get(tag)
             return _text(data[where[0]:where[0] + where[1]]) if where else ""
 
+        sop_class = uid(_SOP_CLASS) or media_class
         return Scan(study_uid=uid(_STUDY), series_uid=uid(_SERIES),
-                    instance_uid=uid(_INSTANCE),
-                    sop_class_uid=uid(_SOP_CLASS) or media_class,
-                    complete=_complete(data, walker, pos, found, little))
+                    instance_uid=uid(_INSTANCE), sop_class_uid=sop_class,
+                    complete=_complete(data, walker, pos, found, little, sop_class))
     except (_Unusual, struct.error):
         return None
 

@@ -13,7 +13,9 @@ and hostile files go wrong.
 from __future__ import annotations
 
 import io
+import logging
 import random
+import re
 import struct
 import warnings
 from collections.abc import Callable
@@ -187,6 +189,34 @@ def random_ops(rng: random.Random) -> list[tuple[str, int]]:
 
 # -- running one mutated file through the agent ----------------------------------------------
 
+_FRAME = re.compile(r'File "([^"]+)", line (\d+), in (\S+)')
+
+
+class FailureLog(logging.Handler):
+    """The agent's unexpected failures (``agent.logs.log_failure``) while a case runs, each
+    as its origin: the exception's type, the innermost frame and the innermost frame of the
+    agent's own code - what a fuzz run buckets its ``internal`` endings by."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.origins: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        text = record.getMessage()
+        first, _, frames = text.partition("\n")
+        kind = first.rsplit(": ", 1)[-1]
+        found = _FRAME.findall(frames)
+        if not found:
+            self.origins.append(f"{kind} (no frames): {first[:80]}")
+            return
+        def name(f: tuple[str, str, str]) -> str:
+            path = f[0].split("/site-packages/")[-1].split("/w18/")[-1]
+            return f"{path}:{f[1]} {f[2]}"
+        ours = [f for f in found if "/agent/" in f[0] and "site-packages" not in f[0]]
+        self.origins.append(f"{kind} at {name(found[-1])}"
+                            + (f" via {name(ours[-1])}" if ours and ours[-1] != found[-1] else ""))
+
+
 class Runner:
     """Runs mutated files through what the agent does to an export: the watcher's header
     and completeness checks, then ``clinic2cloud process`` (de-identify, verify, the last
@@ -225,7 +255,12 @@ class Runner:
         except OSError:
             header = None
         complete = is_complete(path, src)
-        summary = process_folder(self.cfg, src, out, stages=self.stages)
+        failures = FailureLog()
+        logging.getLogger("agent").addHandler(failures)
+        try:
+            summary = process_folder(self.cfg, src, out, stages=self.stages)
+        finally:
+            logging.getLogger("agent").removeHandler(failures)
         invalid: list[str] = []
         delivered = 0
         for manifest in manifests(out):
@@ -240,6 +275,8 @@ class Runner:
             "header": header is not None, "complete": complete,
             "states": [str(o.state) for o in summary.series],
             "codes": [str(o.code) for o in summary.series],
+            "reasons": [o.reason for o in summary.series],
+            "failures": failures.origins,
             "delivered": delivered, "invalid": invalid,
         }
         shutil.rmtree(case, ignore_errors=True)

@@ -61,7 +61,10 @@ def test_process_nonzero_when_a_series_is_quarantined(tmp_path: Path) -> None:
     summary = json.loads(r.stdout)
     assert summary["delivered"] == 1 and summary["quarantined"] == 1
     [q] = [s for s in summary["series"] if s["state"] == "quarantined"]
-    assert "incomplete" in q["reason"]
+    # Which file, where it ends and what to do; never the file's name.
+    assert q["code"] == "incomplete"
+    assert f"file 1 of 1 of the series is cut short at byte {len(data) // 2:,}" in q["reason"]
+    assert "export the series again" in q["reason"] and bad.name not in q["reason"]
 
 
 def test_process_empty_source_is_not_success(tmp_path: Path) -> None:

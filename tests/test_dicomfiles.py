@@ -6,7 +6,7 @@ import pydicom
 import pytest
 from pydicom.data import get_testdata_file
 
-from agent.dicomfiles import is_complete, read_header
+from agent.dicomfiles import is_complete, read_header, why_incomplete
 from tests.conftest import write_series
 
 
@@ -37,6 +37,14 @@ def test_truncated_pixel_data_is_incomplete(tmp_path: Path) -> None:
     half.write_bytes(data[: len(data) - 100])
     assert read_header(half) is not None  # the header is there ...
     assert not is_complete(half)          # ... but the pixels are not
+    assert why_incomplete(path) is None
+    assert why_incomplete(half) == (f"is cut short at byte {len(data) - 100:,}, in the "
+                                    "elements after its pixel data (or bytes were appended)")
+    half.write_bytes(data[: len(data) - 400])
+    padding = pydicom.dcmread(path)[0xFFFCFFFC]
+    end = len(data) - 12 - len(padding.value)  # where the pixel data end, the padding starts
+    assert why_incomplete(half) == (f"is cut short at byte {len(data) - 400:,} (its pixel "
+                                    f"data should end at byte {end:,})")
 
 
 def test_truncated_compressed_file_is_incomplete(tmp_path: Path) -> None:
@@ -45,6 +53,22 @@ def test_truncated_compressed_file_is_incomplete(tmp_path: Path) -> None:
     cut = tmp_path / "cut.dcm"
     cut.write_bytes(src.read_bytes()[:-50])
     assert not is_complete(cut)
+    reason = why_incomplete(cut)
+    assert reason is not None and "do not end with their delimiter" in reason
+
+
+def test_a_header_cut_short_and_pixels_short_of_the_header_are_told_apart(
+        tmp_path: Path) -> None:
+    [path] = write_series(tmp_path, 1)
+    data = path.read_bytes()
+    cut = tmp_path / "cut.dcm"
+    cut.write_bytes(data[:400])
+    assert why_incomplete(cut) == "is cut short at byte 400, before its pixel data"
+    ds = pydicom.dcmread(path)
+    ds.PixelData = ds.PixelData[:100]
+    ds.save_as(tmp_path / "short.dcm")
+    assert why_incomplete(tmp_path / "short.dcm") == (
+        f"holds 100 bytes of pixel data where its header describes {ds.Rows * ds.Columns * 2:,}")
 
 
 def _deflated(tmp_path: Path, name: str = "deflated.dcm") -> Path:
