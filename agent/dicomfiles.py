@@ -314,7 +314,8 @@ def _plain_incomplete(fh: BinaryIO, size: int) -> str | None:
         return f"{cut}, inside an element of its header"
     is_image = ("Rows" in ds and "Columns" in ds) or is_image_class(_sop_class(ds))
     if pos >= size:
-        return f"{cut}, before its pixel data" if is_image else None
+        return (f"ends at byte {_n(size)}, before its pixel data (it is cut short or "
+                "garbled)") if is_image else None
     little = ds.is_little_endian is not False
     explicit = not ds.is_implicit_VR
     header = _pixel_value_header(fh, explicit, little)

@@ -20,6 +20,7 @@ from agent.config import LimitsConfig
 from agent.dicomfiles import expected_native_length
 from agent.diskspace import human
 from agent.errors import SeriesProblem
+from agent.headers import check_header
 from agent.quickread import pixel_bytes
 from agent.series import FileState
 from agent.vocab import ProblemCode
@@ -50,10 +51,13 @@ def check_sizes(files: Mapping[str, FileState], limits: LimitsConfig) -> None:
 _HEADER_BYTES = 256 << 10
 
 
-def _announced(path: Path) -> int | None:
-    """Decoded pixel bytes the header of ``path`` announces; None if it cannot be read
-    (the stages report that). One walk over the header where the file is ordinary (a
-    pydicom parse of each file was most of the main process's time before the stages)."""
+def _announced(path: Path, index: int, count: int) -> int | None:
+    """Decoded pixel bytes the header of ``path`` (file ``index`` of ``count``) announces;
+    None if it cannot be read (the stages report that). One walk over the header where the
+    file is ordinary (a pydicom parse of each file was most of the main process's time
+    before the stages). An unusual file is parsed by pydicom, and its header checked on
+    that parse (:func:`agent.headers.check_header`): damaged files are unusual ones, as
+    the walk accepts only DICOM's value representations and whole numbers."""
     try:
         with open(path, "rb") as fh:
             head = fh.read(_HEADER_BYTES)
@@ -69,15 +73,17 @@ def _announced(path: Path) -> int | None:
             ds = pydicom.dcmread(path, stop_before_pixels=True)
     except Exception:  # noqa: BLE001 -- unreadable headers are the stages' to report
         return None
+    check_header(ds, index, count)
     return expected_native_length(ds)
 
 
 def check_decoded_size(files: Sequence[Path], limits: LimitsConfig) -> None:
     """The decoded size the headers announce (compressed files decode larger than they
-    are), before any stage reads a pixel."""
+    are), before any stage reads a pixel; for an unusual file, also that its header can
+    be used at all."""
     total = 0
-    for path in files:
-        size = _announced(path)
+    for index, path in enumerate(files):
+        size = _announced(path, index, len(files))
         if size is None:
             continue
         if size > limits.max_file_mb * _MB:

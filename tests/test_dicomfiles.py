@@ -63,7 +63,8 @@ def test_a_header_cut_short_and_pixels_short_of_the_header_are_told_apart(
     data = path.read_bytes()
     cut = tmp_path / "cut.dcm"
     cut.write_bytes(data[:400])
-    assert why_incomplete(cut) == "is cut short at byte 400, before its pixel data"
+    assert why_incomplete(cut) == ("ends at byte 400, before its pixel data (it is cut "
+                                   "short or garbled)")
     ds = pydicom.dcmread(path)
     ds.PixelData = ds.PixelData[:100]
     ds.save_as(tmp_path / "short.dcm")

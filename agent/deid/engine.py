@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import io
 import re
+import struct
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -151,7 +152,8 @@ class Engine:
                     fh.writelines(encode_parts(ds))
             else:  # deflated: pydicom compresses
                 ds.save_as(out, enforce_file_format=True)
-        except (OSError, ValueError, TypeError, AttributeError, KeyError) as exc:
+        except (OSError, ValueError, TypeError, AttributeError, KeyError,
+                struct.error) as exc:  # struct.error: a value too long for its VR
             out.unlink(missing_ok=True)
             if isinstance(exc, OSError):
                 raise SeriesProblem(
@@ -159,7 +161,10 @@ class Engine:
                     "check the free space of the agent's work folder",
                     code=ProblemCode.WORK_AREA) from None
             raise SeriesProblem(
-                f"a file could not be re-encoded after de-identification ({type(exc).__name__})",
+                "unreadable DICOM: a file of the series could not be written back after "
+                "de-identification, an element of it is damaged ("
+                + ("a value too long for its VR" if isinstance(exc, struct.error)
+                   else type(exc).__name__) + "); export the series again",
                 code=ProblemCode.MALFORMED) from None
         result.path = out
         return result

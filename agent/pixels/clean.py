@@ -34,7 +34,7 @@ from pydicom.uid import UID, ExplicitVRBigEndian, ExplicitVRLittleEndian
 
 from agent.deid.fastread import read_fast
 from agent.deid.peek import peek
-from agent.errors import SeriesProblem
+from agent.errors import SeriesProblem, is_library_panic
 from agent.pixels.bits import Layout, as_words, canonical, hidden_bits
 from agent.pixels.segments import Removed, Uncleanable, clean_frame
 from agent.pixels.text import Line, TextScanner, redact
@@ -201,6 +201,19 @@ def _load_native(item: _Loaded, ts: str, layout: Layout) -> None:
                                                                        else ())))
 
 
+def _decoded(ds: Dataset) -> npt.NDArray[Any]:
+    """The decoded pixels; what cannot be decoded cannot be checked. A decoder's panic
+    (pylibjpeg-rle on damaged data: a BaseException) is such a failure too."""
+    try:
+        return pixel_array(ds, correct_unused_bits=False)
+    except BaseException as exc:
+        if not (isinstance(exc, Exception) or is_library_panic(exc)):
+            raise
+        raise SeriesProblem("an image's compressed pixel data cannot be decoded, so it "
+                            "cannot be checked for burned-in text; it is held back",
+                            code="identity-risk") from None
+
+
 def _load_compressed(item: _Loaded, ts: str, layout: Layout) -> None:
     ds, report = item.ds, item.report
     g = _geometry(ds)
@@ -228,13 +241,7 @@ def _load_compressed(item: _Loaded, ts: str, layout: Layout) -> None:
         report.changed = True
     report.removed += removed.kinds
     report.removed_bytes += removed.bytes
-    try:
-        decoded = pixel_array(ds, correct_unused_bits=False)
-    except Exception:  # noqa: BLE001 - what cannot be decoded cannot be checked
-        raise SeriesProblem("an image's compressed pixel data cannot be decoded, so it "
-                            "cannot be checked for burned-in text; it is held back",
-                            code="identity-risk") from None
-    samples = _frames_of(decoded, ds, item.spp)
+    samples = _frames_of(_decoded(ds), ds, item.spp)
     if layout.bits_allocated > 1:
         words = as_words(samples, layout)
         hidden = hidden_bits(words, layout)
