@@ -308,10 +308,11 @@ def pixel_bytes(data: bytes, whole: bool) -> int | None:
         if pos >= len(data) and not whole:
             return None  # the header may go on beyond what was read
         little = walker.little
-        samples = found.get(_SAMPLES)
-        if samples is not None and samples[1] and _us(data, samples, little, 0) == 0:
-            return None  # Samples per Pixel 0: pydicom's parse and agent.headers say why
-        spp = _us(data, samples, little, 1)
+        for tag in (_SAMPLES, _ROWS, _COLUMNS):
+            where = found.get(tag)
+            if where is not None and where[1] and _us(data, where, little, 0) == 0:
+                return None  # no image has 0 of these: pydicom's parse, agent.headers say why
+        spp = _us(data, found.get(_SAMPLES), little, 1)
         photometric = found.get(_PHOTOMETRIC)
         if spp == 3 and photometric and data[photometric[0]:photometric[0] + photometric[1]
                                              ].strip(b"\x00 ") == b"YBR_FULL_422":
