@@ -339,7 +339,8 @@ def _accept(hats: Hats, line: _Line, sensitive: bool) -> tuple[bool, bool]:
     # stripes of signal in the air of a scan are still no tissue next to 200 of 255).
     air = max(hats.air(frame), contrast / 8)
     flat = spread <= _FLAT and (level >= 255 - _AIR if dark else level <= air)
-    textlike = (flat and line.glyphs >= 3 and contrast >= max(2 * spread, _SENSITIVE_THRESHOLD)
+    # Strokes of a quarter of the range at least: the speckle of noisy air is fainter.
+    textlike = (flat and line.glyphs >= 3 and contrast >= max(2 * spread, _ANATOMY_CONTRAST)
                 and _near_edge(line, hats.bright.shape[1:]))
     if sensitive or textlike:
         return True, textlike
