@@ -208,6 +208,8 @@ def _verifier_recall() -> None:
     from tests.pixels.helpers import plant_identity
 
     ds = pydicom.Dataset()
+    ds.file_meta = pydicom.dataset.FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = pydicom.uid.ExplicitVRLittleEndian
     plant_identity(ds)
     with tempfile.TemporaryDirectory() as d:
         path = Path(d) / "h.dcm"
