@@ -1,6 +1,6 @@
 """De-identification throughput: Clinic2Cloud vs dicognito vs GDCM's gdcmanon, one run.
 
-    python bench/bench_deid.py [--files 2000] [--keep DIR]
+    python bench/bench_deid.py [--files 2000] [--rounds 3] [--keep DIR]
 
 Generates ``--files`` real-size MR slices (256x256x16-bit, ~130 kB, from pydicom's
 MR_small.dcm header with identifying elements and a few private tags planted), then times:
@@ -11,8 +11,9 @@ MR_small.dcm header with identifying elements and a few private tags planted), t
 * gdcmanon ``-e`` (PS3.15 Basic Profile, C++, needs a certificate: a throw-away self-signed
   one is made with openssl) and ``--dumb`` (only the few tags given on the command line).
 
-Prints files/s for each and the ratios against the targets (>= 4x dicognito, >= 1/3 of
-gdcmanon).
+Every tool runs once per round, the tools alternated, and the medians are printed (CPU time
+includes the pool's workers). Prints files/s for each and the ratios against the targets
+(>= 4x dicognito, >= 1/3 of gdcmanon).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import copy
 import os
 import resource
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -101,7 +103,23 @@ class Clock:
     def _cpu() -> float:
         me = resource.getrusage(resource.RUSAGE_SELF)
         kids = resource.getrusage(resource.RUSAGE_CHILDREN)
-        return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
+        return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime + _pool_cpu()
+
+
+def _pool_cpu() -> float:
+    """CPU seconds of the live pool workers (Linux /proc): they are the fork server's
+    children, never reaped by this process, so RUSAGE_CHILDREN does not count them."""
+    from agent import procpool
+
+    pool = procpool._pool
+    total = 0.0
+    for pid in list(getattr(pool, "_processes", None) or {}):
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
 
 
 def bench_ours(files: list[Path], out: Path, processes: int) -> tuple[Clock, Clock]:
@@ -172,10 +190,41 @@ def bench_gdcmanon(src: Path, out: Path, n: int, tmp: Path, dumb: bool) -> Clock
     return clock
 
 
+def one_round(files: list[Path], src: Path, tmp: Path, cores: int) -> dict[str, Clock | None]:
+    results: dict[str, Clock | None] = {}
+    n = len(files)
+    for procs in sorted({1, cores}):
+        shutil.rmtree(tmp / "ours", ignore_errors=True)
+        engine, total = bench_ours(files, tmp / "ours", procs)
+        results[f"clinic2cloud, {procs} process(es), engine only"] = engine
+        results[f"clinic2cloud, {procs} process(es), engine + verifier"] = total
+    shutil.rmtree(tmp / "dicognito", ignore_errors=True)
+    results["dicognito, 1 process"] = bench_dicognito(files, tmp / "dicognito")
+    for dumb in (False, True):
+        out = tmp / ("gdcm-dumb" if dumb else "gdcm")
+        shutil.rmtree(out, ignore_errors=True)
+        label = "gdcmanon --dumb" if dumb else "gdcmanon -e (Basic Profile)"
+        results[label] = bench_gdcmanon(src, out, n, tmp, dumb)
+    return results
+
+
+def median_clock(clocks: list[Clock | None]) -> Clock | None:
+    """Median wall time and median CPU time of several rounds (None if a tool is absent)."""
+    got = [c for c in clocks if c is not None]
+    if not got:
+        return None
+    out = Clock()
+    out.wall = statistics.median(c.wall for c in got)
+    out.cpu = statistics.median(c.cpu for c in got)
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--files", type=int, default=2000)
     parser.add_argument("--keep", type=Path, help="keep the generated data here")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="rounds of every tool, alternated; medians are printed")
     args = parser.parse_args()
     tmp = Path(args.keep or tempfile.mkdtemp(prefix="bench-deid-"))
     src = tmp / "src"
@@ -190,21 +239,13 @@ def main() -> None:
     cores = os.cpu_count() or 1
     n = len(files)
     try:
-        results: dict[str, Clock | None] = {}
-        for procs in sorted({1, cores}):
-            shutil.rmtree(tmp / "ours", ignore_errors=True)
-            engine, total = bench_ours(files, tmp / "ours", procs)
-            results[f"clinic2cloud, {procs} process(es), engine only"] = engine
-            results[f"clinic2cloud, {procs} process(es), engine + verifier"] = total
-        shutil.rmtree(tmp / "dicognito", ignore_errors=True)
-        results["dicognito, 1 process"] = bench_dicognito(files, tmp / "dicognito")
-        for dumb in (False, True):
-            out = tmp / ("gdcm-dumb" if dumb else "gdcm")
-            shutil.rmtree(out, ignore_errors=True)
-            label = "gdcmanon --dumb" if dumb else "gdcmanon -e (Basic Profile)"
-            results[label] = bench_gdcmanon(src, out, n, tmp, dumb)
+        rounds: list[dict[str, Clock | None]] = []
+        for _ in range(args.rounds):  # alternated: a busy machine slows every tool alike
+            rounds.append(one_round(files, src, tmp, cores))
+        results = {label: median_clock([r[label] for r in rounds]) for label in rounds[0]}
         load = os.getloadavg()[0]
-        print(f"\n{n} files, {cores} cores, load average {load:.1f}")
+        print(f"\n{n} files, {cores} cores, {args.rounds} rounds (medians), "
+              f"load average {load:.1f}")
         print(f"  {'':<52} {'wall files/s':>12} {'files/CPU-s':>12}")
         for label, c in results.items():
             if c is None:
