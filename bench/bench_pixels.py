@@ -25,8 +25,9 @@ average 6-8, so wall times vary by 2x between runs), before -> after:
   3.0-3.7 -> 3.4-5.9 s; capture 3.4-3.5 -> 3.1-4.9 s.
 * ``--accuracy``: still readable after the stage (independent OCR, whole frame 3x): 6 of
   184 -> 0 of 190 readable plantings (225 planted; the matcher now also counts IDs and
-  names cut by the edge, so the check finds 6 more readable to begin with); ink left (under 90 % of the planted ink inside redactions, read
-  or not) in 6 of 225 (all in the middle of the frame or 24 px serif bold); false
+  names cut by the edge, so the check finds 6 more readable to begin with); ink left
+  (under 90 % of the planted ink inside redactions, read or not) in 6 of 225 (all in
+  the middle of the frame or 24 px serif bold); false
   redactions on the clean corpus (10 DICOM series, 9 head stacks, 1765 frames): 0 -> 0;
   verifier with the stage bypassed: 127 of 135 small plantings (<= 12 px) found.
 """
