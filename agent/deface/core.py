@@ -200,7 +200,8 @@ def content_seed(image: sitk.Image, seed: int) -> int:
 def _deface_image(image: sitk.Image, template: Template, seed: int,
                   given: Registration | None, modality: str = "MR") -> DefaceResult:
     t0 = time.perf_counter()
-    image = sitk.Cast(image, sitk.sitkFloat32)
+    if image.GetPixelID() != sitk.sitkFloat32:  # (a cast copies the whole volume)
+        image = sitk.Cast(image, sitk.sitkFloat32)
     report = DefaceReport(shape=tuple(int(v) for v in image.GetSize()[::-1]))  # type: ignore[arg-type]
     if given is None:
         reg = register_template(image, template.head, modality=modality,
@@ -274,15 +275,19 @@ def _template_levels(template: Template) -> tuple[float, float, float]:
 def run_qc(image: sitk.Image, box: tuple[slice, slice, slice], values: np.ndarray,
            weight: np.ndarray, level: float, levels: tuple[float, ...] | None = None,
            before_work: sitk.Image | None = None) -> qc.QCReport:
-    """The QC gate's measurements of this result (see :mod:`agent.deface.qc`)."""
-    after_arr = sitk.GetArrayFromImage(image)
-    after_arr[box] = np.where(weight > 0, values, after_arr[box])
-    after = sitk.GetImageFromArray(after_arr)
-    after.CopyInformation(image)
-    w_full = np.zeros(after_arr.shape, np.float32)
-    w_full[box] = weight
-    w_img = sitk.GetImageFromArray(w_full)
-    w_img.CopyInformation(image)
+    """The QC gate's measurements of this result (see :mod:`agent.deface.qc`).
+
+    ``values`` are the box's new values where ``weight`` is positive and the original's
+    elsewhere. The weight goes to the gate as the box alone (zero outside it)."""
+    start = [box[2].start, box[1].start, box[0].start]
+    new_box = sitk.GetImageFromArray(np.where(weight > 0, values, sitk.GetArrayViewFromImage(
+        image)[box]).astype(np.float32))
+    new_box.SetSpacing(image.GetSpacing())
+    new_box.SetDirection(image.GetDirection())
+    new_box.SetOrigin(image.TransformIndexToPhysicalPoint([int(v) for v in start]))
+    after = sitk.Paste(image, new_box, new_box.GetSize(), [0, 0, 0], start)
+    w_img = sitk.GetImageFromArray(weight.astype(np.float32, copy=False))
+    w_img.CopyInformation(new_box)
     return qc.check(image, after, w_img, level, levels=levels, before_work=before_work)
 
 
@@ -428,17 +433,17 @@ def check_output(original: np.ndarray, output: np.ndarray, result: DefaceResult)
     ``original`` and ``output`` are the full arrays in the stored data type.
     """
     box = result.box
-    outside = np.ones(original.shape, bool)
-    outside[box] = result.weight <= 0
-    changed_outside = int(np.count_nonzero(original[outside] != output[outside]))
-    o_box, n_box = original[box], output[box]
-    brain_changed = int(np.count_nonzero(o_box[result.protect] != n_box[result.protect]))
+    diff_all = original != output
+    diff = diff_all[box]
+    region = result.weight > 0
+    changed_outside = int(np.count_nonzero(diff_all)) - int(np.count_nonzero(diff & region))
+    del diff_all
+    brain_changed = int(np.count_nonzero(diff & result.protect))
     result.report.brain_voxels_changed = brain_changed
     if brain_changed or changed_outside:
         raise DefaceFailed(
             f"internal error: {brain_changed + changed_outside} voxels outside the replacement "
             "region changed; the series is held back", code="deface-qc")
-    diff = o_box != n_box
     strong = (result.weight >= 0.25) & result.tissue
     result.report.voxels_replaced = int(np.count_nonzero(diff))
     frac = float(diff[strong].mean()) if strong.any() else 0.0

@@ -66,11 +66,8 @@ def head_mask(image: sitk.Image, grid: sitk.Image | None = None) -> sitk.Image:
     at its own resolution (a thin skull without skin survives), any such voxel marks its
     grid cell, largest component, closed, cavities filled (see :func:`fill_in_planes`)."""
     arr = sitk.GetArrayViewFromImage(image)
-    tissue = sitk.Cast(sitk.BinaryThreshold(image, skin_level(arr), 1e30, 1, 0),
-                       sitk.sitkFloat32)
     target = grid if grid is not None else image
-    cover = sitk.Resample(_shrunk(tissue, target), target, sitk.Transform(), sitk.sitkLinear,
-                          0.0, sitk.sitkFloat32)
+    cover = _cover(image, skin_level(arr), target)
     mask = sitk.Cast(cover > 0.05, sitk.sitkUInt8)
     cc = sitk.RelabelComponent(sitk.ConnectedComponent(mask), sortByObjectSize=True)
     largest = sitk.Cast(cc == 1, sitk.sitkUInt8)
@@ -78,14 +75,22 @@ def head_mask(image: sitk.Image, grid: sitk.Image | None = None) -> sitk.Image:
     return fill_in_planes(sitk.Cast(sitk.BinaryFillhole(closed), sitk.sitkUInt8))
 
 
-def _shrunk(tissue: sitk.Image, target: sitk.Image) -> sitk.Image:
-    """``tissue`` (0/1) max-pooled towards ``target``'s voxel size, so thin bone counts."""
-    factors = [max(1, int(t // s)) for t, s in zip(target.GetSpacing(), tissue.GetSpacing(),
-                                                   strict=True)]
-    if max(factors) == 1:
-        return tissue
-    # BinShrink averages: any tissue in a block gives a positive mean.
-    return sitk.BinShrink(tissue, factors)
+def _cover(image: sitk.Image, lowest: float, target: sitk.Image) -> sitk.Image:
+    """The fraction of ``image``'s voxels at or above ``lowest`` on ``target``'s grid
+    (float32): block means towards ``target``'s voxel size, so that thin bone counts, then
+    interpolated. In numpy on a boolean view of the volume: no full-size float copy."""
+    from agent.deface.coarse import block_mean
+
+    sp = image.GetSpacing()
+    f = [max(1, int(t // s)) for t, s in zip(target.GetSpacing(), sp, strict=True)]
+    means = sitk.GetImageFromArray(block_mean(
+        sitk.GetArrayViewFromImage(image) >= lowest, (f[2], f[1], f[0])))
+    means.SetSpacing(tuple(float(s) * k for s, k in zip(sp, f, strict=True)))
+    means.SetDirection(image.GetDirection())
+    means.SetOrigin(image.TransformContinuousIndexToPhysicalPoint(
+        [(k - 1) / 2.0 for k in f]))
+    return sitk.Resample(means, target, sitk.Transform(), sitk.sitkLinear, 0.0,
+                         sitk.sitkFloat32)
 
 
 def fill_in_planes(mask: sitk.Image) -> sitk.Image:
@@ -144,11 +149,8 @@ def _cavity_parts(image: sitk.Image) -> tuple[sitk.Image, sitk.Image, sitk.Image
     """(cavity, skull, enclosed) on the 2 mm grid: see :func:`cranial_cavity`."""
     from agent.deface.register import to_work_grid
 
-    bone = sitk.Cast(sitk.BinaryThreshold(image, CAVITY_BONE_HU, 1e30, 1, 0),
-                     sitk.sitkFloat32)
     grid = to_work_grid(image, CAVITY_MM)
-    cover = sitk.Resample(_shrunk(bone, grid), grid, sitk.Transform(), sitk.sitkLinear, 0.0,
-                          sitk.sitkFloat32)
+    cover = _cover(image, CAVITY_BONE_HU, grid)
     bone_cells = sitk.Cast(cover > 0.05, sitk.sitkUInt8)
     skull = sitk.BinaryMorphologicalClosing(bone_cells, [CAVITY_CLOSE] * 3)
     enclosed = sitk.And(fill_in_planes(skull), sitk.Not(skull))

@@ -85,6 +85,29 @@ def surface_defects(depth: np.ndarray, spacing_mm: float, where: np.ndarray | No
     return int(bad.sum()), int(ok.sum())
 
 
+def _weight_box(before: sitk.Image, weight: sitk.Image
+                ) -> tuple[tuple[slice, slice, slice], np.ndarray]:
+    """Where ``weight`` (the whole grid of ``before``, or a box of it: the same voxels,
+    its own origin) lies in ``before`` (z, y, x slices), and which of its voxels lie in the
+    outer planes of ``before``'s field of view."""
+    start = before.TransformPhysicalPointToIndex(weight.GetOrigin())
+    size = weight.GetSize()
+    full = before.GetSize()
+    box = (slice(start[2], start[2] + size[2]), slice(start[1], start[1] + size[1]),
+           slice(start[0], start[0] + size[0]))
+    outer = np.zeros((size[2], size[1], size[0]), bool)
+    for axis in range(3):
+        n, lo = full[2 - axis], box[axis].start
+        sl: list[slice | int] = [slice(None)] * 3
+        if lo == 0:
+            sl[axis] = 0
+            outer[tuple(sl)] = True
+        if box[axis].stop == n:
+            sl[axis] = -1
+            outer[tuple(sl)] = True
+    return box, outer
+
+
 def edge_tissue(values: np.ndarray, level: float, where: np.ndarray, planes: int = 1) -> int:
     """Voxels above ``level`` in the outer ``planes`` of the array, inside ``where``."""
     outer = np.zeros(values.shape, bool)
@@ -128,9 +151,9 @@ def check(before: sitk.Image, after: sitk.Image, weight: sitk.Image, level: floa
           *, shift: bool = True, levels: tuple[float, ...] | None = None,
           before_work: sitk.Image | None = None) -> QCReport:
     """Measure ``after`` against ``before`` (real values, same grid); ``weight`` is the
-    replacement weight on that grid (0 where nothing was replaced). ``levels``: the
-    thresholds of the surface checks (default: LEVELS times ``level``); ``before_work``:
-    ``before`` on the registration's work grid when it was made already."""
+    replacement weight on that grid or on a box of it (0 where nothing was replaced).
+    ``levels``: the thresholds of the surface checks (default: LEVELS times ``level``);
+    ``before_work``: ``before`` on the registration's work grid when it was made already."""
     thresholds = levels or tuple(f * level for f in LEVELS)
     report = QCReport()
     ref = lps_grid(before)
@@ -154,11 +177,12 @@ def check(before: sitk.Image, after: sitk.Image, weight: sitk.Image, level: floa
             report.defects_before += nb
             report.defects_after += na
             report.surface_pixels += total
-    arr_b = sitk.GetArrayViewFromImage(before)
-    arr_a = sitk.GetArrayViewFromImage(after)
+    box, outer = _weight_box(before, weight)
+    arr_b = sitk.GetArrayViewFromImage(before)[box]
+    arr_a = sitk.GetArrayViewFromImage(after)[box]
     region = sitk.GetArrayViewFromImage(weight) > 0
-    report.edge_tissue_before = edge_tissue(arr_b, level, region)
-    report.edge_tissue_after = edge_tissue(arr_a, level, region)
+    report.edge_tissue_before = edge_tissue(arr_b, level, region & outer)
+    report.edge_tissue_after = edge_tissue(arr_a, level, region & outer)
     # Face survival: the fully replaced front surface.
     core = depth(np.where(w > 0.9, 1.0, 0.0).astype(np.float32), 0.5, "front")
     d_b, d_a = depth(b, level, "front"), depth(a, level, "front")
