@@ -100,9 +100,12 @@ class FillTheDisk:
 
 def test_disk_full_while_processing_is_retried_not_quarantined(
         make_config: Callable[..., Config], export_dir: Path, outbox_dir: Path,
-        small_disk: Callable[..., Path], agent_paths: AgentPaths) -> None:
+        small_disk: Callable[..., Path], agent_paths: AgentPaths,
+        monkeypatch: pytest.MonkeyPatch) -> None:
     from agent.main import Agent
 
+    # The series is looked at again 1 s after the disk filled, not 30 s: the test's time.
+    monkeypatch.setattr("agent.diskspace.RETRY_SECONDS", 1.0)
     work = small_disk(80, at=agent_paths.work)
     cfg = make_config()
     secret = b"s" * 32
