@@ -153,32 +153,43 @@ class _Walker:
                     raise _Unusual  # undefined-length non-sequence: let pydicom read it
                 pos = self.items(value)
                 continue
-            stop = value + length
-            if stop > end:
-                raise _Unusual  # cut short inside the header
             if found is not None and tag in _WANTED:
                 found[tag] = (value, length)
-            pos = stop
-        if in_item and end == self.size:
+            pos = self.value_end(vr, value, length, end)
+        if in_item:
             raise _Unusual  # an undefined-length item never closed
         return pos
 
-    def items(self, pos: int) -> int:
-        """Walk the items of an undefined-length sequence; the position after its end."""
+    def value_end(self, vr: bytes | None, value: int, length: int, end: int) -> int:
+        """Where a defined-length value ends; a sequence's items are walked, so that
+        their elements' VRs are checked as the others' are."""
+        stop = value + length
+        if stop > end:
+            raise _Unusual  # cut short inside the header
+        if vr == b"SQ" and length:
+            self.items(value, stop)
+        return stop
+
+    def items(self, pos: int, stop: int | None = None) -> int:
+        """Walk the items of a sequence, of undefined length or (``stop``) ending there;
+        the position after its end."""
         while True:
-            if pos + 8 > self.size:
+            if stop is not None and pos == stop:
+                return pos
+            if pos + 8 > (self.size if stop is None else stop):
                 raise _Unusual
             group, elem, length = self.tag_len(self.data, pos)
             tag = group << 16 | elem
-            if tag == _SEQ_END:
+            if tag == _SEQ_END and stop is None:
                 return pos + 8
             if tag != _ITEM:
                 raise _Unusual
             if length == _UNDEFINED:
-                pos = self.dataset(pos + 8, self.size, True, None)
+                pos = self.dataset(pos + 8, self.size if stop is None else stop, True, None)
             else:
                 end = pos + 8 + length
-                if end > self.size or self.dataset(pos + 8, end, False, None) != end:
+                if (end > (self.size if stop is None else stop)
+                        or self.dataset(pos + 8, end, False, None) != end):
                     raise _Unusual
                 pos = end
 
