@@ -170,3 +170,14 @@ def test_a_phase_map_of_a_head_is_never_spared(colin: Colin) -> None:
     from .test_presence import phase_map
 
     assert evidence(phase_map(make_case(colin, "sagittal", (3.0, 3.0, 3.0)).image)) is None
+
+
+def test_a_bright_marker_does_not_shrink_a_head(colin: Colin) -> None:
+    """A few voxels a million times brighter than the head (a fiducial, a metal artefact)
+    do not make the head's tissue vanish below the tissue level: no evidence."""
+    image = sitk.Shrink(colin.head, [2, 2, 2])
+    arr = sitk.GetArrayFromImage(image)
+    arr[40:44, 50:54, 45:49] = 1e6
+    marked = sitk.GetImageFromArray(arr)
+    marked.CopyInformation(image)
+    assert evidence(marked) is None
