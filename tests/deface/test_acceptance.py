@@ -297,6 +297,7 @@ def test_real_corpus_bounded(corpus: Path, config: Config, tmp_path: Path) -> No
 
 
 @pytest.mark.soak
+@pytest.mark.timeout(3600)  # every vendor's series, on a loaded machine: 10-20 minutes
 def test_real_corpus_every_series(corpus: Path, config: Config, tmp_path: Path) -> None:
     """Every vendor folder exported as a whole (series of one study together)."""
     for vendor, expect in CORPUS_EXPECT.items():
