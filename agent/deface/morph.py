@@ -21,6 +21,8 @@ import SimpleITK as sitk
 from agent.deface import blend, coarse, ct, synth
 from agent.deface.template import Template
 
+#: Smoothing (mm) of a CT's distance to its protection region before the cover over it.
+CT_COVER_SMOOTH_MM = 2.5
 #: The patient's skin is thresholded after a Gaussian of this many of the scan's voxels.
 SKIN_SIGMA_VOXELS = 0.6
 
@@ -115,6 +117,10 @@ def blend_box(image: sitk.Image, template: Template, place: Placement,
     # What is kept (the protection region) stays covered: where the template's skin would
     # run deeper than the protection region, new tissue covers it instead of a hole.
     d_p = blend.signed_distance(p_c, csp_xyz)  # type: ignore[arg-type]
+    if place.ct_mode:
+        # A CT's protection holds the cranium found on a 2 mm grid: the cover over it is
+        # rounded, not terraced along that grid's cells.
+        d_p = blend.smoothed(d_p, csp_xyz, CT_COVER_SMOOTH_MM)  # type: ignore[arg-type]
     d_b = np.minimum(d_b, d_p - blend.COVER_MM).astype(np.float32)
     d_b = blend.keep_off_the_edge(d_b, d_edge, edge, edge_mm)  # the cover obeys it too
     del d_p, d_edge, edge
