@@ -18,6 +18,7 @@ least any image has (Rows 0, Samples per Pixel 0). Everything else is the stages
 from __future__ import annotations
 
 from pydicom import Dataset
+from pydicom.datadict import dictionary_VR
 from pydicom.tag import Tag
 from pydicom.valuerep import VR
 
@@ -53,11 +54,11 @@ def check_header(ds: Dataset, index: int, count: int) -> None:
     place = file_place(index, count)
     found = _unknown_vr(ds)
     if found is not None:
-        tag, vr = found
+        tag, what = found
         raise SeriesProblem(
-            f"unreadable DICOM: {place} is damaged: its element {Tag(tag)} has the value "
-            f"representation {vr}, which DICOM does not define (bytes of the file are "
-            "garbled); export the series again", code=ProblemCode.DAMAGED, title=TITLE)
+            f"unreadable DICOM: {place} is damaged: its element {Tag(tag)} {what} (bytes "
+            "of the file are garbled); export the series again",
+            code=ProblemCode.DAMAGED, title=TITLE)
     for name, tag, least in _IMAGE:
         if tag not in ds:
             continue
@@ -73,25 +74,38 @@ def check_header(ds: Dataset, index: int, count: int) -> None:
 
 
 def _unknown_vr(ds: Dataset) -> tuple[int, str] | None:
-    """The first element, at any depth, whose VR is none of DICOM's (sequences are parsed
-    when the file is read: walking them reads nothing more)."""
+    """The first element, at any depth, whose VR is none of DICOM's, or a sequence whose
+    items do not parse, and what is wrong with it (sequences are parsed when the file is
+    read: walking them reads nothing more)."""
     elements = ds._dict
     for tag, elem in elements.items():
+        if int(tag) >> 16 == 0xFFFE:
+            return int(tag), "is an item tag where an element should be"
         vr = getattr(elem, "VR", None)
         if vr is None:  # implicit VR: the dictionary's, when the value is used
-            continue
+            if _dictionary_vr(int(tag)) != "SQ":
+                continue
+            vr = "SQ"
         if str(vr) not in _VRS:
-            return int(tag), _shown(str(vr))
+            return int(tag), (f"has the value representation {_shown(str(vr))}, which "
+                              "DICOM does not define")
         if vr == "SQ":
             try:
                 items = ds[tag].value
-            except Exception:  # noqa: BLE001 -- a sequence that does not parse: the stages'
-                continue
-            for item in items or ():
-                found = _unknown_vr(item)
-                if found is not None:
-                    return found
+                for item in items or ():
+                    found = _unknown_vr(item)
+                    if found is not None:
+                        return found
+            except Exception:  # noqa: BLE001 -- any failure to read its items is damage
+                return int(tag), "is a sequence whose items cannot be read"
     return None
+
+
+def _dictionary_vr(tag: int) -> str:
+    try:
+        return str(dictionary_VR(tag))
+    except KeyError:
+        return ""
 
 
 def _shown(vr: str) -> str:

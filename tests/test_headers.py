@@ -85,3 +85,19 @@ def test_no_file_of_the_real_corpus_is_refused() -> None:
         check_header(ds, 0, 1)
         checked += 1
     assert checked >= 50
+
+
+def test_an_item_tag_inside_a_sequence_item_is_a_damaged_file(tmp_path: Path) -> None:
+    [path] = write_series(tmp_path, 1)
+    ds = pydicom.dcmread(path)
+    item = pydicom.Dataset()
+    item.ReferencedSOPInstanceUID = "1.2.3"
+    ds.SourceImageSequence = [item]
+    ds.save_as(path)
+    data = path.read_bytes()
+    ref = b"\x08\x00\x55\x11UI"  # (0008,1155) inside the item, explicit VR little endian
+    assert data.count(ref) == 1
+    path.write_bytes(data.replace(ref, b"\xfe\xff\x00\xe0UI"))  # an item tag in its place
+    problem = _problem([path])
+    assert problem.code == ProblemCode.DAMAGED
+    assert "its element (FFFE,E000) is an item tag where an element should be" in str(problem)
