@@ -61,7 +61,7 @@ from agent.status import (
 )
 from agent.supervisor import Supervisor
 from agent.sync import Target, open_target
-from agent.vocab import AuditEvent, EventKind, ProblemCode, ResultsState, SeriesState
+from agent.vocab import AuditEvent, EventKind, ProblemCode, SeriesState
 from agent.watch_report import PendingExport
 from agent.watcher import ExportWatcher
 from agent.work import Stage
@@ -267,13 +267,17 @@ class Agent:
         if self.results is None:
             return ("results are not brought home here ([results] is off): there is "
                     "nothing to look for")
+        from agent.results.service import REPROCESSED
+
         previous = self.results.retry(series_id)
         if previous is None:
             return (f"no results are expected for series {series_id}: only series delivered "
                     "while [results] is on, whose study this workstation can re-link, get "
                     "results")
-        again = (" and asked the cloud to process it again"
-                 if previous in (ResultsState.FAILED, ResultsState.TIMED_OUT) else "")
+        again = ""
+        if previous in REPROCESSED:  # the service asked only where a queue can carry it
+            again = (" and asked the cloud to process it again" if self._cfg.target.queue_name
+                     else "; no [target] queue_name is set, so the cloud team re-runs the job")
         return f"series {series_id}: results were {previous}; looking for them again{again}"
 
     def results_identity(self, series_id: int) -> str | None:

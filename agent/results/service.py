@@ -45,6 +45,10 @@ ENABLED_SINCE = "results_enabled_since"
 _PURGE_EVERY = 86400.0
 
 
+#: Results in these states are also sent to the cloud worker again when a person retries.
+REPROCESSED = frozenset({ResultsState.FAILED, ResultsState.TIMED_OUT})
+
+
 def relink_path(cfg: Config) -> Path:
     return cfg.paths.state_dir / "relink.sqlite3"
 
@@ -123,7 +127,7 @@ class ResultsService:
         if e is None:
             return None
         previous = e.state
-        reprocess = previous in (ResultsState.FAILED, ResultsState.TIMED_OUT)
+        reprocess = previous in REPROCESSED
         if reprocess:
             self._ask_reprocessing(e.location)
         self.tracker.restart(e.location)
