@@ -11,6 +11,11 @@ Writes, into agent/deid/data/:
   schemes as pydicom ships them (DCM, SNOMED CT, RadLex, FMA, LOINC ...), minus words
   that are also person names (eponyms: "Parkinson", "Willis"), unless the hand-made
   ``core.txt``/``terms.txt`` list them.
+* ``name-words.txt`` - person names that are also ordinary words of DICOM (of its code
+  meanings or attribute names: "lung", "sharp", "field"): the cleaner and the verifier
+  look for every *other* listed name in kept technical text (Content Description,
+  Sequence Name, Ethnic Group, code strings ...), where a name of someone the header does
+  not name (a nurse, a relative) would otherwise stay.
 
 With ``--corpus`` it also prints the descriptor words of the real corpus (and pydicom's
 test files) that no list holds yet, for a person to review and add to ``terms.txt``:
@@ -84,6 +89,15 @@ def code_meaning_words() -> set[str]:
     return words
 
 
+def dictionary_words() -> set[str]:
+    from pydicom.datadict import DicomDictionary
+
+    words: set[str] = set()
+    for entry in DicomDictionary.values():
+        words.update(fold(w) for w in _WORD.findall(str(entry[2])))
+    return words
+
+
 def corpus_words(corpus: Path) -> set[str]:
     import pydicom
     from pydicom.data import get_testdata_files
@@ -121,7 +135,14 @@ def main() -> None:
         "# dictionaries: DCM, SNOMED CT, RadLex, FMA, LOINC ...), minus person names;\n"
         "# built by scripts/build_deid_vocabulary.py - do not edit, add to terms.txt.\n"
         + "\n".join(sorted(derived)) + "\n", encoding="utf-8")
-    print(f"{len(names)} person names, {len(derived)} derived terms")
+    ordinary = names & (code_meaning_words() | dictionary_words() | curated)
+    (DATA / "name-words.txt").write_text(
+        "# Person names (person-names.txt) that are also words of DICOM's code meanings or\n"
+        "# attribute names, or imaging terms: not taken for a person's name in kept\n"
+        "# technical text; built by scripts/build_deid_vocabulary.py - do not edit.\n"
+        + "\n".join(sorted(ordinary)) + "\n", encoding="utf-8")
+    print(f"{len(names)} person names, {len(derived)} derived terms, "
+          f"{len(ordinary)} names that are ordinary words")
     if args.corpus is not None:
         known = curated | derived
         new = sorted(w for w in corpus_words(args.corpus) if w and w not in known)

@@ -16,8 +16,10 @@ what to remove is never complete. Descriptors (the attributes Clean Descriptors 
 
 Other text the profile keeps (code strings such as Image Type, Ethnic Group under Retain
 Patient Characteristics, attributes outside the table, safe private values) loses every
-identifier of the study found in it: a code string value holding one is dropped whole,
-other text has the identifier cut out. The device description (Manufacturer, model,
+identifier of the study found in it, and every person name of the bundled list that is
+not an ordinary word (:mod:`agent.deid.names`: a nurse's name no element of the header
+holds): a code string value holding one is dropped whole, other text has it cut out.
+The device description (Manufacturer, model,
 software versions) is searched for names, IDs, dates and phone numbers but not for place
 words: a scanner model is not truncated because the institution shares a word with it.
 """
@@ -27,6 +29,7 @@ from __future__ import annotations
 import re
 
 from agent.deid import dates as date_forms
+from agent.deid.names import distinct_names, is_name, name_spans
 from agent.deid.variants import IdentityVariants
 from agent.deid.vocabulary import Vocabulary
 
@@ -52,6 +55,8 @@ class Cleaner:
     def __init__(self, ids: IdentityVariants, vocabulary: Vocabulary) -> None:
         self.ids = ids
         self.vocabulary = vocabulary
+        #: person names of the bundled list (:mod:`agent.deid.names`), for kept text
+        self.names = distinct_names(vocabulary)
         texts = [v.text for v in ids.variants]
         for y, m, d in ids.dates:
             texts += [f"{y:04d}", f"{y % 100:02d}", *date_forms.compact_forms(y, m, d)]
@@ -73,14 +78,15 @@ class Cleaner:
             return False
         if not raw.isascii() or b"\x1b" in raw:
             return True
-        if not self.ids:
-            return False
-        blob = self._blob
-        long_ = self._long
+        blob = self._blob if self.ids else b""
+        long_ = self._long if self.ids else None
+        names = self.names
         for token in _RUN.findall(raw.lower()):
             if len(token) >= 2 and token in blob:
                 return True
             if long_ is not None and len(token) >= 6 and long_.search(token):
+                return True
+            if len(token) >= 4 and token.isalpha() and is_name(token.decode(), names):
                 return True
         return False
 
@@ -125,19 +131,28 @@ class Cleaner:
         return (out + (tail if last == len(kept) else "")).strip(" _-,;:/^")
 
     def scrub(self, text: str, *, places: bool = True) -> str:
-        """``text`` with every identifier of the study cut out."""
-        spans = self.ids.spans(text, places=places)
+        """``text`` with every identifier of the study cut out, and (except in the
+        device description, ``places=False``) every listed person name."""
+        spans = [(a, b) for a, b, _ in self.ids.spans(text, places=places)]
+        if places:
+            spans += name_spans(text, self.names)
         if not spans:
             return text
         chars = list(text)
-        for a, b, _ in spans:
+        for a, b in spans:
             chars[a:b] = " " * (b - a)
         return _SPACES.sub(" ", "".join(chars)).strip(_STRIP)
 
     def code_string(self, values: list[str]) -> list[str]:
         """Code string values without those that hold an identifier (a lone name part
-        that is a core imaging term, such as "DTI", stays)."""
-        return [v for v in values if not self.ids.spans(v, keep_core=True)]
+        that is a core imaging term, such as "DTI", stays) and without those holding a
+        listed person name."""
+        return [v for v in values if not self.ids.spans(v, keep_core=True)
+                and not name_spans(v, self.names)]
+
+    def holds_identity(self, text: str) -> bool:
+        """Whether ``text`` holds an identifier of the study or a listed person name."""
+        return bool(self.ids.spans(text) or name_spans(text, self.names))
 
 
 #: Words that mean nothing left alone at an end ("BRAIN for" once a name is cut out).

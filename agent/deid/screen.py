@@ -100,7 +100,7 @@ def _clean(item: Pending, values: list[str], cleaner: Cleaner) -> list[str]:
     if mode == "cs":
         return cleaner.code_string(values)
     if mode == "private":
-        return [v for v in values if not cleaner.ids.spans(v)]
+        return [v for v in values if not cleaner.holds_identity(v)]
     places = mode != "device"
     return [cleaner.scrub(v, places=places) for v in values]
 

@@ -15,6 +15,9 @@ The originals' identifiers are collected by :mod:`agent.deid.verify` (with
 * in descriptors and free text (the Clean Descriptors attributes of Table E.1-1, code
   meanings, LT/ST/UT, PN): any person name of the bundled list that is not an imaging
   term, and any date;
+* in other kept text and code strings (not the device description): any listed person
+  name of four letters or more that is neither an imaging term nor an ordinary DICOM
+  word (``data/name-words.txt``) - a name the header does not hold;
 * ages above the HIPAA cap (``[deid] age_cap_years``).
 """
 
@@ -31,7 +34,13 @@ from pydicom.datadict import DicomDictionary  # type: ignore[attr-defined]
 
 from agent.deid.verify_charset import Decoder
 from agent.deid.verify_parse import Element, Parsed
-from agent.deid.verify_text import TextForms, canonical, find_dates, generic_names
+from agent.deid.verify_text import (
+    TextForms,
+    canonical,
+    find_dates,
+    generic_names,
+    kept_text_names,
+)
 
 _TEXT = frozenset({"AE", "CS", "LO", "LT", "PN", "SH", "ST", "UC", "UR", "UT"})
 _LONG = frozenset({"LT", "ST", "UT", "UR"})
@@ -223,6 +232,8 @@ def _findings(values: list[str], vr: str, context: str, forms: TextForms,
                 yield "a person name in free text"
             if any(True for _ in find_dates(canonical(value))):
                 yield "a date in free text"
+        elif context in ("text", "cs") and kept_text_names(value, rules.vocabulary):
+            yield "a person name in kept text"
 
 
 def _over_cap(text: str, cap: int) -> bool:

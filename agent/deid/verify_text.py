@@ -262,6 +262,33 @@ def generic_names(text: str, vocabulary: frozenset[str]) -> list[str]:
 
 
 @lru_cache(maxsize=8)
+def names_in_kept_text(vocabulary: frozenset[str]) -> frozenset[str]:
+    """The listed person names looked for in kept technical text (context "text" and
+    code strings): not the ordinary DICOM words among them (``data/name-words.txt``),
+    not imaging terms, and of four letters or more."""
+    text = (resources.files("agent.deid") / "data" / "name-words.txt").read_text("utf-8")
+    ordinary = {canonical_word(line) for line in text.splitlines()
+                if line and not line.startswith("#")}
+    return frozenset(n for n in person_names()
+                     if len(n) >= 4 and n not in ordinary and n not in vocabulary)
+
+
+def kept_text_names(text: str, vocabulary: frozenset[str]) -> list[str]:
+    """Words of kept technical text that are person names (:func:`names_in_kept_text`):
+    a name of someone the header does not name. Split at anything but a letter or digit
+    (a code string's "_" too); a word with a digit is no name."""
+    names = names_in_kept_text(vocabulary)
+    out = []
+    for word in _WORDS.findall(anyascii(unicodedata.normalize("NFKC", text))):
+        low = word.lower()
+        for a, b in _COLLAPSE:
+            low = low.replace(a, b)
+        if low.isalpha() and low in names:
+            out.append(low)
+    return out
+
+
+@lru_cache(maxsize=8)
 def read_vocabulary(extra_files: tuple[str, ...] = (), extra_terms: tuple[str, ...] = ()
                     ) -> tuple[frozenset[str], frozenset[str]]:
     """(core, all) imaging terms, canonical: the shipped lists plus the site's."""

@@ -191,3 +191,32 @@ def test_a_shifted_date_equal_to_another_original_date_is_no_leak(tmp_path: Path
     ds.StudyDate = "20210301"  # not shifted at all
     ds.save_as(out, enforce_file_format=True)
     assert any(f.where == "(0008,0020)" for f in check_file(out, ids, rules))
+
+
+def test_a_name_the_header_does_not_hold_leaves_kept_technical_text(tmp_path: Path) -> None:
+    """A nurse's name in text the profile keeps outside the descriptors: cut out by the
+    cleaner, found by the verifier; ordinary DICOM words that are also names stay."""
+    def plant(ds: Dataset) -> None:
+        ds.ContentDescription = "checked by nurse Alice Garcia"
+        ds.SequenceName = "*tfl3d1_Smith"
+        ds.EthnicGroup = "Schroeder"
+        ds.ImageType = ["ORIGINAL", "PRIMARY", "M", "NGUYEN"]
+        ds.ConvolutionKernel = ["LUNG", "SHARP"]
+
+    src, out = _one(tmp_path, plant)
+    ds = pydicom.dcmread(out)
+    assert "garcia" not in str(ds.get("ContentDescription", "")).lower()
+    assert "smith" not in str(ds.get("SequenceName", "")).lower()
+    assert "*tfl3d1" in str(ds.get("SequenceName", ""))
+    assert "EthnicGroup" not in ds or not ds.EthnicGroup
+    assert list(ds.ImageType) == ["ORIGINAL", "PRIMARY", "M"]
+    assert list(ds.ConvolutionKernel) == ["LUNG", "SHARP"]
+    assert check_file(out, collect_identifiers([src]), Rules(load_safe_private())) == []
+
+    def edit(ds: Dataset) -> None:
+        ds.ContentDescription = "checked by nurse Alice Garcia"
+        ds.ImageType = ["ORIGINAL", "PRIMARY", "SCHMIDT_HANS"]
+
+    found = _verified(tmp_path / "edited", edit)
+    assert "(0070,0081) a person name in kept text" in found
+    assert "(0008,0008) a person name in kept text" in found
