@@ -86,10 +86,46 @@ def _groups(grid: np.ndarray[Any, Any]) -> list[tuple[int, int, int, int, int]]:
     return [(t, left, b - t + 1, right - left, n) for t, left, b, right, n in boxes.values()]
 
 
-def text_boxes(frames: np.ndarray[Any, Any]) -> list[Box]:
-    """Text-like boxes of every frame (at most ``PER_FRAME`` each, best first)."""
+def largest_steps(frames: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
+    """Per frame (n, rows, cols[, samples]): an upper bound of the largest step between
+    neighbours along a searched row (every other one), in the 8-bit units of
+    :func:`_gray` - computed on the raw samples, no float copy of the frames. A frame
+    whose bound is under ``_EDGE`` has no transition, hence no text-like box."""
+    n = frames.shape[0]
+    if frames.ndim != 3 or frames.dtype.kind not in "ui" or frames.dtype.itemsize > 4:
+        return np.full(n, 255.0)  # colour or float: searched whole, as before
+    rows = frames[:, ::2]
+    wide = np.int64 if frames.dtype.itemsize == 4 else np.int32
+    step = np.subtract(rows[:, :, 1:], rows[:, :, :-1], dtype=wide)
+    if step.size == 0:
+        return np.zeros(n)
+    largest = np.maximum(step.max(axis=(1, 2)), -step.min(axis=(1, 2))).astype(np.float64)
+    lo = rows.min(axis=(1, 2)).astype(np.float32)
+    hi = rows.max(axis=(1, 2)).astype(np.float32)
+    scale = (255.0 / np.maximum(hi - lo, 1e-6)).astype(np.float32).astype(np.float64)
+    # _gray truncates each value: two neighbours differ by at most step * scale + 1.
+    out: np.ndarray[Any, Any] = largest * scale * (1 + 1e-6) + 1.01
+    return out
+
+
+def text_boxes(frames: np.ndarray[Any, Any], steps: np.ndarray[Any, Any] | None = None
+               ) -> list[Box]:
+    """Text-like boxes of every frame (at most ``PER_FRAME`` each, best first); ``steps``:
+    :func:`largest_steps` of ``frames``, when known (frames without a transition are not
+    searched)."""
     if frames.ndim < 3 or min(frames.shape[1:3]) < 32:
         return []
+    if steps is None:
+        steps = largest_steps(frames)
+    searched = np.flatnonzero(~(steps < _EDGE))  # NaN (no bound): searched
+    if searched.size == 0:
+        return []
+    if searched.size < frames.shape[0]:
+        return [(int(searched[b[0]]), *b[1:]) for b in _text_boxes(frames[searched])]
+    return _text_boxes(frames)
+
+
+def _text_boxes(frames: np.ndarray[Any, Any]) -> list[Box]:
     # Every other row: text 4 px tall still crosses two of them, at half the work.
     g = _gray(frames[:, ::2]).astype(np.int16)
     n, rows, cols = g.shape

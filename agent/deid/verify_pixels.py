@@ -39,13 +39,18 @@ from pydicom.encaps import generate_frames
 from pydicom.pixels.utils import pixel_array
 
 from agent.config import Config
-from agent.deid.verify_glyphs import Box, best_boxes, box_text, text_boxes
+from agent.deid.verify_glyphs import Box, best_boxes, box_text, largest_steps, text_boxes
 from agent.deid.verify_parse import Parsed, ParseError, parse
 from agent.errors import LeakFound
 
 _NATIVE = ("1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.1.99",
            "1.2.840.10008.1.2.2")
 _VOLUME_FRAMES = 3
+#: A volume frame is read whole only with a step between neighbours (along every other
+#: row) of this much of its range (of 255) somewhere: fainter marks do not survive
+#: Tesseract's binarisation of a stretched frame, and such frames (smooth tissue, noise in
+#: air) are most slices of a series. The small-text search needs 40 (verify_glyphs).
+_OCR_STEP = 12
 _CAPTURE_FRAMES = 16
 _CAPTURE_CLASSES = ("1.2.840.10008.5.1.4.1.1.7",)
 
@@ -285,6 +290,9 @@ class PixelReport:
     capture: bool = False
     #: Text-like boxes of its frames (verify_glyphs), read by OCR if among the best.
     boxes: tuple[Box, ...] = ()
+    #: Frames with no step of ``_OCR_STEP`` (of their 8-bit range) between neighbours:
+    #: nothing in them is dark or bright enough against its surroundings to be read.
+    quiet: tuple[int, ...] = ()
 
 
 def inspect_output(path: Path, parsed: Parsed | None = None) -> PixelReport:
@@ -297,9 +305,12 @@ def inspect_output(path: Path, parsed: Parsed | None = None) -> PixelReport:
     if img is None:
         return PixelReport()
     problems, arr = _native(img) if img.ts in _NATIVE else _compressed(img)
-    boxes = () if arr is None else tuple(text_boxes(arr))
-    return PixelReport(tuple(f"{path.name}: {p}" for p in problems),
-                       0 if arr is None else int(arr.shape[0]), img.capture, boxes)
+    if arr is None:
+        return PixelReport(tuple(f"{path.name}: {p}" for p in problems), 0, img.capture)
+    steps = largest_steps(arr)
+    return PixelReport(tuple(f"{path.name}: {p}" for p in problems), int(arr.shape[0]),
+                       img.capture, tuple(text_boxes(arr, steps)),
+                       tuple(int(k) for k in np.flatnonzero(steps < _OCR_STEP)))
 
 
 def ocr_sample(outputs: list[Path], reports: list[PixelReport]) -> list[tuple[Path, int]]:
@@ -312,8 +323,10 @@ def ocr_sample(outputs: list[Path], reports: list[PixelReport]) -> list[tuple[Pa
     every = [(p, k) for p, r in decoded for k in range(r.frames)]
     if not every:
         return []
+    quiet = {(p, k) for p, r in decoded for k in r.quiet}
     picks = np.linspace(0, len(every) - 1, min(_VOLUME_FRAMES, len(every)))
-    return [every[int(i)] for i in sorted(set(picks.astype(int)))]
+    return [every[int(i)] for i in sorted(set(picks.astype(int)))
+            if every[int(i)] not in quiet]
 
 
 _apis: dict[str, Any] = {}

@@ -41,6 +41,7 @@ U8 = npt.NDArray[np.uint8]
 _R = 3
 #: Stroke contrast (of 255) that makes a pixel part of a stroke at all.
 _SENSITIVE_THRESHOLD = 24
+STROKE_THRESHOLD = _SENSITIVE_THRESHOLD
 #: Background level (of 255) below which a line stands on air.
 _AIR = 20
 #: Over anatomy: the stroke contrast a line needs, and how uniform its colour must be

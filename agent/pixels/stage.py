@@ -81,11 +81,26 @@ def _is_sensitive(path: Path) -> bool:
     return bool(text_risks(ds))
 
 
-def run_chunk(args: tuple[list[tuple[int, Path]], StudyIdentity, Settings]
+#: The identity of the last series a process read (a series' tasks share it).
+_identities: dict[tuple[Path, ...], StudyIdentity] = {}
+
+
+def _identity_of(sources: tuple[Path, ...]) -> StudyIdentity:
+    """The identity of the originals ``sources``, read once per process and series."""
+    identity = _identities.get(sources)
+    if identity is None:
+        _identities.clear()
+        identity = _identities[sources] = study_identity(list(sources))
+    return identity
+
+
+def run_chunk(args: tuple[list[tuple[int, Path]], tuple[Path, ...], Settings]
               ) -> list[clean.FileReport]:
-    """One task: load, search and (where changed) re-write a few files of one series."""
-    files, identity, settings = args
-    scanner = TextScanner(_reader(settings.tessdata), identity, redact_all=settings.redact_all)
+    """One task: load, search and (where changed) re-write a few files of one series.
+    The originals' identity is read only when OCR reads something."""
+    files, sources, settings = args
+    scanner = TextScanner(_reader(settings.tessdata), lambda: _identity_of(sources),
+                          redact_all=settings.redact_all)
     items = [clean.load(path, index) for index, path in files]
     for item in items:
         risks = text_risks(item.ds)
@@ -129,7 +144,11 @@ class PixelStage:
             raise Withheld("secondary captures, screen saves and derived images are not sent "
                            "at this site ([pixels] deliver_captures = false)",
                            code=WithheldCode.SCREEN_CAPTURE)
-        identity = study_identity(work.source_files)
+        # The originals the identity is read from, when OCR reads something: the three
+        # study_identity reads (first, middle, last).
+        originals = work.source_files
+        sources = tuple(originals[i] for i in sorted({0, len(originals) // 2,
+                                                      len(originals) - 1})) if originals else ()
         settings = Settings(self.tessdata, self.options.redact_all_text, sensitive,
                             defaced_here=work.defaced)
         indexed = list(enumerate(files))
@@ -137,11 +156,11 @@ class PixelStage:
         reports: list[clean.FileReport] = []
         if self.processes > 1 and len(files) >= POOL_THRESHOLD:
             with make_pool(self.processes) as pool:
-                for part in pool.map(run_chunk, [(c, identity, settings) for c in chunks]):
+                for part in pool.map(run_chunk, [(c, sources, settings) for c in chunks]):
                     reports += part
         else:
             for chunk in chunks:
-                reports += run_chunk((chunk, identity, settings))
+                reports += run_chunk((chunk, sources, settings))
         self._decide(work, reports)
 
     def _decide(self, work: SeriesWork, reports: list[clean.FileReport]) -> None:

@@ -10,13 +10,14 @@ and the whole frame with Tesseract's own sparse-text layout.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, replace
 
 import numpy as np
 import numpy.typing as npt
 from PIL import Image
 
+from agent.pixels.gate import may_hold_strokes
 from agent.pixels.identity import StudyIdentity, fold
 from agent.pixels.ocr import Reader, Word
 from agent.pixels.prefilter import U8, Region, candidate_regions, to_display
@@ -134,13 +135,22 @@ def _prepare(crop: U8, dark: bool, scale: int) -> U8:
 class TextScanner:
     """Reads the text of one series' frames against its identity."""
 
-    def __init__(self, reader: Reader, identity: StudyIdentity, *, redact_all: bool) -> None:
+    def __init__(self, reader: Reader, identity: StudyIdentity | Callable[[], StudyIdentity],
+                 *, redact_all: bool) -> None:
         self.reader = reader
-        self.identity = identity
+        #: The study's identity, or what reads it (headers of the originals) when OCR first
+        #: reads something: most series have no candidate line at all.
+        self._identity = identity
         self.redact_all = redact_all
         self._cache: dict[bytes, str | None] = {}
         #: OCR calls made (the benchmark and tests read it).
         self.calls = 0
+
+    @property
+    def identity(self) -> StudyIdentity:
+        if not isinstance(self._identity, StudyIdentity):
+            self._identity = self._identity()
+        return self._identity
 
     def _verdict(self, words: list[Word]) -> str | None:
         words = [w for w in words if w.confidence >= _MIN_CONFIDENCE or len(w.text) >= 4]
@@ -181,7 +191,23 @@ class TextScanner:
 
     def scan(self, samples: npt.NDArray[np.generic], samples_per_pixel: int, *,
              sensitive: bool) -> list[Line]:
-        """Lines to redact in ``samples`` (frames, rows, cols[, samples])."""
+        """Lines to redact in ``samples`` (frames, rows, cols[, samples]).
+
+        Frames that cannot hold a stroke (:func:`agent.pixels.gate.may_hold_strokes`, an
+        exact bound) have no candidate line and are not searched; screen captures and
+        derived images (``sensitive``) are, whole."""
+        if sensitive or samples_per_pixel != 1 or samples.ndim != 3:
+            return self._scan(samples, samples_per_pixel, sensitive=sensitive)
+        maybe = np.flatnonzero(may_hold_strokes(samples))
+        if maybe.size == 0:
+            return []
+        if maybe.size == samples.shape[0]:
+            return self._scan(samples, 1, sensitive=False)
+        return [replace(line, frame=int(maybe[line.frame]))
+                for line in self._scan(samples[maybe], 1, sensitive=False)]
+
+    def _scan(self, samples: npt.NDArray[np.generic], samples_per_pixel: int, *,
+              sensitive: bool) -> list[Line]:
         display, per_frame = display_stack(samples, samples_per_pixel)
         rows, cols = display.shape[1:]
         regions = _merge(candidate_regions(display, sensitive=sensitive))
