@@ -36,6 +36,7 @@ from agent.deid.fastread import read_fast
 from agent.deid.peek import peek
 from agent.errors import SeriesProblem, is_library_panic
 from agent.pixels.bits import Layout, as_words, canonical, hidden_bits
+from agent.pixels.quick import read_quick
 from agent.pixels.segments import Removed, Uncleanable, clean_frame
 from agent.pixels.text import Line, TextScanner, redact
 
@@ -69,6 +70,8 @@ class _Loaded:
     native_dirty: bool = False      # native samples changed: PixelData must be re-written
     frames_clean: list[bytes] | None = None  # compressed frames re-encapsulated, unchanged
     must_decompress: bool = False
+    #: Read by agent.pixels.quick: ``ds`` holds the risk elements only (see :func:`full`).
+    quick: bool = False
 
 
 def _us(ds: Dataset, tag: int, default: int) -> int:
@@ -145,9 +148,39 @@ def _native_words(ds: Dataset, layout: Layout, ts: str, report: FileReport
 
 
 def load(path: Path, index: int) -> _Loaded:
-    """Read one file and do its structural cleaning (overlays, bytes, bits) in memory."""
+    """Read one file and do its structural cleaning (overlays, bytes, bits) in memory.
+
+    An ordinary slice with nothing to clean (:mod:`agent.pixels.quick`: no overlay, no
+    trailing bytes, no hidden bit) is read the quick way: its samples a view of its
+    bytes, its dataset only the risk elements (:attr:`_Loaded.quick`; :func:`full` reads
+    it whole when it must be re-written)."""
     try:
         data = path.read_bytes()
+    except OSError:
+        raise SeriesProblem("a de-identified file cannot be read back for the pixel checks",
+                            code="internal") from None
+    quick = read_quick(data)
+    if quick is not None:
+        words = quick.samples.view(quick.layout.unsigned_dtype())
+        if not hidden_bits(words, quick.layout):
+            report = FileReport(index, declared_burned_in=quick.declared_burned_in)
+            return _Loaded(path, quick.ds, report, quick.samples, quick=True)
+    return _load_full(path, index, data)
+
+
+def full(item: _Loaded) -> _Loaded:
+    """``item`` read the full way (a quick item about to be redacted and re-written), with
+    what was found in it."""
+    if not item.quick:
+        return item
+    out = _load_full(item.path, item.report.index, item.path.read_bytes())
+    out.report.lines = item.report.lines
+    out.report.sensitive = item.report.sensitive
+    return out
+
+
+def _load_full(path: Path, index: int, data: bytes) -> _Loaded:
+    try:
         ds = read_fast(data, str(path)) or pydicom.dcmread(io.BytesIO(data), force=True)
     except Exception:  # noqa: BLE001 - the engine wrote it; unreadable now means damage
         raise SeriesProblem("a de-identified file cannot be read back for the pixel checks",

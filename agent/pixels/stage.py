@@ -108,7 +108,9 @@ def run_chunk(args: tuple[list[tuple[int, Path]], tuple[Path, ...], Settings]
             risks = [r for r in risks if r.rule != "derived"]
         item.report.sensitive = settings.sensitive or bool(risks)
     clean.scan_text(items, scanner, settings.sensitive)
-    for item in items:
+    for k, item in enumerate(items):
+        if item.report.lines:
+            item = items[k] = clean.full(item)
         clean.apply_redactions(item)
         report = item.report
         if report.declared_burned_in and not report.lines:
