@@ -140,17 +140,39 @@ def coherent_tissue(image: sitk.Image) -> sitk.Image | None:
     span = hi - lo
     if span <= 0:
         return None
-    spread = sitk.GetArrayFromImage(sitk.Noise(img, [1, 1, 1]))
-    edge = np.zeros(arr.shape, bool)
-    edge[:, [1, -2], 1:-1] = True  # in-plane edges, one voxel in (Noise pads the outermost)
-    edge[:, 1:-1, [1, -2]] = True
-    background = float(np.median(spread[edge]))
-    if background < NOISY_SPREAD * span or float(np.median(arr[edge])) < lo + NOISY_LEVEL * span:
+    # The background is judged first on the in-plane edges alone (the usual answer, a dark
+    # background, then costs thin slabs, not the whole volume's neighbourhood spread).
+    edge_spread, edge_values = _edge_spread(img, arr)
+    background = float(np.median(edge_spread))
+    if background < NOISY_SPREAD * span or float(np.median(edge_values)) < lo + NOISY_LEVEL * span:
         return None
+    spread = sitk.GetArrayFromImage(sitk.Noise(img, [1, 1, 1]))
     smooth = sitk.GetImageFromArray((spread < 0.5 * background).astype(np.uint8))
     smooth.CopyInformation(image)
     cc = sitk.RelabelComponent(sitk.ConnectedComponent(smooth), sortByObjectSize=True)
     return sitk.Cast(cc == 1, sitk.sitkUInt8)
+
+
+def _edge_spread(img: sitk.Image, arr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(3x3x3 spread, value) of the voxels one in from the in-plane edges (each once).
+
+    The spread is ``sitk.Noise`` on slabs three voxels thick around those voxels: their
+    neighbourhoods lie inside the slab, so the numbers are the whole volume's, to the bit
+    (issue 11: the full-volume filter cost 2.4 CPU-s per 256^3 series, twice per series)."""
+    nz, ny, nx = arr.shape
+    spreads: list[np.ndarray] = []
+    values: list[np.ndarray] = []
+    for y in sorted({1, ny - 2}):
+        roi = sitk.RegionOfInterest(img, [nx, 3, nz], [0, y - 1, 0])
+        spreads.append(sitk.GetArrayFromImage(sitk.Noise(roi, [1, 1, 1]))[:, 1, 1:-1].ravel())
+        values.append(arr[:, y, 1:-1].ravel())
+    if ny > 4:  # the columns' voxels not on those rows
+        for x in sorted({1, nx - 2}):
+            roi = sitk.RegionOfInterest(img, [3, ny, nz], [x - 1, 0, 0])
+            spreads.append(sitk.GetArrayFromImage(sitk.Noise(roi, [1, 1, 1]))[:, 2:-2, 1]
+                           .ravel())
+            values.append(arr[:, 2:-2, x].ravel())
+    return np.concatenate(spreads), np.concatenate(values)
 
 
 def _tissue_on(work: sitk.Image, image: sitk.Image) -> np.ndarray:
