@@ -72,8 +72,9 @@ def head_surface_mask(values: np.ndarray, level: float, spacing: tuple[float, fl
     if arr.max() == 0:
         return np.zeros(values.shape, bool)
     sizes = np.bincount(arr.ravel())
-    keep = np.nonzero(sizes[1:] >= 0.01 * sizes[1])[0] + 1
-    kept = sitk.GetImageFromArray(np.isin(arr, keep).astype(np.uint8))
+    lut = np.zeros(len(sizes), np.uint8)  # label -> kept (a table: np.isin sorts)
+    lut[np.nonzero(sizes[1:] >= 0.01 * sizes[1])[0] + 1] = 1
+    kept = sitk.GetImageFromArray(lut[arr])
     kept.SetSpacing(spacing)
     return sitk.GetArrayFromImage(sitk.BinaryFillhole(kept)).astype(bool)
 
@@ -210,13 +211,17 @@ def _sample(arr: np.ndarray, cidx: np.ndarray) -> np.ndarray:
     step = [int(shape[1] * shape[2]) if shape[0] > 1 else 0,
             int(shape[2]) if shape[1] > 1 else 0, 1 if shape[2] > 1 else 0]
     out = np.zeros(cidx.shape[1], np.float32)
+    got = np.empty(cidx.shape[1], flat.dtype)
     for dz in (0, 1):
         wz = t[0] if dz else 1.0 - t[0]
         for dy in (0, 1):
             wy = wz * (t[1] if dy else 1.0 - t[1])
             for dx in (0, 1):
                 wx = wy * (t[2] if dx else 1.0 - t[2])
-                out += wx * flat[base + (dz * step[0] + dy * step[1] + dx * step[2])]
+                # The corner's values: the array shifted by the corner's offset, read at
+                # the base indices (no index array per corner).
+                np.take(flat[dz * step[0] + dy * step[1] + dx * step[2]:], base, out=got)
+                out += wx * got
     return out
 
 

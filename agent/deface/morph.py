@@ -141,22 +141,22 @@ def blend_box(image: sitk.Image, template: Template, place: Placement,
     # The scan's own grid, inside the region.
     region = weight > 0
     flat = np.flatnonzero(region)
-    at = coarse.Sampler(flat, shape, f)
-    db = at.at(d_b)
-    t_moved = at.at(t_moved_c)
+    up = coarse.Upsampler(shape, f)
+    db = up.at(d_b, flat)
+    t_moved = up.at(t_moved_c, flat)
     del t_moved_c
     wr = weight.ravel()[flat]
     # The patient's own voxels, moved onto the new skin, where they still count (w < 1).
     s_moved = subject.ravel()[flat].astype(np.float32)
     part = np.flatnonzero(wr < 1.0)
     if len(part):
-        some = coarse.Sampler(flat[part], shape, f)
-        cidx = np.stack(np.unravel_index(flat[part], shape)).astype(np.float32)
+        moving = flat[part]
+        cidx = np.stack(np.unravel_index(moving, shape)).astype(np.float32)
         for axis in range(3):
-            cidx[axis] += some.at(disp_c[axis]) / sp_zyx[axis]
+            cidx[axis] += up.at(disp_c[axis], moving) / sp_zyx[axis]
         s_moved[part] = blend._sample(subject, cidx)
-        del cidx, some
-    del disp_c, at
+        del cidx, moving
+    del disp_c
     keep = (~region | (weight < 0.2)) & ~protect
     if keep.sum() < 2000:
         keep = ~protect
@@ -165,7 +165,7 @@ def blend_box(image: sitk.Image, template: Template, place: Placement,
     kept = np.flatnonzero(keep)[::max(1, int(np.prod(f)) // 2)]
     del keep
     centres, prof = blend.skin_profile(subject.ravel()[kept],
-                                       coarse.Sampler(kept, shape, f).at(d_s),
+                                       up.at(d_s, kept),
                                        np.ones(len(kept), bool))
     del kept
     if place.ct_mode:
