@@ -11,6 +11,7 @@ series is quarantined with the reason.
 
 from __future__ import annotations
 
+import hashlib
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -45,36 +46,47 @@ def _problem(index: int, total: int, what: str) -> SeriesProblem:
         "happens again, send the log folder to support.", code=ProblemCode.INVALID_OUTPUT)
 
 
-def check_deliverable(files: Sequence[Path]) -> None:
-    """Raise SeriesProblem for the first file of ``files`` that should not be delivered.
+def check_deliverable(files: Sequence[Path]) -> dict[Path, tuple[int, str]]:
+    """Raise SeriesProblem for the first file of ``files`` that should not be delivered;
+    else the size and SHA-256 of every file, from the same read (the manifest's: each
+    output is read once for both).
 
     Every file's element structure and pixel length are walked (:mod:`agent.quickread`,
     which answers as :func:`is_complete` does); pydicom parses and converts every value of
     a spread sample, and of every file the walk does not vouch for. (A full pydicom parse
     of each file was half the main process's time on a 2,000-file series, and the
     verifier has already parsed every output with its own parser.)"""
+    described: dict[Path, tuple[int, str]] = {}
     dicoms = [f for f in files if f.suffix.lower() not in NOT_DICOM]
     total = len(dicoms)
     sampled = set(spread(total, DECODED_FILES))
     for i, path in enumerate(dicoms):
-        if i in sampled or not _whole(path):
+        whole, desc = _read(path)
+        if desc is not None:
+            described[path] = desc
+        if i in sampled or not whole:
             ds = _parse(path, i, total)
             _check_length(ds, i, total)
             if not is_complete(path):
                 raise _problem(i, total, "is cut short or holds broken elements")
     for i in sorted(sampled):
         _check_decodes(dicoms[i], i, total)
+    return described
 
 
-def _whole(path: Path) -> bool:
-    """Whether the one-pass walk finds the file whole (False: pydicom must decide)."""
+def _read(path: Path) -> tuple[bool, tuple[int, str] | None]:
+    """Whether the one-pass walk finds the file whole (False: pydicom must decide), and
+    its size and SHA-256 from the same read (None when it could not be read: the parse
+    that follows says why)."""
     try:
         if path.stat().st_size > QUICK_MAX_BYTES:
-            return False
-        found = scan(path.read_bytes())
+            return False, None
+        data = path.read_bytes()
     except OSError:
-        return False
-    return found is not None and found.complete is True
+        return False, None
+    found = scan(data)
+    return (found is not None and found.complete is True,
+            (len(data), hashlib.sha256(data).hexdigest()))
 
 
 _PIXEL_TAGS = frozenset({0x7FE00010, 0x7FE00008, 0x7FE00009})

@@ -130,6 +130,7 @@ class Agent:
         self._install_key = installation_secret(paths.installation_secret)
         self._site_key = site_secret(cfg.site.secret_file, paths.installation_secret)
         self.ledger = Ledger(paths.ledger, self._install_key)
+        self._standard_stages = stages is None  # (tests' own stages need no pool)
         self.target = target if target is not None else open_target(cfg)
         self.pipeline = Pipeline(
             cfg, self.ledger, self.target,
@@ -201,8 +202,13 @@ class Agent:
                 on_ready=self._series_ready,
                 on_expired=self._series_expired,
                 on_ignored=self._files_ignored,
+                looks=self.pipeline.looks,
             )
             self._watcher.on_publish = self._waiting_published
+            if self._standard_stages and self._cfg.worker_count > 1:
+                from agent.procpool import warm_in_background
+
+                self._watcher.on_first_sighting = warm_in_background
             self._watcher.start()
             watcher = self._watcher
             self._supervisor.add("export-scanner", alive=lambda: not watcher.dead_parts(),

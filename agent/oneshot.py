@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import os
 import tempfile
 import threading
 import time
@@ -19,15 +18,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from agent import procpool
-from agent.boundary import open_export_file
 from agent.config import Config
 from agent.deid.stage import POOL_THRESHOLD
-from agent.dicomfiles import DicomHeader, is_complete, read_header, why_incomplete
+from agent.dicomfiles import is_complete, why_incomplete
 from agent.errors import CredentialsError, SeriesProblem, TargetUnavailable, TransientFault
+from agent.exportlook import LookCache, look
 from agent.keys import installation_secret, keyed_hash, site_secret
 from agent.ledger import STAGED, Ledger
 from agent.pipeline import Outcome, Pipeline, build_stages, outcome_of
-from agent.quickread import QUICK_MAX_BYTES, scan
 from agent.series import FileState
 from agent.sync.folder import FolderTarget
 from agent.vocab import ProblemCode, SeriesState, Undecided
@@ -88,31 +86,17 @@ class Survey:
     incomplete: set[str] = field(default_factory=set)
 
 
-def _look(path: Path, root: Path | None = None
-          ) -> tuple[DicomHeader | None, bool | None]:
-    """A file's header and whether it is whole, from one read where the file allows
-    (:mod:`agent.quickread`), else pydicom's answers (completeness: None, ask later).
-    Opened like every export file: never through a link, nothing outside ``root``."""
-    if path.name.upper() == "DICOMDIR":
-        return None, None
-    with open_export_file(path, root) as fh:
-        found = (scan(fh.read()) if os.fstat(fh.fileno()).st_size <= QUICK_MAX_BYTES
-                 else None)
-    if found is None:
-        return read_header(path, root), None
-    if not found.is_image_we_process:
-        return None, None
-    return DicomHeader(found.study_uid, found.series_uid, found.instance_uid), found.complete
-
-
 def survey_export(src: Path, series_key: Callable[[str, str], str],
-                  listing: Mapping[str, FileState] | None = None) -> Survey:
+                  listing: Mapping[str, FileState] | None = None,
+                  looks: LookCache | None = None) -> Survey:
     """Every file under ``src`` (or of its ``listing``) read once: grouped by series,
-    whole or not."""
+    whole or not. What was read is kept in ``looks`` (staging then reads no file again
+    to plan its copy)."""
     survey = Survey()
     for path, state in sorted((scan_folder(src) if listing is None else listing).items()):
         try:
-            header, complete = _look(Path(path), src)
+            found = look(Path(path), src)
+            header, complete = found.header, found.complete
             if header is not None and complete is None:
                 complete = is_complete(Path(path), src)
         except OSError:
@@ -120,6 +104,9 @@ def survey_export(src: Path, series_key: Callable[[str, str], str],
         if header is None:
             survey.ignored += 1
             continue
+        if looks is not None:
+            looks.put(path, found)
+            state = found.state  # what was read; staging checks the file still has it
         if not complete:
             survey.incomplete.add(path)
         key = series_key(header.study_uid, header.series_uid)
@@ -184,7 +171,7 @@ def process_folder(cfg: Config, src: Path, out: Path,
             _warm_pool(cfg, len(listing))
         survey = survey_export(
             src, lambda study, series: keyed_hash(install_key, "series", study, series),
-            listing)
+            listing, pipeline.looks)
         summary = Summary(ignored_files=survey.ignored)
 
         def one(item: tuple[str, dict[str, FileState]]) -> Outcome:

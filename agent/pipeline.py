@@ -31,6 +31,7 @@ from agent.errors import (
     Withheld,
     is_library_panic,
 )
+from agent.exportlook import LookCache
 from agent.integrity import check_deliverable
 from agent.keys import keyed_hash
 from agent.ledger import (
@@ -137,6 +138,7 @@ class Pipeline(Staging):
         #: intake adds its own): nothing outside them is opened.
         self.export_roots = (
             [Path(cfg.watch.folder).expanduser()] if cfg.watch.folder else [])
+        self.looks = LookCache()
 
     # -- paths -----------------------------------------------------------------------------
 
@@ -312,10 +314,9 @@ class Pipeline(Staging):
 
     def _deliver(self, series_id: int, ready: Ready) -> Outcome:
         row = self.ledger.get(series_id)
-        check_deliverable([Path(f["local"]) for f in ready["files"]])
+        read = check_deliverable([Path(f["local"]) for f in ready["files"]])
         files: tuple[DeliveryFile, ...] = describe_files(
-            [(f["path"], Path(f["local"])) for f in ready["files"]]
-        )
+            [(f["path"], Path(f["local"])) for f in ready["files"]], read)
         digest = content_digest(files)
         earlier = self.ledger.delivered_content(row.key)
         if digest in earlier:

@@ -123,9 +123,24 @@ def warm_up(modules: tuple[str, ...] = STAGE_MODULES) -> None:
         pool.submit(_import, modules)
 
 
+_warming = False
+
+
+def warm_in_background() -> None:
+    """:func:`warm_up` in a thread of its own, once (the running agent calls it when an
+    export begins, so that the pool is ready when the series is stable)."""
+    global _warming
+    with _lock:
+        if _warming or _pool is not None:
+            return
+        _warming = True
+    threading.Thread(target=warm_up, name="pool-warm-up", daemon=True).start()
+
+
 def shutdown() -> None:
-    global _pool
+    global _pool, _warming
     with _lock:
         pool, _pool = _pool, None
+        _warming = False
     if pool is not None:
         pool.shutdown(wait=False, cancel_futures=True)

@@ -122,6 +122,20 @@ def _feed(h: Any, ds: Dataset) -> None:
             h.update(repr(elem.value).encode("utf-8", "surrogateescape"))
 
 
+def quick_digest(data: bytes) -> tuple[str, str] | None:
+    """:func:`source_digest` of a whole file already in memory, where its quick path
+    applies; None where pydicom must read the file (the caller then calls
+    :func:`source_digest`)."""
+    head = data[:_HEAD]
+    meta = _meta_end(head)
+    uid = _sop_uid(head, *meta) if meta is not None and meta[1] not in _DEFLATED else None
+    if meta is None or uid is None:
+        return None
+    h = hashlib.sha256(b"dataset\x00")
+    h.update(memoryview(data)[meta[0]:])
+    return uid, h.hexdigest()
+
+
 def source_digest(path: Path, root: Path | None = None) -> tuple[str, str]:
     """(SOP Instance UID, SHA-256 of the dataset without its file meta) of one file.
 
@@ -162,9 +176,10 @@ def _digest_with_pydicom(path: Path, root: Path | None = None) -> tuple[str, str
 
 
 def fingerprint(path: str, state: FileState, key: bytes,
-                root: Path | None = None) -> Instance:
-    """The keyed identity and content of one exported file (see :func:`source_digest`)."""
-    uid, digest = source_digest(Path(path), root)
+                root: Path | None = None, known: tuple[str, str] | None = None) -> Instance:
+    """The keyed identity and content of one exported file (see :func:`source_digest`);
+    ``known``: its (UID, digest) from a read at this very state (:mod:`agent.exportlook`)."""
+    uid, digest = known if known is not None else source_digest(Path(path), root)
     content = keyed_hash(key, "content", digest)
     # An object without a SOP Instance UID is known by its content alone.
     ident = keyed_hash(key, "instance", uid) if uid else "content:" + content
@@ -212,16 +227,19 @@ class Plan:
 def plan_export(files: Mapping[str, FileState], key: bytes,
                 known: Mapping[str, tuple[str, int]],
                 versions: Mapping[int, int] | None = None,
-                root: Path | None = None) -> Plan:
+                root: Path | None = None,
+                digests: Mapping[str, tuple[str, str]] | None = None) -> Plan:
     """Decide what to stage from an export, compared with ``known`` (uid hash ->
     (content hash, series id) of versions delivered or under way; see
     :meth:`agent.ledger.Ledger.known_instances`). ``versions`` maps series id to version.
+    ``digests``: (UID, digest) of files already read at the states in ``files``
+    (:class:`agent.exportlook.LookCache`); the others are read here.
 
     Raises OSError / ValueError from reading a file (the caller quarantines the series).
     """
     by_uid: dict[str, list[Instance]] = {}
     for path in sorted(files):
-        inst = fingerprint(path, files[path], key, root)
+        inst = fingerprint(path, files[path], key, root, (digests or {}).get(path))
         by_uid.setdefault(inst.uid_hash, []).append(inst)
     plan = Plan()
     for copies in by_uid.values():

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 from agent.boundary import OutsideExport, open_export_file
 from agent.diskspace import NO_SPACE, require_work_space, work_full
 from agent.errors import ExportChanged, SeriesProblem, TransientFault
+from agent.exportlook import LookCache
 from agent.ledger import DELIVERED, STAGED, UNFINISHED, SeriesRow
 from agent.limits import check_sizes
 from agent.reexport import Plan, plan_export
@@ -56,6 +57,9 @@ class Staging:
     #: intake adds its own): nothing outside them is opened.
     export_roots: list[Path]
     _key: bytes
+    #: What the watcher (or the one-shot survey) read of each exported file: a file read
+    #: at the state it is staged with is not read again to plan the copy.
+    looks: LookCache
 
     def path_hash(self, path: str | Path) -> str:
         raise NotImplementedError
@@ -132,6 +136,7 @@ class Staging:
             raise
         self._record_plan(row.id, plan, names)
         os.replace(partial, source)
+        self.looks.forget(list(files))
         return Taken(self.ledger.set_state(row.id, STAGED))
 
     def _plan(self, key: str, files: Mapping[str, FileState], exclude: int | None = None,
@@ -140,7 +145,9 @@ class Staging:
         (default: the source folder they come from)."""
         known = self.ledger.known_instances(key, (DELIVERED, *UNFINISHED), exclude=exclude)
         versions = {sid: self.ledger.get(sid).version for sid in {s for _c, s in known.values()}}
-        return plan_export(files, self._key, known, versions, root or self.root_of(files))
+        digests = self.looks.digests(files) if root is None else None
+        return plan_export(files, self._key, known, versions, root or self.root_of(files),
+                           digests)
 
     def _record_plan(self, series_id: int, plan: Plan, names: Mapping[str, str]) -> None:
         """Persist what this version holds (ledger) and what changed (for its manifest)."""

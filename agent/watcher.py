@@ -37,8 +37,9 @@ from watchdog.observers.polling import PollingObserver
 
 from agent.boundary import Kind, is_inside, kind_of, kind_of_mode, real_root
 from agent.config import WatchConfig
-from agent.dicomfiles import is_complete, read_header
+from agent.dicomfiles import is_complete
 from agent.errors import TransientFault
+from agent.exportlook import LookCache, look
 from agent.logs import log_failure
 from agent.series import FileState, SeriesTracker
 from agent.status import IgnoredFiles
@@ -126,6 +127,7 @@ class ExportWatcher(WaitingReport):
         on_ready: ReadyCallback,
         on_expired: ExpiredCallback,
         on_ignored: IgnoredCallback | None = None,
+        looks: LookCache | None = None,
     ) -> None:
         self.cfg = cfg
         self.root = Path(cfg.folder).expanduser()
@@ -141,6 +143,12 @@ class ExportWatcher(WaitingReport):
         self._handled_paths: dict[str, set[str]] = {}  # series key -> handled paths present
         self._noted: set[str] = set()  # path hashes already logged as skipped
         self._on_ignored = on_ignored
+        #: What was read of each file (series, whole or not, digest), shared with staging
+        #: (:mod:`agent.exportlook`): each exported file is read once while it is quiet.
+        self.looks = looks if looks is not None else LookCache()
+        #: Called (from the scanner thread) when a series is first seen: the agent starts
+        #: its process pool then, while the series becomes stable.
+        self.on_first_sighting: Callable[[], None] | None = None
         #: Files without a DICOM header, until they have been quiet for stable_seconds
         #: (a file being written has no header yet): path -> (state, monotonic time seen).
         self._unsettled: dict[str, tuple[FileState, float]] = {}
@@ -285,6 +293,7 @@ class ExportWatcher(WaitingReport):
 
     def _forget(self, path: str) -> None:
         self._known.pop(path, None)
+        self.looks.drop(path)
         self.tracker.forget(path)
         self._drop_unknown(path)
         for paths in self._handled_paths.values():
@@ -324,9 +333,10 @@ class ExportWatcher(WaitingReport):
             self._handled_paths.setdefault(done[2], set()).add(path)
             return
         try:
-            header = read_header(Path(path), self.root)
+            found = look(Path(path), self.root)
         except OSError:
             return  # vanished, locked or swapped for a link: the next look tells
+        header = found.header
         if header is None:
             # Maybe a DICOM file whose header is not written yet: keep it in view (it is
             # looked at again at the next change) and count it as "not DICOM" only once it
@@ -337,15 +347,20 @@ class ExportWatcher(WaitingReport):
                 self._unsettled[path] = (state, time.monotonic())
             return
         self._drop_unknown(path)
-        self.tracker.observe(path, self._series_key(header.study_uid, header.series_uid),
-                             state, time.monotonic())
+        self.looks.put(path, found)
+        key = self._series_key(header.study_uid, header.series_uid)
+        if self.on_first_sighting is not None and key not in self.tracker:
+            self._guarded("telling that an export began", self.on_first_sighting)
+        self.tracker.observe(path, key, state, time.monotonic())
 
     def _check_due(self) -> None:
         now = time.monotonic()
         for due in self.tracker.due(now):
             if self._stop.is_set():
                 return
-            incomplete = [p for p in due.files if not is_complete(Path(p), self.root)]
+            # A file read whole at the state it still has is not read again.
+            incomplete = [p for p, st in due.files.items()
+                          if not self.looks.whole(p, st) and not is_complete(Path(p), self.root)]
             if not incomplete:
                 self._incomplete.pop(due.key, None)
                 self._hand_on(due.key, due.files)

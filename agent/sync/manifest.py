@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Required, TypedDict, cast
 
@@ -74,12 +75,15 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
-def describe_files(files: list[tuple[str, Path]]) -> tuple[DeliveryFile, ...]:
-    """Size and SHA-256 of each (relative path, local file), sorted by relative path."""
-    out = [
-        DeliveryFile(path=rel, local=local, size=local.stat().st_size, sha256=sha256_file(local))
-        for rel, local in files
-    ]
+def describe_files(files: list[tuple[str, Path]],
+                   known: Mapping[Path, tuple[int, str]] | None = None
+                   ) -> tuple[DeliveryFile, ...]:
+    """Size and SHA-256 of each (relative path, local file), sorted by relative path;
+    ``known``: (size, SHA-256) of local files already read (not read again)."""
+    out = []
+    for rel, local in files:
+        size, sha = (known or {}).get(local) or (local.stat().st_size, sha256_file(local))
+        out.append(DeliveryFile(path=rel, local=local, size=size, sha256=sha))
     return tuple(sorted(out, key=lambda f: f.path))
 
 
