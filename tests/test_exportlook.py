@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from agent import reexport, watcher
+from agent import dicomfiles, reexport, watcher
 from agent.exportlook import LookCache, look
 from agent.reexport import plan_export, source_digest
 from agent.series import FileState
@@ -34,9 +34,9 @@ def test_one_read_gives_series_wholeness_and_the_digest_staging_would_compute(
 
 def test_real_files_of_every_vendor_digest_as_source_digest_does() -> None:
     dicom = CORPUS / "dicom"
-    files = [sorted(vendor.rglob("*.dcm"))[::25][:15] for vendor in sorted(dicom.iterdir())
-             ] if dicom.is_dir() else []
-    files = [f for per_vendor in files for f in per_vendor]
+    files: list[Path] = []
+    for vendor in sorted(dicom.iterdir()) if dicom.is_dir() else []:
+        files += sorted(vendor.rglob("*.dcm"))[::25][:15]
     if not files:
         pytest.skip(f"the real corpus is not at {CORPUS}")
     compared = 0
@@ -107,7 +107,7 @@ def test_the_watcher_checks_wholeness_from_its_own_read(
     export = tmp_path / "export"
     files = write_series(export, 3)
     checked: list[str] = []
-    real = watcher.is_complete
+    real = dicomfiles.is_complete
 
     def counting(path: Path, root: Path | None = None) -> bool:
         checked.append(path.name)
