@@ -178,14 +178,36 @@ def _pool(mask: npt.NDArray[np.bool_]) -> npt.NDArray[np.uint8]:
     return m[:, ::2, ::2] | m[:, 1::2, ::2] | m[:, ::2, 1::2] | m[:, 1::2, 1::2]
 
 
-def _components(cells: npt.NDArray[np.uint8], full: bool = True
-                ) -> list[tuple[int, int, int, int, int, int]]:
+def _compact_rows(tall: npt.NDArray[np.uint8]
+                  ) -> tuple[npt.NDArray[np.uint8], npt.NDArray[np.intp]] | None:
+    """The rows of ``tall`` (2-D) that hold a stroke, one empty row where rows were left
+    out (so nothing connects across them), and each kept row's index in ``tall``; None
+    when no row holds one. Labelling costs by the pixel, and strokes are sparse."""
+    keep = np.flatnonzero(tall.any(axis=1))
+    if keep.size == 0:
+        return None
+    gaps = np.flatnonzero(np.diff(keep) > 1)
+    at = np.arange(keep.size) + np.searchsorted(gaps, np.arange(keep.size), side="left")
+    compact = np.zeros((keep.size + gaps.size, tall.shape[1]), np.uint8)
+    compact[at] = tall[keep]
+    rows = np.zeros(compact.shape[0], np.intp)
+    rows[at] = keep
+    return compact, rows
+
+
+def _components(cells: npt.NDArray[np.uint8], full: bool = True, low: int = 0,
+                high: int = 1 << 30) -> list[tuple[int, int, int, int, int, int]]:
     """(frame, top, left, height, width, pixel count) of every 8-connected (``full``) or
-    4-connected component."""
+    4-connected component shaped like a glyph of ``low`` to ``high`` rows
+    (:func:`_glyph_like`)."""
     n, r, c = cells.shape
     tall = np.zeros((n, r + 1, c), np.uint8)
     tall[:, :r] = cells
-    img = sitk.GetImageFromArray(tall.reshape(n * (r + 1), c))
+    compacted = _compact_rows(tall.reshape(n * (r + 1), c))
+    if compacted is None:
+        return []
+    compact, row_of = compacted
+    img = sitk.GetImageFromArray(compact)
     labels = sitk.GetArrayFromImage(sitk.ConnectedComponent(img, full))
     flat = labels.ravel()
     where = np.flatnonzero(flat)  # one index array: faster than a 2-D nonzero
@@ -193,6 +215,7 @@ def _components(cells: npt.NDArray[np.uint8], full: bool = True
         return []
     ids = flat[where].astype(np.int64)
     ys, xs = np.divmod(where, c)
+    ys = row_of[ys]
     # Sorted by label (stable: rows stay in order within a label), then per-label
     # reductions: np.minimum.at over every pixel is many times slower.
     order = np.argsort(ids, kind="stable")
@@ -203,11 +226,15 @@ def _components(cells: npt.NDArray[np.uint8], full: bool = True
     left = np.minimum.reduceat(xs, starts)
     right = np.maximum.reduceat(xs, starts)
     sizes = ends - starts + 1
+    h, w = bottom - top + 1, right - left + 1
+    fill = sizes / (h * w).astype(np.float64)
+    # _glyph_like, on every component at once (most are tissue, not glyphs).
+    shaped = np.flatnonzero((h >= low) & (h <= high) & (w <= 40 * h) & (fill >= 0.12)
+                            & (fill <= 0.95))
     out = []
-    for k in range(starts.size):
+    for k in shaped.tolist():
         frame, row = divmod(int(top[k]), r + 1)
-        out.append((frame, row, int(left[k]), int(bottom[k] - top[k] + 1),
-                    int(right[k] - left[k] + 1), int(sizes[k])))
+        out.append((frame, row, int(left[k]), int(h[k]), int(w[k]), int(sizes[k])))
     return out
 
 
@@ -360,8 +387,8 @@ def _regions(hats: Hats, scale: int, sensitive: bool) -> list[Region]:
     n = hats.bright.shape[0]
     cells = np.concatenate([_pool(hats.bright > _SENSITIVE_THRESHOLD),
                             _pool(hats.dark > _SENSITIVE_THRESHOLD)])
-    glyphs = [(f, t, left, h, w) for f, t, left, h, w, count in _components(cells)
-              if _glyph_like(h, w, count)]
+    glyphs = [(f, t, left, h, w) for f, t, left, h, w, count
+              in _components(cells, True, _MIN_H, _MAX_H) if _glyph_like(h, w, count)]
     return _keep(hats, _typed(glyphs, _lines(glyphs, sensitive), n, 2), scale, sensitive)
 
 
@@ -399,10 +426,12 @@ def _without_long_runs(mask: npt.NDArray[np.bool_]) -> npt.NDArray[np.uint8]:
                         np.maximum, False)
     horizontal = _extreme(_extreme(cells, 2, _LONG_H // 2, np.minimum, True), 2,
                           _LONG_H // 2, np.maximum, False)
-    long = np.repeat(np.repeat(vertical | horizontal, 2, axis=1), 2, axis=2)
+    keep = ~(vertical | horizontal) & np.uint8(1)
     out = mask.view(np.uint8).copy()
-    r, c = long.shape[1:]
-    out[:, :r, :c] &= ~long & np.uint8(1)
+    r, c = keep.shape[1:]
+    for dy in (0, 1):  # each cell's four pixels (no full-size repeated copy)
+        for dx in (0, 1):
+            out[:, dy:2 * r:2, dx:2 * c:2] &= keep
     return out
 
 
@@ -411,7 +440,8 @@ def _small_regions(hats: Hats, sensitive: bool) -> list[Region]:
     n = hats.bright.shape[0]
     cells = np.concatenate([_without_long_runs(hats.bright > _SENSITIVE_THRESHOLD),
                             _without_long_runs(hats.dark > _SENSITIVE_THRESHOLD)])
-    glyphs = [(f, t, left, h, w) for f, t, left, h, w, count in _components(cells, False)
+    glyphs = [(f, t, left, h, w) for f, t, left, h, w, count
+              in _components(cells, False, _SMALL_MIN, _SMALL_MAX)
               if _glyph_like(h, w, count, _SMALL_MIN, _SMALL_MAX)]
     found = [ln for ln in _lines(glyphs, False) if ln[5] >= 3 or ln[4] >= 3 * ln[3]]
     return _keep(hats, _typed(glyphs, found, n, 1), 1, sensitive)
