@@ -195,7 +195,33 @@ def lines_up(image: sitk.Image, tx: sitk.AffineTransform, template: Template) ->
     grown = sitk.BinaryDilate(mask, [max(1, int(HEAD_MARGIN_MM / 4.0))] * 3)
     mapped = sitk.GetArrayViewFromImage(
         sitk.Resample(grown, work, tx, sitk.sitkNearestNeighbor, 0)) > 0
-    return float(mapped[tissue].mean())
+    # The body goes on below any head template (neck, shoulders in a long field of view):
+    # tissue that maps below the template's lowest head tissue is not judged. A patient
+    # who moved up or sideways still shows tissue outside the head; below it the template
+    # says nothing either way.
+    below = _below_template(work, tx, mask)
+    judged = tissue & ~below
+    if not judged.any():
+        return 0.0
+    return float(mapped[judged].mean())
+
+
+def _below_template(work: sitk.Image, tx: sitk.AffineTransform, mask: sitk.Image
+                    ) -> np.ndarray:
+    """Work-grid voxels (z, y, x) that ``tx`` maps below the lowest tissue of the template
+    head ``mask`` (patient LPS z: superior is +z)."""
+    idx = np.argwhere(sitk.GetArrayViewFromImage(mask) > 0)[:, ::-1].astype(np.float64)
+    mdir = np.array(mask.GetDirection()).reshape(3, 3)
+    bottom = float(((mdir @ (idx * np.array(mask.GetSpacing())).T).T
+                    + np.array(mask.GetOrigin()))[:, 2].min())
+    size = work.GetSize()
+    grid = np.indices(size[::-1]).reshape(3, -1)[::-1].T.astype(np.float64)  # x, y, z
+    wdir = np.array(work.GetDirection()).reshape(3, 3)
+    pts = (wdir @ (grid * np.array(work.GetSpacing())).T).T + np.array(work.GetOrigin())
+    mat = np.array(tx.GetMatrix()).reshape(3, 3)
+    c, t = np.array(tx.GetCenter()), np.array(tx.GetTranslation())
+    mapped = (mat @ (pts - c).T).T + c + t
+    return (mapped[:, 2] < bottom).reshape(size[::-1])
 
 
 def vertex_depth(image: sitk.Image) -> float | None:

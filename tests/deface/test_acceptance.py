@@ -246,12 +246,13 @@ def check_projection(series: Series, delivered: list[Path]) -> None:
 
 
 #: What each real vendor folder holds: (files of a series, what must become of it).
-#: "phantom": never delivered with a face; delivered as it is or quarantined with what to do.
+#: "phantom": never delivered with a face; delivered as it is or quarantined with what to do;
+#: "no-face": delivered as it is (the GE geometry phantom: its parallel plates).
 CORPUS_EXPECT = {
     "dcm_qa_xa30": [(1, "defaced"), (20, "defaced"), (7, "defaced"), (7, "report")],
     "dcm_qa_mosaic": [(6, "defaced"), (6, "defaced")],
     "dcm_qa_philips": [(680, "defaced"), (27, "phantom")],
-    "dcm_qa_ge": [(14, "phantom"), (130, "phantom"), (100, "phantom")],
+    "dcm_qa_ge": [(14, "no-face"), (130, "no-face"), (100, "no-face")],
 }
 
 
@@ -277,6 +278,7 @@ def check(found: list[tuple[int, str, str, bool]], expect: list[tuple[int, str]]
         match = [f for f in left if f[0] == files and (
             (what == "defaced" and f[1] == "delivered" and f[3])
             or (what == "report" and (f[1], f[2]) == ("withheld", "report"))
+            or (what == "no-face" and f[1] == "delivered" and not f[3])
             or (what == "phantom" and (f[1] == "delivered" and not f[3]
                                        or (f[1], f[2]) == ("quarantined", "deface-fit"))))]
         assert match, f"no series of {files} files ended {what}: {found}"

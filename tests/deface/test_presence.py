@@ -95,6 +95,26 @@ def test_a_series_that_does_not_line_up_is_not_trusted(template: Template,
     assert p.verdict is Verdict.UNKNOWN and "lines up" in p.reason
 
 
+def test_the_neck_below_the_head_does_not_count_as_moved(template: Template,
+                                                        head: sitk.Image) -> None:
+    """A long field of view runs down over the neck and shoulders, below any head
+    template: that tissue is not judged, so the series still lines up; a patient moved
+    sideways still does not."""
+    arr = sitk.GetArrayFromImage(head)
+    level = float(np.percentile(arr[arr > 0], 90))
+    neck = np.zeros((60, *arr.shape[1:]), np.float32)  # 120 mm of body below the head
+    yy, xx = np.indices(arr.shape[1:])
+    neck[:, np.hypot(yy - arr.shape[1] / 2, (xx - arr.shape[2] / 2) / 2) < 40] = level
+    long_view = sitk.GetImageFromArray(np.concatenate([neck, arr]))
+    long_view.SetSpacing(head.GetSpacing())
+    long_view.SetDirection(head.GetDirection())
+    long_view.SetOrigin(head.TransformIndexToPhysicalPoint((0, 0, -60)))
+    lower = slab(long_view, 0, 90)  # the neck and the lower half of the head
+    assert lines_up(lower, identity(), template) >= 0.9
+    lower.SetOrigin(tuple(np.array(lower.GetOrigin()) + np.array([70.0, 0.0, 0.0])))
+    assert lines_up(lower, identity(), template) < 0.9
+
+
 def test_the_face_just_outside_the_view_counts(template: Template, head: sitk.Image) -> None:
     """Within the 15 mm margin the face is taken as in view (a fit is never exact)."""
     near = slab(head, 91, head.GetSize()[2])  # starts 4 mm above the face region
