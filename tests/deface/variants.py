@@ -153,6 +153,49 @@ def resliced(classic: list[Path], out: Path, plane: str) -> list[Path]:
     return _save(made, out)
 
 
+def oblique(classic: list[Path], out: Path, degrees: float = 20.0) -> list[Path]:
+    """The stack resampled (linear) onto slices tilted by ``degrees`` about the first
+    image axis: a double-oblique acquisition as planned on a scout."""
+    import SimpleITK as sitk
+
+    datasets = _position_order(_load(classic))
+    vol = np.stack([ds.pixel_array for ds in datasets]).astype(np.float32)
+    first = datasets[0]
+    o = np.array(first.ImageOrientationPatient, float)
+    row, col = o[:3], o[3:]
+    p0 = np.array(first.ImagePositionPatient, float)
+    step = np.array(datasets[1].ImagePositionPatient, float) - p0
+    dr, dc = (float(v) for v in first.PixelSpacing)
+    img = sitk.GetImageFromArray(vol)
+    img.SetSpacing((dc, dr, float(np.linalg.norm(step))))
+    img.SetOrigin(tuple(p0))
+    img.SetDirection(tuple(np.column_stack([row, col, step / np.linalg.norm(step)]).ravel()))
+    t = np.deg2rad(degrees)
+    rot = np.array([[1, 0, 0], [0, np.cos(t), -np.sin(t)], [0, np.sin(t), np.cos(t)]])
+    d = np.array(img.GetDirection()).reshape(3, 3) @ rot
+    centre = np.array(img.TransformContinuousIndexToPhysicalPoint(
+        [(n - 1) / 2 for n in img.GetSize()]))
+    size = img.GetSize()
+    spacing = np.array(img.GetSpacing())
+    origin = centre - d @ (spacing * (np.array(size) - 1) / 2)
+    ref = sitk.Image(size, sitk.sitkFloat32)
+    ref.SetSpacing(tuple(spacing))
+    ref.SetDirection(tuple(d.ravel()))
+    ref.SetOrigin(tuple(origin))
+    tilted = sitk.GetArrayFromImage(sitk.Resample(img, ref, sitk.Transform(),
+                                                  sitk.sitkLinear, 0.0))
+    made = []
+    for k in range(tilted.shape[0]):
+        ds = copy.deepcopy(first)
+        ds.ImageOrientationPatient = [float(v) for v in (*d[:, 0], *d[:, 1])]
+        ds.ImagePositionPatient = [float(v) for v in origin + d[:, 2] * spacing[2] * k]
+        pixels = np.clip(np.rint(tilted[k]), 0, None).astype(first.pixel_array.dtype)
+        ds.PixelData = pixels.tobytes()
+        ds.InstanceNumber = k + 1
+        made.append(ds)
+    return _save(made, out)
+
+
 def reversed_order(classic: list[Path], out: Path) -> list[Path]:
     """Instance numbers and file names run against the slice positions."""
     datasets = _position_order(_load(classic))[::-1]
@@ -247,6 +290,7 @@ def compressed(classic: list[Path], out: Path, syntax: str) -> list[Path]:
         dst = out / p.name
         subprocess.run([*tool, str(p), str(dst)], check=True, capture_output=True)
         files.append(dst)
+    shutil.rmtree(out / "tmp", ignore_errors=True)  # an intermediate form, if any
     return files
 
 
@@ -263,6 +307,9 @@ def build_all(out: Path, *, only: set[str] | None = None) -> dict[str, Path]:
         # The source is sagittal: one new slice per old column is coronal, per row axial.
         "coronal": lambda o: resliced(classic, o, "columns"),
         "axial": lambda o: resliced(classic, o, "rows"),
+        "oblique": lambda o: oblique(classic, o),
+        "enhanced-j2k": lambda o: compressed(legacy_enhanced(classic, o / "tmp"), o,
+                                             "j2k-lossless"),
         "canon": lambda o: canon_headers(classic, o, "CANON_MEC"),
         "toshiba": lambda o: canon_headers(classic, o, "TOSHIBA"),
         "2-slices-nose": lambda o: cut(classic, o, 2, 0.30),
