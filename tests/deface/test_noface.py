@@ -232,7 +232,8 @@ def test_what_only_resembles_stripes_is_no_evidence(colin: Colin) -> None:
             assert evidence(cut) is None and parallel_stripes(cut) is None, (kind, lo, hi)
 
 
-@pytest.mark.parametrize("name", ["dcm_qa_ge/05_3D_Ax_T1_MP_RAGE_R22",
+@pytest.mark.parametrize("name", [pytest.param("dcm_qa_ge/05_3D_Ax_T1_MP_RAGE_R22",
+                                               marks=pytest.mark.soak),
                                   "dcm_qa_ge/2_fMRI_Multiphase_Des",
                                   "dcm_qa_ge/01_Ax_DWI_TENSOR_R2"])
 def test_real_geometry_phantom_is_spared(corpus: Path, name: str) -> None:
