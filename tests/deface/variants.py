@@ -217,6 +217,14 @@ def uneven(classic: list[Path], out: Path) -> list[Path]:
     return _save(datasets[:half] + datasets[half::2], out)
 
 
+def thick(classic: list[Path], out: Path, every: int) -> list[Path]:
+    """Every ``every``-th slice: a 2-D stack with gaps between its slices, as clinical
+    T2 and FLAIR stacks are acquired (the slice thickness stays that of the source)."""
+    made = _save(_position_order(_load(classic))[::every], out)
+    shutil.rmtree(out / "tmp", ignore_errors=True)  # an intermediate form, if any
+    return made
+
+
 def cut(classic: list[Path], out: Path, count: int, at: float) -> list[Path]:
     """``count`` consecutive slices starting at fraction ``at`` of the stack."""
     datasets = _position_order(_load(classic))
@@ -308,6 +316,8 @@ def build_all(out: Path, *, only: set[str] | None = None) -> dict[str, Path]:
         "coronal": lambda o: resliced(classic, o, "columns"),
         "axial": lambda o: resliced(classic, o, "rows"),
         "oblique": lambda o: oblique(classic, o),
+        "sagittal-6mm": lambda o: thick(classic, o, 3),
+        "axial-6mm": lambda o: thick(resliced(classic, o / "tmp", "rows"), o, 3),
         "enhanced-j2k": lambda o: compressed(legacy_enhanced(classic, o / "tmp"), o,
                                              "j2k-lossless"),
         "canon": lambda o: canon_headers(classic, o, "CANON_MEC"),
@@ -320,9 +330,10 @@ def build_all(out: Path, *, only: set[str] | None = None) -> dict[str, Path]:
     folders = {"classic": classic_dir}
     # A short stack arrives with the study's 3-D series: it is defaced from the study fit.
     study = out / "study-3d-and-2-slices"
-    shutil.copytree(classic_dir, study / "t1")
-    cut(classic, study / "slab", 2, 0.30)
-    folders[study.name] = study
+    if only is None or study.name in only:
+        shutil.copytree(classic_dir, study / "t1")
+        cut(classic, study / "slab", 2, 0.30)
+        folders[study.name] = study
     for name, make in makers.items():
         if only is not None and name not in only:
             continue
