@@ -142,7 +142,10 @@ def render_before_after(before: sitk.Image, after: sitk.Image, path: Path, *,
     if str(modality).upper() == "CT":
         presets = [(f"{name} {hu:+.0f} HU", hu) for name, hu in CT_PRESETS]
     else:
-        presets = [("skin", skin_threshold(before))]
+        # Every eighth voxel is plenty for a histogram threshold (a full 256^3 volume's
+        # percentile and Otsu cost 0.45 CPU-s).
+        sample = before[::2, ::2, ::2] if before.GetNumberOfPixels() > 4_000_000 else before
+        presets = [("skin", skin_threshold(sample))]
     volumes = [("before", sitk.GetArrayFromImage(_to_lps(before, spacing))),
                ("after", sitk.GetArrayFromImage(_to_lps(after, spacing)))]
     rows = []
