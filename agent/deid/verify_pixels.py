@@ -229,13 +229,16 @@ def _native(img: _Image) -> tuple[list[str], np.ndarray[Any, Any] | None]:
     spp = img.values.get("spp", 1)
     count = rows * cols * spp * img.frames
     expected = (count * ba + 7) // 8
-    data = img.pixels
-    tail = data[expected:]
+    start, end = img.parsed.pixel_span
+    stream = img.parsed.stream
+    tail = stream[start + expected:end]
     out = ["bytes after the last sample"] if len(tail) > 1 or tail.strip(b"\x00") else []
-    if ba not in (8, 16, 32) or len(data) < expected:
+    if ba not in (8, 16, 32) or end - start < expected:
         return out, None
-    order = ">" if img.ts == "1.2.840.10008.1.2.2" else "<"
-    words = np.frombuffer(data[:expected], f"{order}u{ba // 8}").astype(f"u{ba // 8}")
+    # A view of the output's bytes where they are native order, a copy only for big endian.
+    words = np.frombuffer(stream, f"<u{ba // 8}", count, start)
+    if img.ts == "1.2.840.10008.1.2.2":
+        words = np.frombuffer(stream, f">u{ba // 8}", count, start).astype(f"u{ba // 8}")
     out += _bit_findings(words, ba, bs, hb, signed)
     arr = words.view(f"i{ba // 8}" if signed else f"u{ba // 8}")
     if spp > 1 and img.values.get("planar", 0) == 1:
