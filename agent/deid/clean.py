@@ -27,6 +27,7 @@ words: a scanner model is not truncated because the institution shares a word wi
 from __future__ import annotations
 
 import re
+from typing import Any
 
 from agent.deid import dates as date_forms
 from agent.deid.names import distinct_names, is_name, name_spans
@@ -57,6 +58,8 @@ class Cleaner:
         self.vocabulary = vocabulary
         #: person names of the bundled list (:mod:`agent.deid.names`), for kept text
         self.names = distinct_names(vocabulary)
+        #: the screen's decisions for this set of identifiers (see agent.deid.screen)
+        self.memo: dict[tuple[Any, ...], list[str] | None] = {}
         texts = [v.text for v in ids.variants]
         for y, m, d in ids.dates:
             texts += [f"{y:04d}", f"{y % 100:02d}", *date_forms.compact_forms(y, m, d)]

@@ -110,6 +110,8 @@ class Engine:
         self._marks: dict[tuple[bool, bool], list[RawDataElement]] = {}
         self._cleaners: dict[frozenset[tuple[str, str]], Cleaner] = {}
         self._vrs: dict[int, str] = {}
+        #: identifiers inside removed sequences, by the sequence's bytes (see Walk)
+        self.collect_memo: dict[tuple[Any, ...], frozenset[tuple[str, str]]] = {}
         self.vocabulary: Vocabulary = vocabulary(options.vocabulary_files,
                                                  options.vocabulary_terms)
         self.identifying_tags = identifying_tags()

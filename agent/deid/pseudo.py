@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 from datetime import datetime, timedelta
+from functools import lru_cache
 
 #: Prefix of every UID that belongs to the standard (SOP classes, transfer syntaxes, coding
 #: schemes...): kept as is.
@@ -91,8 +92,15 @@ def shift_da(value: str, days: int) -> str:
     v = value.strip()
     if not v:
         return ""
+    return _shift_day(v[:8], days)
+
+
+@lru_cache(maxsize=4096)
+def _shift_day(v: str, days: int) -> str:
+    """The shift itself, remembered: a series repeats its few dates in every file
+    (``strptime`` costs more than the rest of a date's handling)."""
     try:
-        d = datetime.strptime(v[:8], _DA_FORMAT).date()
+        d = datetime.strptime(v, _DA_FORMAT).date()
     except ValueError:
         return ""  # fail closed: an unreadable date is dropped, not kept
     return (d - timedelta(days=days)).strftime(_DA_FORMAT)

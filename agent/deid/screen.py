@@ -41,26 +41,63 @@ def screen(pending: list[Pending], cleaner: Cleaner,
            required: frozenset[int] = frozenset()) -> None:
     """Clean every deferred value in place; a descriptor of ``required`` cleaned to
     nothing gets the dummy value (the attribute may be Type 1)."""
+    memo = cleaner.memo
     for item in pending:
         elements: Any = item.ds._dict
         raw = elements.get(item.tag)
         if raw is None:
             continue
-        values = _values(item, raw, cleaner)
-        if values is None:
-            continue  # nothing to do: left as raw bytes
-        new = _clean(item, values, cleaner)
-        if not new and item.mode == "descriptor" and item.tag in required:
-            new = [DUMMY]
-        if new == values:
-            continue
-        if item.mode == "private" and new != values:
-            del elements[item.tag]
-        elif all(v.isascii() for v in new):
-            write_ascii(item.ds, item.tag, raw, item.vr, new)
-        else:
-            elem = item.ds[item.tag]
-            elem.value = (new[0] if len(new) == 1 else new) if new else None
+        # The slices of a series repeat most values byte for byte: one decision per
+        # (element, bytes, character set) and set of identifiers (the cleaner's memo).
+        # A code meaning depends on its item's code too, so it is never remembered.
+        key = None
+        tag = int(item.tag)  # pydicom's BaseTag compares in Python: plain ints here
+        if (isinstance(raw, RawDataElement) and isinstance(raw.value, bytes)
+                and tag != CODE_MEANING):
+            key = (tag, item.vr, item.mode, raw.value, _key(item.encodings))
+            if key in memo:
+                decided = memo[key]
+                if decided is not None:
+                    _write(item, raw, elements, decided)
+                continue
+        decided = _decide(item, raw, cleaner, required)
+        if key is not None:
+            if len(memo) >= _MEMO_LIMIT:
+                memo.clear()
+            memo[key] = decided
+        if decided is not None:
+            _write(item, raw, elements, decided)
+
+
+#: Decisions a cleaner remembers before it forgets them all (a series needs hundreds).
+_MEMO_LIMIT = 8192
+
+
+def _key(encodings: Any) -> tuple[str, ...] | None:
+    return None if encodings is None else tuple(encodings)
+
+
+def _decide(item: Pending, raw: Any, cleaner: Cleaner,
+            required: frozenset[int]) -> list[str] | None:
+    """The new values of a pending element, or None when it stays as it is."""
+    values = _values(item, raw, cleaner)
+    if values is None:
+        return None  # nothing to do: left as raw bytes
+    new = _clean(item, values, cleaner)
+    if not new and item.mode == "descriptor" and item.tag in required:
+        new = [DUMMY]
+    return None if new == values else new
+
+
+def _write(item: Pending, raw: Any, elements: Any, new: list[str]) -> None:
+    """Put the cleaned values in (a safe private value that changed is removed)."""
+    if item.mode == "private":
+        del elements[item.tag]
+    elif all(v.isascii() for v in new):
+        write_ascii(item.ds, item.tag, raw, item.vr, new)
+    else:  # pydicom encodes with the dataset's character sets (ISO 2022 escapes whole)
+        elem = item.ds[item.tag]
+        elem.value = (new[0] if len(new) == 1 else new) if new else None
 
 
 def _values(item: Pending, raw: Any, cleaner: Cleaner) -> list[str] | None:

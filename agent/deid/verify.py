@@ -386,10 +386,13 @@ _SINGLE_VALUED = frozenset({"LT", "ST", "UT", "UR"})
 
 class _Collector:
     """One pass over the originals. Values already seen in an earlier file of the series
-    (same tag, same bytes) are skipped: a series repeats most of its header."""
+    (same tag, bytes and character set) are skipped, and so are the items of sequences
+    already read: a series repeats most of its header."""
 
     def __init__(self) -> None:
-        self.seen: set[tuple[int, bytes]] = set()
+        self.seen: set[tuple[int, bytes, str]] = set()
+        #: sequences already read (tag, character set, bytes): see ``parse(seen=...)``
+        self.sequences: set[bytes] = set()
         self.candidates: list[tuple[str, str]] = []
         self.dates: set[str] = set()
         self.vocab: set[str] = set()
@@ -405,7 +408,7 @@ class _Collector:
             if vr in _BINARY_VRS:
                 continue
             raw = parsed.value(elem)
-            key = (elem.tag, raw)
+            key = (elem.tag, raw, decoder.charset)
             if key in self.seen:
                 continue
             self.seen.add(key)
@@ -483,7 +486,8 @@ def collect_identifiers(files: Iterable[Path]) -> Identifiers:
         try:
             # Memory-mapped: only the pages of the header are read, not the pixel data.
             with open(path, "rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as mm:
-                parsed = parse(mm, part10=False)  # type: ignore[arg-type]
+                parsed = parse(mm, part10=False,  # type: ignore[arg-type]
+                               seen=collector.sequences)
                 collector.file(parsed)
         except (OSError, ValueError, ParseError, struct.error):
             raise NotDicom(

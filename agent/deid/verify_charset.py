@@ -45,6 +45,7 @@ class Decoder:
     """Decodes the text values of one dataset (its Specific Character Set)."""
 
     def __init__(self, specific_character_set: str) -> None:
+        self.charset = specific_character_set
         terms = [t.strip().upper() for t in specific_character_set.split("\\")]
         self.iso2022 = any(t.startswith("ISO 2022") for t in terms)
         first = terms[0] if terms else ""

@@ -89,18 +89,35 @@ def _tag_str(tag: int) -> str:
 
 
 def _implicit_vr(tag: int) -> str:
-    if tag >> 16 & 1:
-        return "LO" if 0x10 <= (tag & 0xFFFF) <= 0xFF else "UN"
-    try:
-        return str(dictionary_VR(tag))
-    except KeyError:
-        return "UN"
+    vr = _IMPLICIT.get(tag)
+    if vr is None:
+        if tag >> 16 & 1:
+            vr = "LO" if 0x10 <= (tag & 0xFFFF) <= 0xFF else "UN"
+        else:
+            try:
+                vr = str(dictionary_VR(tag))
+            except KeyError:
+                vr = "UN"
+        if len(_IMPLICIT) < 100_000:
+            _IMPLICIT[tag] = vr
+    return vr
+
+
+_IMPLICIT: dict[int, str] = {}
+#: VRs of values the collector of originals never reads (see ``parse(seen=...)``).
+_BINARY = frozenset({"OB", "OD", "OF", "OL", "OV", "OW", "US", "SS", "UL", "SL", "FL", "FD",
+                     "AT", "UV", "SV"})
 
 
 class _Reader:
-    def __init__(self, data: bytes, implicit: bool, little: bool, out: list[Element]) -> None:
+    def __init__(self, data: bytes, implicit: bool, little: bool, out: list[Element],
+                 seen: set[bytes] | None = None) -> None:
         self.data = data
         self.implicit = implicit
+        #: see :func:`parse` (``seen``); keys start with the file's character set
+        self.seen = seen
+        self.charset = b""
+        self.little = little
         e = "<" if little else ">"
         self.tag = struct.Struct(f"{e}HH")
         # tag group, tag element, explicit VR bytes, explicit short length - one unpack.
@@ -127,6 +144,7 @@ class _Reader:
         head = self.head
         u32 = self.u32.unpack_from
         out = self.out
+        skip_binary = self.seen is not None
         while pos < limit:
             if pos + 8 > size:
                 raise ParseError("truncated element header")
@@ -150,11 +168,25 @@ class _Reader:
                 else:
                     length = short_len
                     value = pos + 8
+            if skip_binary and vr in _BINARY and length != _UNDEFINED:
+                # originals (``seen``): numbers and bulk data identify no one by
+                # themselves and are not collected; only their extent is checked
+                if value + length > size:
+                    raise ParseError("value runs past the end of the file")
+                pos = value + length
+                continue
             creator = ""
             if group & 1 and el >= 0x1000:
                 creator = creators.get((group << 16) | (el >> 8), "")
             elem = Element(prefix, tag, vr, value, value, depth, creator)
             out.append(elem)
+            if self.seen is not None and (vr == "SQ" or vr == "UN" and (
+                    length == _UNDEFINED or _implicit_vr(tag) == "SQ")):
+                skipped = self.skip_seen(tag, vr, value, length)
+                if skipped is not None:
+                    elem.value_end = skipped[0]
+                    pos = skipped[1]
+                    continue
             if length == _UNDEFINED:
                 if vr == "UN":
                     # PS3.5 6.2.2: an undefined-length UN is a sequence in implicit VR
@@ -174,6 +206,8 @@ class _Reader:
                 self.un_sequence(value, value + length, depth, elem.path)
             elif group & 1 and 0x10 <= el <= 0xFF:
                 creators[tag] = data[value:value + length].decode("latin-1").strip("\x00 ")
+            elif tag == 0x00080005 and depth == 0:
+                self.charset = data[value:value + length]
             pos = value + length
         if end is None:
             raise ParseError("item without delimiter")
@@ -181,6 +215,31 @@ class _Reader:
 
     def implicit_reader(self) -> _Reader:
         return _Reader(self.data, True, True, self.out)
+
+    def skip_seen(self, tag: int, vr: str, value: int, length: int
+                  ) -> tuple[int, int] | None:
+        """(end of value, next position) of a sequence whose bytes were read before (the
+        same tag, bytes and character set in an earlier file of the series): its items
+        are not parsed again. None: parse it (it is remembered now)."""
+        seen = self.seen
+        assert seen is not None
+        if length == _UNDEFINED:
+            try:
+                # an undefined-length UN is implicit VR inside (PS3.5 6.2.2)
+                end = _Skipper(self.data, self.implicit or vr == "UN",
+                               self.little or vr == "UN").items(value)
+            except (ParseError, struct.error):
+                return None  # parsed normally, which reports the damage
+            after = end + 8
+        else:
+            end = after = value + length
+            if end > len(self.data):
+                return None
+        key = b"%d|%s|" % (tag, self.charset) + self.data[value:end]
+        if key in seen:
+            return end, after
+        seen.add(key)
+        return None
 
     def un_sequence(self, pos: int, end: int, depth: int, path: str) -> None:
         """A sequence written as UN (implicit VR inside): its items when they parse; an
@@ -227,6 +286,57 @@ class _Reader:
                 raise ParseError("fragment runs past the end of the file")
 
 
+class _Skipper:
+    """Finds the end of undefined-length items without recording their elements (for
+    sequences already read, see :meth:`_Reader.skip_seen`)."""
+
+    def __init__(self, data: bytes, implicit: bool, little: bool) -> None:
+        e = "<" if little else ">"
+        self.data = data
+        self.implicit = implicit
+        self.head = struct.Struct(f"{e}HH2sH").unpack_from
+        self.tag_len = struct.Struct(f"{e}HHL").unpack_from
+        self.u32 = struct.Struct(f"{e}L").unpack_from
+
+    def items(self, pos: int, depth: int = 0) -> int:
+        """Start of the Sequence Delimitation Item that closes the items from ``pos``."""
+        if depth > MAX_DEPTH:
+            raise ParseError("sequences nested too deeply")
+        data = self.data
+        while True:
+            if pos + 8 > len(data):
+                raise ParseError("truncated sequence")
+            group, el, length = self.tag_len(data, pos)
+            if group == 0xFFFE and el == 0xE0DD:
+                return pos
+            if group != 0xFFFE or el != 0xE000:
+                raise ParseError("sequence holds something other than items")
+            pos += 8
+            if length != _UNDEFINED:
+                pos += length
+                continue
+            while True:
+                if pos + 8 > len(data):
+                    raise ParseError("truncated item")
+                group, el, raw_vr, short = self.head(data, pos)
+                if group == 0xFFFE and el == 0xE00D:
+                    pos += 8
+                    break
+                if self.implicit:
+                    length, value = self.u32(data, pos + 4)[0], pos + 8
+                elif raw_vr in _LONG_VRS:
+                    length, value = self.u32(data, pos + 8)[0], pos + 12
+                else:
+                    length, value = short, pos + 8
+                if length == _UNDEFINED:
+                    # a nested sequence (an undefined-length UN is implicit VR inside)
+                    inner = self if self.implicit or raw_vr != b"UN" else _Skipper(
+                        data, True, True)
+                    pos = inner.items(value, depth + 1) + 8
+                else:
+                    pos = value + length
+
+
 def _guess_syntax(data: bytes) -> str:
     """The transfer syntax of a bare dataset (no preamble, no meta), from its first bytes."""
     if len(data) < 8:
@@ -238,11 +348,17 @@ def _guess_syntax(data: bytes) -> str:
     return "1.2.840.10008.1.2.1" if little else "1.2.840.10008.1.2.2"
 
 
-def parse(data: bytes, *, part10: bool = True) -> Parsed:
+def parse(data: bytes, *, part10: bool = True, seen: set[bytes] | None = None) -> Parsed:
     """Parse a Part 10 file (preamble, ``DICM``, meta, dataset). Raises ParseError.
 
     ``part10=False`` also accepts a bare dataset (old exports without preamble and meta),
     guessing its encoding from the first element.
+
+    ``seen`` (for reading the originals of one series): a sequence whose tag, bytes and
+    character set are in ``seen`` is recorded as one element and its items are not
+    parsed (an earlier file held them byte for byte); every other sequence is added; and
+    binary values (numbers, OB/OW ...) are not recorded. Never for outputs, whose every
+    element is checked.
     """
     if len(data) < 132 or data[128:132] != b"DICM":
         if part10:
@@ -251,7 +367,7 @@ def parse(data: bytes, *, part10: bool = True) -> Parsed:
         parsed = Parsed(stream=data, preamble=b"", transfer_syntax=ts)
         elements: list[Element] = []
         _Reader(data, ts == "1.2.840.10008.1.2", ts != "1.2.840.10008.1.2.2",
-                elements).dataset(0, len(data), 0, "")
+                elements, seen).dataset(0, len(data), 0, "")
         parsed.elements = elements
         return parsed
     meta: list[Element] = []
@@ -279,11 +395,10 @@ def parse(data: bytes, *, part10: bool = True) -> Parsed:
             ts = data[value:value + length].decode("latin-1").strip("\x00 ")
         pos = value + length
         assert len(meta) == before + 1
-    body = data[pos:]
     parsed = Parsed(stream=data, preamble=data[:128], meta=meta, transfer_syntax=ts)
     if ts in _DEFLATED:
-        try:
-            body = zlib.decompress(body, -15)
+        try:  # (only here is the body copied: a memory-mapped original stays unread)
+            body = zlib.decompress(data[pos:], -15)
         except zlib.error as exc:
             raise ParseError(f"deflated dataset cannot be inflated ({exc})") from None
         # Offsets of the dataset refer to the inflated stream, appended after the meta.
@@ -291,7 +406,7 @@ def parse(data: bytes, *, part10: bool = True) -> Parsed:
     implicit = ts == "1.2.840.10008.1.2"
     little = ts != "1.2.840.10008.1.2.2"
     elements = []
-    body_reader = _Reader(parsed.stream, implicit, little, elements)
+    body_reader = _Reader(parsed.stream, implicit, little, elements, seen)
     body_reader.dataset(pos, len(parsed.stream), 0, "")
     parsed.elements = elements
     for elem in elements:

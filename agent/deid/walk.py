@@ -162,11 +162,38 @@ class Walk:
                     self.defer(ds, tag, _vr_of(raw), "private")
             else:
                 if _vr_of(raw) == "SQ":
-                    self.collect(ds, tag)
+                    self.collect_removed(ds, tag)
                 del elements[tag]
         for tag in tags:
             if (tag & 0xFFFF) < 0x1000 and tag not in kept_blocks:
                 del elements[tag]
+
+    def collect_removed(self, ds: Dataset, tag: int) -> None:
+        """:meth:`collect` for a sequence the profile removes, remembered per engine by
+        its bytes: the slices of a series repeat their (vendor) sequences byte for byte,
+        and decoding them with pydicom is most of the cost of a file."""
+        elements: Any = ds._dict
+        raw = elements[tag]
+        value = getattr(raw, "value", None)
+        if not isinstance(raw, RawDataElement) or not isinstance(value, bytes):
+            self.collect(ds, tag)
+            return
+        memo = self.engine.collect_memo
+        key = (int(tag), value, bool(raw.is_implicit_VR), bool(raw.is_little_endian),
+               _encodings_key(self.encodings))
+        found = memo.get(key)
+        if found is None:
+            outer, self.identity = self.identity, set()
+            try:
+                self.collect(ds, tag)
+                found = frozenset(self.identity)
+            finally:
+                self.identity = outer | self.identity
+            if len(memo) >= _MEMO_LIMIT:
+                memo.clear()
+            memo[key] = found
+        else:
+            self.identity |= found
 
     def collect(self, ds: Dataset, tag: int, depth: int = 0) -> None:
         """Record the identifiers inside a sequence that is being removed."""
@@ -206,8 +233,8 @@ class Walk:
     def apply(self, ds: Dataset, tag: int, action: Action, vr: str) -> None:
         elements: Any = ds._dict
         if action is Action.REMOVE:
-            if vr == "SQ":
-                self.collect(ds, tag)  # names in a removed sequence are still identifiers
+            if vr == "SQ":  # names in a removed sequence are still identifiers
+                self.collect_removed(ds, tag)
             del elements[tag]
             return
         if self.deferred(ds, tag, action, vr):
@@ -232,7 +259,7 @@ class Walk:
                 self.engine.cap_age(ds, tag)
             return True  # the common case: untouched, written back as raw bytes
         if action is Action.SCRUB and vr != "UN":
-            self.defer(ds, tag, vr, "descriptor" if tag == CODE_MEANING else "text")
+            self.defer(ds, tag, vr, "descriptor" if int(tag) == CODE_MEANING else "text")
             return True
         if action is Action.CLEAN and vr in _CLEANABLE_VRS:
             self.defer(ds, tag, vr, "descriptor")
@@ -390,8 +417,19 @@ def write_ascii(ds: Dataset, tag: int, raw: Any, vr: str, values: list[str]) -> 
 
 
 def _creators(ds: Dataset, tags: list[int]) -> dict[int, str]:
-    """Private creator element tag -> creator name."""
-    return {tag: _text(ds[tag].value) for tag in tags if 0x10 <= (tag & 0xFFFF) <= 0xFF}
+    """Private creator element tag -> creator name (raw bytes read as Latin-1, as the
+    verifier reads them: not decoded by pydicom, which costs more than the rest)."""
+    elements: Any = ds._dict
+    return {tag: _text(elements[tag].value) for tag in tags
+            if 0x10 <= (tag & 0xFFFF) <= 0xFF}
+
+
+#: Entries of a per-engine memo before it is emptied (a series needs a few hundred).
+_MEMO_LIMIT = 4096
+
+
+def _encodings_key(encodings: Any) -> tuple[str, ...] | None:
+    return None if encodings is None else tuple(encodings)
 
 
 def _vr_of(raw: RawDataElement | DataElement) -> str:

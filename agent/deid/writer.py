@@ -40,6 +40,10 @@ def can_write(transfer_syntax: str) -> bool:
     return transfer_syntax not in _DEFLATED
 
 
+#: Encoded element headers by (implicit VR, little endian, tag, VR, length).
+_HEADERS: dict[tuple[bool, bool, int, str, int], bytes] = {}
+
+
 class _Encoder:
     def __init__(self, implicit: bool, little: bool) -> None:
         self.implicit = implicit
@@ -53,12 +57,22 @@ class _Encoder:
         self.seq_end = struct.Struct(f"{e}HHL").pack(0xFFFE, 0xE0DD, 0)
 
     def header(self, tag: int, vr: str, length: int) -> bytes:
+        # Remembered per encoding: the slices of a series repeat their element headers.
+        key = (self.implicit, self.little, tag, vr, length)
+        done = _HEADERS.get(key)
+        if done is not None:
+            return done
         group, elem = tag >> 16, tag & 0xFFFF
         if self.implicit:
-            return self.tag_len.pack(group, elem, length)
-        if vr in _LONG_VRS:
-            return self.tag_vr_long.pack(group, elem, vr.encode("ascii"), 0, length)
-        return self.tag_vr_short.pack(group, elem, vr.encode("ascii"), length)
+            done = self.tag_len.pack(group, elem, length)
+        elif vr in _LONG_VRS:
+            done = self.tag_vr_long.pack(group, elem, vr.encode("ascii"), 0, length)
+        else:
+            done = self.tag_vr_short.pack(group, elem, vr.encode("ascii"), length)
+        if len(_HEADERS) >= 50_000:
+            _HEADERS.clear()
+        _HEADERS[key] = done
+        return done
 
     def dataset(self, ds: Dataset, out: list[bytes], encodings: Any) -> None:
         elements: Any = ds._dict
