@@ -15,13 +15,18 @@ from __future__ import annotations
 import struct
 
 from pydicom.dataelem import DataElement, RawDataElement
-from pydicom.dataset import FileDataset, FileMetaDataset
+from pydicom.dataset import Dataset, FileDataset, FileMetaDataset
+from pydicom.sequence import Sequence
 from pydicom.tag import BaseTag
 
 _LONG_VRS = frozenset(
     {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"}
 )
 _UNDEFINED = 0xFFFFFFFF
+_VALID_VRS = frozenset(
+    b"AE AS AT CS DA DS DT FD FL IS LO LT OB OD OF OL OV OW PN SH SL SQ SS ST SV TM UC UI UL "
+    b"UN UR US UT UV".split()
+)
 _SUPPORTED = {
     "1.2.840.10008.1.2": (True, True),
     "1.2.840.10008.1.2.1": (False, True),
@@ -40,6 +45,7 @@ class _Walker:
         e = "<" if little else ">"
         self.data = data
         self.implicit = implicit
+        self.little = little
         self.head = struct.Struct(f"{e}HH2sH").unpack_from
         self.u32 = struct.Struct(f"{e}L").unpack_from
         self.tag_len = struct.Struct(f"{e}HHL").unpack_from
@@ -157,6 +163,93 @@ def _read(data: bytes, path: str) -> FileDataset:
                      is_implicit_VR=implicit, is_little_endian=little)
     ds.set_original_encoding(implicit, little, None)
     return ds
+
+
+def _elements(data: bytes, pos: int, end: int | None, walker: _Walker
+              ) -> tuple[dict[BaseTag, DataElement | RawDataElement], int]:
+    """The raw elements of one sequence item from ``pos`` to ``end`` (None: up to its
+    Item Delimitation Item) and the position after it."""
+    implicit = walker.implicit
+    head, u32 = walker.head, walker.u32
+    elements: dict[BaseTag, DataElement | RawDataElement] = {}
+    size = len(data) if end is None else end
+    little = walker.little
+    while pos < size:
+        if pos + 8 > size:
+            raise _Unsupported
+        group, elem, vr_bytes, short = head(data, pos)
+        if group == 0xFFFE:
+            if elem == 0xE00D and end is None:
+                return elements, pos + 8
+            raise _Unsupported
+        tag_int = group << 16 | elem
+        if implicit:
+            length = u32(data, pos + 4)[0]
+            value = pos + 8
+            vr = None
+        else:
+            if vr_bytes not in _VALID_VRS:
+                raise _Unsupported  # implicit VR inside explicit: pydicom's heuristics
+            if vr_bytes in _LONG_VRS:
+                length = u32(data, pos + 8)[0]
+                value = pos + 12
+            else:
+                length = short
+                value = pos + 8
+            vr = vr_bytes.decode("ascii")
+        if tag_int == 0x00080005:
+            raise _Unsupported  # an item with its own character set: pydicom's
+        tag = BaseTag(tag_int)
+        if length == _UNDEFINED:
+            if vr == "UN" or (implicit and tag_int >> 16 & 1):
+                raise _Unsupported
+            stop = walker.end_of_items(value)
+            elements[tag] = RawDataElement(tag, vr, _UNDEFINED, data[value:stop], value,
+                                           implicit, little)
+            pos = stop + 8
+            continue
+        if value + length > size:
+            raise _Unsupported
+        elements[tag] = RawDataElement(tag, vr, length, data[value:value + length], value,
+                                       implicit, little)
+        pos = value + length
+    if end is None:
+        raise _Unsupported  # no Item Delimitation Item
+    return elements, pos
+
+
+def read_items(value: bytes, implicit: bool, little: bool,
+               encoding: str | list[str]) -> Sequence | None:
+    """The items of a sequence value as datasets of raw elements (as pydicom's
+    ``convert_SQ`` makes them, without its generic reader's cost), or None when this
+    reader does not handle them (odd structures, items with their own character set):
+    the caller lets pydicom decode the value."""
+    try:
+        walker = _Walker(value, implicit, little)
+        items: list[Dataset] = []
+        pos, size = 0, len(value)
+        while pos < size:
+            if pos + 8 > size:
+                raise _Unsupported
+            group, elem, length = walker.tag_len(value, pos)
+            if (group, elem) == (0xFFFE, 0xE0DD):
+                break
+            if (group, elem) != (0xFFFE, 0xE000):
+                raise _Unsupported
+            pos += 8
+            if length == _UNDEFINED:
+                elements, pos = _elements(value, pos, None, walker)
+            else:
+                if pos + length > size:
+                    raise _Unsupported
+                elements, _ = _elements(value, pos, pos + length, walker)
+                pos += length
+            item = Dataset(elements, parent_encoding=encoding)
+            item.set_original_encoding(implicit, little, encoding)
+            items.append(item)
+        return Sequence(items)
+    except (_Unsupported, struct.error, UnicodeDecodeError):
+        return None
 
 
 def read_fast(data: bytes, path: str) -> FileDataset | None:

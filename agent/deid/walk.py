@@ -27,6 +27,7 @@ from pydicom.multival import MultiValue
 from pydicom.sequence import Sequence
 
 from agent.deid import pseudo
+from agent.deid.fastread import read_items
 from agent.deid.profile import Action
 
 if TYPE_CHECKING:
@@ -156,6 +157,9 @@ class Walk:
             if keep_safe and creator and (group, elem & 0xFF, creator) in safe:
                 kept_blocks.add(block_tag)
                 if _vr_of(raw) == "SQ":
+                    seq = _items(ds, raw) if isinstance(raw, RawDataElement) else None
+                    if seq is not None:
+                        ds[tag] = DataElement(tag, "SQ", seq)
                     for item in ds[tag].value:
                         self.dataset(item)
                 else:
@@ -243,6 +247,13 @@ class Walk:
         if isinstance(raw, RawDataElement) and vr in _FAST_VRS and self.fast(ds, tag, raw, vr,
                                                                              action):
             return
+        if vr == "SQ" and isinstance(raw, RawDataElement):
+            seq = _items(ds, raw)
+            if seq is not None:
+                elem = DataElement(tag, "SQ", seq)
+                ds[tag] = elem
+                self.decoded(ds, elem, action)
+                return
         try:
             elem = ds[tag]  # decodes the value (and replaces UN by the dictionary's VR)
         except Exception:  # noqa: BLE001 -- a value we cannot read is a value we drop
@@ -422,6 +433,16 @@ def _creators(ds: Dataset, tags: list[int]) -> dict[int, str]:
     elements: Any = ds._dict
     return {tag: _text(elements[tag].value) for tag in tags
             if 0x10 <= (tag & 0xFFFF) <= 0xFF}
+
+
+def _items(ds: Dataset, raw: RawDataElement) -> Sequence | None:
+    """A sequence's items read by :func:`agent.deid.fastread.read_items` (None: leave it
+    to pydicom), with the character set pydicom would give them."""
+    if not isinstance(raw.value, bytes):
+        return None
+    encoding: Any = ds.original_character_set or ds._character_set
+    return read_items(raw.value, bool(raw.is_implicit_VR), bool(raw.is_little_endian),
+                      encoding)
 
 
 #: Entries of a per-engine memo before it is emptied (a series needs a few hundred).

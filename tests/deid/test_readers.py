@@ -88,3 +88,42 @@ def test_truncated_file_is_not_dicom(tmp_path: Path) -> None:
     cut.write_bytes(src[: len(src) - 500])
     with pytest.raises(NotDicom, match="truncated"):
         read_dicom(cut)
+
+
+def test_sequence_items_read_fast_match_pydicom() -> None:
+    """The walk's own reading of sequence items (agent.deid.fastread.read_items) gives the
+    items pydicom gives, element for element; what it does not handle it leaves alone."""
+    from pydicom.dataelem import RawDataElement
+
+    from agent.deid.fastread import read_items
+
+    read = compared = 0
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for path in CORPUS:
+            fast = read_fast(path.read_bytes(), str(path))
+            if fast is None:
+                continue
+            for tag, raw in list(fast._dict.items()):
+                if raw.VR not in ("SQ", None) or not isinstance(raw, RawDataElement):
+                    continue
+                if raw.VR is None and (tag.is_private
+                                       or pydicom.datadict.dictionary_VR(tag) != "SQ"):
+                    continue
+                mine = read_items(raw.value, bool(raw.is_implicit_VR),
+                                  bool(raw.is_little_endian), fast._character_set)
+                ref = fast[tag].value
+                if mine is None:
+                    continue
+                read += 1
+                assert len(mine) == len(ref), (path.name, tag)
+                for a, b in zip(mine, ref, strict=True):
+                    assert [int(t) for t in a._dict] == [int(t) for t in b._dict]
+                    for t in b._dict:
+                        ra, rb = a._dict[t], b._dict[t]
+                        if isinstance(rb, RawDataElement):
+                            # (an empty value is None or b"" in pydicom, by reader)
+                            assert (ra.VR, ra.value or b"") == (rb.VR, rb.value or b""), (
+                                path.name, tag, t)
+                            compared += 1
+    assert read > 50 and compared > 200, (read, compared)
