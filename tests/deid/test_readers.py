@@ -105,7 +105,8 @@ def test_sequence_items_read_fast_match_pydicom() -> None:
             if fast is None:
                 continue
             for tag, raw in list(fast._dict.items()):
-                if raw.VR not in ("SQ", None) or not isinstance(raw, RawDataElement):
+                if raw.VR not in ("SQ", None) or not isinstance(raw, RawDataElement) or (
+                        not isinstance(raw.value, bytes)):
                     continue
                 if raw.VR is None and (tag.is_private
                                        or pydicom.datadict.dictionary_VR(tag) != "SQ"):
