@@ -16,9 +16,9 @@ what to remove is never complete. Descriptors (the attributes Clean Descriptors 
 
 Other text the profile keeps (code strings such as Image Type, Ethnic Group under Retain
 Patient Characteristics, attributes outside the table, safe private values) loses every
-identifier of the study found in it, and every person name of the bundled list that is
-not an ordinary word (:mod:`agent.deid.names`: a nurse's name no element of the header
-holds): a code string value holding one is dropped whole, other text has it cut out.
+identifier of the study found in it, and person names of the bundled list that are not
+ordinary words, two in a row (:mod:`agent.deid.names`: a nurse's name no element of the
+header holds): a code string value holding one is dropped whole, other text has it cut out.
 The device description (Manufacturer, model,
 software versions) is searched for names, IDs, dates and phone numbers but not for place
 words: a scanner model is not truncated because the institution shares a word with it.
@@ -133,11 +133,11 @@ class Cleaner:
         out = "".join(seps[i] + kept[i] for i in range(first, last))
         return (out + (tail if last == len(kept) else "")).strip(" _-,;:/^")
 
-    def scrub(self, text: str, *, places: bool = True) -> str:
-        """``text`` with every identifier of the study cut out, and (except in the
-        device description, ``places=False``) every listed person name."""
+    def scrub(self, text: str, *, places: bool = True, names: bool = True) -> str:
+        """``text`` with every identifier of the study cut out (place words only with
+        ``places``) and, with ``names``, listed person names (:mod:`agent.deid.names`)."""
         spans = [(a, b) for a, b, _ in self.ids.spans(text, places=places)]
-        if places:
+        if names:
             spans += name_spans(text, self.names)
         if not spans:
             return text

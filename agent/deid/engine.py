@@ -44,7 +44,7 @@ from agent.deid.risk import refusal
 from agent.deid.screen import screen
 from agent.deid.variants import IdentityVariants, build_variants, identifying_tags
 from agent.deid.vocabulary import Vocabulary, vocabulary
-from agent.deid.walk import Walk, write_ascii
+from agent.deid.walk import DEVICE_TAGS, Walk, write_ascii
 from agent.deid.writer import can_write, encode_items, encode_parts, raw_text
 from agent.errors import IdentityRisk, NotDicom, SeriesProblem
 from agent.vocab import ProblemCode
@@ -65,19 +65,6 @@ _DEVICE_ID_KEYWORD = re.compile(
     r"(DeviceID|SourceID|OwnerID|PrintJobID|PrintQueueID|FileSetID|LotIdentifier|"
     r"SerialNumber)$"
 )
-#: The device description the profile keeps on purpose: screened without place words.
-_DEVICE_TAGS = frozenset({
-    0x00080070,  # Manufacturer
-    0x00081090,  # Manufacturer's Model Name
-    0x00181020,  # Software Versions
-    0x00181016,  # Secondary Capture Device Manufacturer
-    0x00181018,  # Secondary Capture Device Manufacturer's Model Name
-    0x00181019,  # Secondary Capture Device Software Versions
-    0x00181250,  # Receive Coil Name
-    0x00181251,  # Transmit Coil Name
-    0x00189041,  # Receive Coil Manufacturer Name
-    0x00189050,  # Transmit Coil Manufacturer Name
-})
 _AGE = re.compile(r"(\d{3})([DWMY])")
 _AGE_DAYS = {"D": 1.0, "W": 7.0, "M": 365.25 / 12, "Y": 365.25}
 
@@ -263,7 +250,7 @@ class Engine:
             return "descriptor"  # code meanings: allow-listed like descriptors
         if vr == "CS":
             return "cs"
-        return "device" if tag in _DEVICE_TAGS else "text"
+        return "device" if tag in DEVICE_TAGS else "text"
 
     def cap_age(self, ds: Dataset, tag: int) -> None:
         """Ages above ``[deid] age_cap_years`` become one year more (HIPAA: "090Y")."""

@@ -4,10 +4,11 @@ Descriptors are cleaned by allow-list (:mod:`agent.deid.clean`), so an unknown n
 stays there. Other text the profile keeps - attributes outside Table E.1-1 (Content
 Description, Sequence Name), Ethnic Group under Retain Patient Characteristics, code
 strings, safe private values - is searched for the study's own identifiers; a nurse's or
-a relative's name that no element of the header holds would stay. So every word of such
-text that is a person name of the bundled list (``data/person-names.txt``, Faker's
-locales) is cut out too, unless it is also an ordinary word of DICOM or of the imaging
-vocabulary (``data/name-words.txt``: "lung", "sharp", "field"; and the vocabulary itself).
+a relative's name that no element of the header holds would stay. So words of such text
+that are person names of the bundled list (``data/person-names.txt``, Faker's locales),
+two or more next to each other (a given and a family name), are cut out too, unless they
+are also ordinary words of DICOM or of the imaging vocabulary (``data/name-words.txt``:
+"lung", "sharp", "field"; and the vocabulary itself).
 
 Words are compared folded (:func:`agent.deid.folding.fold`: case, accents, scripts) and
 with the spelling collapse ``ue``/``oe``/``ae`` -> ``u``/``o``/``a``, ``ou``/``oy`` -> ``o``
@@ -59,5 +60,12 @@ def is_name(word: str, names: frozenset[str]) -> bool:
 
 
 def name_spans(text: str, names: frozenset[str]) -> list[tuple[int, int]]:
-    """(start, end) of every word of ``text`` that is a person name."""
-    return [m.span() for m in _WORD.finditer(text) if is_name(m.group(), names)]
+    """(start, end) of the words of ``text`` that read as a person's name: two or more
+    listed names next to each other ("Alice Garcia", "GARCIA^ALICE"). One listed word
+    alone is too often an ordinary word of technical text ("MANU", "Sel Drum 500x500")."""
+    words = [(m.span(), is_name(m.group(), names)) for m in _WORD.finditer(text)]
+    out: list[tuple[int, int]] = []
+    for i, (span, listed) in enumerate(words):
+        if listed and ((i and words[i - 1][1]) or (i + 1 < len(words) and words[i + 1][1])):
+            out.append(span)
+    return out

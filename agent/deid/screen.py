@@ -29,7 +29,7 @@ from pydicom.dataelem import RawDataElement
 from pydicom.multival import MultiValue
 
 from agent.deid.clean import Cleaner
-from agent.deid.walk import CODE_MEANING, Pending, write_ascii
+from agent.deid.walk import CODE_MEANING, DEVICE_TAGS, Pending, write_ascii
 
 DUMMY = "ANONYMIZED"
 _SINGLE = frozenset({"LT", "ST", "UT", "UR"})
@@ -139,7 +139,9 @@ def _clean(item: Pending, values: list[str], cleaner: Cleaner) -> list[str]:
     if mode == "private":
         return [v for v in values if not cleaner.holds_identity(v)]
     places = mode != "device"
-    return [cleaner.scrub(v, places=places) for v in values]
+    # the device description keeps its words (a model "…/fedorov/dcmqi.git") in any mode
+    names = places and int(item.tag) not in DEVICE_TAGS
+    return [cleaner.scrub(v, places=places, names=names) for v in values]
 
 
 def _standard_meaning(item: Pending, values: list[str]) -> bool:

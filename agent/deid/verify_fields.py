@@ -15,9 +15,9 @@ The originals' identifiers are collected by :mod:`agent.deid.verify` (with
 * in descriptors and free text (the Clean Descriptors attributes of Table E.1-1, code
   meanings, LT/ST/UT, PN): any person name of the bundled list that is not an imaging
   term, and any date;
-* in other kept text and code strings (not the device description): any listed person
-  name of four letters or more that is neither an imaging term nor an ordinary DICOM
-  word (``data/name-words.txt``) - a name the header does not hold;
+* in other kept text and code strings (not the device description): two or more listed
+  person names in a row (four letters or more, neither imaging terms nor ordinary DICOM
+  words, ``data/name-words.txt``) - a name the header does not hold;
 * ages above the HIPAA cap (``[deid] age_cap_years``).
 """
 

@@ -274,18 +274,19 @@ def names_in_kept_text(vocabulary: frozenset[str]) -> frozenset[str]:
 
 
 def kept_text_names(text: str, vocabulary: frozenset[str]) -> list[str]:
-    """Words of kept technical text that are person names (:func:`names_in_kept_text`):
-    a name of someone the header does not name. Split at anything but a letter or digit
-    (a code string's "_" too); a word with a digit is no name."""
+    """Words of kept technical text that are person names (:func:`names_in_kept_text`),
+    two or more in a row: a name of someone the header does not name. Split at anything
+    but a letter or digit (a code string's "_" too); a word with a digit is no name."""
     names = names_in_kept_text(vocabulary)
-    out = []
+    listed = []
     for word in _WORDS.findall(anyascii(unicodedata.normalize("NFKC", text))):
         low = word.lower()
         for a, b in _COLLAPSE:
             low = low.replace(a, b)
-        if low.isalpha() and low in names:
-            out.append(low)
-    return out
+        listed.append(low if low.isalpha() and low in names else "")
+    # a name is two listed words in a row (one alone is often an ordinary word: "MANU")
+    return [w for i, w in enumerate(listed) if w and (
+        (i and listed[i - 1]) or (i + 1 < len(listed) and listed[i + 1]))]
 
 
 @lru_cache(maxsize=8)

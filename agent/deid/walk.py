@@ -51,6 +51,20 @@ _CLEANABLE_VRS = frozenset({"SH", "LO", "CS", "UC", "ST", "LT", "UT"})
 #: Text kept by the profile that the screen searches for identifiers.
 SCREENED_VRS = frozenset({"AE", "CS", "LO", "LT", "SH", "ST", "UC", "UR", "UT"})
 CODE_MEANING = 0x00080104
+#: The device description the profile keeps on purpose: screened without place words
+#: (a model name is not truncated by the institution's) nor listed person names.
+DEVICE_TAGS = frozenset({
+    0x00080070,  # Manufacturer
+    0x00081090,  # Manufacturer's Model Name
+    0x00181020,  # Software Versions
+    0x00181016,  # Secondary Capture Device Manufacturer
+    0x00181018,  # Secondary Capture Device Manufacturer's Model Name
+    0x00181019,  # Secondary Capture Device Software Versions
+    0x00181250,  # Receive Coil Name
+    0x00181251,  # Transmit Coil Name
+    0x00189041,  # Receive Coil Manufacturer Name
+    0x00189050,  # Transmit Coil Manufacturer Name
+})
 
 
 @dataclass
@@ -146,31 +160,35 @@ class Walk:
         keep_safe = self.engine.options.retain_safe_private
         creators = _creators(ds, tags) if keep_safe else {}
         kept_blocks: set[int] = set()
-        for tag in tags:
+        # Dict keys are the dataset's own BaseTag objects; arithmetic and the tables use
+        # plain ints (BaseTag compares in Python, a cost per private element).
+        for key in tags:
+            tag = int(key)
             group, elem = tag >> 16, tag & 0xFFFF
             if elem < 0x1000:
                 continue
-            raw = elements[tag]
+            raw = elements[key]
             self.record_private(raw)
             block_tag = (group << 16) | (elem >> 8)
             creator = creators.get(block_tag, "")
+            vr = _vr_of(raw)
             if keep_safe and creator and (group, elem & 0xFF, creator) in safe:
                 kept_blocks.add(block_tag)
-                if _vr_of(raw) == "SQ":
+                if vr == "SQ":
                     seq = _items(ds, raw) if isinstance(raw, RawDataElement) else None
                     if seq is not None:
-                        ds[tag] = DataElement(tag, "SQ", seq)
-                    for item in ds[tag].value:
+                        ds[key] = DataElement(key, "SQ", seq)
+                    for item in ds[key].value:
                         self.dataset(item)
                 else:
-                    self.defer(ds, tag, _vr_of(raw), "private")
+                    self.defer(ds, key, vr, "private")
             else:
-                if _vr_of(raw) == "SQ":
-                    self.collect_removed(ds, tag)
-                del elements[tag]
-        for tag in tags:
-            if (tag & 0xFFFF) < 0x1000 and tag not in kept_blocks:
-                del elements[tag]
+                if vr == "SQ":
+                    self.collect_removed(ds, key)
+                del elements[key]
+        for key in tags:
+            if (int(key) & 0xFFFF) < 0x1000 and int(key) not in kept_blocks:
+                del elements[key]
 
     def collect_removed(self, ds: Dataset, tag: int) -> None:
         """:meth:`collect` for a sequence the profile removes, remembered per engine by
@@ -431,7 +449,7 @@ def _creators(ds: Dataset, tags: list[int]) -> dict[int, str]:
     """Private creator element tag -> creator name (raw bytes read as Latin-1, as the
     verifier reads them: not decoded by pydicom, which costs more than the rest)."""
     elements: Any = ds._dict
-    return {tag: _text(elements[tag].value) for tag in tags
+    return {int(tag): _text(elements[tag].value) for tag in tags
             if 0x10 <= (tag & 0xFFFF) <= 0xFF}
 
 
