@@ -171,8 +171,43 @@ def _manifests(outbox: Path) -> int:
                for root, _dirs, files in os.walk(outbox))
 
 
-def agent_latency(src: Path, tmp: Path, stable: float, series: int) -> float:
-    """Seconds from the last exported file to the last manifest, with a running agent."""
+@dataclass
+class AgentRun:
+    #: Seconds from the last exported file written to the last manifest in the outbox.
+    latency: float
+    #: CPU seconds of the agent and its pool from the first exported file to the last
+    #: manifest (start-up before the export excluded).
+    cpu: float
+    max_rss_mb: float
+
+
+def _tree_cpu(root: int) -> float:
+    """CPU seconds (user + system) of ``root`` and its live descendants (Linux /proc)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    procs: dict[int, tuple[int, float]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            procs[int(stat.parent.name)] = (int(fields[1]),
+                                            (int(fields[11]) + int(fields[12])) / ticks)
+        except (OSError, ValueError, IndexError):
+            continue
+    children: dict[int, list[int]] = {}
+    for pid, (ppid, _cpu) in procs.items():
+        children.setdefault(ppid, []).append(pid)
+    total, todo = 0.0, [root]
+    while todo:
+        pid = todo.pop()
+        total += procs.get(pid, (0, 0.0))[1]
+        todo += children.get(pid, [])
+    return total
+
+
+def agent_latency(src: Path, tmp: Path, stable: float, series: int,
+                  command: list[str] | None = None) -> AgentRun:
+    """A running agent (``command``, default ``clinic2cloud``) watching an export folder:
+    the time from the last exported file to the last manifest, its CPU meanwhile (the
+    pool's workers are its descendants) and its peak memory."""
     export, outbox, home = tmp / "agent-export", tmp / "agent-outbox", tmp / "agent-home"
     for d in (export, outbox, home):
         shutil.rmtree(d, ignore_errors=True)
@@ -182,17 +217,22 @@ def agent_latency(src: Path, tmp: Path, stable: float, series: int) -> float:
         f'[watch]\nfolder = "{export}"\nstable_seconds = {stable}\n'
         f'[target]\nkind = "folder"\npath = "{outbox}"\n[deface]\nenabled = false\n')
     env = {**os.environ, "CLINIC2CLOUD_HOME": str(home)}
-    agent = subprocess.Popen([clinic2cloud(), "run", "--headless", "--config", str(config)],
+    agent = subprocess.Popen([*(command or [clinic2cloud()]), "run", "--headless",
+                              "--config", str(config)],
                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         time.sleep(2.0)  # let it start and finish its first (empty) scan
+        cpu0 = _tree_cpu(agent.pid)
         shutil.copytree(src, export / "study", dirs_exist_ok=True)
         last = time.perf_counter()
         deadline = last + 600
+        peak = 0.0
         while time.perf_counter() < deadline:
             if _manifests(outbox) >= series:
-                return time.perf_counter() - last
-            time.sleep(0.05)
+                return AgentRun(time.perf_counter() - last, _tree_cpu(agent.pid) - cpu0,
+                                max(peak, _tree_rss_mb(agent.pid)))
+            peak = max(peak, _tree_rss_mb(agent.pid))
+            time.sleep(0.1)
         raise RuntimeError("the agent did not deliver every series within 10 minutes")
     finally:
         agent.terminate()
@@ -393,12 +433,13 @@ def compare(tools: dict[str, Tool], n: int, size: int, rounds: int
 
 
 def agent_report(src: Path, tmp: Path, args: argparse.Namespace, ours: float) -> float:
-    latency = agent_latency(src, tmp, args.stable_seconds, args.series)
+    run = agent_latency(src, tmp, args.stable_seconds, args.series)
     budget = args.stable_seconds + ours + 2.0
-    print(f"  agent: last exported file -> last manifest {latency:.2f} s "
+    print(f"  agent: last exported file -> last manifest {run.latency:.2f} s "
           f"(target <= stable {args.stable_seconds:.0f} s + process {ours:.2f} s "
-          f"+ 2 s = {budget:.2f} s)")
-    return latency
+          f"+ 2 s = {budget:.2f} s), CPU {run.cpu:.2f} s from the first exported file, "
+          f"peak {run.max_rss_mb:.0f} MB, load {os.getloadavg()[0]:.1f}")
+    return run.latency
 
 
 def compiled_like_installed() -> None:
