@@ -7,6 +7,7 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import pydicom
 import pytest
 
 from agent.config import Config
@@ -131,10 +132,25 @@ def test_polling_and_long_unicode_paths(start_watcher: StartWatcher, export_dir:
     assert len(got.ready) == 1 and len(got.ready[0][1]) == 3
 
 
+def _copies(folder: Path, n: int, prefix: str) -> list[Path]:
+    """``n`` instances of one series, made from one written slice by giving each copy its
+    own SOP Instance UID of the same length (writing 2,000 slices with pydicom was most of
+    this test's time; the watcher reads only the series and wholeness)."""
+    first = write_series(folder, 1, prefix=prefix)[0]
+    data = first.read_bytes()
+    uid = pydicom.dcmread(first, stop_before_pixels=True).SOPInstanceUID.encode()
+    out = [first]
+    for i in range(1, n):
+        path = folder / f"{prefix}{i:05d}.dcm"
+        path.write_bytes(data.replace(uid, uid[:-7] + b"9" + b"%06d" % i))
+        out.append(path)
+    return out
+
+
 def test_many_interleaved_series(start_watcher: StartWatcher, export_dir: Path,
                                  tmp_path: Path) -> None:
     """A 2,000-file export of several series arriving interleaved."""
-    made = [write_series(tmp_path / f"s{i}", 400, prefix=f"S{i}_") for i in range(5)]
+    made = [_copies(tmp_path / f"s{i}", 400, prefix=f"S{i}_") for i in range(5)]
     _, got = start_watcher(watch_stable_seconds=1.0, watch_rescan_seconds=5.0)
     for group in zip(*made, strict=True):
         for f in group:
