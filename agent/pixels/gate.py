@@ -53,27 +53,22 @@ def _blocks(frames: npt.NDArray[Any], fn: np.ufunc) -> npt.NDArray[Any]:
     return out
 
 
-def _windows(a: npt.NDArray[Any], fn: np.ufunc, m: int, axis: int) -> npt.NDArray[Any]:
-    """``fn`` over the windows of ``m`` blocks starting at each block along ``axis`` (cut
-    by the frame's end, as the pre-filter's windows are)."""
+def _run(a: npt.NDArray[Any], fn: np.ufunc, m: int, axis: int, ahead: bool
+         ) -> npt.NDArray[Any]:
+    """``fn`` over runs of ``m`` blocks along ``axis``: per block, over it and the
+    ``m - 1`` after it (``ahead``: the window of ``m`` blocks starting there, cut by the
+    frame's end as the pre-filter's windows are), or before it (the windows of ``m``
+    blocks that contain a block are those starting up to ``m - 1`` before it, none
+    before the frame's start)."""
     out = a.copy()
     n = a.shape[axis]
     for k in range(1, min(m, n)):
         head = (slice(None),) * axis + (slice(0, n - k),)
         tail = (slice(None),) * axis + (slice(k, n),)
-        out[head] = fn(out[head], a[tail])
-    return out
-
-
-def _covering(a: npt.NDArray[Any], fn: np.ufunc, m: int, axis: int) -> npt.NDArray[Any]:
-    """Per block: ``fn`` over the windows of ``m`` blocks that contain it (those starting
-    up to ``m - 1`` blocks before it, none before the frame's start)."""
-    out = a.copy()
-    n = a.shape[axis]
-    for k in range(1, min(m, n)):
-        head = (slice(None),) * axis + (slice(0, n - k),)
-        tail = (slice(None),) * axis + (slice(k, n),)
-        out[tail] = fn(out[tail], a[head])
+        if ahead:
+            out[head] = fn(out[head], a[tail])
+        else:
+            out[tail] = fn(out[tail], a[head])
     return out
 
 
@@ -81,10 +76,10 @@ def _largest_hats(high: npt.NDArray[Any], low: npt.NDArray[Any], m: int
                   ) -> npt.NDArray[np.float64]:
     """Per frame: an upper bound (raw units) of its largest bright or dark top-hat, from
     block maxima and minima (n, R, C) and windows of ``m`` x ``m`` blocks."""
-    win_min = _windows(_windows(low, np.minimum, m, 1), np.minimum, m, 2)
-    win_max = _windows(_windows(high, np.maximum, m, 1), np.maximum, m, 2)
-    opened = _covering(_covering(win_min, np.maximum, m, 1), np.maximum, m, 2)
-    closed = _covering(_covering(win_max, np.minimum, m, 1), np.minimum, m, 2)
+    win_min = _run(_run(low, np.minimum, m, 1, True), np.minimum, m, 2, True)
+    win_max = _run(_run(high, np.maximum, m, 1, True), np.maximum, m, 2, True)
+    opened = _run(_run(win_min, np.maximum, m, 1, False), np.maximum, m, 2, False)
+    closed = _run(_run(win_max, np.minimum, m, 1, False), np.minimum, m, 2, False)
     # Differences in a wider type: int16 extremes would wrap.
     wide: type[np.generic] = np.int64 if high.dtype.itemsize >= 4 else np.int32
     if high.dtype.kind == "f":
