@@ -25,7 +25,7 @@ import logging
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -231,6 +231,16 @@ class Ledger(ReexportRecords):
         """Append one event to the audit log. ``detail`` must hold no PHI."""
         with self._tx() as db:
             self._append(db, series_id, event, detail)
+
+    def audit_many(self, series_id: int | None,
+                   events: Sequence[tuple[str, dict[str, Any]]]) -> None:
+        """Append several events in one transaction (one commit, one head write: a
+        stage's events are recorded together). ``detail`` must hold no PHI."""
+        if not events:
+            return
+        with self._tx() as db:
+            for event, detail in events:
+                self._append(db, series_id, event, detail)
 
     def head(self) -> str:
         """The hash of the newest audit row: the chain's head, quoted in manifests."""

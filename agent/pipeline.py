@@ -262,8 +262,7 @@ class Pipeline(Staging):
 
     def _record(self, series_id: int, work: SeriesWork) -> None:
         """Write the audit events a stage left in ``work.audit`` (no PHI by contract)."""
-        for event, detail in work.audit:
-            self.ledger.audit(event, series_id, **detail)
+        self.ledger.audit_many(series_id, list(work.audit))
         work.audit.clear()
 
     def _write_ready(self, row: SeriesRow, work: SeriesWork) -> None:

@@ -35,6 +35,17 @@ def test_versions_and_states(ledger: Ledger) -> None:
     assert set(ledger.handled_files()) == {"h1", "h2"}  # b is not staged yet
 
 
+def test_a_stages_events_are_recorded_together_in_order_on_the_chain(
+        ledger: Ledger) -> None:
+    row = ledger.open_version("k", [("h", 1, 1)])
+    ledger.audit_many(row.id, [("pixels-cleaned", {"files": 2}), ("face-decision", {"a": 1})])
+    ledger.audit_many(row.id, [])
+    last = ledger.audit_rows()[-2:]
+    assert [(r.event, r.series_id) for r in last] == [
+        ("pixels-cleaned", row.id), ("face-decision", row.id)]
+    assert ledger.head() == last[-1].hash and ledger.verify_chain() == []
+
+
 def test_unstaged_version_is_reused_after_crash(ledger: Ledger) -> None:
     a = ledger.open_version("k", [("h1", 1, 1)])
     b = ledger.open_version("k", [("h1", 1, 1), ("h2", 1, 1)])
