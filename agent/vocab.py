@@ -219,8 +219,6 @@ class FaceCode(StrEnum):
     SMOOTH_BODY = "smooth-body"
     #: Everything in view is smaller than the smallest face.
     TOO_SMALL = "too-small-for-a-face"
-    #: The structure of every image runs one way, in long stripes (a geometry phantom).
-    PARALLEL_STRIPES = "parallel-stripes"
 
 
 class WithheldCode(StrEnum):

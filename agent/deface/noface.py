@@ -18,20 +18,12 @@ whatever the headers say (header words are never read here):
   view (air on every face of the image), at least :data:`BODY_MIN_MM` thick, whose
   surface lies everywhere within :data:`SURFACE_MM` of one ellipsoid: nothing
   protrudes from it as a nose does from the face (15-30 mm in front of the cheeks and the
-  inner corners of the eyes), so it is a sphere or bottle phantom, not a head;
-* :attr:`~agent.vocab.FaceCode.PARALLEL_STRIPES` (:func:`parallel_stripes`, not part of
-  :func:`evidence`: consulted only where the head template cannot be fitted at all, since
-  a strong stripe artefact over a head - a herringbone from a spike in k-space - also runs
-  one way, and a fitted head is judged by its fit) - in every image of the volume the
-  structure runs one way: at nearly every place with structure (:data:`STRIPE_FRACTION`,
-  and :data:`STRIPE_SLICE_FRACTION` in each image) the local orientation (the structure
-  tensor over :data:`STRIPE_SCALE_MM`) lies within :data:`STRIPE_DEG` of one direction,
-  along which the stripes run at least :data:`STRIPE_MM`: the plates and grids of a
-  geometry phantom. A head's outline is a closed curve and its inside (brain, sinuses,
-  orbits) is structured every way, so about a fifth of its places agree with any
-  direction; a face cut to a strip along one direction is shorter than the stripes must be.
+  inner corners of the eyes), so it is a sphere or bottle phantom, not a head.
 
-Anything else is no evidence: the caller quarantines (fail closed). The measures run on
+Anything else is no evidence: the caller quarantines (fail closed). So is any image whose
+tissue level is in doubt: one read as a phase map (its tissue is where values are smooth,
+which a stripe artefact can fake), or one where a bright structure lifted Otsu's threshold
+above a whole population of dimmer tissue (:func:`_level_taken_over`). The measures run on
 the registration's 4 mm work grid, with every voxel above the tissue level counted (specks
 and ghosts make a rule fail, never pass).
 """
@@ -63,20 +55,6 @@ SURFACE_MM = 6.0
 BODY_MIN_MM = 60.0
 #: The smooth body must hold at least this fraction of all tissue in view.
 BODY_FRACTION = 0.97
-#: Parallel stripes: the structure tensor's scale (mm), how far a place may turn from the
-#: common direction (degrees), the fraction of structured places that must agree over the
-#: volume and in each image, and how long (mm) the stripes must run. Measured: the GE
-#: geometry phantom's T1, EPI and DWI 0.96-1.0 (each image >= 0.96); real and
-#: synthetic heads, whole or cut, at most 0.25 (single images at most 0.55).
-STRIPE_SCALE_MM = 4.0
-STRIPE_DEG = 15.0
-STRIPE_FRACTION = 0.9
-STRIPE_SLICE_FRACTION = 0.8
-STRIPE_MM = 120.0
-#: Places count as structured where the structure tensor's energy is at least this
-#: fraction of its 99th percentile; at most this many images are measured.
-STRIPE_ENERGY = 0.05
-STRIPE_IMAGES = 24
 
 
 @dataclass(frozen=True)
@@ -186,78 +164,36 @@ def smooth_body(image: sitk.Image, mask: np.ndarray, spacing: np.ndarray, level:
         "from it as a nose does, so it holds no face"))
 
 
-def _smooth2d(arr: np.ndarray, sigma: tuple[float, float]) -> np.ndarray:
-    img = sitk.GetImageFromArray(arr.astype(np.float32))
-    return sitk.GetArrayFromImage(sitk.SmoothingRecursiveGaussian(img, sigma))
-
-
-def _orientations(image2d: np.ndarray, sx: float, sy: float
-                  ) -> tuple[np.ndarray, np.ndarray] | None:
-    """(local orientation of the gradient in radians, whether the place is structured)
-    of one image, from its structure tensor; None when it holds no structure."""
-    gy, gx = np.gradient(_smooth2d(image2d, (1.0, 1.0)))
-    gx, gy = gx / sx, gy / sy
-    scale = (STRIPE_SCALE_MM / sx, STRIPE_SCALE_MM / sy)
-    jxx, jxy, jyy = (_smooth2d(v, scale) for v in (gx * gx, gx * gy, gy * gy))
-    power = jxx + jyy
-    top = float(np.percentile(power, 99))
-    if top <= 0:
-        return None
-    structured = power > STRIPE_ENERGY * top
-    if int(structured.sum()) < 20:
-        return None
-    return 0.5 * np.arctan2(2 * jxy, jxx - jyy), structured
-
-
-def parallel_stripes(image: sitk.Image) -> Evidence | None:
-    """Every image's structure runs one way, in stripes of :data:`STRIPE_MM` or more.
-    The middle image is measured first: a head fails there, after one image."""
-    arr = sitk.GetArrayFromImage(image).astype(np.float32)
-    finite = np.isfinite(arr)
-    if not finite.any() or min(arr.shape[1:]) < 8:
-        return None
-    arr[~finite] = float(arr[finite].min())
-    sx, sy = (float(v) for v in image.GetSpacing()[:2])
-    spread = np.unique(np.linspace(0, arr.shape[0] - 1, min(STRIPE_IMAGES, arr.shape[0]))
-                       .astype(int))
-    picks = sorted((int(k) for k in spread), key=lambda k: abs(k - arr.shape[0] // 2))
-    common: float | None = None
-    agreeing, total = 0, 0
-    rows_all: list[np.ndarray] = []
-    cols_all: list[np.ndarray] = []
-    for k in picks:
-        measured = _orientations(arr[k], sx, sy)
-        if measured is None:
-            continue
-        angle, structured = measured
-        if common is None:  # the middle image's direction is the one all must share
-            common = float(np.angle(np.exp(2j * angle[structured]).mean())) / 2
-        agree = np.abs((angle - common + np.pi / 2) % np.pi - np.pi / 2) < np.deg2rad(
-            STRIPE_DEG)
-        n_agree, n = int((agree & structured).sum()), int(structured.sum())
-        if n_agree < STRIPE_SLICE_FRACTION * n:
-            return None
-        agreeing, total = agreeing + n_agree, total + n
-        rows, cols = np.nonzero(agree & structured)
-        rows_all.append(rows)
-        cols_all.append(cols)
-    if common is None or total < 100 or agreeing < STRIPE_FRACTION * total:
-        return None
-    # The gradient points across the stripes: they run perpendicular to ``common``.
-    rows, cols = np.concatenate(rows_all), np.concatenate(cols_all)
-    along = -np.sin(common) * cols * sx + np.cos(common) * rows * sy
-    length = float(along.max() - along.min())
-    if length < STRIPE_MM:
-        return None
-    return Evidence(FaceCode.PARALLEL_STRIPES, (
-        f"the structure of every image runs one way ({100 * agreeing / total:.0f}% of it "
-        f"within {STRIPE_DEG:.0f} degrees), in stripes {length:.0f} mm long: a geometry "
-        "phantom's plates, no head"))
-
-
 def evidence(image: sitk.Image) -> Evidence | None:
     """Positive evidence that ``image`` (a volume's regular fit image) holds no face, or
     None (the module docstring)."""
     mask, spacing, level = _tissue(image)
+    view = too_small(image, np.zeros((1, 1, 1), bool), spacing)  # the view alone
+    if view is not None:
+        return view
+    if not np.isfinite(level) or _level_taken_over(image, mask, level):
+        # Read as a phase map (noise across the range around the view's edges) - or as
+        # something that only looks like one, such as a stripe artefact over a head - or
+        # its tissue level lifted by a bright structure: the shapes prove nothing.
+        return None
     return (too_small(image, mask, spacing) or uniform_section(mask, spacing)
             or smooth_body(image, mask, spacing, level))
+
+
+#: Voxels between :data:`DIM_FRACTION` of the tissue level and the level itself, as a
+#: fraction of those above it, beyond which the level is taken to sit above real tissue.
+DIM_FRACTION = 0.2
+MAX_DIM_SHARE = 0.25
+
+
+def _level_taken_over(image: sitk.Image, mask: np.ndarray, level: float) -> bool:
+    """A bright structure large enough to move Otsu's threshold (a stripe artefact, a
+    bright marker plate) can lift the tissue level above a whole head, which then looks
+    like air and the shape rules would judge the bright structure alone. In a limb or a
+    phantom few voxels lie between the air and the tissue level (edges, noise tails); a
+    head below the level is a whole population there: then there is no evidence."""
+    if not np.isfinite(level) or not mask.any():
+        return False
+    arr = sitk.GetArrayViewFromImage(work_grid(image))
+    dim = int(((arr >= DIM_FRACTION * level) & (arr < level)).sum())
+    return dim > MAX_DIM_SHARE * int((arr >= level).sum())

@@ -118,8 +118,7 @@ def run(fits: StudyFits, work: SeriesWork, objs: SeriesObjects, volumes: list[Vo
     cands = fitting.candidates([volumes[i] for i in live])
     fit, own, why = _choose_fit(fits, key, cands, work, template, modality)
     if fit is None:
-        return _without_fit(fits, work, [volumes[i] for i in live], [images[i] for i in live],
-                            why, modality)
+        _cannot_place(fits, work, why, modality)
     verdicts = _verdicts(volumes, images, live, fit, own, template)
     if any(p.verdict is Verdict.UNKNOWN for p in verdicts) and not own and cands:
         # The study's fit does not settle it: fit this series itself.
@@ -185,33 +184,6 @@ def _shape_evidence(volumes: list[Volume], images: list[sitk.Image],
         if spared is not None:
             out[i] = spared
     return out
-
-
-def _without_fit(fits: StudyFits, work: SeriesWork, volumes: list[Volume],
-                 images: list[sitk.Image], why: str, modality: str) -> Outcome:
-    """No head template fits the series: a phantom's parallel plates in every volume are
-    the evidence that there is no face; anything else waits or quarantines."""
-    stripes = _stripes(volumes, images)
-    if stripes is None:
-        _cannot_place(fits, work, why, modality)
-    fits.done_waiting(work.key)
-    return Outcome(Verdict.NO_FACE, stripes.reason, code=stripes.code)
-
-
-def _stripes(volumes: list[Volume], images: list[sitk.Image]) -> noface.Evidence | None:
-    """The parallel stripes of a geometry phantom in every volume (one per geometry), or
-    None. Only asked where no head template fits (:mod:`agent.deface.noface`)."""
-    found: noface.Evidence | None = None
-    seen: set[tuple[object, ...]] = set()
-    for volume, image in zip(volumes, images, strict=True):
-        key = _geometry(volume, image)
-        if key in seen:
-            continue
-        seen.add(key)
-        found = None if volume.projection else noface.parallel_stripes(image)
-        if found is None:
-            return None
-    return found
 
 
 def _verdicts(volumes: list[Volume], images: list[sitk.Image], live: list[int], fit: Fit,

@@ -247,12 +247,12 @@ def check_projection(series: Series, delivered: list[Path]) -> None:
 
 #: What each real vendor folder holds: (files of a series, what must become of it).
 #: "phantom": never delivered with a face; delivered as it is or quarantined with what to do;
-#: "no-face": delivered as it is (the GE geometry phantom: its parallel plates).
+#: "no-face": delivered as it is.
 CORPUS_EXPECT = {
     "dcm_qa_xa30": [(1, "defaced"), (20, "defaced"), (7, "defaced"), (7, "report")],
     "dcm_qa_mosaic": [(6, "defaced"), (6, "defaced")],
     "dcm_qa_philips": [(680, "defaced"), (27, "phantom")],
-    "dcm_qa_ge": [(14, "no-face"), (130, "no-face"), (100, "no-face")],
+    "dcm_qa_ge": [(14, "phantom"), (130, "phantom"), (100, "phantom")],
 }
 
 
