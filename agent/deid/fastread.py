@@ -117,47 +117,7 @@ def _read(data: bytes, path: str) -> FileDataset:
     if ts not in _SUPPORTED:
         raise _Unsupported
     implicit, little = _SUPPORTED[ts]
-    e = "<" if little else ">"
-    head = struct.Struct(f"{e}HH2sH").unpack_from
-    u32 = struct.Struct(f"{e}L").unpack_from
-    elements: dict[BaseTag, DataElement | RawDataElement] = {}
-    walker = _Walker(data, implicit, little)
-    size = len(data)
-    while pos < size:
-        if pos + 8 > size:
-            raise _Unsupported
-        group, elem, vr_bytes, short = head(data, pos)
-        tag_int = group << 16 | elem
-        if implicit:
-            length = u32(data, pos + 4)[0]
-            value = pos + 8
-            vr = None
-        else:
-            if vr_bytes in _LONG_VRS:
-                length = u32(data, pos + 8)[0]
-                value = pos + 12
-            else:
-                length = short
-                value = pos + 8
-            vr = vr_bytes.decode("latin-1")
-        if group == 0xFFFE:
-            raise _Unsupported
-        tag = BaseTag(tag_int)
-        if length == _UNDEFINED:
-            # Undefined-length sequence or encapsulated pixel data: the value runs to the
-            # Sequence Delimitation Item (excluded, as dcmread does).
-            if vr == "UN" or (implicit and tag_int >> 16 & 1):
-                raise _Unsupported
-            end = walker.end_of_items(value)
-            elements[tag] = RawDataElement(tag, vr, _UNDEFINED, data[value:end], value,
-                                           implicit, little)
-            pos = end + 8
-            continue
-        if value + length > size:
-            raise _Unsupported  # truncated: let dcmread (and the truncation check) decide
-        elements[tag] = RawDataElement(tag, vr, length, data[value:value + length], value,
-                                       implicit, little)
-        pos = value + length
+    elements, _ = _elements(data, pos, len(data), _Walker(data, implicit, little), item=False)
     meta = FileMetaDataset(meta_elements)
     ds = FileDataset(path, elements, preamble=data[:128], file_meta=meta,
                      is_implicit_VR=implicit, is_little_endian=little)
@@ -165,10 +125,12 @@ def _read(data: bytes, path: str) -> FileDataset:
     return ds
 
 
-def _elements(data: bytes, pos: int, end: int | None, walker: _Walker
+def _elements(data: bytes, pos: int, end: int | None, walker: _Walker, *, item: bool = True
               ) -> tuple[dict[BaseTag, DataElement | RawDataElement], int]:
-    """The raw elements of one sequence item from ``pos`` to ``end`` (None: up to its
-    Item Delimitation Item) and the position after it."""
+    """The raw elements from ``pos`` to ``end`` (None: up to the Item Delimitation Item
+    of an undefined-length item) and the position after them. ``item``: inside a
+    sequence item, where an unknown VR (implicit VR inside an explicit file: pydicom's
+    heuristics) and an item's own character set are left to pydicom."""
     implicit = walker.implicit
     head, u32 = walker.head, walker.u32
     elements: dict[BaseTag, DataElement | RawDataElement] = {}
@@ -179,7 +141,7 @@ def _elements(data: bytes, pos: int, end: int | None, walker: _Walker
             raise _Unsupported
         group, elem, vr_bytes, short = head(data, pos)
         if group == 0xFFFE:
-            if elem == 0xE00D and end is None:
+            if item and elem == 0xE00D and end is None:
                 return elements, pos + 8
             raise _Unsupported
         tag_int = group << 16 | elem
@@ -188,19 +150,21 @@ def _elements(data: bytes, pos: int, end: int | None, walker: _Walker
             value = pos + 8
             vr = None
         else:
-            if vr_bytes not in _VALID_VRS:
-                raise _Unsupported  # implicit VR inside explicit: pydicom's heuristics
+            if item and vr_bytes not in _VALID_VRS:
+                raise _Unsupported
             if vr_bytes in _LONG_VRS:
                 length = u32(data, pos + 8)[0]
                 value = pos + 12
             else:
                 length = short
                 value = pos + 8
-            vr = vr_bytes.decode("ascii")
-        if tag_int == 0x00080005:
-            raise _Unsupported  # an item with its own character set: pydicom's
+            vr = vr_bytes.decode("latin-1")
+        if item and tag_int == 0x00080005:
+            raise _Unsupported
         tag = BaseTag(tag_int)
         if length == _UNDEFINED:
+            # Undefined-length sequence or encapsulated pixel data: the value runs to the
+            # Sequence Delimitation Item (excluded, as dcmread does).
             if vr == "UN" or (implicit and tag_int >> 16 & 1):
                 raise _Unsupported
             stop = walker.end_of_items(value)
@@ -209,7 +173,7 @@ def _elements(data: bytes, pos: int, end: int | None, walker: _Walker
             pos = stop + 8
             continue
         if value + length > size:
-            raise _Unsupported
+            raise _Unsupported  # truncated: let dcmread (and the truncation check) decide
         elements[tag] = RawDataElement(tag, vr, length, data[value:value + length], value,
                                        implicit, little)
         pos = value + length
