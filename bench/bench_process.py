@@ -40,6 +40,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -77,24 +78,30 @@ def _become_subreaper() -> None:
         ctypes.CDLL(None).prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER
 
 
-def _tree_rss_mb(root: int) -> float:
-    """Resident memory of ``root`` and its descendants now (Linux /proc), in MB."""
-    procs: dict[int, tuple[int, int]] = {}
+def _tree_sum(root: int, value: Callable[[list[str]], float]) -> float:
+    """The sum of ``value`` (of a process's /proc stat fields after the command name) over
+    ``root`` and its live descendants (Linux /proc)."""
+    procs: dict[int, tuple[int, float]] = {}
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
             fields = stat.read_text().rsplit(")", 1)[1].split()
-            procs[int(stat.parent.name)] = (int(fields[1]), int(fields[21]))
+            procs[int(stat.parent.name)] = (int(fields[1]), value(fields))
         except (OSError, ValueError, IndexError):
             continue
     children: dict[int, list[int]] = {}
-    for pid, (ppid, _rss) in procs.items():
+    for pid, (ppid, _value) in procs.items():
         children.setdefault(ppid, []).append(pid)
-    total, todo = 0, [root]
+    total, todo = 0.0, [root]
     while todo:
         pid = todo.pop()
-        total += procs.get(pid, (0, 0))[1]
+        total += procs.get(pid, (0, 0.0))[1]
         todo += children.get(pid, [])
-    return total * os.sysconf("SC_PAGE_SIZE") / 1e6
+    return total
+
+
+def _tree_rss_mb(root: int) -> float:
+    """Resident memory of ``root`` and its descendants now, in MB."""
+    return _tree_sum(root, lambda f: int(f[21])) * os.sysconf("SC_PAGE_SIZE") / 1e6
 
 
 def timed(cmd: list[str], env: dict[str, str] | None = None) -> Run:
@@ -182,25 +189,9 @@ class AgentRun:
 
 
 def _tree_cpu(root: int) -> float:
-    """CPU seconds (user + system) of ``root`` and its live descendants (Linux /proc)."""
+    """CPU seconds (user + system) of ``root`` and its live descendants."""
     ticks = os.sysconf("SC_CLK_TCK")
-    procs: dict[int, tuple[int, float]] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-            procs[int(stat.parent.name)] = (int(fields[1]),
-                                            (int(fields[11]) + int(fields[12])) / ticks)
-        except (OSError, ValueError, IndexError):
-            continue
-    children: dict[int, list[int]] = {}
-    for pid, (ppid, _cpu) in procs.items():
-        children.setdefault(ppid, []).append(pid)
-    total, todo = 0.0, [root]
-    while todo:
-        pid = todo.pop()
-        total += procs.get(pid, (0, 0.0))[1]
-        todo += children.get(pid, [])
-    return total
+    return _tree_sum(root, lambda f: (int(f[11]) + int(f[12])) / ticks)
 
 
 def agent_latency(src: Path, tmp: Path, stable: float, series: int,
