@@ -243,16 +243,20 @@ def add_dataset(identity: StudyIdentity, ds: Dataset) -> None:
             identity.add("name", str(elem.value).replace("^", " "))
 
 
-def study_identity(source_files: list[Path]) -> StudyIdentity:
-    """The identifiers of the original files of a series (headers only).
+def identity_sources(source_files: list[Path]) -> list[Path]:
+    """The originals :func:`study_identity` reads: the first, middle and last files (the
+    de-identification has already refused a series whose files name different patients or
+    studies, so they share one identity)."""
+    picked = sorted({0, len(source_files) // 2, len(source_files) - 1}) if source_files else []
+    return [source_files[i] for i in picked]
 
-    The first, middle and last files are read: de-identification has already refused a
-    series whose files name different patients or studies, so they share one identity.
-    """
+
+def study_identity(source_files: list[Path]) -> StudyIdentity:
+    """The identifiers of the original files of a series (headers only), read from
+    :func:`identity_sources`."""
     identity = StudyIdentity()
     seen: set[bytes] = set()
-    picked = sorted({0, len(source_files) // 2, len(source_files) - 1}) if source_files else []
-    for path in (source_files[i] for i in picked):
+    for path in identity_sources(source_files):
         try:
             ds = pydicom.dcmread(str(path), stop_before_pixels=True, force=True)
         except Exception:  # noqa: BLE001 - unreadable originals were refused before

@@ -30,7 +30,7 @@ from agent.deid.pool import make_pool
 from agent.deid.risk import TEXT_CHECKED_TOKEN, text_risks
 from agent.errors import IdentityRisk, Withheld
 from agent.pixels import clean
-from agent.pixels.identity import StudyIdentity, study_identity
+from agent.pixels.identity import StudyIdentity, identity_sources, study_identity
 from agent.pixels.ocr import Reader, find_tessdata, ocr_module
 from agent.pixels.text import TextScanner
 from agent.vocab import AuditEvent, WithheldCode
@@ -146,11 +146,8 @@ class PixelStage:
             raise Withheld("secondary captures, screen saves and derived images are not sent "
                            "at this site ([pixels] deliver_captures = false)",
                            code=WithheldCode.SCREEN_CAPTURE)
-        # The originals the identity is read from, when OCR reads something: the three
-        # study_identity reads (first, middle, last).
-        originals = work.source_files
-        sources = tuple(originals[i] for i in sorted({0, len(originals) // 2,
-                                                      len(originals) - 1})) if originals else ()
+        # The originals the identity is read from, when OCR reads something.
+        sources = tuple(identity_sources(work.source_files))
         settings = Settings(self.tessdata, self.options.redact_all_text, sensitive,
                             defaced_here=work.defaced)
         indexed = list(enumerate(files))
