@@ -126,14 +126,21 @@ def quick_digest(data: bytes) -> tuple[str, str] | None:
     """:func:`source_digest` of a whole file already in memory, where its quick path
     applies; None where pydicom must read the file (the caller then calls
     :func:`source_digest`)."""
-    head = data[:_HEAD]
-    meta = _meta_end(head)
-    uid = _sop_uid(head, *meta) if meta is not None and meta[1] not in _DEFLATED else None
-    if meta is None or uid is None:
+    start = _quick_start(data[:_HEAD])
+    if start is None:
         return None
     h = hashlib.sha256(b"dataset\x00")
-    h.update(memoryview(data)[meta[0]:])
-    return uid, h.hexdigest()
+    h.update(memoryview(data)[start[0]:])
+    return start[1], h.hexdigest()
+
+
+def _quick_start(head: bytes) -> tuple[int, str] | None:
+    """(where the dataset starts, SOP Instance UID) from a file's first bytes, where the
+    quick path applies (a Part 10 header, not deflated); None where pydicom must read it.
+    One decision for both digests: a file hashed in memory and one streamed must agree."""
+    meta = _meta_end(head)
+    uid = _sop_uid(head, *meta) if meta is not None and meta[1] not in _DEFLATED else None
+    return None if meta is None or uid is None else (meta[0], uid)
 
 
 def source_digest(path: Path, root: Path | None = None) -> tuple[str, str]:
@@ -146,15 +153,14 @@ def source_digest(path: Path, root: Path | None = None) -> tuple[str, str]:
     """
     with open_export_file(path, root) as fh:  # never through a link (agent.boundary)
         head = fh.read(_HEAD)
-        meta = _meta_end(head)
-        uid = _sop_uid(head, *meta) if meta is not None and meta[1] not in _DEFLATED else None
-        if meta is None or uid is None:
+        start = _quick_start(head)
+        if start is None:
             return _digest_with_pydicom(path, root)
         h = hashlib.sha256(b"dataset\x00")
-        h.update(memoryview(head)[meta[0]:])
+        h.update(memoryview(head)[start[0]:])
         while chunk := fh.read(_CHUNK):
             h.update(chunk)
-    return uid, h.hexdigest()
+    return start[1], h.hexdigest()
 
 
 def _digest_with_pydicom(path: Path, root: Path | None = None) -> tuple[str, str]:
