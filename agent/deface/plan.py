@@ -66,7 +66,7 @@ def _choose_fit(fits: StudyFits, key: str | None, cands: list[Candidate], work: 
     tid = template_id(template)
     stored = fits.get(key, tid)
     if not cands:
-        return stored, False, "" if stored else "no volume of the series can carry a fit"
+        return stored, False, ""
     best = cands[0]
     if stored is not None and best.score <= stored.score * BETTER:
         return stored, False, ""
@@ -82,6 +82,24 @@ def _choose_fit(fits: StudyFits, key: str | None, cands: list[Candidate], work: 
             log.info("series %s: its fit is now the study's (score %.2f)", work.key[:12],
                      result.fit.score)
         return result.fit, True, ""
+
+
+def no_fit_source(volumes: list[Volume]) -> str:
+    """Why no volume of the series can carry a fit of its own, in the clinic's words.
+
+    A short stack (the 2-3 slices of a quick DWI, a single scout-like plane, a thin slab)
+    alone is deliberately not fitted: the template placed on a few slices can land
+    anywhere along the head, and a misplaced face is a face delivered. Such a stack is
+    defaced from its study's fit (the mapped region), or quarantined saying so."""
+    most = max(volumes, key=lambda v: (len(v.slices), min(v.extent_mm())))
+    slices, thinnest = len(most.slices), min(most.extent_mm())
+    if slices < fitting.MIN_FIT_SLICES or thinnest < fitting.MIN_COVERAGE_MM:
+        return (f"it is a short stack ({slices} slice(s), {thinnest:.0f} mm at its "
+                f"thinnest), too little to place the face by itself: that needs "
+                f"{fitting.MIN_FIT_SLICES} slices covering {fitting.MIN_COVERAGE_MM:.0f} mm "
+                "in every direction")
+    return (f"its voxels are too coarse to place the face by itself (over "
+            f"{fitting.MAX_VOXEL_MM:.1f} mm)")
 
 
 def _cannot_place(fits: StudyFits, work: SeriesWork, why: str, modality: str) -> NoReturn:
@@ -118,7 +136,7 @@ def run(fits: StudyFits, work: SeriesWork, objs: SeriesObjects, volumes: list[Vo
     cands = fitting.candidates([volumes[i] for i in live])
     fit, own, why = _choose_fit(fits, key, cands, work, template, modality)
     if fit is None:
-        _cannot_place(fits, work, why, modality)
+        _cannot_place(fits, work, why or no_fit_source([volumes[i] for i in live]), modality)
     verdicts = _verdicts(volumes, images, live, fit, own, template)
     if any(p.verdict is Verdict.UNKNOWN for p in verdicts) and not own and cands:
         # The study's fit does not settle it: fit this series itself.
