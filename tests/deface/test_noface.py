@@ -148,6 +148,8 @@ def _through_stage(image: sitk.Image, tmp: Path, body_part: str) -> SeriesWork:
 @pytest.mark.parametrize("make, label, code", [
     (knee, "HEAD", FaceCode.UNIFORM_SECTION),
     (sphere_phantom, "", FaceCode.SMOOTH_BODY),
+    (spine, "", FaceCode.UNIFORM_SECTION),
+    (cylinder_phantom, "PHANTOM", FaceCode.UNIFORM_SECTION),
 ])
 def test_non_heads_are_delivered_as_they_are(tmp_path: Path, make, label: str,  # type: ignore[no-untyped-def]
                                              code: FaceCode) -> None:
