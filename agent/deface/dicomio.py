@@ -21,6 +21,7 @@ colour bit for bit. They are written as uncompressed RGB.
 
 from __future__ import annotations
 
+import io
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -36,7 +37,7 @@ from pydicom.uid import (
     RLELossless,
 )
 
-from agent.deface import mosaic, multiframe
+from agent.deface import mosaic, multiframe, splice
 from agent.deface.planes import is_projection, number, plane_of, volume_key
 from agent.deface.volumes import Slice
 from agent.errors import DefaceFailed
@@ -92,6 +93,8 @@ class SeriesObjects:
     changed: set[int] = field(default_factory=set)
     #: Colour objects: their decoded RGB samples (..., 3); ``arrays`` holds the luminance.
     colour: dict[int, np.ndarray] = field(default_factory=dict)
+    #: Objects whose file can be written back by splicing its bytes (:mod:`splice`).
+    spliceable: dict[int, splice.Layout] = field(default_factory=dict)
 
     def pixels(self, s: Slice) -> np.ndarray:
         """The stored values of one 2-D image."""
@@ -115,10 +118,19 @@ class SeriesObjects:
         """Write the changed objects into ``out_dir`` (input path -> written path); objects
         without changes keep their input file."""
         written: dict[Path, Path] = {}
+        marks = splice.Marks(mark_derived)
         for i, (path, ds) in enumerate(zip(self.paths, self.datasets, strict=True)):
             if i not in self.changed:
                 written[path] = path
                 continue
+            lay = self.spliceable.get(i)
+            if lay is not None and i not in self.colour and self.arrays[i].ndim == 2:
+                try:
+                    written[path] = _splice(out_dir / names[path], lay, marks.of(ds, lay),
+                                            self.arrays[i])
+                    continue
+                except splice.NotSpliceable:
+                    pass  # (e.g. an odd pixel data length): written the ordinary way
             if i in self.colour:
                 _set_colour(ds, self.colour[i], self.arrays[i])
             else:
@@ -128,6 +140,38 @@ class SeriesObjects:
                 multiframe.mark_frames_derived(ds)
             written[path] = save_defaced(ds, out_dir / names[path])
         return written
+
+
+def _splice(path: Path, lay: splice.Layout, marks: dict[int, bytes], arr: np.ndarray
+            ) -> Path:
+    """Write a defaced classic object by splicing (see :mod:`agent.deface.splice`)."""
+    data = splice.pixel_bytes(arr)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        splice.write(path, lay, marks, data)
+    except OSError as exc:
+        raise _fail(f"the defaced image cannot be written ({type(exc).__name__})",
+                    code="deface-write") from None
+    return path
+
+
+def _read(path: Path) -> tuple[Dataset, splice.Layout | None]:
+    """One object, parsed from one read of its file; with the layout of its bytes when it
+    can be written back by splicing."""
+    try:
+        raw = path.read_bytes()
+        ds = pydicom.dcmread(io.BytesIO(raw))
+    except Exception as exc:  # noqa: BLE001 -- pydicom raises many types for damaged files
+        raise _fail("a file of the series cannot be read as DICOM "
+                    f"({type(exc).__name__})") from None
+    lay = None
+    if ("PixelData" in ds and int(ds.get("SamplesPerPixel", 1) or 1) == 1
+            and int(ds.get("NumberOfFrames", 1) or 1) == 1):
+        try:
+            lay = splice.layout(raw, str(ds.file_meta.TransferSyntaxUID))
+        except splice.NotSpliceable:
+            lay = None
+    return ds, lay
 
 
 def read_series(files: list[Path], sources: list[Path] | None = None) -> SeriesObjects:
@@ -141,12 +185,11 @@ def read_series(files: list[Path], sources: list[Path] | None = None) -> SeriesO
     arrays: list[np.ndarray] = []
     others: list[int] = []
     colours: dict[int, np.ndarray] = {}
+    layouts: dict[int, splice.Layout] = {}
     for path in files:
-        try:
-            ds = pydicom.dcmread(str(path))
-        except Exception as exc:  # noqa: BLE001 -- pydicom raises many types for damaged files
-            raise _fail("a file of the series cannot be read as DICOM "
-                        f"({type(exc).__name__})") from None
+        ds, lay = _read(path)
+        if lay is not None:
+            layouts[len(datasets)] = lay
         paths.append(path)
         datasets.append(ds)
         if "PixelData" not in ds:
@@ -167,7 +210,7 @@ def read_series(files: list[Path], sources: list[Path] | None = None) -> SeriesO
             arr = luminance(arr)
         arrays.append(arr)
     objs = SeriesObjects(paths=paths, datasets=datasets, arrays=arrays, others=others,
-                         colour=colours)
+                         colour=colours, spliceable=layouts)
     mosaics = any(mosaic.is_mosaic(ds) for ds in datasets)
     hints = mosaic.hints_from(sources or []) if mosaics else mosaic.Hints()
     for i in range(len(datasets)):

@@ -154,8 +154,11 @@ def check(dice: float, scales: tuple[float, float, float], rotation: float) -> s
 class FitResult:
     fit: Fit | None
     why: str = ""
-    #: How well the fitted template explains the image (:func:`_agreement`).
+    #: How well the fitted template explains the image (:func:`_agreement`); measured
+    #: only where it decides between a head and a brain fit (0.0 otherwise).
     agreement: float = 0.0
+    #: The fitted transform as the registration found it (the agreement is measured on it).
+    tx: sitk.Transform | None = dataclasses.field(default=None, compare=False, repr=False)
 
 
 _MEMO: OrderedDict[str, FitResult] = OrderedDict()
@@ -237,6 +240,10 @@ def _fit(volume: Volume, image: sitk.Image, source: str, template: Template,
         return _named(head, source)
     brain = _try(volume, image, template, "brain", modality)
     if head.fit is not None and brain.fit is not None:
+        # The agreements are measured only here, where both fits pass and they decide
+        # (each costs a metric evaluation over the whole work grid).
+        head = _measured(head, image, template.head)
+        brain = _measured(brain, image, brain_image(template))
         chosen = brain if brain.agreement <= head.agreement else head
         log.info("head and brain fits both pass; the %s template explains the image better",
                  "brain" if chosen is brain else "head")
@@ -246,6 +253,11 @@ def _fit(volume: Volume, image: sitk.Image, source: str, template: Template,
     if brain.fit is not None:
         return _named(brain, source)
     return FitResult(None, head.why)
+
+
+def _measured(result: FitResult, image: sitk.Image, moving: sitk.Image) -> FitResult:
+    assert result.tx is not None  # every passing fit carries its transform
+    return dataclasses.replace(result, agreement=_agreement(image, result.tx, moving))
 
 
 def _agreement(image: sitk.Image, tx: sitk.Transform, moving: sitk.Image) -> float:
@@ -265,10 +277,10 @@ def _try(volume: Volume, image: sitk.Image, template: Template, method: str,
     try:
         if method == "head":
             tx = register_template(image, template.head, modality=modality).transform
-            tmask, moving = _head_mask(template), template.head
+            tmask = _head_mask(template)
         else:
             tx = fit_brain(image, template)
-            tmask, moving = brain_mask(template), brain_image(template)
+            tmask = brain_mask(template)
         fixed = work_grid(image)
         # CT: the head as the CT path finds it (HU, skull filled), not an MR tissue mask.
         fmask = ct_head_mask(image, fixed) if modality == "CT" else tissue_mask(fixed)
@@ -291,8 +303,7 @@ def _try(volume: Volume, image: sitk.Image, template: Template, method: str,
     seen = face_in_fov(image, template, tx)
     return FitResult(Fit.from_transform(
         tx, dice=dice, scales=scales, rotation_deg=rotation, score=score(volume),
-        face_seen=seen, method=method, template=template_id(template)),
-        agreement=_agreement(image, tx, moving))
+        face_seen=seen, method=method, template=template_id(template)), tx=tx)
 
 
 def face_in_fov(image: sitk.Image, template: Template, tx: sitk.AffineTransform) -> float:
