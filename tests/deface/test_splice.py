@@ -5,6 +5,7 @@ fall back to the ordinary writer."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pydicom
@@ -12,6 +13,7 @@ import pytest
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence
 from pydicom.uid import (
+    UID,
     ExplicitVRBigEndian,
     ExplicitVRLittleEndian,
     ImplicitVRLittleEndian,
@@ -29,7 +31,7 @@ def _object(syntax: str, *, image_type: bool = True, deid: bool = True,
     ds.file_meta = FileMetaDataset()
     ds.file_meta.MediaStorageSOPClassUID = MRImageStorage
     ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
-    ds.file_meta.TransferSyntaxUID = syntax
+    ds.file_meta.TransferSyntaxUID = UID(syntax)
     if image_type:
         ds.ImageType = ["ORIGINAL", "PRIMARY", "M"]
     ds.SOPClassUID, ds.SOPInstanceUID = MRImageStorage, ds.file_meta.MediaStorageSOPInstanceUID
@@ -66,12 +68,12 @@ def _object(syntax: str, *, image_type: bool = True, deid: bool = True,
     return ds
 
 
-def _series(folder: Path, **kw: object) -> list[Path]:
+def _series(folder: Path, **kw: Any) -> list[Path]:
     folder.mkdir(parents=True)
     files = []
     for k in range(3):
         path = folder / f"{k}.dcm"
-        _object(k=k, **kw).save_as(path, enforce_file_format=True)  # type: ignore[arg-type]
+        _object(k=k, **kw).save_as(path, enforce_file_format=True)
         files.append(path)
     return files
 
@@ -88,7 +90,7 @@ def _deface(files: list[Path], out: Path, splicing: bool) -> tuple[dicomio.Serie
     return objs, objs.write(out, {p: p.name for p in files})
 
 
-SHAPES = {
+SHAPES: dict[str, dict[str, Any]] = {
     "explicit": {"syntax": ExplicitVRLittleEndian},
     "implicit": {"syntax": ImplicitVRLittleEndian},
     "no marks yet": {"syntax": ExplicitVRLittleEndian, "image_type": False, "deid": False},
