@@ -102,11 +102,16 @@ def test_a_short_stack_is_defaced_from_the_study_fit(template: Template, tmp_pat
     assert float(changed[face].mean()) >= 0.85
 
 
-def test_a_short_stack_alone_waits_then_is_quarantined_saying_why(colin: Colin,
-                                                                  tmp_path: Path) -> None:
+@pytest.mark.parametrize("slices, at, said", [
+    (3, 0.25, "short stack (3 slice(s)"),  # through the face
+    (12, 0.75, "thin slab (12 slices, 60 mm"),  # above the eyes: alone, it cannot be told
+])
+def test_a_short_stack_alone_waits_then_is_quarantined_saying_why(
+        colin: Colin, tmp_path: Path, slices: int, at: float, said: str) -> None:
     case = make_case(colin, "axial", (2.0, 2.0, 5.0))
     size = case.image.GetSize()
-    short = sitk.RegionOfInterest(case.image, [size[0], size[1], 3], [0, 0, size[2] // 4])
+    start = min(int(at * size[2]), size[2] - slices)
+    short = sitk.RegionOfInterest(case.image, [size[0], size[1], slices], [0, 0, start])
     files = in_study(short, tmp_path / "in", generate_uid())
     stage = DefaceStage(Config(), StudyFits(tmp_path / "fits"))
     with pytest.raises(PartnerPending):
@@ -116,7 +121,7 @@ def test_a_short_stack_alone_waits_then_is_quarantined_saying_why(colin: Colin,
         stage(work_for(files, tmp_path, "again"))
     message = str(info.value)
     assert info.value.code == "deface-fit"
-    assert "short stack (3 slice(s)" in message, message
+    assert said in message, message
     assert "3-D T1" in message and "together" in message and "[send]" in message
 
 
