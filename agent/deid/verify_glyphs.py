@@ -125,30 +125,54 @@ def text_boxes(frames: np.ndarray[Any, Any], steps: np.ndarray[Any, Any] | None 
     return _text_boxes(frames)
 
 
+def _window_sums(edges: np.ndarray[Any, Any], width: int) -> np.ndarray[Any, Any]:
+    """Per pixel of ``edges`` (0/1 along the last axis, uint8): the transitions among the
+    ``width`` pixels ending there (valid from column ``width - 1`` on), by doubling - a
+    few uint8 additions, not a running sum in a wider type."""
+    sums = {1: edges}
+    span = 1
+    while 2 * span <= width:  # windows of 2, 4, 8, ... pixels
+        wider = sums[span].copy()
+        wider[..., span:] += sums[span][..., :-span]
+        span *= 2
+        sums[span] = wider
+    total, have = sums[span].copy(), span
+    for part in sorted(sums, reverse=True):  # the rest of the width, largest part first
+        if have + part <= width:
+            total[..., have:] += sums[part][..., :-have]
+            have += part
+    return total
+
+
 def _text_boxes(frames: np.ndarray[Any, Any]) -> list[Box]:
     # Every other row: text 4 px tall still crosses two of them, at half the work.
-    g = _gray(frames[:, ::2]).astype(np.int16)
+    g = _gray(frames[:, ::2])
     n, rows, cols = g.shape
-    edges = np.zeros((n, rows, cols), np.int16)
-    edges[:, :, 1:] = np.abs(np.diff(g, axis=2)) >= _EDGE
-    run = np.cumsum(edges, axis=2, dtype=np.int16)
+    edges = np.zeros((n, rows, cols), np.uint8)
+    # |a - b| in uint8 without wrapping: the larger minus the smaller.
+    a, b = g[:, :, 1:], g[:, :, :-1]
+    edges[:, :, 1:] = (np.maximum(a, b) - np.minimum(a, b)) >= _EDGE
     dense = np.zeros((n, rows + 1, cols), np.uint8)  # an empty row between frames
-    dense[:, :rows, _WINDOW:] = (run[:, :, _WINDOW:] - run[:, :, :-_WINDOW]) >= _DENSE
-    # Grouped in tiles of _TILE columns (a box is cut out with a margin anyway).
+    if cols > _WINDOW:
+        dense[:, :rows, _WINDOW:] = _window_sums(edges, _WINDOW)[:, :, _WINDOW:] >= _DENSE
+    # Grouped in tiles of _TILE columns (a box is cut out with a margin anyway): a tile
+    # of 0/1 bytes is set when its 8 bytes read as one word are not zero.
     ct = cols // _TILE
-    tiles = dense[:, :, :ct * _TILE].reshape(n, rows + 1, ct, _TILE).max(axis=3)
+    words = np.ascontiguousarray(dense[:, :, :ct * _TILE]).view(np.uint64)
+    tiles = words != 0
     found: dict[int, list[Box]] = {}
+    full_rows = frames.shape[1]
     for y, x, h, w, _count in _groups(tiles.reshape(n * (rows + 1), ct)):
         frame, top = divmod(y, rows + 1)
-        # Transitions per pixel: strokes side by side make many, tissue fewer.
-        fill = float(edges[frame, top:top + h, x * _TILE:(x + w) * _TILE].mean())
+        tile_rows, tile_x = (top, top + h), (x * _TILE, (x + w) * _TILE)
         x, w = x * _TILE, w * _TILE
         left = max(0, x - _WINDOW)  # the window counts transitions behind a pixel
         w += x - left
         top, h = top * 2, h * 2 + 1  # back to the frame's rows
-        full_rows = frames.shape[1]
         if not _MIN_H <= h <= _MAX_H or w < 2 * h or w > 0.9 * cols:
             continue
+        # Transitions per pixel: strokes side by side make many, tissue fewer.
+        fill = float(edges[frame, tile_rows[0]:tile_rows[1], tile_x[0]:tile_x[1]].mean())
         edge = min(top, left, full_rows - top - h, cols - left - w) < 0.25 * min(full_rows,
                                                                                    cols)
         # On air (a dark box: text is the smaller part of it) and near the edge, where

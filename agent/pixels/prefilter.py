@@ -30,10 +30,10 @@ a leak. The numbers are tuned on real MR of four vendors and on rendered text (s
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-import SimpleITK as sitk
 
 U8 = npt.NDArray[np.uint8]
 
@@ -103,20 +103,37 @@ def _extreme(a: U8, axis: int, size: int, fn: np.ufunc, forward: bool) -> U8:
     """Running max/min over ``size`` pixels along ``axis``, by doubling: the window starts
     at each pixel (``forward``) or ends there. An erosion forward then a dilation backward
     is exactly an opening (the union of the boxes that hold the pixel), with no re-centring.
+
+    Each doubling writes into the other of two buffers (an update in place would overlap
+    its own input, which numpy resolves with a hidden copy of the whole stack).
     """
-    out = a.copy()
+    n = a.shape[axis]
+    src: U8 = a
+    dst: U8 = np.empty_like(a)
+    spare: U8 | None = None
     span = 1
     while span < size:
         step = min(span, size - span)
-        near = [slice(None)] * a.ndim
-        far = [slice(None)] * a.ndim
-        if forward:
-            near[axis], far[axis] = slice(0, -step), slice(step, None)
+        if step >= n:  # no pixel has a neighbour that far: nothing changes
+            span += step
+            continue
+        head = (slice(None),) * axis + (slice(0, n - step),)
+        tail = (slice(None),) * axis + (slice(step, n),)
+        if forward:  # out[i] = fn(in[i], in[i + step]); the last ``step`` are kept
+            fn(src[head], src[tail], out=dst[head])
+            dst[(slice(None),) * axis + (slice(n - step, n),)] = src[
+                (slice(None),) * axis + (slice(n - step, n),)]
+        else:  # out[i] = fn(in[i], in[i - step]); the first ``step`` are kept
+            fn(src[tail], src[head], out=dst[tail])
+            dst[(slice(None),) * axis + (slice(0, step),)] = src[
+                (slice(None),) * axis + (slice(0, step),)]
+        if spare is None:  # the input itself is never written
+            spare = np.empty_like(a)
+            src, dst = dst, spare
         else:
-            near[axis], far[axis] = slice(step, None), slice(0, -step)
-        fn(out[tuple(near)], out[tuple(far)], out=out[tuple(near)])
+            src, dst = dst, src
         span += step
-    return out
+    return src if src is not a else a.copy()
 
 
 def _box(a: U8, fn: np.ufunc, size: int, forward: bool) -> U8:
@@ -178,21 +195,40 @@ def _pool(mask: npt.NDArray[np.bool_]) -> npt.NDArray[np.uint8]:
     return m[:, ::2, ::2] | m[:, 1::2, ::2] | m[:, ::2, 1::2] | m[:, 1::2, 1::2]
 
 
-def _compact_rows(tall: npt.NDArray[np.uint8]
+def _compact_rows(cells: npt.NDArray[np.uint8]
                   ) -> tuple[npt.NDArray[np.uint8], npt.NDArray[np.intp]] | None:
-    """The rows of ``tall`` (2-D) that hold a stroke, one empty row where rows were left
-    out (so nothing connects across them), and each kept row's index in ``tall``; None
-    when no row holds one. Labelling costs by the pixel, and strokes are sparse."""
-    keep = np.flatnonzero(tall.any(axis=1))
-    if keep.size == 0:
+    """The rows of the frames ``cells`` (n, r, c) that hold a stroke, stacked, with one
+    empty row where rows were left out and between frames (so nothing connects across
+    them), and each kept row's index in the frames stacked with an empty row after each
+    (frame * (r + 1) + row); None when no row holds one. Labelling costs by the pixel,
+    and strokes are sparse."""
+    n, r, c = cells.shape
+    flat = cells.reshape(n * r, c)
+    kept = np.flatnonzero(flat.any(axis=1))
+    if kept.size == 0:
         return None
+    keep = kept + kept // r  # in the frames with an empty row after each
     gaps = np.flatnonzero(np.diff(keep) > 1)
     at = np.arange(keep.size) + np.searchsorted(gaps, np.arange(keep.size), side="left")
-    compact = np.zeros((keep.size + gaps.size, tall.shape[1]), np.uint8)
-    compact[at] = tall[keep]
+    compact = np.zeros((keep.size + gaps.size, c), np.uint8)
+    compact[at] = flat[kept]
     rows = np.zeros(compact.shape[0], np.intp)
     rows[at] = keep
     return compact, rows
+
+
+def _label(compact: npt.NDArray[np.uint8], full: bool) -> npt.NDArray[Any]:
+    """Connected-component labels of a 2-D mask (ITK's, imported on first use: a worker
+    whose frames all pass the gate never needs it). One thread: the pool's workers already
+    fill the cores, and a second thread costs CPU to split the work."""
+    import SimpleITK as sitk
+
+    labeller = sitk.ConnectedComponentImageFilter()
+    labeller.SetFullyConnected(full)
+    labeller.SetNumberOfThreads(1)
+    labels: npt.NDArray[Any] = sitk.GetArrayFromImage(
+        labeller.Execute(sitk.GetImageFromArray(compact)))
+    return labels
 
 
 def _components(cells: npt.NDArray[np.uint8], full: bool = True, low: int = 0,
@@ -201,19 +237,14 @@ def _components(cells: npt.NDArray[np.uint8], full: bool = True, low: int = 0,
     4-connected component shaped like a glyph of ``low`` to ``high`` rows
     (:func:`_glyph_like`)."""
     n, r, c = cells.shape
-    tall = np.zeros((n, r + 1, c), np.uint8)
-    tall[:, :r] = cells
-    compacted = _compact_rows(tall.reshape(n * (r + 1), c))
+    compacted = _compact_rows(cells)
     if compacted is None:
         return []
     compact, row_of = compacted
-    img = sitk.GetImageFromArray(compact)
-    labels = sitk.GetArrayFromImage(sitk.ConnectedComponent(img, full))
-    flat = labels.ravel()
-    where = np.flatnonzero(flat)  # one index array: faster than a 2-D nonzero
+    where = np.flatnonzero(compact)  # the labelled pixels are the mask's own
     if where.size == 0:
         return []
-    ids = flat[where].astype(np.int64)
+    ids = _label(compact, full).ravel()[where].astype(np.int64)
     ys, xs = np.divmod(where, c)
     ys = row_of[ys]
     # Sorted by label (stable: rows stay in order within a label), then per-label
@@ -417,29 +448,59 @@ def _keep(hats: Hats, lines: list[_Line], scale: int, sensitive: bool) -> list[R
     return out
 
 
+def _long_runs(cells: npt.NDArray[np.uint8], axis: int, length: int
+               ) -> npt.NDArray[np.uint8]:
+    """The opening of ``cells`` (n, r, c; 0/1) by a line of ``length`` along ``axis`` (1:
+    columns, 2: rows), windows cut at the frame's far end as :func:`_extreme` cuts them.
+
+    Only the lines (columns or rows) that can keep a cell are opened: one with at least
+    ``length`` cells set, or with its last cell set (a window cut by the far end is
+    shorter). Any other line has no window of set cells, so its opening is empty - on
+    anatomy, nearly every line, as strokes there are sparse specks."""
+    count = cells.sum(axis=axis, dtype=np.intp)
+    last = cells[:, -1, :] if axis == 1 else cells[:, :, -1]
+    busy = (count >= length) | (last != 0)
+    if busy.sum() * 8 > busy.size:  # many: the whole stack at once costs less
+        return _extreme(_extreme(cells, axis, length, np.minimum, True), axis, length,
+                        np.maximum, False)
+    frame, across = np.nonzero(busy)
+    out = np.zeros_like(cells)
+    if frame.size == 0:
+        return out
+    lines = cells[frame, :, across] if axis == 1 else cells[frame, across, :]
+    opened = _extreme(_extreme(lines, 1, length, np.minimum, True), 1, length, np.maximum,
+                      False)
+    if axis == 1:
+        out[frame, :, across] = opened
+    else:
+        out[frame, across, :] = opened
+    return out
+
+
 def _without_long_runs(mask: npt.NDArray[np.bool_]) -> npt.NDArray[np.uint8]:
     """The stroke mask with vertical and horizontal runs too long for small glyphs cut
     out. The runs are found on 2 x 2 cells (an opening by a line is the union of the runs
     at least that long), a quarter of the work, and cut out cell by cell."""
     cells = _pool(mask)
-    vertical = _extreme(_extreme(cells, 1, _LONG_V // 2, np.minimum, True), 1, _LONG_V // 2,
-                        np.maximum, False)
-    horizontal = _extreme(_extreme(cells, 2, _LONG_H // 2, np.minimum, True), 2,
-                          _LONG_H // 2, np.maximum, False)
-    keep = ~(vertical | horizontal) & np.uint8(1)
+    keep = ~(_long_runs(cells, 1, _LONG_V // 2) | _long_runs(cells, 2, _LONG_H // 2)
+             ) & np.uint8(1)
     out = mask.view(np.uint8).copy()
-    r, c = keep.shape[1:]
-    for dy in (0, 1):  # each cell's four pixels (no full-size repeated copy)
-        for dx in (0, 1):
-            out[:, dy:2 * r:2, dx:2 * c:2] &= keep
+    n, r, c = keep.shape
+    # Each cell's four pixels at once: its flag twice side by side (a 16-bit 0x0101 seen
+    # as two bytes) over both of its rows, the frames' even part seen as (cell row, dy,
+    # column) - a view; an inner axis of 2 would make numpy loop byte by byte.
+    pairs = (keep.astype(np.uint16) * np.uint16(0x0101)).view(np.uint8)
+    rows = np.reshape(out[:, :2 * r, :2 * c], (n, r, 2, 2 * c), copy=False)
+    rows &= pairs[:, :, None, :]
     return out
 
 
 def _small_regions(hats: Hats, sensitive: bool) -> list[Region]:
     """Lines of small glyphs, labelled at full resolution (4-connected)."""
     n = hats.bright.shape[0]
-    cells = np.concatenate([_without_long_runs(hats.bright > _SENSITIVE_THRESHOLD),
-                            _without_long_runs(hats.dark > _SENSITIVE_THRESHOLD)])
+    # Both polarities in one stack (frame by frame, the cut is the same).
+    cells = _without_long_runs(np.concatenate([hats.bright > _SENSITIVE_THRESHOLD,
+                                               hats.dark > _SENSITIVE_THRESHOLD]))
     glyphs = [(f, t, left, h, w) for f, t, left, h, w, count
               in _components(cells, False, _SMALL_MIN, _SMALL_MAX)
               if _glyph_like(h, w, count, _SMALL_MIN, _SMALL_MAX)]
@@ -448,10 +509,13 @@ def _small_regions(hats: Hats, sensitive: bool) -> list[Region]:
 
 
 def _half(display: U8) -> U8:
+    """Each 2 x 2 cell's mean, rounded down (odd last row and column left out)."""
     n, r, c = display.shape
-    d = display[:, : r // 2 * 2, : c // 2 * 2].astype(np.uint16)
-    return ((d[:, ::2, ::2] + d[:, 1::2, ::2] + d[:, ::2, 1::2] + d[:, 1::2, 1::2]) // 4
-            ).astype(np.uint8)
+    d = display[:, : r // 2 * 2, : c // 2 * 2]
+    pairs = np.add(d[:, ::2], d[:, 1::2], dtype=np.uint16)  # rows first: half the data
+    quads = pairs[:, :, ::2] + pairs[:, :, 1::2]
+    quads >>= 2
+    return quads.astype(np.uint8)
 
 
 def candidate_regions(display: U8, *, sensitive: bool = False) -> list[Region]:
