@@ -155,23 +155,49 @@ def _splice(path: Path, lay: splice.Layout, marks: dict[int, bytes], arr: np.nda
     return path
 
 
-def _read(path: Path) -> tuple[Dataset, splice.Layout | None]:
+def _read(path: Path) -> tuple[Dataset, splice.Layout | None, np.ndarray | None]:
     """One object, parsed from one read of its file; with the layout of its bytes when it
-    can be written back by splicing."""
+    can be written back by splicing, and then its stored values when they can be taken
+    from those bytes as they are (:func:`_native`)."""
     try:
         raw = path.read_bytes()
         ds = pydicom.dcmread(io.BytesIO(raw))
     except Exception as exc:  # noqa: BLE001 -- pydicom raises many types for damaged files
         raise _fail("a file of the series cannot be read as DICOM "
                     f"({type(exc).__name__})") from None
-    lay = None
-    if ("PixelData" in ds and int(ds.get("SamplesPerPixel", 1) or 1) == 1
-            and int(ds.get("NumberOfFrames", 1) or 1) == 1):
-        try:
-            lay = splice.layout(raw, str(ds.file_meta.TransferSyntaxUID))
-        except splice.NotSpliceable:
-            lay = None
-    return ds, lay
+    if ("PixelData" not in ds or int(ds.get("SamplesPerPixel", 1) or 1) != 1
+            or int(ds.get("NumberOfFrames", 1) or 1) != 1):
+        return ds, None, None
+    try:
+        lay = splice.layout(raw, str(ds.file_meta.TransferSyntaxUID))
+    except splice.NotSpliceable:
+        return ds, None, None
+    return ds, lay, _native(ds, raw, len(lay.head))
+
+
+def _native(ds: Dataset, raw: bytes, offset: int) -> np.ndarray | None:
+    """The stored values of a little-endian native image read straight from its bytes
+    (pydicom's decoder costs more than the rest of reading), when that is exactly what the
+    decoder gives: 8 or 16 bits allocated, and no bit above Bits Stored set unless all
+    bits are stored. None: let the decoder do it."""
+    try:
+        rows, cols = int(ds.Rows), int(ds.Columns)
+        bits, stored = int(ds.BitsAllocated), int(ds.BitsStored)
+        signed = int(ds.PixelRepresentation) == 1
+    except (AttributeError, TypeError, ValueError):
+        return None
+    if bits not in (8, 16) or not 0 < stored <= bits or rows <= 0 or cols <= 0:
+        return None
+    dtype = np.dtype(f"<{'i' if signed else 'u'}{bits // 8}")
+    if offset + rows * cols * dtype.itemsize > len(raw):
+        return None
+    arr = np.frombuffer(raw, dtype, rows * cols, offset).reshape(rows, cols)
+    if stored < bits:
+        if signed:  # the decoder sign-extends from Bits Stored
+            return None
+        if int(arr.max()) >> stored:
+            return None  # high bits in use: the decoder's own rules apply
+    return arr.astype(dtype.newbyteorder("="), copy=True)
 
 
 def read_series(files: list[Path], sources: list[Path] | None = None) -> SeriesObjects:
@@ -187,7 +213,7 @@ def read_series(files: list[Path], sources: list[Path] | None = None) -> SeriesO
     colours: dict[int, np.ndarray] = {}
     layouts: dict[int, splice.Layout] = {}
     for path in files:
-        ds, lay = _read(path)
+        ds, lay, native = _read(path)
         if lay is not None:
             layouts[len(datasets)] = lay
         paths.append(path)
@@ -200,7 +226,7 @@ def read_series(files: list[Path], sources: list[Path] | None = None) -> SeriesO
         if samples not in (1, 3):
             raise _fail(f"images of {samples} samples per pixel cannot be defaced")
         try:
-            arr = np.array(ds.pixel_array, copy=True)
+            arr = native if native is not None else np.array(ds.pixel_array, copy=True)
         except Exception as exc:  # noqa: BLE001 -- pixel decoders raise many types; converted
             raise _fail(f"the pixel data cannot be decoded ({type(exc).__name__})") from None
         if samples == 3:

@@ -148,3 +148,20 @@ def test_damaged_bytes_are_not_spliced() -> None:
         splice.layout(raw[:300], ExplicitVRLittleEndian)  # the file ends in the header
     with pytest.raises(splice.NotSpliceable):
         splice.layout(b"\x00" * 128 + b"DICX" + raw[132:], ExplicitVRLittleEndian)
+
+
+@pytest.mark.parametrize(("signed", "stored", "high"), [(False, 16, False), (False, 12, False),
+                                                        (False, 12, True), (True, 16, False),
+                                                        (True, 12, False)])
+def test_values_read_from_the_bytes_are_the_decoders(tmp_path: Path, signed: bool, stored: int,
+                                                     high: bool) -> None:
+    ds = _object(ExplicitVRLittleEndian)
+    ds.BitsStored, ds.HighBit, ds.PixelRepresentation = stored, stored - 1, int(signed)
+    arr = (np.arange(256, dtype=np.int32) * 37 % 4000 - (1500 if signed else 0))
+    if high:
+        arr[7] = 0xF123  # bits above Bits Stored set: left to the decoder's rules
+    ds.PixelData = arr.astype(np.int16 if signed else np.uint16).reshape(16, 16).tobytes()
+    ds.save_as(tmp_path / "x.dcm", enforce_file_format=True)
+    objs = dicomio.read_series([tmp_path / "x.dcm"])
+    ref = pydicom.dcmread(tmp_path / "x.dcm").pixel_array
+    assert objs.arrays[0].dtype == ref.dtype and np.array_equal(objs.arrays[0], ref)
