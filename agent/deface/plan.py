@@ -94,9 +94,9 @@ def no_fit_source(volumes: list[Volume]) -> str:
     most = max(volumes, key=lambda v: (len(v.slices), min(v.extent_mm())))
     slices, thinnest = len(most.slices), min(most.extent_mm())
     if slices < fitting.MIN_FIT_SLICES or thinnest < fitting.MIN_COVERAGE_MM:
-        shape = (f"a short stack ({slices} slice(s)" if slices < fitting.MIN_FIT_SLICES
-                 else f"a thin slab ({slices} slices")
-        return (f"it is {shape}, {thinnest:.0f} mm at its thinnest), too little to place "
+        shape = (f"a short stack of {slices} slice(s)" if slices < fitting.MIN_FIT_SLICES
+                 else f"a thin slab of {slices} slices")
+        return (f"it is {shape}, {thinnest:.0f} mm at its thinnest, too little to place "
                 f"the face by itself: that needs {fitting.MIN_FIT_SLICES} slices covering "
                 f"{fitting.MIN_COVERAGE_MM:.0f} mm in every direction")
     return (f"its voxels are too coarse to place the face by itself (over "

@@ -103,8 +103,8 @@ def test_a_short_stack_is_defaced_from_the_study_fit(template: Template, tmp_pat
 
 
 @pytest.mark.parametrize("slices, at, said", [
-    (3, 0.25, "short stack (3 slice(s)"),  # through the face
-    (12, 0.75, "thin slab (12 slices, 60 mm"),  # above the eyes: alone, it cannot be told
+    (3, 0.25, "short stack of 3 slice(s)"),  # through the face
+    (12, 0.75, "thin slab of 12 slices, 60 mm"),  # above the eyes: alone, it cannot be told
 ])
 def test_a_short_stack_alone_waits_then_is_quarantined_saying_why(
         colin: Colin, tmp_path: Path, slices: int, at: float, said: str) -> None:
