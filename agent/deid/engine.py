@@ -99,6 +99,12 @@ class Engine:
         self._vrs: dict[int, str] = {}
         #: identifiers inside removed sequences, by the sequence's bytes (see Walk)
         self.collect_memo: dict[tuple[Any, ...], frozenset[tuple[str, str]]] = {}
+        #: ASCII values rewritten without decoding, by what the result depends on (see
+        #: Walk.fast): a series repeats its UIDs, dates and emptied names in every file
+        self.fast_memo: dict[tuple[Any, ...], tuple[RawDataElement | None, bool]] = {}
+        #: (VR as read, VR typed by the dictionary, kind of identifier, action) per
+        #: (tag, VR as read): decided once, not for every element of every file
+        self.plans: dict[tuple[int, str | None], tuple[str, str, str | None, Action]] = {}
         self.vocabulary: Vocabulary = vocabulary(options.vocabulary_files,
                                                  options.vocabulary_terms)
         self.identifying_tags = identifying_tags()
@@ -136,7 +142,7 @@ class Engine:
         # Written in place, not via a temporary file: a partial output of a crashed attempt
         # is wiped with the whole folder when the series is retried (DeidStage).
         try:
-            if can_write(str(ds.file_meta.TransferSyntaxUID)):
+            if can_write(peek(ds.file_meta, 0x00020010)):
                 with open(out, "wb") as fh:
                     fh.writelines(encode_parts(ds))
             else:  # deflated: pydicom compresses
@@ -232,6 +238,23 @@ class Engine:
         if vr is not None:
             return str(vr)
         return self.dictionary_vr(tag)
+
+    def plan(self, tag: int, read_vr: str | None) -> tuple[str, str, str | None, Action]:
+        """What the walk does with a standard element: (VR as read - the dictionary's for
+        implicit VR, "UN" stays UN -, VR typed by the dictionary, the kind of identifier
+        it holds or None, the profile's action), remembered per (tag, VR as read)."""
+        key = (tag, read_vr)
+        plan = self.plans.get(key)
+        if plan is None:
+            vr = str(read_vr) if read_vr is not None else self.dictionary_vr(tag)
+            typed = self.dictionary_vr(tag) if vr == "UN" else vr  # UN: by the dictionary
+            kind = ("name" if typed == "PN" else "date" if typed in ("DA", "DT")
+                    else self.identifying_tags.get(tag))
+            action = self.profile.actions.get(tag)
+            if action is None:
+                action = self.default_action(tag)
+            plan = self.plans[key] = (vr, typed, kind, action)
+        return plan
 
     def dictionary_vr(self, tag: int) -> str:
         vr = self._vrs.get(tag)
@@ -393,7 +416,8 @@ class Engine:
 def _encoding(ds: Dataset) -> tuple[bool, bool]:
     """(implicit VR, little endian) of the dataset as read."""
     meta = getattr(ds, "file_meta", None)
-    ts = str(meta.get("TransferSyntaxUID", "")) if meta is not None else ""
+    # peek: the raw bytes (FileMetaDataset.get decodes the element, a cost per file)
+    ts = peek(meta, 0x00020010) if meta is not None else ""
     if ts == "1.2.840.10008.1.2":
         return True, True
     if ts == "1.2.840.10008.1.2.2":

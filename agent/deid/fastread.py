@@ -119,8 +119,10 @@ def _read(data: bytes, path: str) -> FileDataset:
     implicit, little = _SUPPORTED[ts]
     elements, _ = _elements(data, pos, len(data), _Walker(data, implicit, little), item=False)
     meta = FileMetaDataset(meta_elements)
-    ds = FileDataset(path, elements, preamble=data[:128], file_meta=meta,
+    # No path given to pydicom: it would stat the file (twice) for a timestamp no one reads.
+    ds = FileDataset("", elements, preamble=data[:128], file_meta=meta,
                      is_implicit_VR=implicit, is_little_endian=little)
+    ds.filename = path
     ds.set_original_encoding(implicit, little, None)
     return ds
 

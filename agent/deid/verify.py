@@ -71,6 +71,7 @@ from functools import lru_cache
 from importlib import resources
 from pathlib import Path
 
+import numpy as np
 from pydicom.datadict import DicomDictionary, keyword_for_tag  # type: ignore[attr-defined]
 from pydicom.uid import UID_dictionary  # type: ignore[attr-defined]
 
@@ -213,10 +214,10 @@ class Identifiers:
         """
         if not data:
             return
-        low = data.lower()
         if pixels:
-            yield from self._scan_pixels(low, data)
+            yield from self.scan_pixels(data, 0, len(data))
             return
+        low = data.lower()
         for needle, (kind, whole) in self.text.items():
             start = low.find(needle)
             while start >= 0:
@@ -231,14 +232,13 @@ class Identifiers:
                 if hit is not None:
                     yield start, hit
 
-    def _scan_pixels(self, low: bytes, data: bytes) -> Iterator[tuple[int, str]]:
-        """Pixel-region needles, searched only inside runs of 6+ text bytes.
-
-        One ``translate`` marks text bytes (printable ASCII and 0x80-0xFF, for UTF-8 and
-        Latin-1 names); ``find`` jumps from run to run at C speed. 12- and 16-bit samples
-        have a small high byte in every pair, so runs are rare and short, and the needles
-        are searched in a few bytes instead of the whole 100 kB value. Numbers, dates and
-        UIDs are text too, so their tokens are looked for in the same runs.
+    def scan_pixels(self, data: bytes, begin: int, stop: int) -> Iterator[tuple[int, str]]:
+        """Pixel-region needles in ``data[begin:stop]`` (offsets in ``data``), searched
+        only inside runs of 6+ text bytes (:func:`_text_runs`: printable ASCII and
+        0x80-0xFF, for UTF-8 and Latin-1 names). 12- and 16-bit samples have a small high
+        byte in every pair, so runs are rare and short, and the needles are searched in a
+        few bytes instead of the whole 100 kB value. Numbers, dates and UIDs are text
+        too, so their tokens are looked for in the same runs.
         """
         needles = self._pixel_needles
         if needles is None:
@@ -247,8 +247,8 @@ class Identifiers:
             self._pixel_needles = needles
         if not needles and not (self.numbers or self.dotted):
             return
-        for start, end in _runs(low, _TEXT_TABLE):
-            run = low[start:end]
+        for start, end in _text_runs(data, begin, stop):
+            run = data[start:end].lower()
             for needle, kind in needles:
                 at = run.find(needle)
                 if at >= 0:
@@ -324,6 +324,42 @@ def _runs(data: bytes, table: bytes) -> Iterator[tuple[int, int]]:
             end = len(data)
         yield start, end
         start = mask.find(b"111111", end)
+
+
+#: Groups of candidate byte pairs beyond which one pass over the whole region is cheaper.
+_MAX_WINDOWS = 64
+
+
+def _text_runs(data: bytes, begin: int, stop: int) -> list[tuple[int, int]]:
+    """(start, end) in ``data`` of every maximal run of 6+ text bytes (``_TEXT_TABLE``)
+    in ``data[begin:stop]`` - the same runs as :func:`_runs` of that slice, found fast.
+
+    A run of 6+ bytes holds two whole byte pairs in a row (pairs counted from
+    ``begin``), each of two bytes >= 0x20 (a looser test than text: 0x7F passes). One
+    numpy pass finds such pairs without copying the value - in most pixel data there
+    are none - and only windows around them are read exactly: a window runs from the
+    pair before the first candidate to the pair after the last one's partner, and those
+    pairs are not all text (else they would be candidates), so no run is cut.
+    """
+    n = (stop - begin) & ~1
+    if n < 6:
+        return [(begin + s, begin + e) for s, e in _runs(data[begin:stop], _TEXT_TABLE)]
+    both = np.frombuffer(data, dtype=np.uint8, count=n, offset=begin) >= 0x20
+    pairs = both.view(np.uint16) == 0x0101
+    candidates = np.flatnonzero(pairs[:-1] & pairs[1:])
+    if not candidates.size:
+        return []
+    breaks = np.flatnonzero(np.diff(candidates) > 1)
+    if breaks.size >= _MAX_WINDOWS:
+        return [(begin + s, begin + e) for s, e in _runs(data[begin:stop], _TEXT_TABLE)]
+    firsts = [int(candidates[0])] + candidates[breaks + 1].tolist()
+    lasts = candidates[breaks].tolist() + [int(candidates[-1])]
+    out: list[tuple[int, int]] = []
+    for first, last in zip(firsts, lasts, strict=True):
+        w0 = max(begin, begin + 2 * (first - 1))
+        w1 = min(stop, begin + 2 * (last + 3))
+        out.extend((w0 + s, w0 + e) for s, e in _runs(data[w0:w1], _TEXT_TABLE))
+    return out
 
 
 def _digit_tokens(data: bytes) -> list[tuple[int, bytes]]:
@@ -403,12 +439,16 @@ class _Collector:
     def file(self, parsed: Parsed) -> None:
         decoder = decoder_of(parsed)
         identifying = identifying_tags()
+        stream = parsed.stream
+        charset = decoder.charset
         for elem in parsed.meta + parsed.elements:
-            vr = typed_vr(elem)  # UN: typed by the dictionary
+            vr = elem.vr
+            if vr == "UN":
+                vr = typed_vr(elem)  # UN: typed by the dictionary
             if vr in _BINARY_VRS:
                 continue
-            raw = parsed.value(elem)
-            key = (elem.tag, raw, decoder.charset)
+            raw = stream[elem.value_start:elem.value_end]
+            key = (elem.tag, raw, charset)
             if key in self.seen:
                 continue
             self.seen.add(key)
@@ -606,8 +646,7 @@ def _scan_stream(parsed: Parsed, ids: Identifiers) -> Iterator[tuple[int, str]]:
         yield from ids.scan(data)
         return
     yield from ids.scan(data[:start])
-    for offset, kind in ids.scan(data[start:end], pixels=True):
-        yield start + offset, kind
+    yield from ids.scan_pixels(data, start, end)  # the value read in place, not copied
     for offset, kind in ids.scan(data[end:]):
         yield end + offset, kind
 

@@ -140,8 +140,11 @@ def check_fields(parsed: Parsed, forms: TextForms, rules: FieldRules) -> Iterato
     descriptors, _identifying = _table()
     decoder: Decoder | None = None
     memo = forms.memo
+    stream = parsed.stream
     for elem in parsed.elements:
-        vr = typed_vr(elem)
+        vr = elem.vr
+        if vr == "UN":
+            vr = typed_vr(elem)
         if vr == "AS":
             text = parsed.value(elem).decode("latin-1").strip("\x00 ")
             if rules.age_cap_years > 0 and _over_cap(text, rules.age_cap_years):
@@ -149,30 +152,38 @@ def check_fields(parsed: Parsed, forms: TextForms, rules: FieldRules) -> Iterato
             continue
         if vr not in _TEXT:
             continue
-        raw = parsed.value(elem)
+        raw = stream[elem.value_start:elem.value_end]
         context = _context(elem, vr, descriptors)
         key = (elem.tag, context, raw)
         found = memo.get(key)
         if found is None:
             if decoder is None:
                 decoder = decoder_of(parsed)
-            found = tuple(_findings_of(parsed, elem, vr, raw, context, decoder, forms, rules))
-            if len(memo) < 50_000:
+            found, alone = _findings_of(parsed, elem, vr, raw, context, decoder, forms, rules)
+            if alone and len(memo) < 50_000:
                 memo[key] = found
         for what in found:
             yield elem.path, what
 
 
 def _findings_of(parsed: Parsed, elem: Element, vr: str, raw: bytes, context: str,
-                 decoder: Decoder, forms: TextForms, rules: FieldRules) -> Iterator[str]:
+                 decoder: Decoder, forms: TextForms, rules: FieldRules
+                 ) -> tuple[tuple[str, ...], bool]:
+    """The findings of one value, and whether they follow from (tag, context, bytes)
+    alone - what the memo of :func:`check_fields` may remember them by: a code meaning
+    with findings is excused only by its own item's code, which another item may not
+    share."""
     text = decoder.decode(raw).strip("\x00 ")
     if not text:
-        return
+        return (), True
     values = [text] if vr in _LONG else [v.strip("\x00 ") for v in text.split("\\")]
     values = [v for v in values if v]
-    if elem.tag == 0x00080104 and _standard_meaning(parsed, elem, values):
-        return  # the standard's own words for a standard code identify nobody
-    yield from _findings(values, vr, context, forms, rules)
+    found = tuple(_findings(values, vr, context, forms, rules))
+    if found and elem.tag == 0x00080104:
+        if _standard_meaning(parsed, elem, values):
+            return (), False  # the standard's own words for a standard code identify nobody
+        return found, False
+    return found, True
 
 
 _SCHEMES = frozenset({"DCM", "SCT", "SRT", "LN", "UCUM", "RADLEX", "FMA", "NCIT", "MDC",

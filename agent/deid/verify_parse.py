@@ -104,6 +104,10 @@ def _implicit_vr(tag: int) -> str:
 
 
 _IMPLICIT: dict[int, str] = {}
+#: explicit VR bytes -> (VR, whether its header has a 4-byte length)
+_VR_INFO = {vr: (vr.decode("ascii"), vr in _LONG_VRS) for vr in (
+    b"AE AS AT CS DA DS DT FD FL IS LO LT OB OD OF OL OV OW PN SH SL SQ SS ST SV TM UC UI UL "
+    b"UN UR US UT UV").split()}
 #: VRs of values the collector of originals never reads (see ``parse(seen=...)``).
 _BINARY = frozenset({"OB", "OD", "OF", "OL", "OV", "OW", "US", "SS", "UL", "SL", "FL", "FD",
                      "AT", "UV", "SV"})
@@ -144,23 +148,30 @@ class _Reader:
         head = self.head
         u32 = self.u32.unpack_from
         out = self.out
-        skip_binary = self.seen is not None
+        seen = self.seen
+        skip_binary = seen is not None
+        vr_info = _VR_INFO
+        implicit_vrs = _IMPLICIT
         while pos < limit:
             if pos + 8 > size:
                 raise ParseError("truncated element header")
             group, el, raw_vr, short_len = head(data, pos)
-            tag = (group << 16) | el
             if group == 0xFFFE:
-                if tag == _ITEM_END and end is None:
+                if el == 0xE00D and end is None:  # Item Delimitation Item
                     return pos + 8
                 raise ParseError("unexpected delimiter")
+            tag = (group << 16) | el
             if implicit:
-                vr = _implicit_vr(tag)
+                vr = implicit_vrs.get(tag) or _implicit_vr(tag)
                 length = u32(data, pos + 4)[0]
                 value = pos + 8
             else:
-                vr = raw_vr.decode("latin-1")
-                if raw_vr in _LONG_VRS:
+                info = vr_info.get(raw_vr)
+                if info is None:  # not a VR of the standard: a short header, as read
+                    vr, long = raw_vr.decode("latin-1"), False
+                else:
+                    vr, long = info
+                if long:
                     if pos + 12 > size:
                         raise ParseError("truncated element header")
                     length = u32(data, pos + 8)[0]
@@ -168,26 +179,27 @@ class _Reader:
                 else:
                     length = short_len
                     value = pos + 8
-            if skip_binary and vr in _BINARY and length != _UNDEFINED:
-                # originals (``seen``): numbers and bulk data identify no one by
-                # themselves and are not collected; only their extent is checked
-                if value + length > size:
+            stop = value + length
+            if length != _UNDEFINED:
+                if stop > size:
                     raise ParseError("value runs past the end of the file")
-                pos = value + length
-                continue
+                if skip_binary and vr in _BINARY:
+                    # originals (``seen``): numbers and bulk data identify no one by
+                    # themselves and are not collected; only their extent is checked
+                    pos = stop
+                    continue
             creator = ""
             if group & 1 and el >= 0x1000:
                 creator = creators.get((group << 16) | (el >> 8), "")
-            elem = Element(prefix, tag, vr, value, value, depth, creator)
-            out.append(elem)
-            if self.seen is not None and (vr == "SQ" or vr == "UN" and (
-                    length == _UNDEFINED or _implicit_vr(tag) == "SQ")):
-                skipped = self.skip_seen(tag, vr, value, length)
-                if skipped is not None:
-                    elem.value_end = skipped[0]
-                    pos = skipped[1]
-                    continue
             if length == _UNDEFINED:
+                elem = Element(prefix, tag, vr, value, value, depth, creator)
+                out.append(elem)
+                if seen is not None and (vr == "SQ" or vr == "UN"):
+                    skipped = self.skip_seen(tag, vr, value, length)
+                    if skipped is not None:
+                        elem.value_end = skipped[0]
+                        pos = skipped[1]
+                        continue
                 if vr == "UN":
                     # PS3.5 6.2.2: an undefined-length UN is a sequence in implicit VR
                     pos = self.implicit_reader().sequence(value, None, depth, elem.path)
@@ -197,18 +209,19 @@ class _Reader:
                     pos = self.fragments(value)
                 elem.value_end = pos
                 continue
-            if value + length > size:
-                raise ParseError("value runs past the end of the file")
-            elem.value_end = value + length
+            elem = Element(prefix, tag, vr, value, stop, depth, creator)
+            out.append(elem)
             if vr == "SQ":
-                self.sequence(value, value + length, depth, elem.path)
+                if seen is None or self.skip_seen(tag, vr, value, length) is None:
+                    self.sequence(value, stop, depth, elem.path)
             elif vr == "UN" and length and _implicit_vr(tag) == "SQ":
-                self.un_sequence(value, value + length, depth, elem.path)
+                if seen is None or self.skip_seen(tag, vr, value, length) is None:
+                    self.un_sequence(value, stop, depth, elem.path)
             elif group & 1 and 0x10 <= el <= 0xFF:
-                creators[tag] = data[value:value + length].decode("latin-1").strip("\x00 ")
+                creators[tag] = data[value:stop].decode("latin-1").strip("\x00 ")
             elif tag == 0x00080005 and depth == 0:
-                self.charset = data[value:value + length]
-            pos = value + length
+                self.charset = data[value:stop]
+            pos = stop
         if end is None:
             raise ParseError("item without delimiter")
         return pos

@@ -100,8 +100,7 @@ class Walk:
             except Exception:  # noqa: BLE001 -- unknown character set: pydicom's default
                 self.encodings = None
         engine = self.engine
-        actions = engine.profile.actions
-        id_tags = engine.identifying_tags
+        plans = engine.plans
         private: list[int] = []
         for key in list(elements):
             # Table lookups with a plain int (pydicom's BaseTag compares in Python); the
@@ -113,15 +112,13 @@ class Walk:
             if tag in _PIXEL_DATA_TAGS:
                 continue
             raw = elements[key]
-            vr = engine.vr_of(tag, raw)
-            typed = engine.dictionary_vr(tag) if vr == "UN" else vr  # UN: by the dictionary
-            kind = ("name" if typed == "PN" else "date" if typed in ("DA", "DT")
-                    else id_tags.get(tag))
+            read_vr = raw.VR
+            plan = plans.get((tag, read_vr))
+            if plan is None:
+                plan = engine.plan(tag, read_vr)
+            vr, typed, kind, action = plan
             if kind is not None:
                 self.record(kind, raw, typed)
-            action = actions.get(tag)
-            if action is None:
-                action = engine.default_action(tag)
             self.apply(ds, key, action, vr)
         if private:
             self.private(ds, private)
@@ -340,13 +337,40 @@ class Walk:
         general path.
         """
         value = raw.value or b""
+        # The result depends on nothing else than this key (UIDs are mapped by the
+        # engine's keyed hash, dates by the patient's offset): remembered per engine.
+        memo = self.engine.fast_memo
+        key = (int(tag), vr, raw.VR is None, value, action, bool(raw.is_implicit_VR),
+               bool(raw.is_little_endian), self.days, self.pseudonym)
+        done = memo.get(key)
+        if done is None:
+            made = self.rewrite(raw, vr, action, value)
+            if made is None:
+                return False
+            done = made
+            if len(memo) >= _MEMO_LIMIT:
+                memo.clear()
+            memo[key] = done
+        elem, shifted = done
+        if shifted:
+            self.shifted = True
+        if elem is not None:
+            elements: Any = ds._dict
+            elements[tag] = elem
+        return True
+
+    def rewrite(self, raw: RawDataElement, vr: str, action: Action, value: bytes
+                ) -> tuple[RawDataElement | None, bool] | None:
+        """:meth:`fast`'s new element (None: the value is kept) and whether a date was
+        shifted; None when the general path must do it."""
         if b"\x1b" in value:
-            return False
+            return None
         try:
             text = value.decode("ascii").rstrip("\x00 ")
         except UnicodeDecodeError:
-            return False
+            return None
         values = text.split("\\") if text else []
+        shifted = False
         if action is Action.EMPTY:
             new: list[str] = []
         elif action is Action.PSEUDONYM:
@@ -359,18 +383,17 @@ class Walk:
             and self.engine.options.retain_longitudinal_modified_dates
         ):
             if vr not in ("DA", "DT"):
-                return True  # TM: kept as is
+                return None, False  # TM: kept as is
             fn = pseudo.shift_da if vr == "DA" else pseudo.shift_dt
-            self.shifted = True
+            shifted = True
             new = [x for x in (fn(v, self.days) for v in values if v.strip()) if x]
             if action is Action.DUMMY and not new:
                 new = ["19000101" if vr == "DA" else "19000101000000"]
         elif action is Action.DUMMY and vr in _TEXT_DUMMIES:
             new = [_TEXT_DUMMIES[vr]]
         else:
-            return False
-        write_ascii(ds, tag, raw, vr, new)
-        return True
+            return None
+        return ascii_element(raw, vr, new), shifted
 
     def uid(self, elem: DataElement) -> None:
         if elem.VR != "UI":
@@ -433,14 +456,19 @@ class Walk:
 
 def write_ascii(ds: Dataset, tag: int, raw: Any, vr: str, values: list[str]) -> None:
     """Replace an element by ready-encoded ASCII values (the fast writer's raw form)."""
+    elements: Any = ds._dict
+    elements[tag] = ascii_element(raw, vr, values)
+
+
+def ascii_element(raw: Any, vr: str, values: list[str]) -> RawDataElement:
+    """``raw`` with ready-encoded ASCII values (the fast writer's raw form)."""
     data = "\\".join(values).encode("ascii", "replace")
     if len(data) % 2:
         data += b"\0" if vr == "UI" else b" "
-    elements: Any = ds._dict
     # The writer puts its own header in front (the flags only guide pydicom's decoding).
     implicit = bool(getattr(raw, "is_implicit_VR", False))
     little = bool(getattr(raw, "is_little_endian", True))
-    elements[tag] = RawDataElement(
+    return RawDataElement(
         raw.tag, vr if raw.VR is not None else None, len(data), data, 0, implicit, little
     )
 

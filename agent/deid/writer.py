@@ -185,6 +185,16 @@ def encode_file(ds: Dataset) -> bytes:
     return b"".join(encode_parts(ds))
 
 
+def _transfer_syntax(meta: Dataset) -> str:
+    """The meta's Transfer Syntax UID; a raw value read as bytes (decoding it into
+    pydicom's element costs more than the rest of the meta)."""
+    elements: Any = meta._dict
+    raw = elements.get(0x00020010)
+    if isinstance(raw, RawDataElement) and isinstance(raw.value, bytes):
+        return raw.value.decode("ascii", "replace").strip("\x00 ")
+    return str(UID(str(meta.TransferSyntaxUID)))
+
+
 def encode_parts(ds: Dataset) -> list[bytes]:
     """:func:`encode_file` as a list of chunks (large values are not copied again)."""
     meta_ds: Any = ds.file_meta
@@ -207,7 +217,7 @@ def encode_parts(ds: Dataset) -> list[bytes]:
         parts.append(_meta_element(int(tag), str(elem.VR), data))
     meta = b"".join(parts)
     group_length = struct.pack("<HH2sHL", 0x0002, 0x0000, b"UL", 4, len(meta))
-    ts = UID(str(meta_ds.TransferSyntaxUID))
+    ts = _transfer_syntax(meta_ds)
     implicit = ts == "1.2.840.10008.1.2"
     little = ts != "1.2.840.10008.1.2.2"
     out = [b"\0" * 128, b"DICM", group_length, meta]
