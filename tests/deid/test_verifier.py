@@ -205,3 +205,45 @@ def test_text_written_into_pixel_data_is_found(tmp_path: Path, cfg: Config, text
     with pytest.raises(LeakFound) as err:
         VerifyStage(cfg)(work)
     assert text.lower() not in str(err.value).lower()
+
+
+@pytest.mark.parametrize("kind", ["bytes", "16-bit", "text-heavy", "edges"])
+def test_pixel_text_runs_are_the_exact_runs(kind: str) -> None:
+    """The fast search for runs of text bytes in Pixel Data (a numpy pre-pass, then exact
+    reading around candidates) finds exactly the runs one pass over the value finds, at
+    any offset and alignment, in any kind of sample values."""
+    from agent.deid.verify import _TEXT_TABLE, _runs, _text_runs
+
+    rng = np.random.default_rng(7)
+    for trial in range(300):
+        n = int(rng.integers(0, 600))
+        if kind == "bytes":
+            a = rng.integers(0, 256, n, dtype=np.uint8)
+        elif kind == "16-bit":
+            a = rng.integers(0, 4096, n // 2 + 1).astype("<u2").view(np.uint8)[:n]
+        elif kind == "text-heavy":
+            a = np.where(rng.random(n) < 0.85, 0x41, 0x05).astype(np.uint8)
+        else:  # text bytes next to 0x7F and control bytes, the table's edges
+            a = rng.choice(np.array([0x1F, 0x20, 0x7E, 0x7F, 0x80, 0xFF], np.uint8), n)
+        head = bytes(rng.integers(0, 256, trial % 5, dtype=np.uint8))
+        data = head + a.tobytes() + b"tail"
+        begin, stop = len(head), len(head) + n
+        want = [(begin + s, begin + e) for s, e in _runs(data[begin:stop], _TEXT_TABLE)]
+        assert sorted(set(_text_runs(data, begin, stop))) == want
+
+
+@pytest.mark.parametrize("where", ["start", "odd", "end"])
+def test_text_at_the_edges_of_pixel_data_is_found(tmp_path: Path, cfg: Config,
+                                                  where: str) -> None:
+    """Text written at the first byte, at an odd offset or up to the last byte of the
+    sample values is found as anywhere else."""
+    work = _deidentified(tmp_path)
+    ds = pydicom.dcmread(work.files[0])
+    raw = bytearray(ds.PixelData)
+    text = PID.encode()
+    at = {"start": 0, "odd": len(raw) // 3 | 1, "end": len(raw) - len(text)}[where]
+    raw[at:at + len(text)] = text
+    ds.PixelData = bytes(raw)
+    ds.save_as(work.files[0], enforce_file_format=True)
+    with pytest.raises(LeakFound):
+        VerifyStage(cfg)(work)
