@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import warnings
 from collections.abc import Sequence
+from concurrent.futures import Executor
 from pathlib import Path
 
 import pydicom
@@ -46,7 +47,8 @@ def _problem(index: int, total: int, what: str) -> SeriesProblem:
         "happens again, send the log folder to support.", code=ProblemCode.INVALID_OUTPUT)
 
 
-def check_deliverable(files: Sequence[Path]) -> dict[Path, tuple[int, str]]:
+def check_deliverable(files: Sequence[Path], pool: Executor | None = None
+                      ) -> dict[Path, tuple[int, str]]:
     """Raise SeriesProblem for the first file of ``files`` that should not be delivered;
     else the size and SHA-256 of every file, from the same read (the manifest's: each
     output is read once for both).
@@ -55,12 +57,41 @@ def check_deliverable(files: Sequence[Path]) -> dict[Path, tuple[int, str]]:
     which answers as :func:`is_complete` does); pydicom parses and converts every value of
     a spread sample, and of every file the walk does not vouch for. (A full pydicom parse
     of each file was half the main process's time on a 2,000-file series, and the
-    verifier has already parsed every output with its own parser.)"""
-    described: dict[Path, tuple[int, str]] = {}
-    dicoms = [f for f in files if f.suffix.lower() not in NOT_DICOM]
+    verifier has already parsed every output with its own parser.)
+
+    With ``pool`` (the agent's process pool) a large series is checked in its workers,
+    in parts: the same checks, off the agent's own process, which stages and delivers
+    the other series meanwhile. A pool that cannot take the work (shut down, broken)
+    leaves the check to this process: it is never skipped."""
+    dicoms = list(enumerate(f for f in files if f.suffix.lower() not in NOT_DICOM))
     total = len(dicoms)
-    sampled = set(spread(total, DECODED_FILES))
-    for i, path in enumerate(dicoms):
+    sampled = frozenset(spread(total, DECODED_FILES))
+    if pool is None or total < POOL_FILES:
+        return _check_part((dicoms, total, sampled))
+    size = -(-total // POOL_PARTS)
+    parts = [(dicoms[i:i + size], total, sampled) for i in range(0, total, size)]
+    described: dict[Path, tuple[int, str]] = {}
+    try:
+        for found in pool.map(_check_part, parts):  # in order: the first bad file's part
+            described.update(found)                 # raises first
+    except RuntimeError:  # BrokenExecutor, or shut down: the pool is gone (stopping?)
+        return _check_part((dicoms, total, sampled))
+    return described
+
+
+#: A series with fewer files is checked in the calling process (a pool task's round trip
+#: costs more than it saves); a larger one in this many parts (a few per worker balance).
+POOL_FILES = 64
+POOL_PARTS = 6
+
+
+def _check_part(task: tuple[list[tuple[int, Path]], int, frozenset[int]]
+                ) -> dict[Path, tuple[int, str]]:
+    """:func:`check_deliverable` for some of a series' files, given with their index in
+    the series of ``total`` (``sampled``: the indices parsed and decoded in full)."""
+    files, total, sampled = task
+    described: dict[Path, tuple[int, str]] = {}
+    for i, path in files:
         whole, desc = _read(path)
         if desc is not None:
             described[path] = desc
@@ -69,8 +100,9 @@ def check_deliverable(files: Sequence[Path]) -> dict[Path, tuple[int, str]]:
             _check_length(ds, i, total)
             if not whole and not is_complete(path):  # (the walk answers as it does)
                 raise _problem(i, total, "is cut short or holds broken elements")
-    for i in sorted(sampled):
-        _check_decodes(dicoms[i], i, total)
+    for i, path in files:
+        if i in sampled:
+            _check_decodes(path, i, total)
     return described
 
 

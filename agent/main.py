@@ -48,6 +48,7 @@ from agent.logs import log_failure
 from agent.messages import action_for, ignored_sentence, same_on_retry, waiting_sentence
 from agent.paths import secure_umask, tighten
 from agent.pipeline import Interrupted, Outcome, Pipeline, build_stages
+from agent.procpool import series_in_flight
 from agent.series import FileState
 from agent.status import (
     AgentEvent,
@@ -188,7 +189,10 @@ class Agent:
         self.ledger.audit(AuditEvent.AGENT_STARTED)
         for row in self.ledger.in_state(*UNFINISHED):
             self._queue.put(row.id)  # resume what a crash or shutdown left unfinished
-        for n in range(self._cfg.worker_count):
+        # With the standard stages the CPU-bound work runs in the process pool: one series
+        # more than its workers keeps it fed (procpool.series_in_flight).
+        count = self._cfg.worker_count
+        for n in range(series_in_flight(count) if self._standard_stages else count):
             self._workers.append(self._start_worker(n))
             self._supervisor.add(f"series-worker-{n + 1}",
                                  alive=functools.partial(self._worker_alive, n),

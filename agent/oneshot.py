@@ -190,7 +190,8 @@ def process_folder(cfg: Config, src: Path, out: Path,
                 return outcome_of(row)
             return attempt(pipeline, row.id)
 
-        with ThreadPoolExecutor(cfg.worker_count, thread_name_prefix="series-worker") as pool:
+        with ThreadPoolExecutor(procpool.series_in_flight(cfg.worker_count),
+                                thread_name_prefix="series-worker") as pool:
             summary.series = list(pool.map(one, sorted(survey.groups.items())))
             # Series that waited for others (a study's structural series) go once more, now
             # that every series of the run has been seen; no stage waits any longer.

@@ -32,7 +32,7 @@ from agent.errors import (
     is_library_panic,
 )
 from agent.exportlook import LookCache
-from agent.integrity import check_deliverable
+from agent.integrity import POOL_FILES, check_deliverable
 from agent.keys import keyed_hash
 from agent.ledger import (
     DELIVERED,
@@ -46,6 +46,7 @@ from agent.ledger import (
 )
 from agent.limits import check_decoded_size
 from agent.logs import log_failure
+from agent.procpool import running_pool
 from agent.series import FileState
 from agent.staging import Staging, atomic_write
 from agent.sync.base import Delivery, DeliveryFile, Target
@@ -207,7 +208,7 @@ class Pipeline(Staging):
         if not sources:
             raise SeriesProblem("the staged copy of the series is missing; export it again",
                                 code="missing")
-        check_decoded_size(sources, self.cfg.limits)
+        self._check_decoded_size(sources)
         work = SeriesWork(key=row.key, version=row.version, source_files=sources, workdir=out)
         for stage in self.stages:
             if should_stop():
@@ -218,6 +219,19 @@ class Pipeline(Staging):
                                       study=work.study_pseudonym, series=work.series_pseudonym)
             self._run_stage(stage, work, row)
         self._write_ready(row, work)
+
+    def _check_decoded_size(self, sources: list[Path]) -> None:
+        """:func:`~agent.limits.check_decoded_size`: in the process pool when it is up
+        (a large series' headers are a tenth of a second of this process, which stages
+        and delivers the other series meanwhile), else here; never skipped."""
+        pool = running_pool() if len(sources) >= POOL_FILES else None
+        if pool is not None:
+            try:
+                pool.submit(check_decoded_size, sources, self.cfg.limits).result()
+                return
+            except RuntimeError:  # BrokenExecutor, or shut down: check it here
+                pass
+        check_decoded_size(sources, self.cfg.limits)
 
     def _run_stage(self, stage: Stage, work: SeriesWork, row: SeriesRow) -> None:
         """One stage; library errors become a quarantine, a full disk a retry."""
@@ -313,7 +327,7 @@ class Pipeline(Staging):
 
     def _deliver(self, series_id: int, ready: Ready) -> Outcome:
         row = self.ledger.get(series_id)
-        read = check_deliverable([Path(f["local"]) for f in ready["files"]])
+        read = check_deliverable([Path(f["local"]) for f in ready["files"]], running_pool())
         files: tuple[DeliveryFile, ...] = describe_files(
             [(f["path"], Path(f["local"])) for f in ready["files"]], read)
         digest = content_digest(files)

@@ -1,0 +1,73 @@
+"""The last look before delivery (agent.integrity): checked in the process pool for a large
+series, it finds what the agent's own process finds, names the same file, and is never
+skipped when the pool is gone."""
+
+from __future__ import annotations
+
+import multiprocessing
+from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import pydicom
+import pytest
+
+from agent.errors import SeriesProblem
+from agent.integrity import POOL_FILES, check_deliverable
+from agent.vocab import ProblemCode
+from tests.conftest import write_series
+
+BAD = POOL_FILES - 7  # a file in a late part, not one of the decoded sample
+
+
+@pytest.fixture(scope="module")
+def series(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    return write_series(tmp_path_factory.mktemp("out"), POOL_FILES + 6)
+
+
+@pytest.fixture(scope="module")
+def short_series(tmp_path_factory: pytest.TempPathFactory, series: list[Path]) -> list[Path]:
+    """The same series, file BAD with the end of its pixel data lost (a buggy stage)."""
+    folder = tmp_path_factory.mktemp("short")
+    out = []
+    for i, path in enumerate(series):
+        ds = pydicom.dcmread(path)
+        if i == BAD:
+            ds.PixelData = ds.PixelData[:-64]
+        out.append(folder / path.name)
+        ds.save_as(out[-1])
+    return out
+
+
+@pytest.fixture
+def pool() -> Iterator[ProcessPoolExecutor]:
+    # Forked: the workers start at once with this process's imports (the agent's fork
+    # server gives its workers the same).
+    with ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("fork")) as executor:
+        yield executor
+
+
+def test_a_pool_describes_every_file_as_this_process_does(
+        series: list[Path], pool: ProcessPoolExecutor) -> None:
+    here = check_deliverable(series)
+    assert len(here) == len(series)
+    assert check_deliverable(series, pool) == here
+
+
+def test_a_pool_names_the_broken_file_by_its_place_in_the_series(
+        short_series: list[Path], pool: ProcessPoolExecutor) -> None:
+    with pytest.raises(SeriesProblem) as here:
+        check_deliverable(short_series)
+    with pytest.raises(SeriesProblem) as pooled:
+        check_deliverable(short_series, pool)
+    assert pooled.value.code == here.value.code == ProblemCode.INVALID_OUTPUT
+    assert str(pooled.value) == str(here.value)
+    assert f"file {BAD + 1} of {len(short_series)}" in str(pooled.value)
+
+
+def test_a_pool_that_is_gone_leaves_the_check_to_this_process(
+        short_series: list[Path]) -> None:
+    gone = ProcessPoolExecutor(1)
+    gone.shutdown()
+    with pytest.raises(SeriesProblem, match=f"file {BAD + 1} of"):
+        check_deliverable(short_series, gone)
