@@ -31,9 +31,16 @@ def _to_lps(image: sitk.Image, spacing: float = RENDER_SPACING) -> sitk.Image:
     """Resample onto an identity-direction grid covering the volume's physical extent."""
     from agent.deface.qc import lps_grid
 
-    return sitk.Resample(sitk.Cast(image, sitk.sitkFloat32), lps_grid(image, spacing),
-                         sitk.Transform(), sitk.sitkLinear,
-                         float(np.min(sitk.GetArrayViewFromImage(image))), sitk.sitkFloat32)
+    grid = lps_grid(image, spacing)
+    if (image.GetDirection() == grid.GetDirection() and image.GetSize() == grid.GetSize()
+            and image.GetSpacing() == grid.GetSpacing()
+            and image.GetOrigin() == grid.GetOrigin()):
+        # Already that grid (an axial scan at the render's spacing): linear interpolation
+        # at the voxel centres would give every value back as it is.
+        return sitk.Cast(image, sitk.sitkFloat32)
+    return sitk.Resample(sitk.Cast(image, sitk.sitkFloat32), grid, sitk.Transform(),
+                         sitk.sitkLinear, float(np.min(sitk.GetArrayViewFromImage(image))),
+                         sitk.sitkFloat32)
 
 
 def skin_threshold(image: sitk.Image) -> float:
