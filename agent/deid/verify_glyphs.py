@@ -40,7 +40,10 @@ def _gray(frames: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
         f = f.mean(axis=3)
     lo = f.min(axis=(1, 2), keepdims=True)
     hi = f.max(axis=(1, 2), keepdims=True)
-    return ((f - lo) * (255.0 / np.maximum(hi - lo, 1e-6))).astype(np.uint8)
+    scale = 255.0 / np.maximum(hi - lo, 1e-6)
+    f -= lo  # in place: the same float32 arithmetic without two more copies of the stack
+    f *= scale
+    return f.astype(np.uint8)
 
 
 def _groups(grid: np.ndarray[Any, Any]) -> list[tuple[int, int, int, int, int]]:

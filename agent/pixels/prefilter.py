@@ -29,11 +29,13 @@ a leak. The numbers are tuned on real MR of four vendors and on rendered text (s
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+
+from agent.pixels.labels import component_boxes
 
 U8 = npt.NDArray[np.uint8]
 
@@ -99,45 +101,49 @@ def to_display(frames: npt.NDArray[np.generic]) -> U8:
     return out
 
 
-def _extreme(a: U8, axis: int, size: int, fn: np.ufunc, forward: bool) -> U8:
+def _extreme(a: U8, axis: int, size: int, fn: np.ufunc, forward: bool,
+             buffers: tuple[U8, U8] | None = None) -> U8:
     """Running max/min over ``size`` pixels along ``axis``, by doubling: the window starts
     at each pixel (``forward``) or ends there. An erosion forward then a dilation backward
     is exactly an opening (the union of the boxes that hold the pixel), with no re-centring.
 
-    Each doubling writes into the other of two buffers (an update in place would overlap
-    its own input, which numpy resolves with a hidden copy of the whole stack).
+    Each doubling writes into the other of two ``buffers`` (arrays shaped like ``a``; new
+    ones when not given): an update in place would overlap its own input, which numpy
+    resolves with a hidden copy, and a fresh array per step costs the kernel's page
+    faults. ``a`` is written only when it is one of the buffers; the result is one of them.
     """
+    first, second = buffers if buffers is not None else (np.empty_like(a), np.empty_like(a))
     n = a.shape[axis]
     src: U8 = a
-    dst: U8 = np.empty_like(a)
-    spare: U8 | None = None
     span = 1
     while span < size:
         step = min(span, size - span)
+        span += step
         if step >= n:  # no pixel has a neighbour that far: nothing changes
-            span += step
             continue
+        dst = second if src is first else first
         head = (slice(None),) * axis + (slice(0, n - step),)
         tail = (slice(None),) * axis + (slice(step, n),)
         if forward:  # out[i] = fn(in[i], in[i + step]); the last ``step`` are kept
             fn(src[head], src[tail], out=dst[head])
-            dst[(slice(None),) * axis + (slice(n - step, n),)] = src[
-                (slice(None),) * axis + (slice(n - step, n),)]
+            kept = (slice(None),) * axis + (slice(n - step, n),)
         else:  # out[i] = fn(in[i], in[i - step]); the first ``step`` are kept
             fn(src[tail], src[head], out=dst[tail])
-            dst[(slice(None),) * axis + (slice(0, step),)] = src[
-                (slice(None),) * axis + (slice(0, step),)]
-        if spare is None:  # the input itself is never written
-            spare = np.empty_like(a)
-            src, dst = dst, spare
-        else:
-            src, dst = dst, src
-        span += step
-    return src if src is not a else a.copy()
+            kept = (slice(None),) * axis + (slice(0, step),)
+        dst[kept] = src[kept]
+        src = dst
+    if src is a and a is not first and a is not second:
+        first[...] = a
+        src = first
+    return src
 
 
-def _box(a: U8, fn: np.ufunc, size: int, forward: bool) -> U8:
-    return _extreme(_extreme(a, 2, size, fn, forward), 1, size, fn, forward)
+def _box(a: U8, fn: np.ufunc, size: int, forward: bool,
+         buffers: tuple[U8, U8] | None = None) -> U8:
+    if buffers is None:
+        buffers = (np.empty_like(a), np.empty_like(a))
+    return _extreme(_extreme(a, 2, size, fn, forward, buffers), 1, size, fn, forward,
+                    buffers)
 
 
 @dataclass
@@ -179,12 +185,43 @@ def _air_level(frame: U8) -> float:
     return min(float(_AIR), float(np.argmax(between)) / 2, 2 + tissue / 20)
 
 
-def stroke_hats(display: U8) -> Hats:
+#: Work arrays kept per thread for the next chunk of the same shape: a fresh array of a
+#: few megabytes costs the kernel's page faults on first touch (measured: a third of the
+#: search's CPU on real slices). Only stacks up to this size are kept.
+_KEEP_BYTES = 4 << 20
+_work = threading.local()
+
+
+def _workspace(shape: tuple[int, ...], count: int) -> list[U8]:
+    """``count`` uint8 work arrays of ``shape`` for one search of this thread (the same
+    arrays again for the next stack of that shape: no caller keeps them past its call)."""
+    kept: dict[tuple[int, ...], list[U8]] = getattr(_work, "arrays", None) or {}
+    arrays = kept.get(shape, [])
+    while len(arrays) < count:
+        arrays.append(np.empty(shape, np.uint8))
+    if int(np.prod(shape)) <= _KEEP_BYTES:
+        kept.pop(shape, None)  # the last three shapes: full, both masks', half resolution
+        _work.arrays = {**dict(list(kept.items())[-2:]), shape: arrays}
+    return arrays[:count]
+
+
+def stroke_hats(display: U8, work: list[U8] | None = None) -> Hats:
+    """The top-hats of ``display``; ``work``: four arrays of its shape to hold them (see
+    :func:`_workspace`; new ones when not given)."""
     size = 2 * _R + 1
-    opened = _box(_box(display, np.minimum, size, True), np.maximum, size, False)
-    closed = _box(_box(display, np.maximum, size, True), np.minimum, size, False)
-    # no wrap: opened <= display <= closed
-    return Hats(display - opened, closed - display, opened, closed, display)
+    if work is None:
+        work = [np.empty_like(display) for _ in range(4)]
+    # Two buffers per polarity for every step; the one not holding the background ends
+    # up holding the top-hat (no wrap: opened <= display <= closed).
+    light = (work[0], work[1])
+    opened = _box(_box(display, np.minimum, size, True, light), np.maximum, size, False,
+                  light)
+    bright = np.subtract(display, opened, out=light[1] if opened is light[0] else light[0])
+    shade = (work[2], work[3])
+    closed = _box(_box(display, np.maximum, size, True, shade), np.minimum, size, False,
+                  shade)
+    dark = np.subtract(closed, display, out=shade[1] if closed is shade[0] else shade[0])
+    return Hats(bright, dark, opened, closed, display)
 
 
 def _pool(mask: npt.NDArray[np.bool_]) -> npt.NDArray[np.uint8]:
@@ -195,69 +232,16 @@ def _pool(mask: npt.NDArray[np.bool_]) -> npt.NDArray[np.uint8]:
     return m[:, ::2, ::2] | m[:, 1::2, ::2] | m[:, ::2, 1::2] | m[:, 1::2, 1::2]
 
 
-def _compact_rows(cells: npt.NDArray[np.uint8]
-                  ) -> tuple[npt.NDArray[np.uint8], npt.NDArray[np.intp]] | None:
-    """The rows of the frames ``cells`` (n, r, c) that hold a stroke, stacked, with one
-    empty row where rows were left out and between frames (so nothing connects across
-    them), and each kept row's index in the frames stacked with an empty row after each
-    (frame * (r + 1) + row); None when no row holds one. Labelling costs by the pixel,
-    and strokes are sparse."""
-    n, r, c = cells.shape
-    flat = cells.reshape(n * r, c)
-    kept = np.flatnonzero(flat.any(axis=1))
-    if kept.size == 0:
-        return None
-    keep = kept + kept // r  # in the frames with an empty row after each
-    gaps = np.flatnonzero(np.diff(keep) > 1)
-    at = np.arange(keep.size) + np.searchsorted(gaps, np.arange(keep.size), side="left")
-    compact = np.zeros((keep.size + gaps.size, c), np.uint8)
-    compact[at] = flat[kept]
-    rows = np.zeros(compact.shape[0], np.intp)
-    rows[at] = keep
-    return compact, rows
-
-
-def _label(compact: npt.NDArray[np.uint8], full: bool) -> npt.NDArray[Any]:
-    """Connected-component labels of a 2-D mask (ITK's, imported on first use: a worker
-    whose frames all pass the gate never needs it). One thread: the pool's workers already
-    fill the cores, and a second thread costs CPU to split the work."""
-    import SimpleITK as sitk
-
-    labeller = sitk.ConnectedComponentImageFilter()
-    labeller.SetFullyConnected(full)
-    labeller.SetNumberOfThreads(1)
-    labels: npt.NDArray[Any] = sitk.GetArrayFromImage(
-        labeller.Execute(sitk.GetImageFromArray(compact)))
-    return labels
-
-
 def _components(cells: npt.NDArray[np.uint8], full: bool = True, low: int = 0,
                 high: int = 1 << 30) -> list[tuple[int, int, int, int, int, int]]:
     """(frame, top, left, height, width, pixel count) of every 8-connected (``full``) or
     4-connected component shaped like a glyph of ``low`` to ``high`` rows
     (:func:`_glyph_like`)."""
-    n, r, c = cells.shape
-    compacted = _compact_rows(cells)
-    if compacted is None:
+    r = cells.shape[1]
+    boxes = component_boxes(cells, full)
+    if boxes is None:
         return []
-    compact, row_of = compacted
-    where = np.flatnonzero(compact)  # the labelled pixels are the mask's own
-    if where.size == 0:
-        return []
-    ids = _label(compact, full).ravel()[where].astype(np.int64)
-    ys, xs = np.divmod(where, c)
-    ys = row_of[ys]
-    # Sorted by label (stable: rows stay in order within a label), then per-label
-    # reductions: np.minimum.at over every pixel is many times slower.
-    order = np.argsort(ids, kind="stable")
-    ids, ys, xs = ids[order], ys[order], xs[order]
-    starts = np.flatnonzero(np.r_[True, ids[1:] != ids[:-1]])
-    ends = np.r_[starts[1:], ids.size] - 1
-    top, bottom = ys[starts], ys[ends]
-    left = np.minimum.reduceat(xs, starts)
-    right = np.maximum.reduceat(xs, starts)
-    sizes = ends - starts + 1
-    h, w = bottom - top + 1, right - left + 1
+    top, left, h, w, sizes = boxes
     fill = sizes / (h * w).astype(np.float64)
     # _glyph_like, on every component at once (most are tissue, not glyphs).
     shaped = np.flatnonzero((h >= low) & (h <= high) & (w <= 40 * h) & (fill >= 0.12)
@@ -448,6 +432,13 @@ def _keep(hats: Hats, lines: list[_Line], scale: int, sensitive: bool) -> list[R
     return out
 
 
+def _line_opening(cells: npt.NDArray[np.uint8], axis: int, length: int
+                  ) -> npt.NDArray[np.uint8]:
+    buffers = (np.empty_like(cells), np.empty_like(cells))
+    return _extreme(_extreme(cells, axis, length, np.minimum, True, buffers), axis, length,
+                    np.maximum, False, buffers)
+
+
 def _long_runs(cells: npt.NDArray[np.uint8], axis: int, length: int
                ) -> npt.NDArray[np.uint8]:
     """The opening of ``cells`` (n, r, c; 0/1) by a line of ``length`` along ``axis`` (1:
@@ -461,15 +452,13 @@ def _long_runs(cells: npt.NDArray[np.uint8], axis: int, length: int
     last = cells[:, -1, :] if axis == 1 else cells[:, :, -1]
     busy = (count >= length) | (last != 0)
     if busy.sum() * 8 > busy.size:  # many: the whole stack at once costs less
-        return _extreme(_extreme(cells, axis, length, np.minimum, True), axis, length,
-                        np.maximum, False)
+        return _line_opening(cells, axis, length)
     frame, across = np.nonzero(busy)
     out = np.zeros_like(cells)
     if frame.size == 0:
         return out
     lines = cells[frame, :, across] if axis == 1 else cells[frame, across, :]
-    opened = _extreme(_extreme(lines, 1, length, np.minimum, True), 1, length, np.maximum,
-                      False)
+    opened = _line_opening(lines, 1, length)
     if axis == 1:
         out[frame, :, across] = opened
     else:
@@ -477,14 +466,16 @@ def _long_runs(cells: npt.NDArray[np.uint8], axis: int, length: int
     return out
 
 
-def _without_long_runs(mask: npt.NDArray[np.bool_]) -> npt.NDArray[np.uint8]:
+def _without_long_runs(mask: npt.NDArray[np.bool_], cut_here: bool = False
+                       ) -> npt.NDArray[np.uint8]:
     """The stroke mask with vertical and horizontal runs too long for small glyphs cut
-    out. The runs are found on 2 x 2 cells (an opening by a line is the union of the runs
-    at least that long), a quarter of the work, and cut out cell by cell."""
+    out (``cut_here``: in ``mask`` itself). The runs are found on 2 x 2 cells (an opening
+    by a line is the union of the runs at least that long), a quarter of the work, and cut
+    out cell by cell."""
     cells = _pool(mask)
     keep = ~(_long_runs(cells, 1, _LONG_V // 2) | _long_runs(cells, 2, _LONG_H // 2)
              ) & np.uint8(1)
-    out = mask.view(np.uint8).copy()
+    out = mask.view(np.uint8) if cut_here else mask.view(np.uint8).copy()
     n, r, c = keep.shape
     # Each cell's four pixels at once: its flag twice side by side (a 16-bit 0x0101 seen
     # as two bytes) over both of its rows, the frames' even part seen as (cell row, dy,
@@ -497,10 +488,12 @@ def _without_long_runs(mask: npt.NDArray[np.bool_]) -> npt.NDArray[np.uint8]:
 
 def _small_regions(hats: Hats, sensitive: bool) -> list[Region]:
     """Lines of small glyphs, labelled at full resolution (4-connected)."""
-    n = hats.bright.shape[0]
-    # Both polarities in one stack (frame by frame, the cut is the same).
-    cells = _without_long_runs(np.concatenate([hats.bright > _SENSITIVE_THRESHOLD,
-                                               hats.dark > _SENSITIVE_THRESHOLD]))
+    n, r, c = hats.bright.shape
+    # Both polarities in one stack (frame by frame, the cut is the same), in work arrays.
+    mask = _workspace((2 * n, r, c), 1)[0].view(np.bool_)
+    np.greater(hats.bright, _SENSITIVE_THRESHOLD, out=mask[:n])
+    np.greater(hats.dark, _SENSITIVE_THRESHOLD, out=mask[n:])
+    cells = _without_long_runs(mask, cut_here=True)
     glyphs = [(f, t, left, h, w) for f, t, left, h, w, count
               in _components(cells, False, _SMALL_MIN, _SMALL_MAX)
               if _glyph_like(h, w, count, _SMALL_MIN, _SMALL_MAX)]
@@ -528,7 +521,7 @@ def candidate_regions(display: U8, *, sensitive: bool = False) -> list[Region]:
     for scale, stack in ((1, display), (2, _half(display))):
         if min(stack.shape[1:]) < 8:
             continue
-        hats = stroke_hats(stack)
+        hats = stroke_hats(stack, _workspace(stack.shape, 4))
         # Full resolution: glyphs up to _SMALL_MAX pixels, one by one; half resolution
         # in 2 x 2 cells: glyphs from 12 pixels up (the two overlap).
         out += _small_regions(hats, sensitive) if scale == 1 else _regions(hats, scale,

@@ -71,3 +71,20 @@ def test_verifier_window_sums_count_the_transitions_of_each_window() -> None:
         want = run[:, :, width - 1:] - np.concatenate(
             [np.zeros((2, 5, 1), run.dtype), run[:, :, :-width]], axis=2)
         assert np.array_equal(sums[:, :, width - 1:], want)
+
+
+def test_sparse_components_are_the_image_labellers_in_the_same_order() -> None:
+    from agent.pixels.labels import component_boxes
+
+    rng = np.random.default_rng(7)
+    for density in (0.005, 0.05, 0.3):
+        cells = (rng.random((5, 31, 40)) < density).astype(np.uint8)
+        cells[1, 30, :] = 1  # a frame's last row: nothing joins it to the next frame
+        cells[2, 0, :] = 1
+        for full in (False, True):
+            sparse = component_boxes(cells, full, sparse=True)
+            image = component_boxes(cells, full, sparse=False)
+            assert sparse is not None and image is not None
+            for a, b in zip(sparse, image, strict=True):
+                assert np.array_equal(a, b)
+    assert component_boxes(np.zeros((2, 8, 8), np.uint8), True) is None
