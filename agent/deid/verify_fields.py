@@ -141,6 +141,9 @@ def check_fields(parsed: Parsed, forms: TextForms, rules: FieldRules) -> Iterato
     decoder: Decoder | None = None
     memo = forms.memo
     stream = parsed.stream
+    # an element's context follows from its tag, VR and path prefix (the same in every
+    # file of a series): decided once per series
+    contexts = forms.contexts
     for elem in parsed.elements:
         vr = elem.vr
         if vr == "UN":
@@ -153,7 +156,8 @@ def check_fields(parsed: Parsed, forms: TextForms, rules: FieldRules) -> Iterato
         if vr not in _TEXT:
             continue
         raw = stream[elem.value_start:elem.value_end]
-        context = _context(elem, vr, descriptors)
+        context = contexts.get((elem.tag, vr, elem.prefix)) or _remembered_context(
+            contexts, elem, vr, descriptors)
         key = (elem.tag, context, raw)
         found = memo.get(key)
         if found is None:
@@ -211,6 +215,14 @@ def _meanings() -> dict[tuple[str, str], str]:
     return {(scheme.upper(), code): meaning
             for scheme, entries in table.items()
             for codes in entries.values() for code, (meaning, _cids) in codes.items()}
+
+
+def _remembered_context(contexts: dict[tuple[int, str, str], str], elem: Element, vr: str,
+                        descriptors: frozenset[int]) -> str:
+    context = _context(elem, vr, descriptors)
+    if len(contexts) < 50_000:
+        contexts[(elem.tag, vr, elem.prefix)] = context
+    return context
 
 
 def _context(elem: Element, vr: str, descriptors: frozenset[int]) -> str:

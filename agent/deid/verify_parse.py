@@ -59,6 +59,8 @@ class Parsed:
     elements: list[Element] = field(default_factory=list)
     transfer_syntax: str = ""
     pixel_span: tuple[int, int] = (-1, -1)
+    #: the first top-level element of each tag (:meth:`find`), made once per parse
+    top: dict[int, Element] | None = None
 
     def value(self, elem: Element) -> bytes:
         return self.stream[elem.value_start:elem.value_end]
@@ -67,11 +69,15 @@ class Parsed:
         return self.value(elem).decode("latin-1").strip("\x00 ")
 
     def find(self, tag: int) -> Element | None:
-        """A top-level element by tag."""
-        for elem in self.elements:
-            if elem.depth == 0 and elem.tag == tag:
-                return elem
-        return None
+        """A top-level element by tag (the first, should a broken file repeat it)."""
+        top = self.top
+        if top is None:
+            top = {}
+            for elem in self.elements:
+                if elem.depth == 0 and elem.tag not in top:
+                    top[elem.tag] = elem
+            self.top = top
+        return top.get(tag)
 
     def at(self, offset: int) -> Element | None:
         """The innermost element whose value holds ``offset``."""

@@ -96,6 +96,8 @@ class TextForms:
     #: findings of output values already read (a series repeats most of its header)
     memo: dict[tuple[int, str, bytes], tuple[str, ...]] = field(default_factory=dict,
                                                               repr=False)
+    #: the field checks' context of an element, by (tag, VR, path prefix)
+    contexts: dict[tuple[int, str, str], str] = field(default_factory=dict, repr=False)
 
     def add_name(self, value: str) -> None:
         for group in value.split("="):

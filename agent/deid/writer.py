@@ -78,12 +78,23 @@ class _Encoder:
         elements: Any = ds._dict
         if 0x00080005 in elements:
             encodings = convert_encodings(ds[0x00080005].value or "ISO_IR 6")
-        for tag in sorted(elements, key=int):
+        headers = _HEADERS
+        implicit, little = self.implicit, self.little
+        # (int, key) pairs: sorted by the int alone (pydicom's BaseTag compares in Python)
+        for number, tag in sorted([(int(t), t) for t in elements]):
             elem = elements[tag]
             if isinstance(elem, RawDataElement):
-                self.raw(int(tag), elem, out)
+                value = elem.value or b""
+                if elem.VR is not None and elem.length != _UNDEFINED:
+                    # the common case: a header written before for this tag, VR and length
+                    done = headers.get((implicit, little, number, elem.VR, len(value)))
+                    if done is not None:
+                        out.append(done)
+                        out.append(value)
+                        continue
+                self.raw(number, elem, out)
             elif isinstance(elem, DataElement) and elem.VR == "SQ":
-                self.sequence(int(tag), elem, out, encodings)
+                self.sequence(number, elem, out, encodings)
             else:
                 out.append(self.other(ds[tag], encodings))
 
