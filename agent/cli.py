@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 import threading
 import time
@@ -113,14 +114,31 @@ def cmd_run(args: argparse.Namespace) -> int:
     return run_headless(agent, on_started=announce)
 
 
-def cmd_process(args: argparse.Namespace) -> int:
-    from agent.logs import setup_logging
-    from agent.oneshot import process_folder
+def _warm_pool_early(cfg: Config, src: Path) -> None:
+    """Start the process pool's fork server now, for an export large enough to use it:
+    it imports the stages while this process imports them too and reads the export
+    (counting stops at the threshold: a few directory listings)."""
+    if cfg.worker_count < 2:
+        return
+    from agent import procpool
 
+    count = 0
+    for _folder, _subfolders, files in os.walk(src):
+        count += len(files)
+        if count >= procpool.WORTH_POOLING:
+            procpool.warm_in_background()
+            return
+
+
+def cmd_process(args: argparse.Namespace) -> int:
     cfg = _load(args)
     src = Path(args.src).expanduser()
     if not src.is_dir():
         raise ConfigError(f"{src}: the source folder does not exist")
+    _warm_pool_early(cfg, src)
+    from agent.logs import setup_logging
+    from agent.oneshot import process_folder
+
     out = Path(args.out).expanduser()
     cfg = replace(cfg, target_kind="folder", target_path=str(out))
     from agent.checks import run_startup_checks

@@ -149,7 +149,7 @@ def _warm_pool(cfg: Config, files: int) -> None:
     large enough to use them (start-up blocks the caller until the fork server has
     imported the stages: not this thread)."""
     if cfg.worker_count > 1 and files >= POOL_THRESHOLD:
-        threading.Thread(target=procpool.warm_up, name="pool-warm-up", daemon=True).start()
+        procpool.warm_in_background()  # (once: ``process`` may have started it already)
 
 
 def process_folder(cfg: Config, src: Path, out: Path,
@@ -160,19 +160,22 @@ def process_folder(cfg: Config, src: Path, out: Path,
     with tempfile.TemporaryDirectory(prefix="clinic2cloud-") as tmp:
         paths = dataclasses.replace(cfg.paths, state_dir=Path(tmp))
         run_cfg = dataclasses.replace(cfg, paths=paths)
+        # The pool's fork server imports the stages while this process imports them too
+        # (building the stages) and reads the export.
+        listing = scan_folder(src)
+        if stages is None:
+            _warm_pool(cfg, len(listing))
         ledger = Ledger(paths.ledger, install_key, durable=False)  # removed with ``tmp``
         pipeline = Pipeline(run_cfg, ledger,
                             FolderTarget(out, group_readable=cfg.target.group_readable),
                             stages if stages is not None else build_stages(run_cfg, site_key),
                             install_key)
         pipeline.export_roots = [src]
-        listing = scan_folder(src)
-        if stages is None:
-            _warm_pool(cfg, len(listing))
         survey = survey_export(
             src, lambda study, series: keyed_hash(install_key, "series", study, series),
             listing, pipeline.looks)
         summary = Summary(ignored_files=survey.ignored)
+        staging_turn = threading.Lock()
 
         def one(item: tuple[str, dict[str, FileState]]) -> Outcome:
             key, files = item
@@ -182,7 +185,10 @@ def process_folder(cfg: Config, src: Path, out: Path,
                 row = pipeline.quarantine(row.id, _incomplete(files, survey.incomplete, src))
                 return outcome_of(row)
             try:
-                row = pipeline.stage(key, files)
+                # One series staged at a time: the copies share this process (and the
+                # disk), and the first series staged whole reaches the pool soonest.
+                with staging_turn:
+                    row = pipeline.stage(key, files)
             except TransientFault as exc:  # a file changed while taken, the disk is full
                 return Outcome(series_id=0, state=Undecided.FAILED, reason=str(exc),
                                code="staging")

@@ -32,7 +32,7 @@ from agent.errors import (
     is_library_panic,
 )
 from agent.exportlook import LookCache
-from agent.integrity import POOL_FILES, check_deliverable
+from agent.integrity import check_deliverable
 from agent.keys import keyed_hash
 from agent.ledger import (
     DELIVERED,
@@ -208,7 +208,7 @@ class Pipeline(Staging):
         if not sources:
             raise SeriesProblem("the staged copy of the series is missing; export it again",
                                 code="missing")
-        self._check_decoded_size(sources)
+        check_decoded_size(sources, self.cfg.limits)
         work = SeriesWork(key=row.key, version=row.version, source_files=sources, workdir=out)
         for stage in self.stages:
             if should_stop():
@@ -219,19 +219,6 @@ class Pipeline(Staging):
                                       study=work.study_pseudonym, series=work.series_pseudonym)
             self._run_stage(stage, work, row)
         self._write_ready(row, work)
-
-    def _check_decoded_size(self, sources: list[Path]) -> None:
-        """:func:`~agent.limits.check_decoded_size`: in the process pool when it is up
-        (a large series' headers are a tenth of a second of this process, which stages
-        and delivers the other series meanwhile), else here; never skipped."""
-        pool = running_pool() if len(sources) >= POOL_FILES else None
-        if pool is not None:
-            try:
-                pool.submit(check_decoded_size, sources, self.cfg.limits).result()
-                return
-            except RuntimeError:  # BrokenExecutor, or shut down: check it here
-                pass
-        check_decoded_size(sources, self.cfg.limits)
 
     def _run_stage(self, stage: Stage, work: SeriesWork, row: SeriesRow) -> None:
         """One stage; library errors become a quarantine, a full disk a retry."""

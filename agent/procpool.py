@@ -115,9 +115,14 @@ def running_pool() -> ProcessPoolExecutor | None:
         return _pool
 
 
+#: Files a series (or an export) needs for the pool to pay for its start-up: the stages'
+#: own thresholds (agent.deid.stage, agent.pixels.stage) are this.
+WORTH_POOLING = 64
+
+
 #: What the pipeline's workers run: importing it is most of a worker's start-up.
 STAGE_MODULES = ("agent.deid.stage", "agent.deid.verify", "agent.pixels.stage",
-                 "agent.integrity", "agent.limits")
+                 "agent.integrity")
 
 
 def _import(modules: tuple[str, ...]) -> int:
