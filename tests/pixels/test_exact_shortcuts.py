@@ -7,7 +7,7 @@ import numpy as np
 import numpy.typing as npt
 
 from agent.deid import verify_glyphs
-from agent.pixels import prefilter
+from agent.pixels import morph
 
 
 def _running(a: npt.NDArray[np.uint8], axis: int, size: int, fn: np.ufunc,
@@ -30,10 +30,10 @@ def test_running_extremes_are_the_windows_they_stand_for() -> None:
         for size in (1, 2, 7, 21, 32, 40):
             for fn in (np.minimum, np.maximum):
                 for forward in (True, False):
-                    got = prefilter._extreme(a, axis, size, fn, forward)
+                    got = morph._extreme(a, axis, size, fn, forward)
                     assert np.array_equal(got, _running(a, axis, size, fn, forward))
     before = a.copy()
-    prefilter._extreme(a, 1, 7, np.minimum, True)
+    morph._extreme(a, 1, 7, np.minimum, True)
     assert np.array_equal(a, before)  # the input is never written
 
 
@@ -46,10 +46,10 @@ def test_long_runs_only_on_busy_lines_equal_the_whole_opening() -> None:
         cells[2, -3:, 9] = 1           # short runs touching the far ends
         cells[3, 20, -2:] = 1
         for axis, length in ((1, 21), (2, 32)):
-            whole = prefilter._extreme(prefilter._extreme(cells, axis, length, np.minimum,
+            whole = morph._extreme(morph._extreme(cells, axis, length, np.minimum,
                                                           True),
                                        axis, length, np.maximum, False)
-            assert np.array_equal(prefilter._long_runs(cells, axis, length), whole)
+            assert np.array_equal(morph._long_runs(cells, axis, length), whole)
 
 
 def test_half_resolution_is_the_floor_of_each_cells_mean() -> None:
@@ -59,7 +59,7 @@ def test_half_resolution_is_the_floor_of_each_cells_mean() -> None:
         r, c = shape[1] // 2 * 2, shape[2] // 2 * 2
         w = d[:, :r, :c].astype(np.int64)
         want = (w[:, ::2, ::2] + w[:, 1::2, ::2] + w[:, ::2, 1::2] + w[:, 1::2, 1::2]) // 4
-        assert np.array_equal(prefilter._half(d), want)
+        assert np.array_equal(morph._half(d), want)
 
 
 def test_verifier_window_sums_count_the_transitions_of_each_window() -> None:

@@ -7,7 +7,7 @@ import numpy as np
 import numpy.typing as npt
 
 from agent.deid import verify_glyphs
-from agent.pixels import prefilter
+from agent.pixels import morph, prefilter
 from agent.pixels.gate import may_hold_strokes
 
 
@@ -16,7 +16,7 @@ def _strokes(stack: npt.NDArray[np.generic]) -> npt.NDArray[np.bool_]:
     stroke pixel - what the gate bounds."""
     display = prefilter.to_display(stack)
     out = np.zeros(len(stack), bool)
-    for frames in (display, prefilter._half(display)):
+    for frames in (display, morph._half(display)):
         hats = prefilter.stroke_hats(frames)
         out |= ((hats.bright > prefilter.STROKE_THRESHOLD)
                 | (hats.dark > prefilter.STROKE_THRESHOLD)).any(axis=(1, 2))
