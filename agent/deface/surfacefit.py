@@ -46,9 +46,17 @@ class Field:
         inv = np.linalg.inv(m)
         # Gradient per index step along z, y, x, then to physical: grad_p = inv^T grad_i.
         gz, gy, gx = np.gradient(arr)
-        gi = np.stack([gx.ravel(), gy.ravel(), gz.ravel()])
-        gp = (inv.T @ gi).astype(np.float32)
-        data = np.ascontiguousarray(np.concatenate([arr.ravel()[None], gp]).T)
+        data = np.empty((arr.size, 4), np.float32)
+        data[:, 0] = arr.ravel()
+        if np.count_nonzero(inv - np.diag(np.diag(inv))) == 0:
+            # An axis-aligned grid (the shipped template's): each physical component is
+            # one index component scaled - the same numbers as the product below (its
+            # other terms are exact zeros), without its full-size float64 copies.
+            for j, g in enumerate((gx, gy, gz)):
+                data[:, 1 + j] = (g.ravel() * inv[j, j]).astype(np.float32)
+        else:
+            gi = np.stack([gx.ravel(), gy.ravel(), gz.ravel()])
+            data[:, 1:] = (inv.T @ gi).astype(np.float32).T
         nz, ny, nx = arr.shape
         return cls(data=data, shape=(nx, ny, nz), to_index=inv,
                    origin=np.array(image.GetOrigin(), np.float64))
