@@ -88,3 +88,36 @@ def test_sparse_components_are_the_image_labellers_in_the_same_order() -> None:
             for a, b in zip(sparse, image, strict=True):
                 assert np.array_equal(a, b)
     assert component_boxes(np.zeros((2, 8, 8), np.uint8), True) is None
+
+
+def _flood_groups(grid: npt.NDArray[np.uint8]) -> list[tuple[int, int, int, int, int]]:
+    """8-connected groups by flood fill, in the order of their first cell."""
+    seen = np.zeros(grid.shape, bool)
+    out = []
+    rows, cols = grid.shape
+    for y in range(rows):
+        for x in range(cols):
+            if not grid[y, x] or seen[y, x]:
+                continue
+            stack, cells = [(y, x)], []
+            seen[y, x] = True
+            while stack:
+                cy, cx = stack.pop()
+                cells.append((cy, cx))
+                for ny in range(max(0, cy - 1), min(rows, cy + 2)):
+                    for nx in range(max(0, cx - 1), min(cols, cx + 2)):
+                        if grid[ny, nx] and not seen[ny, nx]:
+                            seen[ny, nx] = True
+                            stack.append((ny, nx))
+            ys, xs = [c[0] for c in cells], [c[1] for c in cells]
+            out.append((min(ys), min(xs), max(ys) - min(ys) + 1, max(xs) - min(xs) + 1,
+                        len(cells)))
+    return out
+
+
+def test_verifier_groups_are_the_8_connected_components() -> None:
+    rng = np.random.default_rng(8)
+    for density in (0.05, 0.3, 0.6):
+        grid = (rng.random((30, 20)) < density).astype(np.uint8)
+        assert verify_glyphs._groups(grid) == _flood_groups(grid)
+    assert verify_glyphs._groups(np.zeros((3, 4), np.uint8)) == []
