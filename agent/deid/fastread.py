@@ -27,6 +27,8 @@ _VALID_VRS = frozenset(
     b"AE AS AT CS DA DS DT FD FL IS LO LT OB OD OF OL OV OW PN SH SL SQ SS ST SV TM UC UI UL "
     b"UN UR US UT UV".split()
 )
+#: explicit VR bytes -> (VR, whether its header has a 4-byte length)
+_VR_INFO = {vr: (vr.decode("ascii"), vr in _LONG_VRS) for vr in _VALID_VRS}
 _SUPPORTED = {
     "1.2.840.10008.1.2": (True, True),
     "1.2.840.10008.1.2.1": (False, True),
@@ -152,15 +154,19 @@ def _elements(data: bytes, pos: int, end: int | None, walker: _Walker, *, item: 
             value = pos + 8
             vr = None
         else:
-            if item and vr_bytes not in _VALID_VRS:
-                raise _Unsupported
-            if vr_bytes in _LONG_VRS:
+            info = _VR_INFO.get(vr_bytes)
+            if info is None:  # not a VR of the standard
+                if item:
+                    raise _Unsupported
+                vr, long = vr_bytes.decode("latin-1"), False
+            else:
+                vr, long = info
+            if long:
                 length = u32(data, pos + 8)[0]
                 value = pos + 12
             else:
                 length = short
                 value = pos + 8
-            vr = vr_bytes.decode("latin-1")
         if item and tag_int == 0x00080005:
             raise _Unsupported
         tag = BaseTag(tag_int)
