@@ -73,7 +73,19 @@ def _check_run_config(cfg: Config) -> None:
 
 # -- commands ------------------------------------------------------------------------------
 
+def _exit_without_collecting() -> None:
+    """At interpreter exit, leave the heap to the operating system: the collections of
+    the interpreter's shutdown took 0.3-0.6 s after ``process`` had printed its summary
+    (2,000 files), 0.1 s with the heap frozen (everything is written and closed by then;
+    no finalizer of ours waits for a collection)."""
+    import atexit
+    import gc
+
+    atexit.register(gc.freeze)
+
+
 def cmd_run(args: argparse.Namespace) -> int:
+    _exit_without_collecting()
     from agent.headless import run_headless
     from agent.logs import setup_logging
     from agent.main import Agent
@@ -131,6 +143,7 @@ def _warm_pool_early(cfg: Config, src: Path) -> None:
 
 
 def cmd_process(args: argparse.Namespace) -> int:
+    _exit_without_collecting()
     cfg = _load(args)
     src = Path(args.src).expanduser()
     if not src.is_dir():
