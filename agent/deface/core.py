@@ -34,7 +34,9 @@ from agent.vocab import ProblemCode
 
 #: Registration QC bounds.
 MIN_DICE = 0.80
-SCALE_RANGE = (0.72, 1.4)
+#: Up to 1.75: a child of about 0.75 adult head size fits near 1.6 (the corpus heads fit
+#: at 1.08-1.25).
+SCALE_RANGE = (0.72, 1.75)
 MAX_ROTATION_DEG = 40.0
 #: At least this fraction of the template's face tissue must fall inside the field of view.
 MIN_FACE_IN_FOV = 0.30

@@ -166,6 +166,49 @@ def _evaluate(fixed: sitk.Image, moving: sitk.Image, tx: sitk.Transform,
         return 0.0
 
 
+#: A head whose volume implies a size this far from the template's (a child's head, a
+#: very large adult's) is also fitted from a start scaled to it: from scale 1 the optimiser
+#: stops short of a child's size (the template's face then covers the child's without
+#: replacing the tissue behind it).
+SIZE_GAP = 0.12
+
+
+def _head_volume(mask: sitk.Image) -> float:
+    spacing = mask.GetSpacing()
+    count = float(np.count_nonzero(sitk.GetArrayViewFromImage(mask)))
+    return count * spacing[0] * spacing[1] * spacing[2]
+
+
+def _sized_alternative(fixed: sitk.Image, moving: sitk.Image, fmask: sitk.Image,
+                       mmask: sitk.Image, metric_mask: sitk.Image,
+                       fitted: sitk.AffineTransform, fc: np.ndarray,
+                       mc: np.ndarray) -> sitk.AffineTransform:
+    """``fitted``, or the fit from a start scaled by the heads' size ratio where the sizes
+    differ by more than :data:`SIZE_GAP` and that fit matches better. The ratio alone is
+    never trusted: a field of view that cuts the head or runs to the neck shrinks or grows
+    the measured head, so both fits are compared on the same metric."""
+    subject = _head_volume(fmask)
+    if subject <= 0.0:
+        return fitted
+    size = (_head_volume(mmask) / subject) ** (1.0 / 3.0)
+    if abs(size - 1.0) <= SIZE_GAP:
+        return fitted
+    start = sitk.Similarity3DTransform()
+    start.SetCenter(tuple(float(v) for v in fc))
+    start.SetScale(float(size))
+    start.SetTranslation(tuple(float(v) for v in mc - fc))
+    _run(fixed, moving, start, metric_mask, 100)
+    scaled = sitk.AffineTransform(3)
+    scaled.SetCenter(start.GetCenter())
+    scaled.SetMatrix(start.GetMatrix())
+    scaled.SetTranslation(start.GetTranslation())
+    _run(fixed, moving, scaled, metric_mask, 100)
+    if _evaluate(fixed, moving, scaled, metric_mask) < _evaluate(fixed, moving, fitted,
+                                                                 metric_mask):
+        return scaled
+    return fitted
+
+
 def _dice(a: np.ndarray, b: np.ndarray) -> float:
     inter = float(np.logical_and(a, b).sum())
     total = float(a.sum() + b.sum())
@@ -437,6 +480,8 @@ def _register(subject: sitk.Image, template_head: sitk.Image, *,
         affine.SetMatrix(best[1].GetMatrix())
         affine.SetTranslation(best[1].GetTranslation())
         _run(fixed, moving, affine, metric_mask, 100)
+        affine = _sized_alternative(fixed, moving, fmask, mmask, metric_mask, affine,
+                                    fc, mc)
         if surface is not None:
             skin_fit = fit_skin(fixed, surface, affine)
 
