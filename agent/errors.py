@@ -103,6 +103,10 @@ class TransientFault(Clinic2CloudError):
     """
 
     title = "Waiting to retry"
+    #: True where the message is worth showing beside the waiting series (it holds no path
+    #: and no identity): a wait of minutes, such as for the rest of the study, must not look
+    #: like a series silently queued.
+    shown = False
 
     def __init__(self, message: str, *, retry_after: float | None = None,
                  title: str | None = None) -> None:

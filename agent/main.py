@@ -628,6 +628,8 @@ class Agent:
             # A passing condition of this series (waiting for the rest of its study, a
             # file still changing...).
             log.info("series %s waits: %s", series_id, exc)
+            if exc.shown:
+                self._note_waiting(series_id, str(exc))
             self._queue.put(series_id, exc.retry_after or _TRANSIENT_RETRY)
             return
         except FatalError as exc:
@@ -645,6 +647,16 @@ class Agent:
             self._set_target_state(None, "", EventKind.ONLINE)
         self._offline_delay = _OFFLINE_RETRY[0]
         self._finished(outcome)
+
+    def _note_waiting(self, series_id: int, why: str) -> None:
+        """Why a series waits, on its ledger row (shown in status and the window), written
+        once per change of reason (a retry every minute must not add an audit row each)."""
+        try:
+            row = self.ledger.get(series_id)
+            if row.reason != why:
+                self.ledger.set_state(series_id, row.state, reason=why)
+        except Exception as exc:  # noqa: BLE001 -- only a display note; the series retries
+            log_failure(log, f"could not note why series {series_id} waits", exc)
 
     def _finished(self, outcome: Outcome) -> None:
         exports = self._exports.pop(outcome.series_id, [])

@@ -53,6 +53,7 @@ class PartnerPending(TransientFault):
     """This series cannot place its face alone; it waits for another series of its study."""
 
     title = "Waiting for the rest of the study"
+    shown = True  # the message names the fit's numbers or the stack's size, nothing else
 
 
 @dataclass(frozen=True)

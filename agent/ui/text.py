@@ -127,7 +127,10 @@ def series_state(summary: SeriesSummary) -> str:
 
 def series_row(summary: SeriesSummary) -> tuple[str, str, str, str, str]:
     """Time, modality, pseudonym, state and detail of one series, as the window lists them."""
-    detail = summary.reason if summary.state in ("quarantined", "withheld", "delivered") else ""
+    # A series still in work shows its reason only while it waits (for the rest of its
+    # study, say) or after a retry; the endings always show theirs.
+    detail = summary.reason if summary.state in (
+        "quarantined", "withheld", "delivered", "staged", "processed") else ""
     if summary.file_count and summary.state == "delivered":
         detail = f"{summary.file_count} files" + (f"; {detail}" if detail else "")
     elif not detail and summary.file_count:

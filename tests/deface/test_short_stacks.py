@@ -26,9 +26,13 @@ from agent.deface.fitting import template_id
 from agent.deface.studyfit import Fit, PartnerPending, StudyFits, study_key
 from agent.deface.template import BRAIN, FACE, Template, load_template
 from agent.errors import DefaceFailed
+from agent.status import SeriesSummary
+from agent.ui.text import series_row
 from agent.vocab import FaceCode
 from agent.work import SeriesWork
 
+from ..conftest import StartAgent
+from ..waiting import wait_until
 from .conftest import Colin, make_case
 from .dicom_writer import write_mr_series
 
@@ -136,3 +140,24 @@ def test_a_short_stack_too_small_for_a_face_is_delivered(tmp_path: Path) -> None
     work = work_for(files, tmp_path, "tiny")
     DefaceStage(Config(), StudyFits(tmp_path / "fits"))(work)
     assert not work.defaced and work.face["code"] == FaceCode.TOO_SMALL.value
+
+
+def test_the_agent_shows_why_a_short_stack_waits(colin: Colin, running_agent: StartAgent,
+                                                 export_dir: Path) -> None:
+    """Waiting minutes for the rest of the study must not look like a series silently
+    queued: the status and the window say what it waits for (a short stack alone)."""
+    case = make_case(colin, "axial", (2.0, 2.0, 5.0))
+    size = case.image.GetSize()
+    short = sitk.RegionOfInterest(case.image, [size[0], size[1], 3],
+                                  [0, 0, int(0.25 * size[2])])
+    agent = running_agent(deface_enabled=True)
+    in_study(short, export_dir / "short", generate_uid())
+
+    def waiting() -> SeriesSummary | None:
+        return next((s for s in agent.status().recent
+                     if "waiting for a series of the same study" in s.reason), None)
+
+    assert wait_until(waiting, timeout=120), agent.status().recent
+    summary = waiting()
+    assert summary is not None and summary.state == "staged"
+    assert "short stack of 3 slice(s)" in series_row(summary)[4]
