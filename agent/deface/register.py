@@ -166,10 +166,10 @@ def _evaluate(fixed: sitk.Image, moving: sitk.Image, tx: sitk.Transform,
         return 0.0
 
 
-#: A head whose volume implies a size this far from the template's (a child's head, a
-#: very large adult's) is also fitted from a start scaled to it: from scale 1 the optimiser
-#: stops short of a child's size (the template's face then covers the child's without
-#: replacing the tissue behind it).
+#: A head whose volume implies a scale this much above the one fitted (a child's head) is
+#: also fitted from a start scaled to it: from scale 1 the optimiser stops short of a
+#: child's size (the template's face then covers the child's without replacing the tissue
+#: behind it).
 SIZE_GAP = 0.12
 
 
@@ -183,15 +183,19 @@ def _sized_alternative(fixed: sitk.Image, moving: sitk.Image, fmask: sitk.Image,
                        mmask: sitk.Image, metric_mask: sitk.Image,
                        fitted: sitk.AffineTransform, fc: np.ndarray,
                        mc: np.ndarray) -> sitk.AffineTransform:
-    """``fitted``, or the fit from a start scaled by the heads' size ratio where the sizes
-    differ by more than :data:`SIZE_GAP` and that fit matches better. The ratio alone is
-    never trusted: a field of view that cuts the head or runs to the neck shrinks or grows
-    the measured head, so both fits are compared on the same metric."""
+    """``fitted``, or the fit from a start scaled by the heads' size ratio where that ratio
+    exceeds the fitted scale by more than :data:`SIZE_GAP` and that fit matches better.
+    The ratio alone is never trusted: a field of view that cuts the head or runs to the
+    neck shrinks or grows the measured head, so both fits are compared on the same metric."""
     subject = _head_volume(fmask)
     if subject <= 0.0:
         return fitted
     size = (_head_volume(mmask) / subject) ** (1.0 / 3.0)
-    if abs(size - 1.0) <= SIZE_GAP:
+    reached = float(np.cbrt(abs(np.linalg.det(np.array(fitted.GetMatrix()).reshape(3, 3)))))
+    if size <= reached * (1.0 + SIZE_GAP):
+        # The fit reached the head's size (or the head measures larger than the template,
+        # as a view running to the neck makes it; a large head is fitted from scale 1 well):
+        # only a fit that stopped short of a small head is tried again.
         return fitted
     start = sitk.Similarity3DTransform()
     start.SetCenter(tuple(float(v) for v in fc))
