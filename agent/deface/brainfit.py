@@ -22,7 +22,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from agent.deface.masks import tissue_mask, work_grid
-from agent.deface.register import centroid, to_work_grid
+from agent.deface.register import as_affine, centroid, to_work_grid
 from agent.deface.template import BRAIN, Template
 from agent.errors import DefaceFailed
 
@@ -104,8 +104,4 @@ def fit_brain(image: sitk.Image, template: Template) -> sitk.AffineTransform:
             best = (value, tx)
     if best is None:
         raise DefaceFailed("the template brain could not be fitted", code="deface-fit")
-    out = sitk.AffineTransform(3)
-    out.SetCenter(best[1].GetCenter())
-    out.SetMatrix(best[1].GetMatrix())
-    out.SetTranslation(best[1].GetTranslation())
-    return out
+    return as_affine(best[1])

@@ -166,6 +166,17 @@ def _evaluate(fixed: sitk.Image, moving: sitk.Image, tx: sitk.Transform,
         return 0.0
 
 
+def as_affine(tx: sitk.Euler3DTransform | sitk.Similarity3DTransform
+              ) -> sitk.AffineTransform:
+    """The same mapping as a general affine transform (the next, freer stage of a fit
+    starts from it)."""
+    out = sitk.AffineTransform(3)
+    out.SetCenter(tx.GetCenter())
+    out.SetMatrix(tx.GetMatrix())
+    out.SetTranslation(tx.GetTranslation())
+    return out
+
+
 #: A head whose volume implies a scale this much above the one fitted (a child's head) is
 #: also fitted from a start scaled to it: from scale 1 the optimiser stops short of a
 #: child's size (the template's face then covers the child's without replacing the tissue
@@ -202,10 +213,7 @@ def _sized_alternative(fixed: sitk.Image, moving: sitk.Image, fmask: sitk.Image,
     start.SetScale(float(size))
     start.SetTranslation(tuple(float(v) for v in mc - fc))
     _run(fixed, moving, start, metric_mask, 100)
-    scaled = sitk.AffineTransform(3)
-    scaled.SetCenter(start.GetCenter())
-    scaled.SetMatrix(start.GetMatrix())
-    scaled.SetTranslation(start.GetTranslation())
+    scaled = as_affine(start)
     _run(fixed, moving, scaled, metric_mask, 100)
     if _evaluate(fixed, moving, scaled, metric_mask) < _evaluate(fixed, moving, fitted,
                                                                  metric_mask):
@@ -479,10 +487,7 @@ def _register(subject: sitk.Image, template_head: sitk.Image, *,
                 best = (value, rigid)
         assert best is not None
         _run(fixed, moving, best[1], metric_mask, 100)
-        affine = sitk.AffineTransform(3)
-        affine.SetCenter(best[1].GetCenter())
-        affine.SetMatrix(best[1].GetMatrix())
-        affine.SetTranslation(best[1].GetTranslation())
+        affine = as_affine(best[1])
         _run(fixed, moving, affine, metric_mask, 100)
         affine = _sized_alternative(fixed, moving, fmask, mmask, metric_mask, affine,
                                     fc, mc)
