@@ -20,8 +20,10 @@ from pathlib import Path
 import pydicom
 from pydicom.dataelem import RawDataElement
 
+from agent.deid.pool import chunked
 from agent.dicomfiles import expected_native_length, is_complete
 from agent.errors import SeriesProblem, is_library_panic
+from agent.procpool import WORTH_POOLING, worker_count
 from agent.quickread import QUICK_MAX_BYTES, scan
 from agent.vocab import ProblemCode
 
@@ -68,8 +70,7 @@ def check_deliverable(files: Sequence[Path], pool: Executor | None = None
     sampled = frozenset(spread(total, DECODED_FILES))
     if pool is None or total < POOL_FILES:
         return _check_part((dicoms, total, sampled))
-    size = -(-total // POOL_PARTS)
-    parts = [(dicoms[i:i + size], total, sampled) for i in range(0, total, size)]
+    parts = [(part, total, sampled) for part in chunked(dicoms, worker_count())]
     described: dict[Path, tuple[int, str]] = {}
     try:
         for found in pool.map(_check_part, parts):  # in order: the first bad file's part
@@ -80,9 +81,8 @@ def check_deliverable(files: Sequence[Path], pool: Executor | None = None
 
 
 #: A series with fewer files is checked in the calling process (a pool task's round trip
-#: costs more than it saves); a larger one in this many parts (a few per worker balance).
-POOL_FILES = 64
-POOL_PARTS = 6
+#: costs more than it saves); a larger one in parts cut as the stages cut theirs.
+POOL_FILES = WORTH_POOLING
 
 
 def _check_part(task: tuple[list[tuple[int, Path]], int, frozenset[int]]

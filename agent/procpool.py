@@ -116,7 +116,8 @@ def running_pool() -> ProcessPoolExecutor | None:
 
 
 #: Files a series (or an export) needs for the pool to pay for its start-up: the stages'
-#: own thresholds (agent.deid.stage, agent.pixels.stage) are this.
+#: thresholds (agent.deid.stage, agent.pixels.stage) and the last look's
+#: (agent.integrity) are this one number.
 WORTH_POOLING = 64
 
 

@@ -11,13 +11,14 @@ from agent.config import Config, DeidConfig
 from agent.deid.engine import Engine, FileResult
 from agent.deid.pool import chunked, make_pool
 from agent.errors import SeriesProblem
+from agent.procpool import WORTH_POOLING
 from agent.vocab import ProblemCode
 from agent.work import SeriesWork
 
 log = logging.getLogger(__name__)
 
 #: Below this many files a process pool costs more (interpreter start-up) than it saves.
-POOL_THRESHOLD = 64
+POOL_THRESHOLD = WORTH_POOLING
 
 
 def _run_chunk(

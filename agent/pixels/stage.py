@@ -33,6 +33,7 @@ from agent.pixels import clean
 from agent.pixels.identity import StudyIdentity, identity_sources, study_identity
 from agent.pixels.ocr import Reader, find_tessdata, ocr_module
 from agent.pixels.text import TextScanner
+from agent.procpool import WORTH_POOLING
 from agent.vocab import AuditEvent, WithheldCode
 from agent.work import SeriesWork
 
@@ -40,7 +41,8 @@ log = logging.getLogger(__name__)
 
 #: Files per task: frames of one task are searched as one stack (and held in memory).
 CHUNK = 32
-POOL_THRESHOLD = 64
+#: Below this many files a process pool costs more than it saves.
+POOL_THRESHOLD = WORTH_POOLING
 
 _readers: dict[str, Reader] = {}
 
