@@ -230,3 +230,5 @@ class WithheldCode(StrEnum):
     RAW_DATA = "raw-data"
     NOT_AN_IMAGE = "not-an-image"
     SITE_POLICY = "site-policy"
+    #: A QA phantom no head template fits (held back: nothing of it leaves).
+    QA_PHANTOM = "qa-phantom"

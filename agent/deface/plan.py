@@ -14,7 +14,7 @@ from typing import NoReturn
 
 import SimpleITK as sitk
 
-from agent.deface import fitting, noface, projection, replace, surrogate
+from agent.deface import fitting, noface, phantom, projection, replace, surrogate
 from agent.deface.core import DefaceReport, deface_image
 from agent.deface.dicomio import MIN_SLICES, SeriesObjects
 from agent.deface.fitting import Candidate, fit_volume, template_id
@@ -103,11 +103,18 @@ def no_fit_source(volumes: list[Volume]) -> str:
             f"{fitting.MAX_VOXEL_MM:.1f} mm)")
 
 
-def _cannot_place(fits: StudyFits, work: SeriesWork, why: str, modality: str) -> NoReturn:
-    """No fit places the face of this series: wait for a partner, or quarantine."""
+def _cannot_place(fits: StudyFits, work: SeriesWork, why: str, modality: str,
+                  images: list[sitk.Image]) -> NoReturn:
+    """No fit places the face of this series: wait for a partner; then withhold it as a
+    QA phantom where it looks like one (:mod:`agent.deface.phantom`: nothing leaves), or
+    quarantine."""
     if fits.may_wait(work.key):
         raise PartnerPending(f"waiting for a series of the same study that places the face "
                              f"({why})", retry_after=RETRY_SECONDS)
+    held = phantom.withheld(images, list(work.source_files), why)
+    if held is not None:
+        fits.done_waiting(work.key)
+        raise held
     if modality == "CT":
         raise DefaceFailed(_CT_MESSAGE, code=ProblemCode.DEFACE_CT)
     raise DefaceFailed(
@@ -137,7 +144,8 @@ def run(fits: StudyFits, work: SeriesWork, objs: SeriesObjects, volumes: list[Vo
     cands = fitting.candidates([volumes[i] for i in live])
     fit, own, why = _choose_fit(fits, key, cands, work, template, modality)
     if fit is None:
-        _cannot_place(fits, work, why or no_fit_source([volumes[i] for i in live]), modality)
+        _cannot_place(fits, work, why or no_fit_source([volumes[i] for i in live]), modality,
+                      [images[i] for i in live])
     verdicts = _verdicts(volumes, images, live, fit, own, template)
     if any(p.verdict is Verdict.UNKNOWN for p in verdicts) and not own and cands:
         # The study's fit does not settle it: fit this series itself.
@@ -153,7 +161,7 @@ def run(fits: StudyFits, work: SeriesWork, objs: SeriesObjects, volumes: list[Vo
                 for a, b in zip(verdicts, shapes, strict=True)]
     unknown = [p for p in verdicts if p.verdict is Verdict.UNKNOWN]
     if unknown:
-        _cannot_place(fits, work, unknown[0].reason, modality)
+        _cannot_place(fits, work, unknown[0].reason, modality, [images[i] for i in live])
     fits.done_waiting(work.key)
     faces = [i for i, p in enumerate(verdicts) if p.verdict is Verdict.FACE]
     if not faces:

@@ -52,7 +52,7 @@ def csa1(tags: dict[str, list[str]]) -> bytes:
 def _common(ds: Dataset, study: str, series: str, frame: str, description: str,
             body_part: str) -> None:
     ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.FrameOfReferenceUID = study, series, frame
-    ds.PatientName, ds.PatientID = "SYNTHETIC^PHANTOM", "PHANTOM03"
+    ds.PatientName, ds.PatientID = "SYNTHETIC^VOLUNTEER", "VOLUNTEER03"
     ds.Modality, ds.BodyPartExamined, ds.SeriesDescription = "MR", body_part, description
     ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
     ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0

@@ -39,7 +39,7 @@ def write_mr_series(
     modality: str = "MR",
     image_type: tuple[str, ...] = ("ORIGINAL", "PRIMARY", "M", "ND"),
     signed: bool = False,
-    patient_name: str = "SYNTHETIC^PHANTOM",
+    patient_name: str = "SYNTHETIC^VOLUNTEER",
     sop_class: str = MRImageStorage,
     extra: dict[str, object] | None = None,
     series_uid: str | None = None,
@@ -66,7 +66,7 @@ def write_mr_series(
     for k in range(arr.shape[0]):
         ds = _new_object(sop_class)
         ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.FrameOfReferenceUID = study, series, frame
-        ds.PatientName, ds.PatientID = patient_name, "PHANTOM01"
+        ds.PatientName, ds.PatientID = patient_name, "VOLUNTEER01"
         ds.PatientIdentityRemoved = "YES"
         ds.Modality = modality
         ds.BodyPartExamined = body_part
@@ -111,7 +111,7 @@ def write_enhanced_mr(image: sitk.Image, path: Path, *, slope: float = 1.0,
     sx, sy, sz = image.GetSpacing()
     ds = _new_object(EnhancedMRImageStorage)
     ds.StudyInstanceUID, ds.SeriesInstanceUID = generate_uid(), generate_uid()
-    ds.PatientName, ds.PatientID = "SYNTHETIC^PHANTOM", "PHANTOM02"
+    ds.PatientName, ds.PatientID = "SYNTHETIC^VOLUNTEER", "VOLUNTEER02"
     ds.Modality, ds.BodyPartExamined, ds.SeriesDescription = "MR", "BRAIN", "3D T1"
     ds.ImageType = ["ORIGINAL", "PRIMARY", "M", "NONE"]
     ds.NumberOfFrames = n

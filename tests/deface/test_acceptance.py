@@ -246,8 +246,8 @@ def check_projection(series: Series, delivered: list[Path]) -> None:
 
 
 #: What each real vendor folder holds: (files of a series, what must become of it).
-#: "phantom": never delivered with a face; delivered as it is or quarantined with what to do;
-#: "no-face": delivered as it is.
+#: "phantom": a QA phantom no head template fits, withheld (policy qa-phantom: nothing
+#: leaves); "no-face": delivered as it is.
 CORPUS_EXPECT = {
     "dcm_qa_xa30": [(1, "defaced"), (20, "defaced"), (7, "defaced"), (7, "report")],
     "dcm_qa_mosaic": [(6, "defaced"), (6, "defaced")],
@@ -279,8 +279,7 @@ def check(found: list[tuple[int, str, str, bool]], expect: list[tuple[int, str]]
             (what == "defaced" and f[1] == "delivered" and f[3])
             or (what == "report" and (f[1], f[2]) == ("withheld", "report"))
             or (what == "no-face" and f[1] == "delivered" and not f[3])
-            or (what == "phantom" and (f[1] == "delivered" and not f[3]
-                                       or (f[1], f[2]) == ("quarantined", "deface-fit"))))]
+            or (what == "phantom" and (f[1], f[2]) == ("withheld", "qa-phantom")))]
         assert match, f"no series of {files} files ended {what}: {found}"
         left.remove(match[0])
 

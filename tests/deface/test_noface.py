@@ -13,7 +13,7 @@ from agent.config import Config
 from agent.deface import DefaceStage
 from agent.deface.noface import evidence
 from agent.deface.studyfit import PartnerPending
-from agent.errors import DefaceFailed
+from agent.errors import DefaceFailed, Withheld
 from agent.vocab import FaceCode
 from agent.work import SeriesWork
 
@@ -212,6 +212,6 @@ def test_a_head_under_strong_stripes_is_not_delivered_with_its_face(colin: Colin
     striped.CopyInformation(head)
     try:
         work = _through_stage(striped, tmp_path, "")
-    except (DefaceFailed, PartnerPending):
-        return  # waits for a partner, then quarantined: it fails closed
+    except (DefaceFailed, PartnerPending, Withheld):
+        return  # waits for a partner, then quarantined or withheld: nothing leaves
     assert work.defaced and work.face["decision"] == "defaced", work.face

@@ -42,7 +42,7 @@ def test_head_series_sent_by_storescu_is_defaced_and_delivered(
     outputs = [pydicom.dcmread(p) for p in manifest.parent.glob("*.dcm")]
     assert len(outputs) == len(files)
     for ds in outputs:
-        assert "PHANTOM" not in str(ds.PatientName) and ds.PatientID != "PHANTOM01"
+        assert "VOLUNTEER" not in str(ds.PatientName) and ds.PatientID != "VOLUNTEER01"
     # The face changed, as it does when the same series is exported to the folder.
     before = {pydicom.dcmread(f).InstanceNumber: pydicom.dcmread(f).pixel_array for f in files}
     changed = sum(int((ds.pixel_array != before[ds.InstanceNumber]).sum()) for ds in outputs)
