@@ -3,8 +3,10 @@
 How many tiles hold slices is in the private headers: the CSA image header's
 ``NumberOfImagesInMosaic`` (0029,xx10) or (0019,xx0A) of ``SIEMENS MR HEADER``. Both are
 private, so de-identification drops them: :func:`hints_from` reads them from the staged
-originals. Without them, the tile size is taken from the Acquisition Matrix and the count
-from the trailing empty tiles.
+originals. Where no original holds them (a PACS or an anonymiser dropped every private
+element), the tiling is read from the pixels - the one under which neighbouring tiles look
+like neighbouring slices, the Acquisition Matrix preferred where it agrees - or, where
+that is not certain, the series is refused saying so (:func:`_layout_from_pixels`).
 
 Geometry (as scanners and converters such as dcm2niix and nibabel read it): Image Position
 (Patient) of a mosaic is where the top-left pixel would be if the mosaic were one slice
@@ -49,6 +51,9 @@ class Hints:
     normal: tuple[float, float, float] | None = None
     by_instance: dict[str, tuple[int, tuple[float, float, float] | None]] = field(
         default_factory=dict)
+    #: Tilings read from the pixels, by (rows, columns): decided once, on the series' first
+    #: mosaic of that size (a b0 or a first time point shows the most tissue).
+    from_pixels: dict[tuple[int, int], Layout] = field(default_factory=dict)
 
 
 def is_mosaic(ds: Dataset) -> bool:
@@ -106,32 +111,81 @@ def layout(ds: Dataset, hints: Hints) -> Layout | None:
                                               (hints.count, hints.normal)) \
             if hints.count else (None, None)
     if count is None:
-        return _layout_from_matrix(ds)
+        if (rows, cols) not in hints.from_pixels:
+            hints.from_pixels[(rows, cols)] = _layout_from_pixels(ds)
+        return hints.from_pixels[(rows, cols)]
     grid = math.ceil(math.sqrt(count))
     if grid < 1 or rows % grid or cols % grid:
         return None
     return Layout(count=count, grid=grid, rows=rows // grid, cols=cols // grid, normal=normal)
 
 
-def _layout_from_matrix(ds: Dataset) -> Layout | None:
-    """No private header: tiles sized by the Acquisition Matrix, counted up to the last
-    tile that holds anything."""
+#: The right tiling puts neighbouring slices side by side, and neighbouring slices of a head
+#: look alike: its tiles correlate with the next tile at least this well (median). On the
+#: corpus' mosaics the right tiling scores 0.88-0.90 and every other one 0.70 or less
+#: (a coarser tiling holding several slices per tile), a finer one about 0.
+MIN_NEIGHBOUR_CORRELATION = 0.8
+#: ... and better than any other tiling by this much, else the tiling is not certain.
+MARGIN = 0.1
+#: Tiles smaller than this (pixels) are no slices of a head.
+MIN_TILE = 16
+
+
+def _layout_from_pixels(ds: Dataset) -> Layout:
+    """No private header anywhere in the series: the tiling is read from the pixels, the
+    Acquisition Matrix only preferred where the pixels agree with it (an interpolated
+    reconstruction makes tiles twice its size). Raises where no tiling is certain: a
+    wrong tiling would place every slice wrongly, and its face with it."""
+    arr = np.asarray(ds.pixel_array)
+    rows, cols = int(ds.Rows), int(ds.Columns)
+    scores: dict[int, tuple[float, int]] = {}
+    for grid in range(2, min(rows, cols) // MIN_TILE + 1):
+        if rows % grid == 0 and cols % grid == 0:
+            found = _tiling_score(arr, grid)
+            if found is not None:
+                scores[grid] = found
+    ranked = sorted(scores, key=lambda g: -scores[g][0])
+    matrix = _matrix_grid(ds)
+    best = ranked[0] if ranked else None
+    if matrix in scores and best is not None and scores[matrix][0] >= scores[best][0] - 0.02:
+        best = matrix
+    if best is None or scores[best][0] < MIN_NEIGHBOUR_CORRELATION or any(
+            scores[g][0] > scores[best][0] - MARGIN for g in ranked if g != best):
+        raise DefaceFailed(
+            "a Siemens mosaic of the series does not say how many slices it holds (its "
+            "private header was removed before the export) and its tiling cannot be told "
+            "for certain from its pixels; export the series from the scanner or PACS with "
+            "its private headers and retry", code="deface-input")
+    count = scores[best][1]
+    return Layout(count=count, grid=best, rows=rows // best, cols=cols // best)
+
+
+def _matrix_grid(ds: Dataset) -> int | None:
+    """Tiles per row if a tile is as large as the Acquisition Matrix says."""
     try:
-        matrix = [int(v) for v in ds.AcquisitionMatrix]
+        size = max(int(v) for v in ds.AcquisitionMatrix)
     except (AttributeError, TypeError, ValueError):
         return None
-    size = max(matrix) if matrix else 0
     rows, cols = int(ds.Rows), int(ds.Columns)
     if size <= 0 or rows % size or cols % size or rows // size != cols // size:
         return None
-    grid = rows // size
-    arr = ds.pixel_array
-    count = 0
-    for i in range(grid * grid):
-        r, c = divmod(i, grid)
-        if np.any(arr[r * size:(r + 1) * size, c * size:(c + 1) * size]):
-            count = i + 1
-    return Layout(count=count, grid=grid, rows=size, cols=size) if count else None
+    return rows // size
+
+
+def _tiling_score(arr: np.ndarray, grid: int) -> tuple[float, int] | None:
+    """(median correlation of each tile with the next, tiles holding a slice) of one
+    tiling, or None where it cannot be a mosaic's: its empty tiles must all come last."""
+    r, c = arr.shape[0] // grid, arr.shape[1] // grid
+    tiles = arr.reshape(grid, r, grid, c).transpose(0, 2, 1, 3).reshape(grid * grid, r * c)
+    filled = np.flatnonzero(tiles.any(axis=1))
+    if len(filled) < 3 or filled[-1] + 1 != len(filled):
+        return None
+    x = tiles[:len(filled)].astype(np.float64)
+    x -= x.mean(axis=1, keepdims=True)
+    norms = np.sqrt((x * x).sum(axis=1))
+    denom = norms[:-1] * norms[1:]
+    corr = np.where(denom > 0, (x[:-1] * x[1:]).sum(axis=1) / np.maximum(denom, 1e-12), 0.0)
+    return float(np.median(corr)), len(filled)
 
 
 def tile_slices(obj: int, ds: Dataset, lay: Layout) -> list[Slice]:

@@ -5,10 +5,15 @@ the top level: position, orientation, pixel spacing and rescale for its plane, a
 frame content (temporal position, stack), diffusion (b-value, direction), echo and frame
 type for telling the volumes of a 4-D object apart. XA30/XA60 write one object per volume,
 Philips and Canon may put a whole 4-D series into one; both come out as slices alike.
+
+A Concatenation (one enhanced object cut into several files, Concatenation UID and frame
+offset) is one object: its parts share one "object" key and number their frames on, so
+that a volume cut between two files stays one volume.
 """
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 import numpy as np
@@ -60,6 +65,19 @@ def _direction(ds: Dataset, frame: Dataset | None) -> Any:
     return None
 
 
+def _concatenation(ds: Dataset) -> tuple[str | None, int]:
+    """(a key shared by the parts of one Concatenation, the frame offset of this part), or
+    (None, 0) for an object that stands alone. The key is a digest: no UID is kept."""
+    uid = str(ds.get("ConcatenationUID", "") or "").strip()
+    if not uid:
+        return None, 0
+    try:
+        offset = int(ds.get("ConcatenationFrameOffsetNumber", 0) or 0)
+    except (TypeError, ValueError):
+        offset = 0
+    return "concatenation " + hashlib.sha256(uid.encode()).hexdigest()[:12], max(offset, 0)
+
+
 def frame_slices(obj: int, ds: Dataset, frames: np.ndarray) -> list[Slice]:
     """One slice per frame of a multi-frame object (``frames``: its decoded pixels)."""
     n = int(ds.get("NumberOfFrames", 1) or 1)
@@ -69,6 +87,7 @@ def frame_slices(obj: int, ds: Dataset, frames: np.ndarray) -> list[Slice]:
         raise DefaceFailed("multi-frame colour or irregular pixel data cannot be defaced",
                            code="deface-input")
     per = ds.get("PerFrameFunctionalGroupsSequence") or []
+    whole, offset = _concatenation(ds)
     out = []
     for i in range(n):
         group = per[i] if i < len(per) else None
@@ -93,13 +112,14 @@ def frame_slices(obj: int, ds: Dataset, frames: np.ndarray) -> list[Slice]:
             echo=_value(ds, group, "MREchoSequence", "EffectiveEchoTime"),
             type=ftype,
             acquisition=content.get("FrameAcquisitionNumber"),
-            stack=content.get("StackID"))
+            stack=content.get("StackID"),
+            **({"object": whole} if whole else {}))
         slope = _value(ds, group, "PixelValueTransformationSequence", "RescaleSlope")
         icpt = _value(ds, group, "PixelValueTransformationSequence", "RescaleIntercept")
         out.append(Slice(obj=obj, frame=i, tile=-1, plane=plane,
                          slope=float(slope if slope not in (None, "") else 1.0),
                          intercept=float(icpt if icpt not in (None, "") else 0.0),
-                         key=key, order=float(i), projection=is_projection(ftype)))
+                         key=key, order=float(offset + i), projection=is_projection(ftype)))
     return out
 
 

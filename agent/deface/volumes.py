@@ -58,11 +58,6 @@ class Plane:
         o = np.array(self.origin)
         return float(o @ np.array(self.row)), float(o @ np.array(self.col))
 
-    def grid_key(self) -> tuple[object, ...]:
-        """What slices of one stack share: orientation, size and pixel spacing."""
-        return (tuple(round(v / ORIENT_TOL) for v in (*self.row, *self.col)), self.shape,
-                tuple(round(v, 4) for v in self.spacing))
-
     def corners(self) -> np.ndarray:
         """The four corners of the image (pixel edges), patient coordinates, (4, 3)."""
         o, r, c = np.array(self.origin), np.array(self.row), np.array(self.col)
@@ -211,7 +206,20 @@ def _partition(slices: Sequence[Slice], names: Sequence[str]) -> list[list[Slice
     for s in slices:
         values = dict(s.key)
         groups.setdefault(tuple(values.get(n, "") for n in names), []).append(s)
-    return [groups[k] for k in sorted(groups)]
+    return [groups[k] for k in sorted(groups, key=_natural)]
+
+
+def _natural(key: tuple[str, ...]) -> tuple[tuple[float, str], ...]:
+    """Numbers in their numeric order (time point 2 before 10, b 500 before 1000), then
+    text; an absent value first."""
+    out = []
+    for v in key:
+        try:
+            number = float(v)
+            out.append((number, "") if number == number else (float("inf"), v))
+        except ValueError:
+            out.append((float("-inf") if not v else float("inf"), v))
+    return tuple(out)
 
 
 def _ordinal_split(group: Sequence[Slice]) -> list[list[Slice]]:
@@ -230,11 +238,29 @@ def _ordinal_split(group: Sequence[Slice]) -> list[list[Slice]]:
 
 def split_stacks(slices: Sequence[Slice]) -> list[list[Slice]]:
     """Slices grouped by orientation, matrix and pixel spacing (a multi-stack series, or a
-    series with images in several planes, has several)."""
-    groups: dict[tuple[object, ...], list[Slice]] = {}
+    series with images in several planes, has several). Orientations within
+    :data:`ORIENT_TOL` of a stack's first slice are that stack's: the last digits scanners
+    write vary from slice to slice, and rounding would cut a stack where they cross a
+    rounding boundary."""
+    groups: list[tuple[Plane, list[Slice]]] = []
     for s in slices:
-        groups.setdefault(s.plane.grid_key(), []).append(s)
-    return list(groups.values())
+        for first, members in groups:
+            if _same_grid(first, s.plane):
+                members.append(s)
+                break
+        else:
+            groups.append((s.plane, [s]))
+    return [members for _, members in groups]
+
+
+def _same_grid(a: Plane, b: Plane) -> bool:
+    if a.shape != b.shape:
+        return False
+    if any(abs(x - y) > ORIENT_TOL for x, y in zip((*a.row, *a.col), (*b.row, *b.col),
+                                                    strict=True)):
+        return False
+    return all(abs(x - y) <= 1e-4 * max(x, y) for x, y in zip(a.spacing, b.spacing,
+                                                               strict=True))
 
 
 def split_volumes(slices: Sequence[Slice]) -> list[list[Slice]]:

@@ -170,11 +170,16 @@ def test_mosaic_without_private_headers(tmp_path: Path) -> None:
     deidentified = write_mosaic(images, tmp_path / "none", csa=False, private19=False)
     bare = write_mosaic(images, tmp_path / "bare", csa=False, private19=False, matrix=False)
     for files, sources in ((with_csa, None), (only_19, None), (deidentified, with_csa),
-                           (deidentified, None)):
+                           (deidentified, None), (bare, None)):
         _, volumes = volumes_of(files, sources)
         assert [len(v.slices) for v in volumes] == [5]
         assert same_values(volumes[0], images[0])
-    with pytest.raises(DefaceFailed, match="mosaic"):
+    # No header, and tiles that do not look like neighbouring slices: refused, saying so.
+    ds = pydicom.dcmread(bare[0])
+    noise = np.random.default_rng(3).integers(1, 4000, (ds.Rows, ds.Columns), np.uint16)
+    ds.PixelData = noise.tobytes()
+    ds.save_as(bare[0])
+    with pytest.raises(DefaceFailed, match="tiling cannot be told"):
         volumes_of(bare)
 
 

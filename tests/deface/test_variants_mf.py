@@ -1,0 +1,244 @@
+"""Real corpus series rewritten in the multi-frame, derived and mosaic shapes of other
+vendors (tests/deface/variants_mf.py) become the same volumes as the series they came from.
+
+Default run: shapes only (no defacing), each case a few seconds: a Philips-style enhanced
+4-D object (fMRI; DTI with b0, directions and the isotropic trace), a GE DWI cut into a
+Concatenation, two stacks in one object, derived maps (ADC, TRACEW told apart only by
+numbering), mosaics whose private headers are gone (tiling read from the pixels, the wrong
+Acquisition Matrix of an interpolated reconstruction overruled, noise refused), orientation
+cosines whose last digits vary. Soak run: each through the one-shot engine, delivered
+defaced in the form it came (enhanced stays one enhanced object, a mosaic stays a mosaic),
+or, a short EPI alone, quarantined saying what to do.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pydicom
+import pytest
+from pydicom.dataset import Dataset
+
+from agent.config import Config, load_config, replace
+from agent.deface import dicomio
+from agent.deface.volumes import Volume, build_volumes
+from agent.errors import DefaceFailed
+from agent.oneshot import process_folder
+from agent.paths import AgentPaths
+
+from . import variants, variants_mf
+
+CORPUS = variants.CORPUS
+
+
+def _volumes(files: list[Path]) -> list[Volume]:
+    objs = dicomio.read_series(files, files)
+    return build_volumes(objs.slices, objs.pixels)
+
+
+def _files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.is_file() and p.name != "LICENSE")
+
+
+def _signature(volumes: list[Volume]) -> list[tuple[tuple[float, ...], bytes]]:
+    """Each volume as (its slice positions, its stored values), in the volumes' order."""
+    out = []
+    for v in volumes:
+        pos = tuple(round(c, 2) for s in v.slices for c in s.plane.origin)
+        out.append((pos, v.stored.tobytes()))
+    return out
+
+
+def _need(folder: Path) -> Path:
+    if not folder.is_dir():
+        pytest.skip(f"{folder} is absent")
+    return folder
+
+
+def _dti_subset(folder: Path, volumes: int) -> list[Dataset]:
+    """The b0, the first diffusion directions and the isotropic trace of the Philips DTI:
+    its files are numbered position by position, 17 volumes at each (b0, 15 directions,
+    trace), so every 17th file belongs to one volume."""
+    files = _files(folder)
+    assert len(files) == 17 * 40
+    chosen = {*range(volumes - 1), 16}
+    return [pydicom.dcmread(p) for i, p in enumerate(files) if i % 17 in chosen]
+
+
+@pytest.mark.parametrize("case", ["fmri", "dti"])
+def test_enhanced_4d_object_is_the_classic_series(case: str, corpus: Path,
+                                                  tmp_path: Path) -> None:
+    philips = _need(CORPUS / "dcm_qa_philips")
+    if case == "fmri":
+        datasets = variants_mf.load(philips / "fmri")
+    else:
+        datasets = _dti_subset(philips / "601_WIP_dti_ax", 5)
+    classic = variants_mf.load(philips / "fmri") if case == "fmri" else datasets
+    classic_files = []
+    for n, d in enumerate(classic):
+        path = tmp_path / "classic" / f"IM{n:04d}.dcm"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        d.save_as(path)
+        classic_files.append(path)
+    ref = _volumes(classic_files)
+    files = variants_mf.enhanced_4d(datasets, tmp_path / "enh", slice_major=True)
+    assert len(files) == 1 and pydicom.dcmread(files[0]).NumberOfFrames == len(datasets)
+    got = _volumes(files)
+    assert len(got) == len(ref) == (3 if case == "fmri" else 5)
+    assert sorted(_signature(got)) == sorted(_signature(ref))
+    if case == "dti":  # the b0 first, the trace (isotropic, no direction) a volume of its own
+        assert "bvalue=0" in got[0].label
+
+
+def test_concatenation_is_one_object(corpus: Path, tmp_path: Path) -> None:
+    """A GE DWI (7 volumes of 2 slices) cut into 2 files mid-volume: still 7 volumes."""
+    ge = _need(CORPUS / "dcm_qa_ge" / "01_Ax_DWI_TENSOR_R2")
+    ref = _volumes(_files(ge))
+    files = variants_mf.enhanced_4d(variants_mf.load(ge), tmp_path / "enh", parts=2,
+                                    private="GEMS_IDEN_01", manufacturer="GE MEDICAL SYSTEMS")
+    assert len(files) == 2
+    got = _volumes(files)
+    assert len(got) == len(ref) == 7 and all(len(v.slices) == 2 for v in got)
+    assert sorted(_signature(got)) == sorted(_signature(ref))
+
+
+def test_two_stacks_in_one_object(corpus: Path, tmp_path: Path) -> None:
+    src = next(p for p in _files(_need(variants.T1)) if p.suffix == ".dcm")
+    classic = variants.enhanced_to_classic(src, tmp_path / "classic")
+    sub = classic[::4]  # a thinned stack keeps the case cheap
+    tilted = variants.oblique(sub, tmp_path / "oblique", degrees=25.0)
+    files = variants_mf.two_stacks(variants_mf.load(tmp_path / "classic")[::4],
+                                   variants_mf.load(tmp_path / "oblique"), tmp_path / "two")
+    got = _volumes(files)
+    assert len(got) == 2 and [len(v.slices) for v in got] == [len(sub), len(tilted)]
+    normals = [v.plane.normal for v in got]
+    assert abs(float(normals[0] @ normals[1])) == pytest.approx(np.cos(np.deg2rad(25)),
+                                                                abs=1e-3)
+
+
+def test_derived_maps_one_image_per_position_or_told_by_numbering(corpus: Path,
+                                                                  tmp_path: Path) -> None:
+    dwi = _dti_subset(_need(CORPUS / "dcm_qa_philips" / "601_WIP_dti_ax"), 4)
+    (adc,) = _volumes(variants_mf.derived_maps(dwi, tmp_path / "adc", "adc"))
+    assert len(adc.slices) == 40 and adc.is_regular()
+    b0, trace = _volumes(variants_mf.derived_maps(dwi, tmp_path / "tracew", "tracew"))
+    assert len(b0.slices) == len(trace.slices) == 40
+    # The b0 is numbered first and is the brighter one: the numbering told them apart.
+    assert float(b0.stored.mean()) > float(trace.stored.mean())
+
+
+def test_mosaics_without_any_private_header(corpus: Path, tmp_path: Path) -> None:
+    folder = _need(CORPUS / "dcm_qa_mosaic" / "cmrr_Asc_6")
+    ref = _signature(_volumes(_files(folder)))
+    datasets = variants_mf.load(folder)
+    for name, matrix in (("matrix", [64, 0, 0, 64]), ("none", None),
+                         ("interpolated", [32, 0, 0, 32])):
+        files = variants_mf.bare_mosaic(datasets, tmp_path / name, matrix)
+        assert _signature(_volumes(files)) == ref, name
+    # Tiles that do not look like neighbouring slices: no tiling is certain, refused.
+    files = variants_mf.bare_mosaic(datasets[:1], tmp_path / "noise", None)
+    ds = pydicom.dcmread(files[0])
+    rng = np.random.default_rng(5)
+    arr = ds.pixel_array.copy()
+    arr[arr > 0] = rng.integers(1, 3000, int((arr > 0).sum()))
+    ds.PixelData = arr.tobytes()
+    ds.save_as(files[0])
+    with pytest.raises(DefaceFailed, match="tiling cannot be told") as info:
+        _volumes(files)
+    assert info.value.code == "deface-input"
+
+
+def test_orientation_digits_varying_across_a_stack(corpus: Path, tmp_path: Path) -> None:
+    """Cosines written 0.00045 on some slices and 0.00055 on others (scanner round-off
+    either side of a rounding boundary) are one stack."""
+    src = next(p for p in _files(_need(variants.T1)) if p.suffix == ".dcm")
+    classic = variants.enhanced_to_classic(src, tmp_path / "classic")[::3]
+    ref = _volumes(classic)
+    for n, p in enumerate(classic):
+        ds = pydicom.dcmread(p)
+        iop = [float(v) for v in ds.ImageOrientationPatient]
+        iop[0] = 0.00045 if n % 2 else 0.00055
+        ds.ImageOrientationPatient = [f"{v:.5f}" for v in iop]
+        ds.save_as(p)
+    (got,) = _volumes(classic)
+    assert len(got.slices) == len(ref[0].slices) and got.is_regular()
+
+
+def test_volumes_in_numeric_order(corpus: Path) -> None:
+    """Time points 1, 2 ... 10, not 1, 10, 2: the first volume is the first time point."""
+    got = _volumes(_files(_need(CORPUS / "dcm_qa_ge" / "2_fMRI_Multiphase_Des")))
+    temporal = [dict(v.slices[0].key)["temporal"] for v in got]
+    assert temporal == [str(n) for n in range(1, 11)]
+
+
+def _build_all(out: Path) -> dict[str, Path]:
+    philips, ge = CORPUS / "dcm_qa_philips", CORPUS / "dcm_qa_ge"
+    mosaic = CORPUS / "dcm_qa_mosaic" / "cmrr_Asc_6"
+    dti = variants_mf.load(philips / "601_WIP_dti_ax")
+    fmri = variants_mf.load(philips / "fmri")
+    makers = {
+        "philips-enhanced-dti": lambda o: variants_mf.enhanced_4d(dti, o, slice_major=True),
+        "philips-enhanced-fmri": lambda o: variants_mf.enhanced_4d(fmri, o),
+        "ge-enhanced-dwi-concatenation": lambda o: variants_mf.enhanced_4d(
+            variants_mf.load(ge / "01_Ax_DWI_TENSOR_R2"), o, parts=2,
+            private="GEMS_IDEN_01", manufacturer="GE MEDICAL SYSTEMS"),
+        "canon-enhanced-fmri-concatenation": lambda o: variants_mf.enhanced_4d(
+            fmri, o, parts=3, private="TOSHIBA_MEC_MR3", manufacturer="CANON_MEC"),
+        "adc": lambda o: variants_mf.derived_maps(dti, o, "adc"),
+        "fa": lambda o: variants_mf.derived_maps(dti, o, "fa"),
+        "tracew": lambda o: variants_mf.derived_maps(dti, o, "tracew"),
+        "mosaic-no-private": lambda o: variants_mf.bare_mosaic(
+            variants_mf.load(mosaic), o, None),
+        "mosaic-interpolated-matrix": lambda o: variants_mf.bare_mosaic(
+            variants_mf.load(mosaic), o, [32, 0, 0, 32]),
+    }
+    folders = {}
+    for name, make in makers.items():
+        make(out / name)
+        folders[name] = out / name
+    src = next(p for p in _files(variants.T1) if p.suffix == ".dcm")
+    classic = variants.enhanced_to_classic(src, out / "tmp" / "classic")
+    variants.oblique(classic, out / "tmp" / "oblique")
+    variants_mf.two_stacks(variants_mf.load(out / "tmp" / "classic"),
+                           variants_mf.load(out / "tmp" / "oblique"), out / "two-stacks")
+    folders["two-stacks"] = out / "two-stacks"
+    return folders
+
+
+#: Too few slices to place a face alone, and no study partner in a one-series run.
+_SHORT_ALONE = {"philips-enhanced-fmri", "ge-enhanced-dwi-concatenation",
+                "canon-enhanced-fmri-concatenation"}
+
+
+@pytest.mark.soak
+@pytest.mark.timeout(3600)
+def test_every_shape_is_delivered_defaced_in_its_form(corpus: Path, agent_paths: AgentPaths,
+                                                      tmp_path: Path) -> None:
+    _need(CORPUS / "dcm_qa_philips")
+    cfg: Config = replace(load_config(None, paths=agent_paths),
+                          target_path=str(tmp_path / "out"), pipeline_workers=2)
+    for name, folder in _build_all(tmp_path / "in").items():
+        out = tmp_path / "out" / name
+        summary = process_folder(cfg, folder, out)
+        if name in _SHORT_ALONE:
+            assert [(o.state, o.code) for o in summary.series] == [
+                ("quarantined", "deface-fit")], (name, summary.as_dict())
+            assert "export the study's 3-D T1" in summary.series[0].reason
+            continue
+        assert [o.state for o in summary.series] == ["delivered"], (name, summary.as_dict())
+        (manifest,) = out.rglob("manifest.json")
+        assert json.loads(manifest.read_text())["defaced"], name
+        inputs = [pydicom.dcmread(p, stop_before_pixels=True) for p in _files(folder)]
+        outputs = [pydicom.dcmread(p, stop_before_pixels=True)
+                   for p in sorted(manifest.parent.glob("*.dcm"))]
+        assert len(outputs) == len(inputs), name
+        assert sorted(str(d.SOPClassUID) for d in outputs) == sorted(
+            str(d.SOPClassUID) for d in inputs), name
+        assert sorted(int(d.get("NumberOfFrames", 1) or 1) for d in outputs) == sorted(
+            int(d.get("NumberOfFrames", 1) or 1) for d in inputs), name
+        assert sorted((d.Rows, d.Columns) for d in outputs) == sorted(
+            (d.Rows, d.Columns) for d in inputs), name
+        if name.startswith("mosaic"):
+            assert all("MOSAIC" in d.ImageType for d in outputs), name
