@@ -104,9 +104,11 @@ def test_short_stacks_of_a_real_head_show_no_plates(real_head: sitk.Image, at: f
 
 def test_phantom_words() -> None:
     words = phantom_words()
-    for name in ("phantom", "QA^Phantom", "QC_daily", "FBIRN", "Fantoom", "fantome"):
+    for name in ("phantom", "QA^Phantom", "QC_daily", "FBIRN", "Fantoom", "fantome",
+                 "ACR T1", "agar sphere"):
         assert words.search(name), name
-    for name in ("XAtest_sub-July11", "Landman_234480", "Aqaba^Quentin", "EPI_asc", "dicom"):
+    for name in ("XAtest_sub-July11", "Landman_234480", "Aqaba^Quentin", "EPI_asc", "dicom",
+                 "Sacral^Macrae"):
         assert not words.search(name), name
 
 
@@ -166,3 +168,34 @@ def test_a_whole_head_named_phantom_is_defaced(colin: Colin, tmp_path: Path) -> 
     """The template fits: the name plays no part, the face is replaced."""
     work = _stage(make_case(colin, "axial", (2.0, 2.0, 2.0)).image, tmp_path, "PHANTOM")
     assert work.defaced and work.face["decision"] == "defaced", work.face
+
+
+def _striped(image: sitk.Image, amplitude: float, period: float = 12.0, width: float = 3.5,
+             add: bool = False) -> sitk.Image:
+    """A stripe artefact (a herringbone from a spike in k-space) over the whole view."""
+    arr = sitk.GetArrayFromImage(image).astype(np.float32)
+    on = (np.indices(arr.shape)[2] * image.GetSpacing()[0]) % period < width
+    level = amplitude * float(arr.max())
+    out = sitk.GetImageFromArray(arr + np.where(on, level, 0.0) if add
+                                 else np.where(on, level, arr))
+    out.CopyInformation(image)
+    return out
+
+
+@pytest.mark.parametrize("amplitude, add", [(0.5, False), (1.0, True), (100.0, False)])
+def test_plates_alone_never_deliver_a_striped_head(real_head: sitk.Image, tmp_path: Path,
+                                                   amplitude: float, add: bool) -> None:
+    """Why the plates may only withhold: a real head under stripes, as bright as it or a
+    hundred times brighter, replacing or added to it, shows them too (measured: every
+    amplitude, period and mode tried, on raw, ranked and log values). Cut to 3 slices
+    across the head, no template fits; it ends withheld - nothing leaves - never
+    delivered, and no shape rule calls it face-free."""
+    from agent.deface.noface import evidence
+
+    striped = _striped(real_head, amplitude, add=add)
+    assert parallel_stripes(striped) is not None
+    assert evidence(striped) is None
+    stack = _crop(striped, (0, 0, 0.45), (1, 1, 0.45 + 3 / striped.GetSize()[2]))
+    with pytest.raises(Withheld) as held:
+        _stage(stack, tmp_path, "DOE^JANE")
+    assert held.value.code is WithheldCode.QA_PHANTOM
