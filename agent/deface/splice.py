@@ -20,7 +20,6 @@ running past the end of the file) gets no :class:`Layout` and is written the ord
 from __future__ import annotations
 
 import copy
-import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,19 +30,14 @@ from pydicom.filebase import DicomBytesIO
 from pydicom.filewriter import write_data_element
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
-PIXEL_DATA = 0x7FE00010
+from agent.dicomwalk import PIXEL_DATA, UNDEFINED, Walker, WalkError
+
 #: The top-level elements the derived-image marks change or drop (see ``mark_derived``).
 IMAGE_TYPE = 0x00080008
 DEID_METHOD = 0x00120063
 DEID_CODES = 0x00120064
 MARKED = (IMAGE_TYPE, DEID_METHOD, DEID_CODES)
 DROPPED = (0x00280106, 0x00280107)  # Smallest / Largest Image Pixel Value
-#: Explicit VR with a 4-byte length (PS3.5 7.1.2).
-_LONG_VR = {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR",
-            b"UT", b"UV"}
-_UNDEFINED = 0xFFFFFFFF
-_ITEM, _ITEM_END, _SEQ_END = 0xFFFEE000, 0xFFFEE00D, 0xFFFEE0DD
-
 
 class NotSpliceable(ValueError):
     """The bytes are not in a shape this module handles: write the object the normal way."""
@@ -66,65 +60,13 @@ class Layout:
     tail: bytes
 
 
-def _tag(buf: bytes, pos: int) -> int:
-    group, elem = struct.unpack_from("<HH", buf, pos)
-    return int(group) << 16 | int(elem)
-
-
-def _element(buf: bytes, pos: int, implicit: bool) -> tuple[int, int, int, bool]:
-    """(tag, value start, value length, is a sequence) of the element at ``pos``."""
-    tag = _tag(buf, pos)
-    if implicit or tag >> 16 == 0xFFFE:
-        (length,) = struct.unpack_from("<I", buf, pos + 4)
-        return tag, pos + 8, int(length), length == _UNDEFINED
-    vr = buf[pos + 4:pos + 6]
-    if vr in _LONG_VR:
-        (length,) = struct.unpack_from("<I", buf, pos + 8)
-        return tag, pos + 12, int(length), vr == b"SQ" or vr == b"UN"
-    (length,) = struct.unpack_from("<H", buf, pos + 6)
-    return tag, pos + 8, int(length), False
-
-
-def _skip_undefined(buf: bytes, pos: int, implicit: bool) -> int:
-    """The end of an undefined-length sequence whose items start at ``pos``."""
-    while True:
-        tag, value, length, _ = _element(buf, pos, True)
-        if tag == _SEQ_END:
-            return value
-        if tag != _ITEM:
-            raise NotSpliceable("a sequence holds something other than items")
-        if length != _UNDEFINED:
-            pos = value + length
-            continue
-        pos = value
-        while _tag(buf, pos) != _ITEM_END:  # an undefined-length item: its elements
-            pos = _skip(buf, pos, implicit)
-        pos += 8
-
-
-def _skip(buf: bytes, pos: int, implicit: bool) -> int:
-    """The end of the element at ``pos``."""
-    _, value, length, sequence = _element(buf, pos, implicit)
-    if length != _UNDEFINED:
-        end = value + length
-    elif sequence:
-        end = _skip_undefined(buf, value, implicit)
-    else:
-        raise NotSpliceable("an element of undefined length that is not a sequence")
-    if end > len(buf):
-        raise NotSpliceable("a value runs past the end of the file")
-    return end
-
-
 def dataset_start(raw: bytes) -> int:
     """Where the data set begins: after the preamble, "DICM" and the file meta group,
     whose length its first element states."""
-    if raw[128:132] != b"DICM" or len(raw) < 144 or _tag(raw, 132) != 0x00020000 \
-            or raw[136:138] != b"UL":
+    if raw[128:132] != b"DICM" or len(raw) < 144 or raw[132:138] != b"\x02\x00\x00\x00UL":
         raise NotSpliceable("no preamble and file meta group length")
-    (length,) = struct.unpack_from("<I", raw, 140)
-    start = 144 + int(length)
-    if start + 8 > len(raw) or _tag(raw, start) >> 16 == 0x0002:
+    start = 144 + int.from_bytes(raw[140:144], "little")
+    if start + 8 > len(raw) or raw[start:start + 2] == b"\x02\x00":
         raise NotSpliceable("the file meta group length is wrong")
     return start
 
@@ -137,21 +79,21 @@ def layout(raw: bytes, syntax: str) -> Layout:
         raise NotSpliceable(f"transfer syntax {syntax}")
     implicit = syntax == ImplicitVRLittleEndian
     spans: list[tuple[int, int, int]] = []
-    pos = start
+    walker = Walker(raw, implicit)
     try:
-        while pos < len(raw):
-            tag, value, length, _ = _element(raw, pos, implicit)
+        for element in walker.elements(start):
+            tag, vr, pos, value, length, _depth = element
             if tag == PIXEL_DATA:
-                if length == _UNDEFINED or value + length > len(raw):
+                if length == UNDEFINED or value + length > len(raw):
                     raise NotSpliceable("encapsulated or truncated Pixel Data")
                 return Layout(implicit=implicit, head=raw[:value], start=start,
                               spans=tuple(spans), pixel_length=length,
                               tail=raw[value + length:])
-            end = _skip(raw, pos, implicit)
-            spans.append((tag, pos, end))
-            pos = end
-    except struct.error:
-        raise NotSpliceable("the file ends inside an element") from None
+            if length == UNDEFINED and not implicit and vr not in (b"SQ", b"UN"):
+                raise NotSpliceable("an element of undefined length that is not a sequence")
+            spans.append((tag, pos, walker.value_end(element)))
+    except WalkError as e:
+        raise NotSpliceable(str(e)) from None
     raise NotSpliceable("no Pixel Data at the top level")
 
 

@@ -12,7 +12,7 @@ from pydicom.data import get_testdata_file
 
 from agent.deid.risk import text_risks
 from agent.pixels import clean
-from agent.pixels.quick import read_quick
+from agent.pixels.quick import RISK_TAGS, read_quick
 from tests.pixels.helpers import CORPUS
 
 
@@ -74,3 +74,35 @@ def test_what_needs_cleaning_or_is_unusual_is_left_to_the_full_read(tmp_path: Pa
         assert read_quick(_bytes(other)) is None
     assert read_quick(plain[:-10]) is None  # cut short
     assert read_quick(b"\0" * 200) is None  # not Part 10
+
+
+class _Recording(dict):  # type: ignore[type-arg]
+    """A dataset's elements that note every tag looked up."""
+
+    def __init__(self, *args: object) -> None:
+        super().__init__(*args)
+        self.read: set[int] = set()
+
+    def get(self, key: object, default: object = None) -> object:
+        self.read.add(int(key))  # type: ignore[call-overload]
+        return super().get(key, default)
+
+    def __getitem__(self, key: object) -> object:
+        self.read.add(int(key))  # type: ignore[call-overload]
+        return super().__getitem__(key)
+
+    def __contains__(self, key: object) -> bool:
+        self.read.add(int(key))  # type: ignore[call-overload]
+        return super().__contains__(key)
+
+
+def test_the_quick_read_keeps_every_element_the_risk_rules_read() -> None:
+    # The quick dataset holds RISK_TAGS only: a rule reading another element would see
+    # it absent on every quick-read file. This fails the day a rule comes to read one.
+    ds = pydicom.dcmread(str(get_testdata_file("MR_small.dcm")))
+    ds.BurnedInAnnotation = "NO"
+    ds.ConversionType = "WSD"
+    recording = _Recording(ds._dict)
+    ds._dict = recording
+    text_risks(ds)
+    assert recording.read and recording.read <= set(RISK_TAGS)
