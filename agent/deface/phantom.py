@@ -13,7 +13,8 @@ may rest on evidence a head could also show:
   stripe artefact can show this too; it is then withheld instead of quarantined - held
   back either way, never delivered;
 * the headers of the originals: a patient or series named a phantom
-  (``phantom_words`` in ``agent/data/send_policy.json``). Header words may only ever hold
+  (``phantom_words`` in ``agent/data/send_policy.json``; QA, QC and ACR only as the
+  patient's name or ID, ``phantom_patient_words``). Header words may only ever hold
   data back, never let it through.
 
 Only asked where the series would otherwise be quarantined (after waiting for a partner
@@ -56,10 +57,19 @@ STRIPE_ENERGY = 0.05
 STRIPE_IMAGES = 24
 
 
-@lru_cache(maxsize=1)
-def phantom_words(path: Path = _DATA) -> re.Pattern[str]:
+#: Of those, the fields that name the patient: a few more words name a phantom there.
+PATIENT_FIELDS = ("PatientName", "PatientID")
+
+
+@lru_cache(maxsize=2)
+def phantom_words(patient: bool = False, path: Path = _DATA) -> re.Pattern[str]:
+    """The words that name a phantom in any of :data:`NAME_FIELDS` - and with ``patient``,
+    those that name one as the patient (rules as data)."""
     raw = json.loads(path.read_text(encoding="utf-8"))
-    return re.compile(str(raw["phantom_words"]), re.I)
+    words = str(raw["phantom_words"])
+    if patient:
+        words = f"{words}|{raw['phantom_patient_words']}"
+    return re.compile(words, re.I)
 
 
 def _smooth2d(arr: np.ndarray, sigma: tuple[float, float]) -> np.ndarray:
@@ -132,7 +142,6 @@ def parallel_stripes(image: sitk.Image) -> str | None:
 
 def named_phantom(sources: Sequence[Path]) -> bool:
     """A patient or series named a phantom in the originals' headers (first and last file)."""
-    pattern = phantom_words()
     picks = list(dict.fromkeys([*sources[:1], *sources[-1:]]))
     for path in picks:
         try:
@@ -141,7 +150,7 @@ def named_phantom(sources: Sequence[Path]) -> bool:
         except Exception:  # noqa: BLE001 - an unreadable original says nothing here
             continue
         for name in NAME_FIELDS:
-            if pattern.search(str(ds.get(name, "") or "")):
+            if phantom_words(name in PATIENT_FIELDS).search(str(ds.get(name, "") or "")):
                 return True
     return False
 

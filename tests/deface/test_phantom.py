@@ -103,13 +103,14 @@ def test_short_stacks_of_a_real_head_show_no_plates(real_head: sitk.Image, at: f
 
 
 def test_phantom_words() -> None:
-    words = phantom_words()
-    for name in ("phantom", "QA^Phantom", "QC_daily", "FBIRN", "Fantoom", "fantome",
-                 "ACR T1", "agar sphere"):
+    words, patient = phantom_words(), phantom_words(patient=True)
+    for name in ("phantom", "QA^Phantom", "FBIRN", "Fantoom", "fantome", "agar sphere"):
         assert words.search(name), name
+    for name in ("QC_daily", "ACR", "qa"):
+        assert patient.search(name) and not words.search(name), name
     for name in ("XAtest_sub-July11", "Landman_234480", "Aqaba^Quentin", "EPI_asc", "dicom",
                  "Sacral^Macrae"):
-        assert not words.search(name), name
+        assert not patient.search(name), name
 
 
 def _stage(image: sitk.Image, tmp: Path, name: str) -> SeriesWork:
