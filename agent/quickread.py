@@ -2,7 +2,7 @@
 
 Surveying an export parsed every file with pydicom twice (which series, is it whole), each
 parse costing more than reading the file. This module walks the element headers of a file
-already in memory once - no values decoded, no objects per element - and answers both
+already in memory once (:mod:`agent.dicomwalk`; no values decoded) and answers both
 exactly as the pydicom-based functions do:
 
 * the header: Study, Series and SOP Instance UID and SOP Class UID, as
@@ -27,22 +27,18 @@ from functools import lru_cache
 from pydicom.datadict import dictionary_VR
 
 from agent.dicomfiles import is_image_class
+from agent.dicomwalk import (
+    ITEM,
+    MAX_DEPTH,
+    PLAIN_SYNTAXES,
+    UNDEFINED,
+    VRS,
+    Walker,
+    WalkError,
+    file_meta,
+)
 
-_LONG_VRS = frozenset(
-    {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"}
-)
-_VRS = _LONG_VRS | frozenset(
-    {b"AE", b"AS", b"AT", b"CS", b"DA", b"DS", b"DT", b"FD", b"FL", b"IS", b"LO", b"LT",
-     b"PN", b"SH", b"SL", b"SS", b"ST", b"TM", b"UI", b"UL", b"US"}
-)
-_UNDEFINED = 0xFFFFFFFF
-_ITEM, _ITEM_END, _SEQ_END = 0xFFFEE000, 0xFFFEE00D, 0xFFFEE0DD
 _PIXEL_TAGS = frozenset({0x7FE00010, 0x7FE00009, 0x7FE00008})
-_SUPPORTED = {
-    b"1.2.840.10008.1.2": (True, True),
-    b"1.2.840.10008.1.2.1": (False, True),
-    b"1.2.840.10008.1.2.2": (False, False),
-}
 _STUDY, _SERIES, _INSTANCE, _SOP_CLASS = 0x0020000D, 0x0020000E, 0x00080018, 0x00080016
 _ROWS, _COLUMNS, _FRAMES, _SAMPLES, _BITS = (0x00280010, 0x00280011, 0x00280008, 0x00280002,
                                             0x00280100)
@@ -86,140 +82,55 @@ def _dictionary_sq(tag: int) -> bool | None:
         return None
 
 
-class _Walker:
-    def __init__(self, data: bytes, implicit: bool, little: bool) -> None:
-        e = "<" if little else ">"
-        self.data = data
-        self.size = len(data)
-        self.tag_at = struct.Struct(f"{e}HH").unpack_from
-        self.implicit = implicit
-        self.little = little
-        self.head = struct.Struct(f"{e}HH2sH").unpack_from
-        self.u32 = struct.Struct(f"{e}L").unpack_from
-        self.tag_len = struct.Struct(f"{e}HHL").unpack_from
+def _is_sequence(walker: Walker, tag: int, vr: bytes, value: int) -> bool:
+    """How pydicom decides that an undefined-length element is a sequence."""
+    if vr:
+        if vr == b"UN":
+            raise _Unusual  # an UN sequence: implicit VR inside, pydicom's business
+        return vr == b"SQ"
+    known = _dictionary_sq(tag)
+    if known is None:
+        return walker.data[value:value + 4] == (b"\xfe\xff\x00\xe0" if walker.little
+                                                else b"\xff\xfe\xe0\x00")  # an item
+    return known
 
-    def header(self, pos: int) -> tuple[int, bytes | None, int, int]:
-        """(tag, VR or None for implicit, value start, value length) at ``pos``."""
-        if pos + 8 > self.size:
-            raise _Unusual
-        if self.implicit:
-            group, elem, length = self.tag_len(self.data, pos)
-            return group << 16 | elem, None, pos + 8, length
-        group, elem, vr, short = self.head(self.data, pos)
-        tag = group << 16 | elem
-        if group == 0xFFFE:
-            return tag, None, pos + 8, self.u32(self.data, pos + 4)[0]
-        if vr in _LONG_VRS:
-            if pos + 12 > self.size:
-                raise _Unusual
-            return tag, vr, pos + 12, self.u32(self.data, pos + 8)[0]
-        if vr not in _VRS:
-            raise _Unusual  # an implicit VR switch, or an unknown VR: pydicom guesses
-        return tag, vr, pos + 8, short
 
-    def is_sequence(self, tag: int, vr: bytes | None, value: int) -> bool:
-        """How pydicom decides that an undefined-length element is a sequence."""
-        if vr is not None:
-            if vr == b"UN":
-                raise _Unusual  # an UN sequence: implicit VR inside, pydicom's business
-            return vr == b"SQ"
-        known = _dictionary_sq(tag)
-        if known is None:
-            if value + 4 > self.size:
-                raise _Unusual
-            group, elem = self.tag_at(self.data, value)
-            return (group << 16 | elem) == _ITEM
-        return known
-
-    def dataset(self, pos: int, end: int, in_item: bool,
-                found: dict[int, tuple[int, int]] | None) -> int:
-        """Walk the elements from ``pos`` to ``end`` (or to an item delimiter when
-        ``in_item`` and the item has undefined length); the position after.
-
-        At the top level (``found`` is not None) stops at the first pixel data tag and
-        records where the values of the wanted tags are."""
-        last = -1
-        while pos < end:
-            tag, vr, value, length = self.header(pos)
-            if tag == _ITEM_END and in_item:
-                return pos + 8
-            if tag >> 16 in (0xFFFE, 0x0002) or tag <= last:
-                raise _Unusual  # stray item or meta tags, tags out of order or twice
-            last = tag
-            if found is not None and tag in _PIXEL_TAGS:
-                return pos
-            if length == _UNDEFINED:
-                if not self.is_sequence(tag, vr, value):
-                    raise _Unusual  # undefined-length non-sequence: let pydicom read it
-                pos = self.items(value)
-                continue
-            if found is not None and tag in _WANTED:
-                found[tag] = (value, length)
-            pos = self.value_end(vr, value, length, end)
-        if in_item:
-            raise _Unusual  # an undefined-length item never closed
-        return pos
-
-    def value_end(self, vr: bytes | None, value: int, length: int, end: int) -> int:
-        """Where a defined-length value ends; a sequence's items are walked, so that
-        their elements' VRs are checked as the others' are."""
-        stop = value + length
-        if stop > end:
-            raise _Unusual  # cut short inside the header
-        if vr == b"SQ" and length:
-            self.items(value, stop)
-        return stop
-
-    def items(self, pos: int, stop: int | None = None) -> int:
-        """Walk the items of a sequence, of undefined length or (``stop``) ending there;
-        the position after its end."""
-        while True:
-            if stop is not None and pos == stop:
-                return pos
-            if pos + 8 > (self.size if stop is None else stop):
-                raise _Unusual
-            group, elem, length = self.tag_len(self.data, pos)
-            tag = group << 16 | elem
-            if tag == _SEQ_END and stop is None:
-                return pos + 8
-            if tag != _ITEM:
-                raise _Unusual
-            if length == _UNDEFINED:
-                pos = self.dataset(pos + 8, self.size if stop is None else stop, True, None)
-            else:
-                end = pos + 8 + length
-                if (end > (self.size if stop is None else stop)
-                        or self.dataset(pos + 8, end, False, None) != end):
-                    raise _Unusual
-                pos = end
+def _dataset(walker: Walker, start: int, found: dict[int, tuple[int, int]]) -> int:
+    """Walk the data set from ``start`` to the first pixel data tag at its top level,
+    checking every element at every depth as pydicom would read it (tags in order, no
+    stray file meta tags, undefined lengths only for sequences); the position reached.
+    Records where the values of the wanted top-level elements are."""
+    last = [-1] * (MAX_DEPTH + 2)  # the last tag of the data set at each depth
+    for tag, vr, pos, value, length, depth in walker.walk(start):
+        if tag == ITEM:
+            last[depth] = -1
+            continue
+        if tag >> 16 == 0x0002 or tag <= last[depth]:
+            raise _Unusual  # stray meta tags, tags out of order or twice
+        last[depth] = tag
+        if depth == 0 and tag in _PIXEL_TAGS:
+            return pos
+        if length == UNDEFINED:
+            if not _is_sequence(walker, tag, vr, value):
+                raise _Unusual  # undefined-length non-sequence: let pydicom read it
+        elif depth == 0 and tag in _WANTED:
+            found[tag] = (value, length)
+    return walker.size
 
 
 def _meta(data: bytes) -> tuple[int, bytes, str]:
     """(end of the file meta group, transfer syntax UID, Media Storage SOP Class UID)."""
-    if len(data) < 144 or data[128:132] != b"DICM":
-        raise _Unusual
-    pos, ts, media_class = 132, b"", ""
-    last = -1
-    while pos + 8 <= len(data) and data[pos:pos + 2] == b"\x02\x00":
-        group, elem, vr = struct.unpack_from("<HH2s", data, pos)
-        if vr in _LONG_VRS:
-            length = struct.unpack_from("<L", data, pos + 8)[0]
-            value = pos + 12
-        elif vr in _VRS:
-            length = struct.unpack_from("<H", data, pos + 6)[0]
-            value = pos + 8
-        else:
-            raise _Unusual
-        tag = group << 16 | elem
-        if length == _UNDEFINED or value + length > len(data) or tag <= last:
+    elements, start = file_meta(data)
+    ts, media_class, last = b"", "", -1
+    for tag, vr, _pos, value, length, _depth in elements:
+        if vr not in VRS or tag <= last:
             raise _Unusual
         last = tag
         if tag == 0x00020010:
             ts = data[value:value + length].rstrip(b"\x00 ")
         elif tag == 0x00020002:
             media_class = _text(data[value:value + length])
-        pos = value + length
-    return pos, ts, media_class
+    return start, ts, media_class
 
 
 _UID = re.compile(rb"[0-9][0-9.]*")
@@ -260,17 +171,17 @@ def _frames(data: bytes, where: tuple[int, int] | None) -> int:
         raise _Unusual from None
 
 
-def _complete(data: bytes, walker: _Walker, pos: int, found: dict[int, tuple[int, int]],
+def _complete(data: bytes, walker: Walker, pos: int, found: dict[int, tuple[int, int]],
               little: bool, sop_class: str) -> bool | None:
     """:func:`agent.dicomfiles.is_complete` from the pixel data tag at ``pos``."""
     size = len(data)
     is_image = (_ROWS in found and _COLUMNS in found) or is_image_class(sop_class)
     if pos >= size:
         return not is_image
-    tag, vr, value, length = walker.header(pos)
+    tag, _vr, _pos, value, length, _depth = walker.header(pos)
     if tag != 0x7FE00010:
         return None  # float pixel data, or something else: pydicom parses it all
-    if length == _UNDEFINED:
+    if length == UNDEFINED:
         return None  # encapsulated: pydicom parses the fragments
     photometric = found.get(_PHOTOMETRIC)
     if photometric and b"422" in data[photometric[0]:photometric[0] + photometric[1]]:
@@ -284,26 +195,26 @@ def _complete(data: bytes, walker: _Walker, pos: int, found: dict[int, tuple[int
         return False
     while end < size:  # the elements after the pixel data end exactly at EOF
         try:
-            _tag, _vr, value, length = walker.header(end)
-        except _Unusual:
+            _tag, _vr, _pos, value, length, _depth = walker.header(end)
+        except WalkError:
             return None
-        if length == _UNDEFINED:
+        if length == UNDEFINED:
             return True  # as dicomfiles: a sequence after the pixels is accepted
         end = value + length
     return end == size
 
 
-def _walk(data: bytes) -> tuple[_Walker, int, dict[int, tuple[int, int]], str] | None:
+def _walk(data: bytes) -> tuple[Walker, int, dict[int, tuple[int, int]], str] | None:
     """The top-level walk up to the first pixel data tag: (walker, position reached,
     where the wanted values are, Media Storage SOP Class UID); None for an unusual file.
-    Raises _Unusual and struct.error."""
+    Raises _Unusual, WalkError and struct.error."""
     start, ts, media_class = _meta(data)
-    if ts not in _SUPPORTED:
+    syntax = PLAIN_SYNTAXES.get(ts.decode("ascii", "replace"))
+    if syntax is None:
         return None
-    implicit, little = _SUPPORTED[ts]
-    walker = _Walker(data, implicit, little)
+    walker = Walker(data, *syntax, strict=True)  # another VR: pydicom guesses, we do not
     found: dict[int, tuple[int, int]] = {}
-    return walker, walker.dataset(start, len(data), False, found), found, media_class
+    return walker, _dataset(walker, start, found), found, media_class
 
 
 def pixel_bytes(data: bytes, whole: bool) -> int | None:
@@ -334,7 +245,7 @@ def pixel_bytes(data: bytes, whole: bool) -> int | None:
         return (_us(data, found.get(_ROWS), little, 0) * _us(data, found.get(_COLUMNS),
                                                              little, 0)
                 * frames * spp * _us(data, found.get(_BITS), little, 8) + 7) // 8
-    except (_Unusual, struct.error):
+    except (_Unusual, WalkError, struct.error):
         return None
 
 
@@ -355,7 +266,7 @@ def scan(data: bytes) -> Scan | None:
         return Scan(study_uid=uid(_STUDY), series_uid=uid(_SERIES),
                     instance_uid=uid(_INSTANCE), sop_class_uid=sop_class,
                     complete=_complete(data, walker, pos, found, little, sop_class))
-    except (_Unusual, struct.error):
+    except (_Unusual, WalkError, struct.error):
         return None
 
 
