@@ -248,7 +248,7 @@ def read_series(files: list[Path], sources: list[Path] | None = None) -> SeriesO
 
 def _slices_of(objs: SeriesObjects, i: int, hints: mosaic.Hints) -> list[Slice]:
     ds, arr = objs.datasets[i], objs.arrays[i]
-    if int(ds.get("NumberOfFrames", 1) or 1) > 1 or arr.ndim == 3:
+    if multiframe.is_enhanced(ds) or arr.ndim == 3:
         return multiframe.frame_slices(i, ds, arr)
     layout = mosaic.layout(ds, hints)
     if layout is not None:

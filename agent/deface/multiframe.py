@@ -65,6 +65,15 @@ def _direction(ds: Dataset, frame: Dataset | None) -> Any:
     return None
 
 
+def is_enhanced(ds: Dataset) -> bool:
+    """Frames described by functional groups: several frames, or a single-frame enhanced
+    object (a derived map or reformat written one frame per file), whose geometry is only
+    in its functional groups."""
+    return (int(ds.get("NumberOfFrames", 1) or 1) > 1
+            or "PerFrameFunctionalGroupsSequence" in ds
+            or "SharedFunctionalGroupsSequence" in ds)
+
+
 def _concatenation(ds: Dataset) -> tuple[str | None, int]:
     """(a key shared by the parts of one Concatenation, the frame offset of this part), or
     (None, 0) for an object that stands alone. The key is a digest: no UID is kept."""

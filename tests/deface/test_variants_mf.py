@@ -173,11 +173,88 @@ def test_volumes_in_numeric_order(corpus: Path) -> None:
     assert temporal == [str(n) for n in range(1, 11)]
 
 
+@pytest.fixture(scope="module")
+def thin_t1(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    """The XA30 T1 as a classic stack, every third slice (cheap, still a head)."""
+    src = next(p for p in _files(_need(variants.T1)) if p.suffix == ".dcm")
+    out = tmp_path_factory.mktemp("t1")
+    return variants.enhanced_to_classic(src, out / "classic")[::3]
+
+
+def test_classic_series_holding_several_stacks(thin_t1: list[Path], tmp_path: Path) -> None:
+    """Two orientations, two matrix sizes, or the same positions twice in one series: one
+    volume per stack (the repeat told apart by its numbering), each with its own voxels."""
+    (ref,) = _volumes(thin_t1)
+    tilted = variants.oblique(thin_t1, tmp_path / "oblique", degrees=20.0)
+    axial = variants.resliced(thin_t1, tmp_path / "axial", "rows")
+    for name, parts, sizes in (
+            ("orientations", [thin_t1, tilted], [len(thin_t1), len(tilted)]),
+            ("sizes", [thin_t1, axial], [len(thin_t1), len(axial)]),
+            ("repeat", [thin_t1, thin_t1], [len(thin_t1)] * 2)):
+        got = _volumes(variants_mf.one_series(parts, tmp_path / name))
+        assert sorted(len(v.slices) for v in got) == sorted(sizes), name
+        assert all(v.is_regular() for v in got), name
+        assert any(np.array_equal(v.stored, ref.stored) for v in got), name
+    repeat = _volumes(variants_mf.one_series([thin_t1, thin_t1], tmp_path / "repeat2"))
+    assert [min(s.order for s in v.slices) for v in repeat] == [1.0, len(thin_t1) + 1.0]
+
+
+def test_single_frame_enhanced_objects_and_foreign_headers(thin_t1: list[Path],
+                                                           tmp_path: Path) -> None:
+    """One single-frame enhanced object per slice (geometry only in its functional
+    groups), a multi-echo enhanced object, and United Imaging / Hitachi style private
+    creators: the same voxels as the classic stack; the enhanced written back enhanced."""
+    (ref,) = _volumes(thin_t1)
+    datasets = [pydicom.dcmread(p) for p in thin_t1]
+    per_slice = variants_mf.enhanced_per_slice(datasets, tmp_path / "per-slice")
+    objs = dicomio.read_series(per_slice, per_slice)
+    (v,) = build_volumes(objs.slices, objs.pixels)
+    assert _signature([v]) == _signature([ref])
+    objs.put(v.slices[0], v.stored[0] + 1)
+    written = objs.write(tmp_path / "out", {p: p.name for p in per_slice})
+    changed = [q for p, q in written.items() if p != q]
+    assert len(changed) == 1
+    out = pydicom.dcmread(changed[0])
+    assert out.SOPClassUID == pydicom.uid.EnhancedMRImageStorage and out.NumberOfFrames == 1
+    assert "PerFrameFunctionalGroupsSequence" in out and out.ImageType[0] == "DERIVED"
+    echoes = variants.multi_echo(thin_t1, tmp_path / "echo-classic")
+    got = _volumes(variants_mf.enhanced_4d(variants_mf.load(tmp_path / "echo-classic"),
+                                           tmp_path / "echo"))
+    assert sorted(_signature(got)) == sorted(_signature(_volumes(echoes)))
+    assert len(got) == 2 and got[0].label.endswith("echo=2.5")
+    for vendor, group, creator in (("UIH", 0x0065, "Image Private Header"),
+                                   ("Hitachi Medical Corporation", 0x0029, "HMC - MR - ID")):
+        files = variants_mf.foreign_headers(thin_t1, tmp_path / vendor[:3], vendor, group,
+                                            creator)
+        assert _signature(_volumes(files)) == _signature([ref]), vendor
+
+
+#: Each variant and the corpus series it was made from (its ending must be the same).
+_SOURCES = {
+    "philips-enhanced-dti": "dcm_qa_philips/601_WIP_dti_ax",
+    "philips-enhanced-fmri": "dcm_qa_philips/fmri",
+    "ge-enhanced-dwi-concatenation": "dcm_qa_ge/01_Ax_DWI_TENSOR_R2",
+    "canon-enhanced-fmri-concatenation": "dcm_qa_philips/fmri",
+    "adc": "dcm_qa_philips/601_WIP_dti_ax",
+    "fa": "dcm_qa_philips/601_WIP_dti_ax",
+    "tracew": "dcm_qa_philips/601_WIP_dti_ax",
+    "mosaic-no-private": "dcm_qa_mosaic/cmrr_Asc_6",
+    "mosaic-interpolated-matrix": "dcm_qa_mosaic/cmrr_Asc_6",
+    "two-stacks": "dcm_qa_xa30/5_anat-T1w_acq-tfl",
+    "single-frame-enhanced": "dcm_qa_xa30/5_anat-T1w_acq-tfl",
+    "two-orientations": "dcm_qa_xa30/5_anat-T1w_acq-tfl",
+    "united-imaging": "dcm_qa_xa30/5_anat-T1w_acq-tfl",
+}
+
+
 def _build_all(out: Path) -> dict[str, Path]:
     philips, ge = CORPUS / "dcm_qa_philips", CORPUS / "dcm_qa_ge"
     mosaic = CORPUS / "dcm_qa_mosaic" / "cmrr_Asc_6"
     dti = variants_mf.load(philips / "601_WIP_dti_ax")
     fmri = variants_mf.load(philips / "fmri")
+    src = next(p for p in _files(variants.T1) if p.suffix == ".dcm")
+    classic = variants.enhanced_to_classic(src, out / "tmp" / "classic")
+    tilted = variants.oblique(classic, out / "tmp" / "oblique")
     makers = {
         "philips-enhanced-dti": lambda o: variants_mf.enhanced_4d(dti, o, slice_major=True),
         "philips-enhanced-fmri": lambda o: variants_mf.enhanced_4d(fmri, o),
@@ -193,52 +270,57 @@ def _build_all(out: Path) -> dict[str, Path]:
             variants_mf.load(mosaic), o, None),
         "mosaic-interpolated-matrix": lambda o: variants_mf.bare_mosaic(
             variants_mf.load(mosaic), o, [32, 0, 0, 32]),
+        "two-stacks": lambda o: variants_mf.two_stacks(
+            variants_mf.load(out / "tmp" / "classic"), variants_mf.load(out / "tmp" / "oblique"),
+            o),
+        "single-frame-enhanced": lambda o: variants_mf.enhanced_per_slice(
+            variants_mf.load(out / "tmp" / "classic"), o),
+        "two-orientations": lambda o: variants_mf.one_series([classic, tilted], o),
+        "united-imaging": lambda o: variants_mf.foreign_headers(
+            classic, o, "UIH", 0x0065, "Image Private Header"),
     }
     folders = {}
     for name, make in makers.items():
         make(out / name)
         folders[name] = out / name
-    src = next(p for p in _files(variants.T1) if p.suffix == ".dcm")
-    classic = variants.enhanced_to_classic(src, out / "tmp" / "classic")
-    variants.oblique(classic, out / "tmp" / "oblique")
-    variants_mf.two_stacks(variants_mf.load(out / "tmp" / "classic"),
-                           variants_mf.load(out / "tmp" / "oblique"), out / "two-stacks")
-    folders["two-stacks"] = out / "two-stacks"
     return folders
 
 
-#: Too few slices to place a face alone, and no study partner in a one-series run.
-_SHORT_ALONE = {"philips-enhanced-fmri", "ge-enhanced-dwi-concatenation",
-                "canon-enhanced-fmri-concatenation"}
+def _form(folder: Path) -> list[tuple[str, int, int, int, bool]]:
+    """What must survive defacing: SOP class, frames, matrix, mosaic or not, per object."""
+    out = []
+    for p in _files(folder):
+        if p.suffix == ".json":
+            continue
+        d = pydicom.dcmread(p, stop_before_pixels=True)
+        out.append((str(d.SOPClassUID), int(d.get("NumberOfFrames", 1) or 1), int(d.Rows),
+                    int(d.Columns), "MOSAIC" in (d.get("ImageType") or [])))
+    return sorted(out)
 
 
 @pytest.mark.soak
 @pytest.mark.timeout(3600)
-def test_every_shape_is_delivered_defaced_in_its_form(corpus: Path, agent_paths: AgentPaths,
-                                                      tmp_path: Path) -> None:
+def test_every_shape_ends_as_its_source_in_its_form(corpus: Path, agent_paths: AgentPaths,
+                                                    tmp_path: Path) -> None:
+    """Each variant ends as the corpus series it was made from (delivered defaced, or
+    withheld / quarantined for the same reason); a delivered one keeps its form."""
     _need(CORPUS / "dcm_qa_philips")
     cfg: Config = replace(load_config(None, paths=agent_paths),
                           target_path=str(tmp_path / "out"), pipeline_workers=2)
-    for name, folder in _build_all(tmp_path / "in").items():
-        out = tmp_path / "out" / name
+    endings: dict[str, list[tuple[str, str, bool]]] = {}
+
+    def ending(folder: Path, out: Path) -> list[tuple[str, str, bool]]:
         summary = process_folder(cfg, folder, out)
-        if name in _SHORT_ALONE:
-            assert [(o.state, o.code) for o in summary.series] == [
-                ("quarantined", "deface-fit")], (name, summary.as_dict())
-            assert "export the study's 3-D T1" in summary.series[0].reason
-            continue
-        assert [o.state for o in summary.series] == ["delivered"], (name, summary.as_dict())
-        (manifest,) = out.rglob("manifest.json")
-        assert json.loads(manifest.read_text())["defaced"], name
-        inputs = [pydicom.dcmread(p, stop_before_pixels=True) for p in _files(folder)]
-        outputs = [pydicom.dcmread(p, stop_before_pixels=True)
-                   for p in sorted(manifest.parent.glob("*.dcm"))]
-        assert len(outputs) == len(inputs), name
-        assert sorted(str(d.SOPClassUID) for d in outputs) == sorted(
-            str(d.SOPClassUID) for d in inputs), name
-        assert sorted(int(d.get("NumberOfFrames", 1) or 1) for d in outputs) == sorted(
-            int(d.get("NumberOfFrames", 1) or 1) for d in inputs), name
-        assert sorted((d.Rows, d.Columns) for d in outputs) == sorted(
-            (d.Rows, d.Columns) for d in inputs), name
-        if name.startswith("mosaic"):
-            assert all("MOSAIC" in d.ImageType for d in outputs), name
+        defaced = [bool(json.loads(m.read_text())["defaced"]) for m in out.rglob(
+            "manifest.json")]
+        return [(str(o.state), o.code or "", all(defaced)) for o in summary.series]
+
+    for name, folder in _build_all(tmp_path / "in").items():
+        source = _SOURCES[name]
+        if source not in endings:
+            endings[source] = ending(CORPUS / source, tmp_path / "ref" / source)
+        got = ending(folder, tmp_path / "out" / name)
+        assert got == endings[source], name
+        if got[0][0] == "delivered":
+            (manifest,) = (tmp_path / "out" / name).rglob("manifest.json")
+            assert _form(manifest.parent) == _form(folder), name

@@ -272,3 +272,58 @@ def _write(ds: Dataset, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     ds.save_as(path, enforce_file_format=True)
     return path
+
+
+def one_series(parts: list[list[Path]], out: Path) -> list[Path]:
+    """Several classic stacks written as one series (one Series Instance UID, numbered on):
+    two orientations, two sizes, or the same positions twice, as a multi-package scan or a
+    repeated acquisition arrives."""
+    datasets = [pydicom.dcmread(p) for files in parts for p in files]
+    series = generate_uid()
+    out.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for n, ds in enumerate(datasets):
+        ds.SeriesInstanceUID = series
+        ds.SOPInstanceUID = generate_uid()
+        ds.InstanceNumber = n + 1
+        paths.append(_write(ds, out / f"IM{n + 1:04d}.dcm"))
+    return paths
+
+
+def enhanced_per_slice(datasets: list[Dataset], out: Path) -> list[Path]:
+    """One single-frame enhanced object per slice (Number of Frames 1): geometry only in the
+    functional groups, as some vendors write derived maps and reformats."""
+    paths = []
+    series = generate_uid()
+    for n, d in enumerate(sorted(datasets, key=_depth)):
+        (path,) = enhanced_4d([d], out / "tmp")
+        ds = pydicom.dcmread(path)
+        ds.SeriesInstanceUID = series
+        ds.SOPInstanceUID = generate_uid()
+        ds.InstanceNumber = n + 1
+        path.unlink()
+        paths.append(_write(ds, out / f"ENH{n + 1:04d}.dcm"))
+    (out / "tmp").rmdir()
+    return paths
+
+
+def foreign_headers(classic: list[Path], out: Path, vendor: str, group: int,
+                    creator: str) -> list[Path]:
+    """A vendor whose private creator nobody knows (United Imaging, Hitachi, Fujifilm):
+    every other private element gone, theirs present, their Image Type."""
+    datasets = [pydicom.dcmread(p) for p in classic]
+    series = generate_uid()
+    out.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for n, ds in enumerate(datasets):
+        for tag in [e.tag for e in ds if e.tag.is_private]:
+            del ds[tag]
+        ds.Manufacturer = vendor
+        ds.ImageType = ["ORIGINAL", "PRIMARY", "M", "NORM", "DIS3D"]
+        block = ds.private_block(group, creator, create=True)
+        block.add_new(0x01, "SH", "3D")
+        block.add_new(0x09, "OB", b"\x00\x01" * 16)
+        ds.SeriesInstanceUID = series
+        ds.SOPInstanceUID = generate_uid()
+        paths.append(_write(ds, out / f"IM{n + 1:04d}.dcm"))
+    return paths
