@@ -205,7 +205,7 @@ def test_single_frame_enhanced_objects_and_foreign_headers(thin_t1: list[Path],
     groups), a multi-echo enhanced object, and United Imaging / Hitachi style private
     creators: the same voxels as the classic stack; the enhanced written back enhanced."""
     (ref,) = _volumes(thin_t1)
-    datasets = [pydicom.dcmread(p) for p in thin_t1]
+    datasets: list[Dataset] = [pydicom.dcmread(p) for p in thin_t1]
     per_slice = variants_mf.enhanced_per_slice(datasets, tmp_path / "per-slice")
     objs = dicomio.read_series(per_slice, per_slice)
     (v,) = build_volumes(objs.slices, objs.pixels)
