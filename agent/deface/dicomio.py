@@ -218,7 +218,7 @@ def read_series(files: list[Path], sources: list[Path] | None = None) -> SeriesO
             layouts[len(datasets)] = lay
         paths.append(path)
         datasets.append(ds)
-        if "PixelData" not in ds:
+        if "PixelData" not in ds and multiframe.float_pixels(ds) is None:
             others.append(len(datasets) - 1)
             arrays.append(np.zeros((0, 0), np.uint16))
             continue
@@ -271,6 +271,8 @@ def _slices_of(objs: SeriesObjects, i: int, hints: mosaic.Hints) -> list[Slice]:
 
 def _set_pixels(ds: Dataset, arr: np.ndarray) -> None:
     """Put ``arr`` into ``ds`` in a transfer syntax chosen as the module docstring says."""
+    if multiframe.put_float_pixels(ds, arr):
+        return
     syntax = UID(str(ds.file_meta.TransferSyntaxUID))
     for kw in ("SmallestImagePixelValue", "LargestImagePixelValue"):
         if kw in ds:

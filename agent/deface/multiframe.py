@@ -74,6 +74,26 @@ def is_enhanced(ds: Dataset) -> bool:
             or "SharedFunctionalGroupsSequence" in ds)
 
 
+#: Float-valued pixel data (a Parametric Map: T1, ADC, CBF in real units) and its type.
+_FLOAT_PIXELS = (("FloatPixelData", "<f4"), ("DoubleFloatPixelData", "<f8"))
+
+
+def float_pixels(ds: Dataset) -> str | None:
+    """The keyword of the object's float-valued pixel data, or None. Such an object is an
+    image like any other (a map of a head shows its face): read, judged and defaced."""
+    return next((kw for kw, _ in _FLOAT_PIXELS if kw in ds), None)
+
+
+def put_float_pixels(ds: Dataset, arr: np.ndarray) -> bool:
+    """Write defaced values back into the float pixel data they came from (little endian,
+    as the standard encodes it); False for an object with integer Pixel Data."""
+    for kw, dtype in _FLOAT_PIXELS:
+        if kw in ds:
+            setattr(ds, kw, np.ascontiguousarray(arr).astype(dtype).tobytes())
+            return True
+    return False
+
+
 def _concatenation(ds: Dataset) -> tuple[str | None, int]:
     """(a key shared by the parts of one Concatenation, the frame offset of this part), or
     (None, 0) for an object that stands alone. The key is a digest: no UID is kept."""

@@ -229,6 +229,22 @@ def test_single_frame_enhanced_objects_and_foreign_headers(thin_t1: list[Path],
         assert _signature(_volumes(files)) == _signature([ref]), vendor
 
 
+def test_float_parametric_map_is_an_image(thin_t1: list[Path], tmp_path: Path) -> None:
+    """A Parametric Map with float pixel data holds the head's voxels (it was delivered
+    unjudged, face and all): read as a volume, written back as float pixel data."""
+    (ref,) = _volumes(thin_t1)
+    (enh,) = variants_mf.enhanced_4d(variants_mf.load(thin_t1[0].parent)[::3], tmp_path / "e")
+    (path,) = variants_mf.float_map(enh, tmp_path / "map")
+    objs = dicomio.read_series([path], [path])
+    (v,) = build_volumes(objs.slices, objs.pixels)
+    assert v.stored.dtype == np.float32 and len(v.slices) == len(ref.slices)
+    assert np.array_equal(v.stored, (ref.stored.astype(np.float32) * np.float32(0.1)))
+    objs.put(v.slices[0], v.stored[0] + 1.5)
+    out = pydicom.dcmread(objs.write(tmp_path / "out", {path: "map.dcm"})[path])
+    assert "PixelData" not in out and out.SOPClassUID == "1.2.840.10008.5.1.4.1.1.30"
+    assert np.array_equal(out.pixel_array[v.slices[0].frame], v.stored[0] + 1.5)
+
+
 #: Each variant and the corpus series it was made from (its ending must be the same).
 _SOURCES = {
     "philips-enhanced-dti": "dcm_qa_philips/601_WIP_dti_ax",
@@ -244,6 +260,7 @@ _SOURCES = {
     "single-frame-enhanced": "dcm_qa_xa30/5_anat-T1w_acq-tfl",
     "two-orientations": "dcm_qa_xa30/5_anat-T1w_acq-tfl",
     "united-imaging": "dcm_qa_xa30/5_anat-T1w_acq-tfl",
+    "float-parametric-map": "dcm_qa_xa30/5_anat-T1w_acq-tfl",
 }
 
 
@@ -278,6 +295,7 @@ def _build_all(out: Path) -> dict[str, Path]:
         "two-orientations": lambda o: variants_mf.one_series([classic, tilted], o),
         "united-imaging": lambda o: variants_mf.foreign_headers(
             classic, o, "UIH", 0x0065, "Image Private Header"),
+        "float-parametric-map": lambda o: variants_mf.float_map(src, o),
     }
     folders = {}
     for name, make in makers.items():

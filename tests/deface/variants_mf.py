@@ -327,3 +327,19 @@ def foreign_headers(classic: list[Path], out: Path, vendor: str, group: int,
         ds.SOPInstanceUID = generate_uid()
         paths.append(_write(ds, out / f"IM{n + 1:04d}.dcm"))
     return paths
+
+
+def float_map(enhanced: Path, out: Path, scale: float = 0.1) -> list[Path]:
+    """An enhanced object rewritten as a Parametric Map with float pixel data (a T1 or ADC
+    map in real units, as mapping software and some scanners write them)."""
+    ds = pydicom.dcmread(enhanced)
+    values = ds.pixel_array.astype(np.float32) * np.float32(scale)
+    del ds.PixelData
+    for name in ("BitsStored", "HighBit", "PixelRepresentation"):
+        if name in ds:
+            delattr(ds, name)
+    ds.BitsAllocated = 32
+    ds.FloatPixelData = values.astype("<f4").tobytes()
+    ds.SOPClassUID = "1.2.840.10008.5.1.4.1.1.30"  # Parametric Map Storage
+    ds.SOPInstanceUID = generate_uid()
+    return [_write(ds, out / "MAP0001.dcm")]
