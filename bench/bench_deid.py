@@ -12,8 +12,13 @@ MR_small.dcm header with identifying elements and a few private tags planted), t
   one is made with openssl) and ``--dumb`` (only the few tags given on the command line).
 
 Every tool runs once per round, the tools alternated, and the medians are printed (CPU time
-includes the pool's workers). Prints files/s for each and the ratios against the targets
-(>= 4x dicognito, >= 1/3 of gdcmanon).
+includes the pool's workers), with the range of the per-round ratios. Prints files/s for
+each and the ratios against the targets (>= 4x dicognito, >= 1/3 of gdcmanon).
+
+Each round de-identifies with a site secret of its own: the engine remembers, per secret,
+what it decided for each value (UIDs, dates, cleaned text), and a running agent meets a
+series once - a round must not be served by what an earlier round of the same files left.
+The pool is warmed up (started, engine imported) with yet another secret.
 """
 
 from __future__ import annotations
@@ -122,7 +127,8 @@ def _pool_cpu() -> float:
     return total
 
 
-def bench_ours(files: list[Path], out: Path, processes: int) -> tuple[Clock, Clock]:
+def bench_ours(files: list[Path], out: Path, processes: int, secret: bytes
+               ) -> tuple[Clock, Clock]:
     """(engine, engine + verifier) clocks, series by series as the pipeline does."""
     groups = [files[s::4] for s in range(4)]
     rules = Rules(safe_private=load_safe_private())
@@ -130,14 +136,15 @@ def bench_ours(files: list[Path], out: Path, processes: int) -> tuple[Clock, Clo
         # The agent's pool lives as long as the agent: start it (and let its workers import
         # the engine) before timing, as a running agent has long done.
         warm = files[:128]
-        results = deidentify_files(warm, out / "warm", site_name="BENCH", site_secret=SECRET,
+        results = deidentify_files(warm, out / "warm", site_name="BENCH",
+                                   site_secret=SECRET + b"-warm-up",
                                    options=DeidConfig(), processes=processes)
         verify_series(warm, [r.path for r in results], rules, processes=processes)
     outputs = []
     with Clock() as engine:
         for k, group in enumerate(groups):
             results = deidentify_files(
-                group, out / str(k), site_name="BENCH", site_secret=SECRET,
+                group, out / str(k), site_name="BENCH", site_secret=secret,
                 options=DeidConfig(), processes=processes,
             )
             outputs.append((group, [r.path for r in results]))
@@ -190,12 +197,14 @@ def bench_gdcmanon(src: Path, out: Path, n: int, tmp: Path, dumb: bool) -> Clock
     return clock
 
 
-def one_round(files: list[Path], src: Path, tmp: Path, cores: int) -> dict[str, Clock | None]:
+def one_round(files: list[Path], src: Path, tmp: Path, cores: int, index: int
+              ) -> dict[str, Clock | None]:
     results: dict[str, Clock | None] = {}
     n = len(files)
     for procs in sorted({1, cores}):
         shutil.rmtree(tmp / "ours", ignore_errors=True)
-        engine, total = bench_ours(files, tmp / "ours", procs)
+        secret = SECRET + f"-round-{index}-{procs}".encode()  # nothing remembered from before
+        engine, total = bench_ours(files, tmp / "ours", procs, secret)
         results[f"clinic2cloud, {procs} process(es), engine only"] = engine
         results[f"clinic2cloud, {procs} process(es), engine + verifier"] = total
     shutil.rmtree(tmp / "dicognito", ignore_errors=True)
@@ -240,8 +249,8 @@ def main() -> None:
     n = len(files)
     try:
         rounds: list[dict[str, Clock | None]] = []
-        for _ in range(args.rounds):  # alternated: a busy machine slows every tool alike
-            rounds.append(one_round(files, src, tmp, cores))
+        for index in range(args.rounds):  # alternated: a busy machine slows every tool alike
+            rounds.append(one_round(files, src, tmp, cores, index))
         results = {label: median_clock([r[label] for r in rounds]) for label in rounds[0]}
         load = os.getloadavg()[0]
         print(f"\n{n} files, {cores} cores, {args.rounds} rounds (medians), "
@@ -253,19 +262,25 @@ def main() -> None:
             else:
                 print(f"  {label:<52} {rate(n, c.wall):12.1f} {rate(n, c.cpu):12.1f}")
 
-        def ratio(a: str, b: str, attr: str) -> float:
+        def ratio(a: str, b: str, attr: str) -> str:
+            """How many times faster ``a`` is than ``b``: the medians' ratio and the
+            range of the rounds' own ratios (how stable the figure is)."""
             ca, cb = results.get(a), results.get(b)
             if ca is None or cb is None:
-                return float("nan")
-            return rate(n, getattr(ca, attr)) / rate(n, getattr(cb, attr))
+                return "n/a"
+            each = sorted(getattr(y, attr) / getattr(x, attr) for x, y in
+                          ((r[a], r[b]) for r in rounds) if x is not None and y is not None)
+            spread = f" [{each[0]:.2f}-{each[-1]:.2f}]" if len(each) > 1 else ""
+            return f"{getattr(cb, attr) / getattr(ca, attr):.2f}x{spread}"
 
         ours_1 = "clinic2cloud, 1 process(es), engine + verifier"
         ours_n = f"clinic2cloud, {cores} process(es), engine + verifier"
         for ref, target in (("dicognito, 1 process", "4x"), ("gdcmanon -e (Basic Profile)",
                                                              "1/3")):
-            print(f"  ours vs {ref} (target >= {target}): wall {ratio(ours_n, ref, 'wall'):.2f}x"
-                  f" ({cores} proc), {ratio(ours_1, ref, 'wall'):.2f}x (1 proc);"
-                  f" per CPU-second {ratio(ours_1, ref, 'cpu'):.2f}x")
+            print(f"  ours vs {ref} (target >= {target}): wall {ratio(ours_n, ref, 'wall')}"
+                  f" ({cores} proc), {ratio(ours_1, ref, 'wall')} (1 proc);"
+                  f" per CPU-second {ratio(ours_1, ref, 'cpu')}")
+        print("  (median of the rounds' times; [range] of the per-round ratios)")
     finally:
         if args.keep is None:
             shutil.rmtree(tmp, ignore_errors=True)
