@@ -44,8 +44,8 @@ from agent.deid.risk import refusal
 from agent.deid.screen import screen
 from agent.deid.variants import IdentityVariants, build_variants, identifying_tags
 from agent.deid.vocabulary import Vocabulary, vocabulary
-from agent.deid.walk import DEVICE_TAGS, Walk, write_ascii
-from agent.deid.writer import can_write, encode_items, encode_parts, raw_text
+from agent.deid.walk import DEVICE_TAGS, Plan, Walk, plan_mode, write_ascii
+from agent.deid.writer import can_write, encode_items, encode_with_meta, raw_text
 from agent.errors import IdentityRisk, NotDicom, SeriesProblem
 from agent.vocab import ProblemCode
 
@@ -53,6 +53,8 @@ from agent.vocab import ProblemCode
 IMPLEMENTATION_CLASS_UID = "2.25.331131622861568449129939480590977905939"
 IMPLEMENTATION_VERSION_NAME = "CLINIC2CLOUD_1"
 DEIDENTIFICATION_METHOD = "Clinic2Cloud PS3.15 Basic Profile"
+_IMPLEMENTATION_UID = IMPLEMENTATION_CLASS_UID.encode("ascii")
+_IMPLEMENTATION_NAME = IMPLEMENTATION_VERSION_NAME.encode("ascii")
 
 _DICOMDIR_CLASS = "1.2.840.10008.1.3.10"
 _UID_CHARS = re.compile(r"[0-9]+(\.[0-9]+)*")
@@ -90,11 +92,15 @@ class Engine:
         self.secret = site_secret
         self.options = options
         self.profile: Profile = build_profile(options)
+        #: the method codes of the options (Profile.codes makes a new list every time)
+        self.codes: tuple[str, ...] = tuple(self.profile.codes)
         self.uids = pseudo.UidMapper(site_secret)
         # Per-tag decisions for tags outside the table, computed once.
         self._default_cache: dict[int, Action] = {}
         # Ready-encoded marking elements, per (implicit VR, little endian).
         self._marks: dict[tuple[bool, bool], list[RawDataElement]] = {}
+        #: the Patient Name and ID elements holding a pseudonym, per (pseudonym, encoding)
+        self._pseudonyms: dict[tuple[str, bool, bool], list[RawDataElement]] = {}
         self._cleaners: dict[frozenset[tuple[str, str]], Cleaner] = {}
         self._vrs: dict[int, str] = {}
         #: identifiers inside removed sequences, by the sequence's bytes (see Walk)
@@ -104,7 +110,10 @@ class Engine:
         self.fast_memo: dict[tuple[Any, ...], tuple[RawDataElement | None, bool]] = {}
         #: (VR as read, VR typed by the dictionary, kind of identifier, action) per
         #: (tag, VR as read): decided once, not for every element of every file
-        self.plans: dict[tuple[int, str | None], tuple[str, str, str | None, Action]] = {}
+        self.plans: dict[tuple[int, str | None], Plan] = {}
+        #: (kind, values) an identifier's raw value adds, per (kind, VR, bytes, character
+        #: set): the slices of a series repeat their names and dates (see Walk.record)
+        self.record_memo: dict[tuple[Any, ...], tuple[tuple[str, str], ...]] = {}
         self.vocabulary: Vocabulary = vocabulary(options.vocabulary_files,
                                                  options.vocabulary_terms)
         self.identifying_tags = identifying_tags()
@@ -133,8 +142,8 @@ class Engine:
         ds = read_dicom(src)
         if _sop_class(ds) == _DICOMDIR_CLASS:
             return None
-        result = self.deidentify_dataset(ds)
-        uid = peek(ds, "SOPInstanceUID")
+        result = self.deidentify_dataset(ds, meta=False)
+        uid = peek(ds, 0x00080018)
         if not _UID_CHARS.fullmatch(uid):
             raise SeriesProblem("a file has a malformed SOP Instance UID; export it again",
                                 code=ProblemCode.MALFORMED)
@@ -142,10 +151,13 @@ class Engine:
         # Written in place, not via a temporary file: a partial output of a crashed attempt
         # is wiped with the whole folder when the series is retried (DeidStage).
         try:
-            if can_write(peek(ds.file_meta, 0x00020010)):
+            meta = self._meta_values(ds)
+            ts = meta[3][2].decode("ascii").strip("\x00 ")
+            if can_write(ts):  # the new file meta written straight from its values
                 with open(out, "wb") as fh:
-                    fh.writelines(encode_parts(ds))
+                    fh.writelines(encode_with_meta(ds, meta, ts))
             else:  # deflated: pydicom compresses
+                self._rebuild_meta(ds)
                 ds.save_as(out, enforce_file_format=True)
         except (OSError, ValueError, TypeError, AttributeError, KeyError,
                 struct.error) as exc:  # struct.error: a value too long for its VR
@@ -166,8 +178,10 @@ class Engine:
 
     # -- one dataset --------------------------------------------------------------------
 
-    def deidentify_dataset(self, ds: Dataset) -> FileResult:
-        """De-identify ``ds`` in place (file meta rebuilt) and describe the result."""
+    def deidentify_dataset(self, ds: Dataset, *, meta: bool = True) -> FileResult:
+        """De-identify ``ds`` in place (file meta rebuilt unless ``meta`` is False: the
+        file writer writes the new meta from :meth:`_meta_values` itself, building no
+        pydicom meta dataset for every file) and describe the result."""
         risk = refusal(ds, self.options.allow_pixel_identity)
         if risk is not None:
             raise IdentityRisk(
@@ -176,11 +190,11 @@ class Engine:
                 "[deid] allow_pixel_identity)",
                 code="identity-risk",
             )
-        if not peek(ds, "SOPInstanceUID"):
+        if not peek(ds, 0x00080018):
             raise SeriesProblem("a file has no SOP Instance UID, so it is not a valid image",
                                 code=ProblemCode.MALFORMED)
         try:
-            return self._deidentify(ds)
+            return self._deidentify(ds, meta)
         except SeriesProblem:
             raise
         except Exception as exc:  # noqa: BLE001 -- any parse error inside the walk
@@ -189,7 +203,7 @@ class Engine:
                 f"({type(exc).__name__})"
             ) from None
 
-    def _deidentify(self, ds: Dataset) -> FileResult:
+    def _deidentify(self, ds: Dataset, meta: bool = True) -> FileResult:
         patient_id = peek(ds, PATIENT_ID)
         fallback = "|".join((peek(ds, PATIENT_NAME), peek(ds, 0x00100030)))
         if fallback == "|":
@@ -206,7 +220,8 @@ class Engine:
         walk.dataset(ds)
         screen(walk.pending, self._cleaner(walk.identity), self.profile.required)
         self._mark(ds, patient, walk.shifted)
-        self._rebuild_meta(ds)
+        if meta:
+            self._rebuild_meta(ds)
         return FileResult(
             path=Path(),
             patient_pseudonym=patient,
@@ -216,7 +231,7 @@ class Engine:
             ),
             modality=peek(ds, "Modality"),
             series_description=peek(ds, "SeriesDescription"),
-            codes=list(self.profile.codes),
+            codes=list(self.codes),
         )
 
     def _cleaner(self, identity: set[tuple[str, str]]) -> Cleaner:
@@ -239,10 +254,12 @@ class Engine:
             return str(vr)
         return self.dictionary_vr(tag)
 
-    def plan(self, tag: int, read_vr: str | None) -> tuple[str, str, str | None, Action]:
+    def plan(self, tag: int, read_vr: str | None) -> Plan:
         """What the walk does with a standard element: (VR as read - the dictionary's for
         implicit VR, "UN" stays UN -, VR typed by the dictionary, the kind of identifier
-        it holds or None, the profile's action), remembered per (tag, VR as read)."""
+        it holds or None, the profile's action, and :data:`agent.deid.walk.QUIET` when
+        the element is kept untouched and unread or :data:`agent.deid.walk.DROP` when it
+        is simply removed), remembered per (tag, VR as read)."""
         key = (tag, read_vr)
         plan = self.plans.get(key)
         if plan is None:
@@ -253,7 +270,7 @@ class Engine:
             action = self.profile.actions.get(tag)
             if action is None:
                 action = self.default_action(tag)
-            plan = self.plans[key] = (vr, typed, kind, action)
+            plan = self.plans[key] = (vr, typed, kind, action, plan_mode(action, vr))
         return plan
 
     def dictionary_vr(self, tag: int) -> str:
@@ -301,7 +318,7 @@ class Engine:
         """
         elements: Any = ds._dict
         implicit, little = _encoding(ds)
-        codes = self.profile.codes
+        codes = self.codes
         cached = self._marks.get((implicit, little))
         if cached is None:
             method = [DEIDENTIFICATION_METHOD] + [CODE_MEANINGS[c][:64] for c in codes[1:]]
@@ -317,10 +334,15 @@ class Engine:
                     raw_text(0x00280303, "CS", ["MODIFIED"], implicit=implicit, little=little)
                 )
             self._marks[(implicit, little)] = cached
-        marks = list(cached) + [
-            raw_text(PATIENT_NAME, "PN", [patient], implicit=implicit, little=little),
-            raw_text(PATIENT_ID, "LO", [patient], implicit=implicit, little=little),
-        ]
+        named = self._pseudonyms.get((patient, implicit, little))
+        if named is None:  # the series' patient: encoded once
+            if len(self._pseudonyms) >= 1024:
+                self._pseudonyms.clear()
+            named = self._pseudonyms[(patient, implicit, little)] = [
+                raw_text(PATIENT_NAME, "PN", [patient], implicit=implicit, little=little),
+                raw_text(PATIENT_ID, "LO", [patient], implicit=implicit, little=little),
+            ]
+        marks = cached + named
         if shifted and not self.options.retain_longitudinal_modified_dates:
             marks.append(raw_text(0x00280303, "CS", ["MODIFIED"], implicit=implicit,
                                   little=little))
@@ -341,6 +363,18 @@ class Engine:
 
     def _rebuild_meta(self, ds: Dataset) -> None:
         """A new file meta: ours, nothing of the source's (AE titles, private info)."""
+        meta = FileMetaDataset()
+        items: Any = meta._dict
+        # Raw (ready-encoded, explicit VR little endian) elements: no per-file validation.
+        for tag, vr, value in self._meta_values(ds):
+            key = BaseTag(tag)
+            items[key] = RawDataElement(key, vr, len(value), value, 0, False, True)
+        ds.file_meta = meta
+        ds.preamble = b"\x00" * 128  # the source's preamble may hold anything (TIFF headers)
+
+    def _meta_values(self, ds: Dataset) -> list[tuple[int, str, bytes]]:
+        """(tag, VR, padded value) of the new file meta, in tag order; the fourth is the
+        Transfer Syntax UID (the source's, else the dataset's encoding as read)."""
         old = getattr(ds, "file_meta", None)
         ts = peek(old, 0x00020010) if old is not None else None
         if not ts:
@@ -351,23 +385,19 @@ class Engine:
                 ts = pydicom.uid.ExplicitVRLittleEndian
             else:
                 ts = pydicom.uid.ExplicitVRBigEndian
-        meta = FileMetaDataset()
-        items: Any = meta._dict
-        # Raw (ready-encoded, explicit VR little endian) elements: no per-file validation.
+        out = []
         for tag, vr, value in (
             (0x00020001, "OB", b"\x00\x01"),
             (0x00020002, "UI", _sop_class(ds).encode("ascii", "replace")),
-            (0x00020003, "UI", peek(ds, "SOPInstanceUID").encode("ascii", "replace")),
+            (0x00020003, "UI", peek(ds, 0x00080018).encode("ascii", "replace")),
             (0x00020010, "UI", str(ts).encode("ascii", "replace")),
-            (0x00020012, "UI", IMPLEMENTATION_CLASS_UID.encode("ascii")),
-            (0x00020013, "SH", IMPLEMENTATION_VERSION_NAME.encode("ascii")),
+            (0x00020012, "UI", _IMPLEMENTATION_UID),
+            (0x00020013, "SH", _IMPLEMENTATION_NAME),
         ):
             if len(value) % 2:
                 value += b"\x00" if vr == "UI" else b" "
-            key = BaseTag(tag)
-            items[key] = RawDataElement(key, vr, len(value), value, 0, False, True)
-        ds.file_meta = meta
-        ds.preamble = b"\x00" * 128  # the source's preamble may hold anything (TIFF headers)
+            out.append((tag, vr, value))
+        return out
 
     # -- decisions for tags outside the table ------------------------------------------
 

@@ -12,6 +12,15 @@ from pydicom.datadict import tag_for_keyword
 from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 
+_TAGS: dict[str, int | None] = {}
+
+
+def _tag(keyword: str) -> int | None:
+    """Keywords looked up once (pydicom's lookup is a Python function)."""
+    tag = _TAGS.get(keyword, -1)
+    if tag == -1:
+        tag = _TAGS[keyword] = tag_for_keyword(keyword)
+    return tag
 
 def peek(ds: Dataset, key: int | str) -> str:
     """The value as text (multiple values joined by backslashes), "" when absent.
@@ -19,7 +28,7 @@ def peek(ds: Dataset, key: int | str) -> str:
     ASCII values are read straight from the raw bytes; anything else is decoded by pydicom
     with the dataset's character set.
     """
-    tag = tag_for_keyword(key) if isinstance(key, str) else key
+    tag = _tag(key) if isinstance(key, str) else key
     if tag is None:
         return ""
     elements: Any = ds._dict

@@ -48,6 +48,10 @@ class Action(enum.Enum):
     #: Text outside the table: kept, minus the object's own identifiers (fail closed).
     SCRUB = "Y"
 
+    # Hashed by identity in C (members are singletons and compare by identity): Enum's
+    # own __hash__ is a Python call, paid for every memo key holding an action.
+    __hash__ = object.__hash__
+
 
 #: De-identification method codes (PS3.16 CID 7050), by option.
 CODE_BASIC = "113100"

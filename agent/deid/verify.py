@@ -429,6 +429,8 @@ class _Collector:
         self.seen: set[tuple[int, bytes, str]] = set()
         #: sequences already read (tag, character set, bytes): see ``parse(seen=...)``
         self.sequences: set[bytes] = set()
+        #: text values already read (tag, character set, bytes): ``parse(values=...)``
+        self.values: set[tuple[int, bytes, bytes]] = set()
         self.candidates: list[tuple[str, str]] = []
         self.dates: set[str] = set()
         self.vocab: set[str] = set()
@@ -527,7 +529,7 @@ def collect_identifiers(files: Iterable[Path]) -> Identifiers:
             # Memory-mapped: only the pages of the header are read, not the pixel data.
             with open(path, "rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as mm:
                 parsed = parse(mm, part10=False,  # type: ignore[arg-type]
-                               seen=collector.sequences)
+                               seen=collector.sequences, values=collector.values)
                 collector.file(parsed)
         except (OSError, ValueError, ParseError, struct.error):
             raise NotDicom(

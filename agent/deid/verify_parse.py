@@ -31,6 +31,11 @@ class ParseError(Exception):
     """The bytes are not a well-formed DICOM stream."""
 
 
+class _Reparse(Exception):
+    """A top-level Specific Character Set after values were remembered under another
+    (elements out of order): the file is read again without skipping anything."""
+
+
 @dataclass(slots=True)
 class Element:
     """One element: where it is, what it is; ``creator`` for private data elements."""
@@ -121,11 +126,19 @@ _BINARY = frozenset({"OB", "OD", "OF", "OL", "OV", "OW", "US", "SS", "UL", "SL",
 
 class _Reader:
     def __init__(self, data: bytes, implicit: bool, little: bool, out: list[Element],
-                 seen: set[bytes] | None = None) -> None:
+                 seen: set[bytes] | None = None,
+                 values: set[tuple[int, bytes, bytes]] | None = None) -> None:
         self.data = data
         self.implicit = implicit
-        #: see :func:`parse` (``seen``); keys start with the file's character set
+        #: see :func:`parse` (``seen``, ``values``); keys hold the file's character set.
+        #: What this file adds goes to ``new_seen`` / ``new_values`` first, merged once
+        #: the whole file parsed (a file read again, or a broken one, adds nothing).
         self.seen = seen
+        self.values = values
+        self.new_seen: set[bytes] = set()
+        self.new_values: set[tuple[int, bytes, bytes]] = set()
+        #: whether a key was made (under the character set known at that point)
+        self.keyed = False
         self.charset = b""
         self.little = little
         e = "<" if little else ">"
@@ -156,6 +169,8 @@ class _Reader:
         out = self.out
         seen = self.seen
         skip_binary = seen is not None
+        values = self.values
+        new_values = self.new_values
         vr_info = _VR_INFO
         implicit_vrs = _IMPLICIT
         while pos < limit:
@@ -194,6 +209,17 @@ class _Reader:
                     # themselves and are not collected; only their extent is checked
                     pos = stop
                     continue
+                if (values is not None and vr != "SQ" and vr != "UN"
+                        and (depth or tag > 0x00080005) and not (group & 1 and el <= 0xFF)):
+                    # originals (``values``): a value an earlier file held (same tag,
+                    # bytes and character set) adds nothing to collect; private creators
+                    # stay (they name the elements of their block)
+                    key = (tag, self.charset, data[value:stop])
+                    self.keyed = True
+                    if key in values or key in new_values:
+                        pos = stop
+                        continue
+                    new_values.add(key)
             creator = ""
             if group & 1 and el >= 0x1000:
                 creator = creators.get((group << 16) | (el >> 8), "")
@@ -226,11 +252,20 @@ class _Reader:
             elif group & 1 and 0x10 <= el <= 0xFF:
                 creators[tag] = data[value:stop].decode("latin-1").strip("\x00 ")
             elif tag == 0x00080005 and depth == 0:
+                if self.keyed and data[value:stop] != self.charset:
+                    raise _Reparse
                 self.charset = data[value:stop]
             pos = stop
         if end is None:
             raise ParseError("item without delimiter")
         return pos
+
+    def remember(self) -> None:
+        """The whole file parsed: what it added is remembered for the next files."""
+        if self.seen is not None:
+            self.seen |= self.new_seen
+        if self.values is not None:
+            self.values |= self.new_values
 
     def implicit_reader(self) -> _Reader:
         return _Reader(self.data, True, True, self.out)
@@ -255,9 +290,10 @@ class _Reader:
             if end > len(self.data):
                 return None
         key = b"%d|%s|" % (tag, self.charset) + self.data[value:end]
-        if key in seen:
+        self.keyed = True
+        if key in seen or key in self.new_seen:
             return end, after
-        seen.add(key)
+        self.new_seen.add(key)
         return None
 
     def un_sequence(self, pos: int, end: int, depth: int, path: str) -> None:
@@ -367,7 +403,8 @@ def _guess_syntax(data: bytes) -> str:
     return "1.2.840.10008.1.2.1" if little else "1.2.840.10008.1.2.2"
 
 
-def parse(data: bytes, *, part10: bool = True, seen: set[bytes] | None = None) -> Parsed:
+def parse(data: bytes, *, part10: bool = True, seen: set[bytes] | None = None,
+          values: set[tuple[int, bytes, bytes]] | None = None) -> Parsed:
     """Parse a Part 10 file (preamble, ``DICM``, meta, dataset). Raises ParseError.
 
     ``part10=False`` also accepts a bare dataset (old exports without preamble and meta),
@@ -378,15 +415,30 @@ def parse(data: bytes, *, part10: bool = True, seen: set[bytes] | None = None) -
     parsed (an earlier file held them byte for byte); every other sequence is added; and
     binary values (numbers, OB/OW ...) are not recorded. Never for outputs, whose every
     element is checked.
+
+    ``values`` (with ``seen``): likewise, a text value whose tag, bytes and character set
+    are in ``values`` is not recorded (an earlier file held it), every other one is
+    added - except the Specific Character Set itself, the elements before it, private
+    creators and sequences.
     """
+    try:
+        return _parse(data, part10, seen, values)
+    except _Reparse:  # out of order: nothing skipped, nothing remembered
+        return _parse(data, part10, None, None)
+
+
+def _parse(data: bytes, part10: bool, seen: set[bytes] | None,
+           values: set[tuple[int, bytes, bytes]] | None) -> Parsed:
     if len(data) < 132 or data[128:132] != b"DICM":
         if part10:
             raise ParseError("no DICOM Part 10 header (preamble and DICM)")
         ts = _guess_syntax(data)
         parsed = Parsed(stream=data, preamble=b"", transfer_syntax=ts)
         elements: list[Element] = []
-        _Reader(data, ts == "1.2.840.10008.1.2", ts != "1.2.840.10008.1.2.2",
-                elements, seen).dataset(0, len(data), 0, "")
+        bare = _Reader(data, ts == "1.2.840.10008.1.2", ts != "1.2.840.10008.1.2.2",
+                       elements, seen, values)
+        bare.dataset(0, len(data), 0, "")
+        bare.remember()
         parsed.elements = elements
         return parsed
     meta: list[Element] = []
@@ -425,8 +477,9 @@ def parse(data: bytes, *, part10: bool = True, seen: set[bytes] | None = None) -
     implicit = ts == "1.2.840.10008.1.2"
     little = ts != "1.2.840.10008.1.2.2"
     elements = []
-    body_reader = _Reader(parsed.stream, implicit, little, elements, seen)
+    body_reader = _Reader(parsed.stream, implicit, little, elements, seen, values)
     body_reader.dataset(pos, len(parsed.stream), 0, "")
+    body_reader.remember()
     parsed.elements = elements
     for elem in elements:
         if elem.depth == 0 and elem.tag == 0x7FE00010:

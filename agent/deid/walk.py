@@ -67,6 +67,24 @@ DEVICE_TAGS = frozenset({
 })
 
 
+#: How the walk treats an element of a plan (see Engine.plan): untouched and unread, simply
+#: removed, or by its action (``apply``).
+QUIET, DROP, GENERAL = "quiet", "drop", "general"
+#: (VR as read, VR typed by the dictionary, kind of identifier, action, QUIET/DROP/GENERAL)
+Plan = tuple[str, str, "str | None", Action, str]
+
+
+def plan_mode(action: Action, vr: str) -> str:
+    """QUIET for what :meth:`Walk.apply` would leave as it is without looking (kept, not
+    text the screen reads, not an age, not a sequence); DROP for what it would only
+    delete (removed, not a sequence whose identifiers are collected)."""
+    if action is Action.KEEP and vr not in ("SQ", "UN", "AS") and vr not in SCREENED_VRS:
+        return QUIET
+    if action is Action.REMOVE and vr != "SQ":
+        return DROP
+    return GENERAL
+
+
 @dataclass
 class Pending:
     """A kept text value the screen must clean: where it is and how to clean it."""
@@ -95,10 +113,7 @@ class Walk:
         elements: Any = ds._dict  # raw access: no value is decoded unless we change it
         outer = self.encodings
         if 0x00080005 in elements:
-            try:
-                self.encodings = convert_encodings(ds[0x00080005].value or "ISO_IR 6")
-            except Exception:  # noqa: BLE001 -- unknown character set: pydicom's default
-                self.encodings = None
+            self.encodings = _charset(ds)
         engine = self.engine
         plans = engine.plans
         private: list[int] = []
@@ -116,19 +131,44 @@ class Walk:
             plan = plans.get((tag, read_vr))
             if plan is None:
                 plan = engine.plan(tag, read_vr)
-            vr, typed, kind, action = plan
+            vr, typed, kind, action, mode = plan
             if kind is not None:
                 self.record(kind, raw, typed)
+            if mode is QUIET:
+                continue  # the common case: kept as the raw bytes read
+            if mode is DROP:
+                del elements[key]
+                continue
             self.apply(ds, key, action, vr)
         if private:
             self.private(ds, private)
         self.encodings = outer
 
     def record(self, kind: str, raw: Any, vr: str) -> None:
-        """Remember an identifier's values (decoded with the dataset's character set)."""
+        """Remember an identifier's values (decoded with the dataset's character set);
+        a raw value's are remembered per engine by its bytes (see Engine.record_memo)."""
         value = raw.value
         if value is None:
             return
+        if type(value) is bytes:
+            memo = self.engine.record_memo
+            key = (kind, vr, value, _encodings_key(self.encodings))
+            found = memo.get(key)
+            if found is None:
+                outer, self.identity = self.identity, set()
+                try:
+                    self.record_values(kind, value, vr)
+                    found = tuple(self.identity)
+                finally:
+                    self.identity = outer
+                if len(memo) >= _MEMO_LIMIT:
+                    memo.clear()
+                memo[key] = found
+            self.identity.update(found)
+            return
+        self.record_values(kind, value, vr)
+
+    def record_values(self, kind: str, value: Any, vr: str) -> None:
         if isinstance(value, (bytes, bytearray)):
             data = bytes(value)
             if data.isascii() and b"\x1b" not in data:
@@ -471,6 +511,14 @@ def ascii_element(raw: Any, vr: str, values: list[str]) -> RawDataElement:
     return RawDataElement(
         raw.tag, vr if raw.VR is not None else None, len(data), data, 0, implicit, little
     )
+
+
+def _charset(ds: Dataset) -> Any:
+    """The dataset's character sets as pydicom's codecs (None: unknown, pydicom's default)."""
+    try:
+        return convert_encodings(ds[0x00080005].value or "ISO_IR 6")
+    except Exception:  # noqa: BLE001 -- unknown character set: pydicom's default
+        return None
 
 
 def _creators(ds: Dataset, tags: list[int]) -> dict[int, str]:

@@ -13,6 +13,7 @@ then falls back to pydicom's ``save_as``.
 from __future__ import annotations
 
 import struct
+from operator import itemgetter
 from typing import Any
 
 from pydicom.charset import convert_encodings
@@ -40,14 +41,21 @@ def can_write(transfer_syntax: str) -> bool:
     return transfer_syntax not in _DEFLATED
 
 
-#: Encoded element headers by (implicit VR, little endian, tag, VR, length).
-_HEADERS: dict[tuple[bool, bool, int, str, int], bytes] = {}
+_first = itemgetter(0)
+
+
+#: Encoded element headers per (implicit VR, little endian), by (tag, VR, length).
+_HEADERS: dict[tuple[bool, bool], dict[tuple[int, str, int], bytes]] = {}
 
 
 class _Encoder:
     def __init__(self, implicit: bool, little: bool) -> None:
         self.implicit = implicit
         self.little = little
+        headers = _HEADERS.get((implicit, little))
+        if headers is None:
+            headers = _HEADERS[(implicit, little)] = {}
+        self.headers = headers
         e = "<" if little else ">"
         self.tag_len = struct.Struct(f"{e}HHL")
         self.tag_vr_short = struct.Struct(f"{e}HH2sH")
@@ -58,8 +66,8 @@ class _Encoder:
 
     def header(self, tag: int, vr: str, length: int) -> bytes:
         # Remembered per encoding: the slices of a series repeat their element headers.
-        key = (self.implicit, self.little, tag, vr, length)
-        done = _HEADERS.get(key)
+        key = (tag, vr, length)
+        done = self.headers.get(key)
         if done is not None:
             return done
         group, elem = tag >> 16, tag & 0xFFFF
@@ -69,34 +77,34 @@ class _Encoder:
             done = self.tag_vr_long.pack(group, elem, vr.encode("ascii"), 0, length)
         else:
             done = self.tag_vr_short.pack(group, elem, vr.encode("ascii"), length)
-        if len(_HEADERS) >= 50_000:
-            _HEADERS.clear()
-        _HEADERS[key] = done
+        if len(self.headers) >= 50_000:
+            self.headers.clear()
+        self.headers[key] = done
         return done
 
     def dataset(self, ds: Dataset, out: list[bytes], encodings: Any) -> None:
         elements: Any = ds._dict
         if 0x00080005 in elements:
             encodings = convert_encodings(ds[0x00080005].value or "ISO_IR 6")
-        headers = _HEADERS
-        implicit, little = self.implicit, self.little
-        # (int, key) pairs: sorted by the int alone (pydicom's BaseTag compares in Python)
-        for number, tag in sorted([(int(t), t) for t in elements]):
-            elem = elements[tag]
-            if isinstance(elem, RawDataElement):
+        headers = self.headers
+        append = out.append
+        # (int, element) pairs sorted by the int alone (pydicom's BaseTag compares in
+        # Python); a dict's keys are unique, so the elements are never compared
+        for number, elem in sorted([(int(t), e) for t, e in elements.items()], key=_first):
+            if type(elem) is RawDataElement:
                 value = elem.value or b""
                 if elem.VR is not None and elem.length != _UNDEFINED:
                     # the common case: a header written before for this tag, VR and length
-                    done = headers.get((implicit, little, number, elem.VR, len(value)))
+                    done = headers.get((number, elem.VR, len(value)))
                     if done is not None:
-                        out.append(done)
-                        out.append(value)
+                        append(done)
+                        append(value)
                         continue
                 self.raw(number, elem, out)
             elif isinstance(elem, DataElement) and elem.VR == "SQ":
                 self.sequence(number, elem, out, encodings)
             else:
-                out.append(self.other(ds[tag], encodings))
+                out.append(self.other(ds[elem.tag], encodings))
 
     def raw(self, tag: int, elem: RawDataElement, out: list[bytes]) -> None:
         value = elem.value or b""
@@ -226,9 +234,32 @@ def encode_parts(ds: Dataset) -> list[bytes]:
             if len(data) % 2 and elem.VR != "UI":
                 data += b" "
         parts.append(_meta_element(int(tag), str(elem.VR), data))
-    meta = b"".join(parts)
+    return _with_meta(ds, b"".join(parts), _transfer_syntax(meta_ds))
+
+
+#: Encoded file meta elements by (tag, VR, value): all but the SOP Instance UID repeat.
+_META: dict[tuple[int, str, bytes], bytes] = {}
+
+
+def encode_with_meta(ds: Dataset, meta: list[tuple[int, str, bytes]], ts: str) -> list[bytes]:
+    """:func:`encode_parts` with the file meta given as (tag, VR, value) in tag order
+    (``ts`` its Transfer Syntax UID) instead of read from ``ds.file_meta``."""
+    parts = []
+    for tag, vr, value in meta:
+        key = (tag, vr, value)
+        done = _META.get(key)
+        if done is None:
+            done = _meta_element(tag, vr, value)
+            if tag != 0x00020003:  # unique to the file: not remembered
+                if len(_META) >= 1000:
+                    _META.clear()
+                _META[key] = done
+        parts.append(done)
+    return _with_meta(ds, b"".join(parts), ts)
+
+
+def _with_meta(ds: Dataset, meta: bytes, ts: str) -> list[bytes]:
     group_length = struct.pack("<HH2sHL", 0x0002, 0x0000, b"UL", 4, len(meta))
-    ts = _transfer_syntax(meta_ds)
     implicit = ts == "1.2.840.10008.1.2"
     little = ts != "1.2.840.10008.1.2.2"
     out = [b"\0" * 128, b"DICM", group_length, meta]

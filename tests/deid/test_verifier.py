@@ -81,9 +81,9 @@ def test_broken_profile_is_caught(
 
 def test_kept_source_meta_is_caught(tmp_path: Path, cfg: Config) -> None:
     class KeepsMeta(Engine):
-        def _rebuild_meta(self, ds: Dataset) -> None:
-            ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
-            ds.file_meta.SourceApplicationEntityTitle = "SCANNERAE"
+        def _meta_values(self, ds: Dataset) -> list[tuple[int, str, bytes]]:
+            # the source's Source Application Entity Title kept in the new file meta
+            return [*super()._meta_values(ds), (0x00020016, "AE", b"SCANNERAE ")]
 
     [message] = _run(tmp_path, cfg, KeepsMeta(SITE, SECRET, DeidConfig()))
     assert "(0002,0016)" in str(message)
