@@ -37,7 +37,7 @@ from pydicom.uid import (
     RLELossless,
 )
 
-from agent.deface import mosaic, multiframe, splice
+from agent.deface import jpeglossless, mosaic, multiframe, splice
 from agent.deface.planes import is_projection, number, plane_of, volume_key
 from agent.deface.volumes import Slice
 from agent.errors import DefaceFailed
@@ -277,6 +277,8 @@ def _set_pixels(ds: Dataset, arr: np.ndarray) -> None:
     for kw in ("SmallestImagePixelValue", "LargestImagePixelValue"):
         if kw in ds:
             delattr(ds, kw)
+    if jpeglossless.encode(ds, arr):  # JPEG Lossless SV1, where its encoder is installed
+        return
     if syntax.is_compressed and syntax in _REENCODE:
         try:
             ds.compress(syntax, np.ascontiguousarray(arr), generate_instance_uid=False)
