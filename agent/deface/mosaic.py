@@ -81,9 +81,17 @@ def _own(ds: Dataset) -> tuple[int | None, tuple[float, float, float] | None]:
     return (int(count) if count and count > 0 else None), normal
 
 
+#: Header-less mosaics whose pixels are tried for the series' tiling, at most.
+PIXEL_TRIES = 8
+
+
 def hints_from(sources: list[Path]) -> Hints:
-    """Read the mosaic facts of the staged originals (headers only; mosaics only)."""
+    """Read the mosaic facts of the staged originals (headers only; mosaics only). Where
+    none holds a private header, the tiling is read from the pixels of the first of them
+    (by Instance Number) that tells it for certain: a b0 or first time point does, a noisy
+    b1000 may not, and all mosaics of one size in a series share one tiling."""
     hints = Hints()
+    bare: list[tuple[float, Path]] = []
     for path in sources:
         try:
             ds = pydicom.dcmread(str(path), stop_before_pixels=True)
@@ -93,10 +101,20 @@ def hints_from(sources: list[Path]) -> Hints:
             continue
         count, normal = _own(ds)
         if count is None:
+            bare.append((number(ds.get("InstanceNumber")), path))
             continue
         hints.by_instance[str(ds.get("InstanceNumber", ""))] = (count, normal)
         if hints.count is None:
             hints.count, hints.normal = count, normal
+    if hints.count is None:
+        for _, path in sorted(bare)[:PIXEL_TRIES]:
+            try:
+                ds = pydicom.dcmread(str(path))
+                size = (int(ds.Rows), int(ds.Columns))
+                if size not in hints.from_pixels:
+                    hints.from_pixels[size] = _layout_from_pixels(ds)
+            except Exception:  # noqa: BLE001 - undecodable or uncertain: try the next one
+                continue
     return hints
 
 

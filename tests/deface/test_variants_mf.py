@@ -342,3 +342,20 @@ def test_every_shape_ends_as_its_source_in_its_form(corpus: Path, agent_paths: A
         if got[0][0] == "delivered":
             (manifest,) = (tmp_path / "out" / name).rglob("manifest.json")
             assert _form(manifest.parent) == _form(folder), name
+
+
+def test_header_less_mosaic_tiling_from_any_certain_mosaic(corpus: Path,
+                                                           tmp_path: Path) -> None:
+    """The first mosaic (by number) tells nothing for certain (a noisy volume); the
+    series' tiling is read from the next one, and holds for all."""
+    folder = _need(CORPUS / "dcm_qa_mosaic" / "cmrr_Asc_6")
+    ref = _volumes(_files(folder))
+    files = variants_mf.bare_mosaic(variants_mf.load(folder), tmp_path / "bare", None)
+    first = min(files, key=lambda p: int(pydicom.dcmread(p).InstanceNumber))
+    ds = pydicom.dcmread(first)
+    arr = ds.pixel_array.copy()
+    arr[arr > 0] = np.random.default_rng(7).integers(1, 3000, int((arr > 0).sum()))
+    ds.PixelData = arr.tobytes()
+    ds.save_as(first)
+    got = _volumes(files)
+    assert [len(v.slices) for v in got] == [len(v.slices) for v in ref] == [40] * 6
