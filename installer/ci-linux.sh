@@ -67,6 +67,8 @@ done
 ls "$BUNDLE"/_internal/agent/deid/data/*.json >/dev/null || fail "bundle lacks agent/deid/data"
 ls -d "$BUNDLE"/_internal/pylibjpeg_openjpeg-*.dist-info >/dev/null \
     || fail "bundle lacks the pylibjpeg-openjpeg metadata (entry points)"
+ls -d "$BUNDLE"/_internal/imagecodecs >/dev/null \
+    || fail "bundle lacks imagecodecs (the JPEG Lossless encoder of defaced images)"
 BUNDLE_MB=$(du -sm "$BUNDLE" | cut -f1)
 
 say ".deb"
