@@ -129,11 +129,15 @@ def cmd_run(args: argparse.Namespace) -> int:
 def _warm_pool_early(cfg: Config, src: Path) -> None:
     """Start the process pool's fork server now, for an export large enough to use it:
     it imports the stages while this process imports them too and reads the export
-    (counting stops at the threshold: a few directory listings)."""
+    (counting stops at the threshold: a few directory listings). Not where the one-shot
+    forks its workers from itself once it has imported the stages (Linux): a fork server
+    would import them a second time, and its thread would forbid the fork."""
     if cfg.worker_count < 2:
         return
     from agent import procpool
 
+    if procpool.can_fork():
+        return
     count = 0
     for _folder, _subfolders, files in os.walk(src):
         count += len(files)

@@ -10,6 +10,13 @@ tables once (:mod:`agent.procwarm`) and then forks each worker ready to work - a
 worker pays that second or so again, each. The fork server ends when the agent does (its
 pipe to the agent closes). Elsewhere workers are spawned.
 
+The one-shot ``process`` command is the exception (:func:`start_forked`): it forks its
+workers from itself, once it has imported the stages and while it is still its only
+thread, before it opens its ledger or takes any file. Nothing is inherited then that the
+reasons above are about - no lock, no ledger, no thread's half-held state - and the fork
+server's second interpreter, which imported everything this process imports anyway (a
+second of CPU on a 2,000-file run), is not started.
+
 Workers hold both ends of their task queue, so they would not notice the agent's death by
 themselves: each watches the agent (a pidfd on Linux, a poll elsewhere). Not
 ``PR_SET_PDEATHSIG``: it fires when the *thread* that started the worker ends, not the
@@ -29,6 +36,19 @@ from concurrent.futures import ProcessPoolExecutor
 
 _lock = threading.Lock()
 _pool: ProcessPoolExecutor | None = None
+
+
+def _forget_in_child() -> None:
+    """In a forked worker: the parent's pool and its lock are not this process's (the lock
+    may have been held by another thread of the parent when it forked)."""
+    global _lock, _pool, _warming
+    _lock = threading.Lock()
+    _pool = None
+    _warming = False
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_in_child)
 
 
 def _die_with_parent(agent: int) -> None:
@@ -158,6 +178,45 @@ def warm_in_background() -> None:
             return
         _warming = True
     threading.Thread(target=warm_up, name="pool-warm-up", daemon=True).start()
+
+
+def can_fork() -> bool:
+    """Whether :func:`start_forked` may fork here (Linux, not a frozen bundle)."""
+    return (sys.platform.startswith("linux") and not getattr(sys, "frozen", False)
+            and "fork" in multiprocessing.get_all_start_methods())
+
+
+def _started() -> int:
+    return os.getpid()
+
+
+def start_forked(modules: tuple[str, ...] = STAGE_MODULES) -> bool:
+    """Start the pool's workers forked from this process, with ``modules`` imported and
+    their tables warmed here first (the workers share them copy-on-write), if this process
+    is still single-threaded and no pool exists; False (nothing started) otherwise. For
+    the one-shot command only (see the module doc): call it before opening files that a
+    worker must not hold. Blocks while the stage modules are imported."""
+    global _pool
+    if not can_fork() or threading.active_count() != 1:
+        return False
+    import gc
+
+    _import(modules)
+    with _lock:
+        if _pool is not None or _warming:
+            return False
+        pool = ProcessPoolExecutor(worker_count(), mp_context=multiprocessing.get_context("fork"),
+                                   initializer=_die_with_parent, initargs=(os.getpid(),))
+    # What was imported is never collected: frozen, a collection in a worker does not
+    # touch (and so copy) the pages it shares with this process.
+    gc.freeze()
+    # (Not under _lock: a forked child must not start with it held.) The first task forks
+    # every worker at once, from this thread - still the only one.
+    pool.submit(_started).result()
+    with _lock:
+        _pool = pool
+    atexit.register(shutdown)
+    return True
 
 
 def shutdown() -> None:

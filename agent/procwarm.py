@@ -14,11 +14,13 @@ import importlib
 
 def warm_tables() -> None:
     """Read the tables the stages read on their first file (each is cached per process)."""
-    from agent.deid import variants, verify, verify_fields, verify_text, vocabulary
+    from agent.deid import names, variants, verify, verify_fields, verify_text, vocabulary
 
     verify_text.person_names()
     verify_text.read_vocabulary()
-    vocabulary.vocabulary()
+    # The text cleaner's person names, filtered by the default vocabulary: 0.14 s of CPU
+    # that every worker paid on its first series.
+    names.distinct_names(vocabulary.vocabulary())
     variants.identifying_tags()
     verify.field_rules()
     verify.load_safe_private()

@@ -102,3 +102,56 @@ def _running(pid: int) -> bool:
         return False
     except OSError:
         return True
+
+
+_ONE_SHOT = """
+import os, sys, threading
+sys.path.insert(0, {root!r})
+from agent import procpool
+if {busy!r}:
+    threading.Thread(target=threading.Event().wait, daemon=True).start()
+started = procpool.start_forked(("agent.integrity",))
+pool = procpool.running_pool()
+pids = sorted({{pool.submit(os.getpid).result(timeout=60) for _ in range(4)}}) if pool else []
+inner = pool.submit(procpool.running_pool).result(timeout=60) if pool else None
+print(started, pool is not None and inner is None, " ".join(map(str, pids)), flush=True)
+sys.stdin.read()
+"""
+
+
+def _one_shot(busy: bool) -> tuple[subprocess.Popen[bytes], list[str]]:
+    root = str(Path(__file__).resolve().parents[1])
+    proc = subprocess.Popen([sys.executable, "-c", _ONE_SHOT.format(root=root, busy=busy)],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    assert proc.stdout is not None
+    return proc, proc.stdout.readline().decode().split()
+
+
+def test_one_shot_forks_its_workers_and_they_end_with_it() -> None:
+    """The one-shot command, still single-threaded, forks its workers from itself (no fork
+    server): they work, hold no pool of their own (a worker's copy of the parent's pool
+    state is forgotten), are the command's own children, and end when it is killed."""
+    proc, answer = _one_shot(busy=False)
+    try:
+        assert answer[:2] == ["True", "True"], answer
+        workers = [int(p) for p in answer[2:]]
+        assert workers and all(_running(pid) for pid in workers)
+        assert all(_parent(pid) == proc.pid for pid in workers)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.communicate(timeout=30)
+    assert wait_until(lambda: not any(_running(pid) for pid in workers), timeout=20), \
+        f"workers still running after the command was killed: {workers}"
+
+
+def test_no_fork_once_another_thread_runs() -> None:
+    """A process with a second thread never forks (a lock that thread holds would stay
+    held in the worker forever): start_forked declines and starts nothing."""
+    proc, answer = _one_shot(busy=True)
+    proc.communicate(b"", timeout=30)
+    assert answer == ["False", "False"], answer
+
+
+def _parent(pid: int) -> int:
+    with open(f"/proc/{pid}/stat", "rb") as fh:
+        return int(fh.read().rpartition(b")")[2].split()[1])
