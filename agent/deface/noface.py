@@ -31,8 +31,8 @@ The corpus' QA phantoms (GE's plate grid in three series, Philips' bulb-shaped b
 its Nyquist ghosts and a tube beside it) get no evidence, deliberately: their dim fluid
 and ghosts are as large a population below the tissue level as a head under a stripe
 artefact, and their bright part (plates, a sphere cut by the slab) is what such a head
-would leave above it. They are quarantined saying what to do (a site that exports QA
-phantoms withholds them by description); a rule that spared them would spare that head.
+would leave above it. A rule that delivered them would deliver that head; they end
+withheld as QA phantoms instead (:mod:`agent.deface.phantom`: nothing of them leaves).
 """
 
 from __future__ import annotations
@@ -187,10 +187,28 @@ def evidence(image: sitk.Image) -> Evidence | None:
             or smooth_body(image, mask, spacing, level))
 
 
-#: Voxels between :data:`DIM_FRACTION` of the tissue level and the level itself, as a
-#: fraction of those above it, beyond which the level is taken to sit above real tissue.
+#: Voxels between the air and the tissue level, as a fraction of those above it, beyond
+#: which the level is taken to sit above real tissue. The band starts at the air's noise
+#: (:func:`_air_floor`), or at :data:`DIM_FRACTION` of the level where that is lower.
 DIM_FRACTION = 0.2
 MAX_DIM_SHARE = 0.25
+#: The air's noise ends this many robust spreads above its median.
+AIR_SPREADS = 8.0
+
+
+def _air_floor(image: sitk.Image, level: float) -> float:
+    """The top of the air's noise, from the voxels below the tissue level on the outer
+    faces of the view (mostly air in any image; a head cut by the view puts some tissue
+    there, which the median and quartiles do not follow): their median plus
+    :data:`AIR_SPREADS` robust spreads. A zeroed background gives 0."""
+    arr = sitk.GetArrayViewFromImage(image)
+    border = np.concatenate([f.ravel() for f in (arr[[0, -1]], arr[:, [0, -1]],
+                                                 arr[:, :, [0, -1]])]).astype(np.float64)
+    air = border[np.isfinite(border) & (border < level)]
+    if not air.size:
+        return 0.0
+    q1, median, q3 = (float(v) for v in np.percentile(air, [25, 50, 75]))
+    return median + AIR_SPREADS * (q3 - q1) / 1.349
 
 
 def _level_taken_over(image: sitk.Image, mask: np.ndarray, level: float) -> bool:
@@ -198,9 +216,15 @@ def _level_taken_over(image: sitk.Image, mask: np.ndarray, level: float) -> bool
     bright marker plate) can lift the tissue level above a whole head, which then looks
     like air and the shape rules would judge the bright structure alone. In a limb or a
     phantom few voxels lie between the air and the tissue level (edges, noise tails); a
-    head below the level is a whole population there: then there is no evidence."""
+    head below the level is a whole population there: then there is no evidence.
+
+    The band reaches down to the air's noise, not only to a fraction of the level: stripes
+    ten or a hundred times brighter than the head put the whole head below any fixed
+    fraction of their level (measured: a real head under such stripes of 20 mm was taken
+    for a limb, a constant cross-section)."""
     if not np.isfinite(level) or not mask.any():
         return False
     arr = sitk.GetArrayViewFromImage(work_grid(image))
-    dim = int(((arr >= DIM_FRACTION * level) & (arr < level)).sum())
+    floor = min(_air_floor(image, level), DIM_FRACTION * level)
+    dim = int(((arr > floor) & (arr < level)).sum())
     return dim > MAX_DIM_SHARE * int((arr >= level).sum())

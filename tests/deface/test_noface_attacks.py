@@ -121,3 +121,19 @@ def test_a_head_ct_in_a_circular_field_of_view_is_never_spared(corpus_heads: Pat
         circled = np.where(r > 0.48 * min(arr.shape[1] * sp[1], arr.shape[2] * sp[0]), pad,
                            arr)
         assert evidence(like(image, circled)) is None, pad
+
+
+@pytest.mark.parametrize("amplitude", [10.0, 100.0])
+@pytest.mark.parametrize("add", [False, True])
+def test_a_head_under_far_brighter_stripes_is_never_spared(corpus_heads: Path,
+                                                           amplitude: float, add: bool) -> None:
+    """Stripes of 5 mm every 20 mm, 10 or 100 times brighter than the real head with the
+    neck, replacing or added to it: the whole head lies below any fixed fraction of the
+    stripes' tissue level, and the stripes alone are a constant cross-section (this head
+    was once taken for a limb). The band of dim tissue reaches down to the air's noise."""
+    image = sitk.ReadImage(str(corpus_heads / "t1_neck.nii.gz"), sitk.sitkFloat32)
+    arr = sitk.GetArrayFromImage(image)
+    on = (np.indices(arr.shape)[2] * image.GetSpacing()[0]) % 20.0 < 5.0
+    level = amplitude * float(arr.max())
+    striped = like(image, arr + np.where(on, level, 0.0) if add else np.where(on, level, arr))
+    assert evidence(striped) is None
