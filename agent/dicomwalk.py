@@ -16,7 +16,7 @@ is the one place that knows how elements are laid out (PS3.5 section 7):
   value of undefined length hold implicit VR little endian (PS3.5 6.2.2).
 
 It decides nothing else: which VRs, tags, orders or structures a quick path answers for
-is that path's rule, applied to the :class:`Element` headers it is given. Each header is
+is that path's rule, applied to the :data:`Element` headers it is given. Each header is
 handed over as soon as it is read, before its value is checked or skipped, so a user may
 stop at any element (at Pixel Data, say) without the walk reading further.
 
@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Generator
-from typing import NamedTuple
 
 from agent.errors import NotDicom
 
@@ -64,23 +63,14 @@ class WalkError(NotDicom):
     """The bytes do not walk as DICOM elements: cut short, damaged, or nested too deep."""
 
 
-class Element(NamedTuple):
-    """One element (or item) header as it lies in the bytes."""
-
-    tag: int
-    #: The VR's two bytes as written; b"" where the bytes carry none (implicit VR, items).
-    vr: bytes
-    #: Offset of the header's first byte.
-    start: int
-    #: Offset of the value's first byte.
-    value: int
-    #: The length as written: :data:`UNDEFINED`, or the value's length in bytes.
-    length: int
-    #: 0 for the data set's own elements, 1 inside an item of one of its sequences, ...
-    depth: int
-
-
-_new = tuple.__new__  # an Element without NamedTuple's Python-level constructor (hot loop)
+#: One element (or item) header as it lies in the bytes, a plain tuple (the walk makes one
+#: per element: a named tuple cost a fifth of the walk):
+#: ``(tag, vr, start, value, length, depth)`` -
+#: the tag as one int (group << 16 | element); the VR's two bytes as written, b"" where the
+#: bytes carry none (implicit VR, items); the offsets of the header's first byte and of the
+#: value's; the length as written (:data:`UNDEFINED`, or the value's length in bytes); the
+#: depth, 0 for the data set's own elements, 1 inside an item of one of its sequences, ...
+Element = tuple[int, bytes, int, int, int, int]
 
 
 class Walker:
@@ -106,8 +96,15 @@ class Walker:
 
     def header(self, pos: int, end: int | None = None, depth: int = 0) -> Element:
         """The header at ``pos``, which must fit before ``end`` (default: the bytes' end)."""
-        tag, vr, value, length = self._head(pos, self.size if end is None else end)
-        return _new(Element, (tag, vr, pos, value, length, depth))
+        tag, vr, value, length = self._head(pos, self._end(end))
+        return tag, vr, pos, value, length, depth
+
+    def _end(self, end: int | None) -> int:
+        if end is None:
+            return self.size
+        if end > self.size:
+            raise WalkError("a data set runs past the end of the data")
+        return end
 
     def _head(self, pos: int, end: int) -> tuple[int, bytes, int, int]:
         """(tag, VR, value offset, length) of the header at ``pos``, fitting before ``end``."""
@@ -132,14 +129,14 @@ class Walker:
                  ) -> Generator[Element, None, int]:
         """The elements of one data set from ``pos`` to ``end`` (default: the bytes' end);
         their sequences' contents are skipped, not handed on. Returns the end reached."""
-        return self._elements(pos, self.size if end is None else end, depth, False, False)
+        return self._elements(pos, self._end(end), depth, False, False)
 
     def walk(self, pos: int, end: int | None = None) -> Generator[Element, None, int]:
         """Every element at every depth in file order: inside a sequence (explicit SQ, an
         UN or implicit VR value of undefined length other than Pixel Data) each item's
         header, at the depth of its elements, then its elements. Other values of undefined
         length (encapsulated pixel data) are skipped. Returns the end reached."""
-        return self._elements(pos, self.size if end is None else end, 0, False, True)
+        return self._elements(pos, self._end(end), 0, False, True)
 
     def items(self, pos: int, end: int, depth: int = 1) -> Generator[Element, None, int]:
         """A sequence value of defined length (``pos`` to ``end``): each item's header,
@@ -149,30 +146,30 @@ class Walker:
     def value_end(self, element: Element) -> int:
         """Where the value of ``element`` ends: after its last byte, or for an undefined
         length after the Sequence Delimitation Item that closes it."""
-        if element.length != UNDEFINED:
-            end = element.value + element.length
-            if end > self.size:
+        _tag, vr, _start, value, length, depth = element
+        if length != UNDEFINED:
+            if value + length > self.size:
                 raise WalkError("a value runs past the end of the data")
-            return end
-        if self._sought[0] == element.value:
+            return value + length
+        if self._sought[0] == value:
             return self._sought[1]
-        end = self._content(element)._skip(element.value, element.depth + 1)
-        self._sought = (element.value, end)
+        end = self._content(vr)._skip(value, depth + 1)
+        self._sought = (value, end)
         return end
 
-    def _content(self, element: Element) -> Walker:
+    def _content(self, vr: bytes) -> Walker:
         """The walker of an undefined-length value's items: UN holds implicit VR LE."""
-        return self._un_walker() if element.vr == b"UN" else self
+        return self._un_walker() if vr == b"UN" else self
 
     def _un_walker(self) -> Walker:
         if self._un is None:
             self._un = Walker(self.data, implicit=True, little=True, strict=self.strict)
         return self._un
 
-    def _sequence(self, element: Element) -> bool:
+    def _sequence(self, tag: int, vr: bytes) -> bool:
         """Whether an undefined-length value holds a sequence's items (:meth:`walk` goes
         into them), not encapsulated pixel data's fragments."""
-        return element.vr in (b"SQ", b"UN") or (self.implicit and element.tag != PIXEL_DATA)
+        return vr in (b"SQ", b"UN") or (self.implicit and tag != PIXEL_DATA)
 
     def _elements(  # noqa: C901 - one loop, its common case inline for speed
             self, pos: int, end: int, depth: int, closed: bool, descend: bool
@@ -181,36 +178,34 @@ class Walker:
         ending at its Item Delimitation Item (consumed, not handed on)."""
         if depth > MAX_DEPTH:
             raise WalkError("sequences nested deeper than any clinical object")
-        data, header, implicit = self.data, self.header, self.implicit
+        data, head, implicit = self.data, self._head, self.implicit
         explicit_head, implicit_head, short_vrs = self._explicit, self._implicit, _SHORT_VRS
         while pos < end:
             # The common headers read inline (a call per element was a third of the walk);
-            # header() reads the others.
+            # _head() reads the others.
             if pos + 8 > end:
                 raise WalkError("an element header is cut short")
             if implicit:
                 group, elem, length = implicit_head(data, pos)
-                element = _new(Element, (group << 16 | elem, b"", pos, pos + 8, length, depth))
+                tag, vr, value = group << 16 | elem, b"", pos + 8
             else:
                 group, elem, vr, length = explicit_head(data, pos)
                 if vr in short_vrs and group != 0xFFFE:
-                    element = _new(Element, (group << 16 | elem, vr, pos, pos + 8, length,
-                                             depth))
+                    tag, value = group << 16 | elem, pos + 8
                 else:
-                    element = header(pos, end, depth)
-                    length = element.length
+                    tag, vr, value, length = head(pos, end)
             if group == 0xFFFE:
-                if closed and element.tag == ITEM_END:
-                    return element.value
+                if closed and tag == ITEM_END:
+                    return value
                 raise WalkError("an item or delimiter where an element should be")
+            element = tag, vr, pos, value, length, depth
             yield element
             if length != UNDEFINED:
-                pos = element.value + length
-                if descend and element.vr == b"SQ" and pos <= end:
-                    yield from self._items(element.value, pos, False, depth + 1, True)
-            elif descend and self._sequence(element):
-                pos = yield from self._content(element)._items(element.value, end, True,
-                                                               depth + 1, True)
+                pos = value + length
+                if descend and vr == b"SQ" and pos <= end:
+                    yield from self._items(value, pos, False, depth + 1, True)
+            elif descend and self._sequence(tag, vr):
+                pos = yield from self._content(vr)._items(value, end, True, depth + 1, True)
             else:
                 pos = self.value_end(element)
             if pos > end:
@@ -237,7 +232,7 @@ class Walker:
                 return pos + 8
             if tag != ITEM:
                 raise WalkError("a sequence holds something other than items")
-            yield _new(Element, (tag, b"", pos, pos + 8, length, depth))
+            yield tag, b"", pos, pos + 8, length, depth
             if length == UNDEFINED:
                 pos = yield from self._elements(pos + 8, end, depth, True, descend)
             else:
@@ -291,7 +286,7 @@ def file_meta(data: bytes) -> tuple[list[Element], int]:
     pos, found = 132, []
     while pos + 8 <= len(data) and data[pos:pos + 2] == b"\x02\x00":
         element = walker.header(pos)
-        if element.length == UNDEFINED:
+        if element[4] == UNDEFINED:
             raise WalkError("a file meta element of undefined length")
         pos = walker.value_end(element)
         found.append(element)

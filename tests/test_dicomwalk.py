@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import io
 import struct
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import BinaryIO, cast
+from typing import BinaryIO, NamedTuple, cast
 
 import pydicom
 import pytest
@@ -65,6 +65,21 @@ EVERY_VR: list[tuple[int, str, object]] = [
 ]
 
 
+class Header(NamedTuple):
+    """An Element with its fields named, for reading the tests."""
+
+    tag: int
+    vr: bytes
+    start: int
+    value: int
+    length: int
+    depth: int
+
+
+def _named(walk: Iterable[Element]) -> list[Header]:
+    return [Header(*e) for e in walk]
+
+
 def _encode(ds: Dataset, implicit: bool, little: bool) -> bytes:
     fp = DicomBytesIO()
     fp.is_implicit_VR, fp.is_little_endian = implicit, little
@@ -90,13 +105,14 @@ def _oracle(data: bytes, start: int, implicit: bool, little: bool
 
 def _ours(data: bytes, start: int, implicit: bool, little: bool
           ) -> list[tuple[int, int, int]]:
-    return [(e.tag, e.value, e.length) for e in Walker(data, implicit, little).elements(start)]
+    walk = Walker(data, implicit, little).elements(start)
+    return [(tag, value, length) for tag, _vr, _start, value, length, _depth in walk]
 
 
 @pytest.mark.parametrize(("implicit", "little"), SYNTAXES)
 def test_every_vr_length_form_lies_where_pydicom_reads_it(implicit: bool, little: bool) -> None:
     data = _encode(_every_vr(), implicit, little)
-    found = list(Walker(data, implicit, little).elements(0))
+    found = list(_named(Walker(data, implicit, little).elements(0)))
     assert [(e.tag, e.value, e.length) for e in found] == _oracle(data, 0, implicit, little)
     assert all(e.depth == 0 for e in found)
     if not implicit:
@@ -123,8 +139,8 @@ def test_top_level_of_pydicoms_test_files_as_pydicom_reads_it() -> None:
             meta, start = file_meta(data)
         except WalkError:
             continue  # no Part 10 header: not ours to walk
-        ts = next((data[e.value:e.value + e.length].decode().strip("\0 ") for e in meta
-                   if e.tag == 0x00020010), "")
+        ts = next((data[e.value:e.value + e.length].decode().strip("\0 ")
+                   for e in _named(meta) if e.tag == 0x00020010), "")
         if ts == "1.2.840.10008.1.2.1.99":
             continue  # deflated: nothing to walk until inflated
         syntax = PLAIN_SYNTAXES.get(ts, (False, True))  # encapsulated: explicit VR LE
@@ -174,19 +190,19 @@ def test_walk_goes_into_every_sequence_with_its_depth(implicit: bool, little: bo
         ds.ReferencedImageSequence[0]["PurposeOfReferenceCodeSequence"].is_undefined_length = True
     data = _encode(ds, implicit, little)
     walker = Walker(data, implicit, little)
-    walked = [(e.tag, e.depth) for e in walker.walk(0)]
+    walked = [(e.tag, e.depth) for e in _named(walker.walk(0))]
     inside = [(ITEM, 1), (0x00081155, 1), (0x0040A170, 1), (ITEM, 2), (0x00080100, 2),
               (0x00080102, 2), (ITEM, 1), (0x00081155, 1)]
     if implicit and not undefined:
         inside = []  # a defined length without a VR: nothing says it is a sequence
     assert walked == [(0x00081030, 0), (0x00081140, 0), *inside, (0x00100020, 0)]
     # One level: the sequence's contents skipped, its end found.
-    top = list(walker.elements(0))
+    top = list(_named(walker.elements(0)))
     assert [e.tag for e in top] == [0x00081030, 0x00081140, 0x00100020]
     assert walker.value_end(top[1]) == top[2].start
     # A sequence value's items, one level.
     start, end = top[1].value, top[2].start - (8 if undefined else 0)
-    assert [(e.tag, e.depth) for e in walker.items(start, end)] == [
+    assert [(e.tag, e.depth) for e in _named(walker.items(start, end))] == [
         (ITEM, 1), (0x00081155, 1), (0x0040A170, 1), (ITEM, 1), (0x00081155, 1)]
 
 
@@ -194,14 +210,14 @@ def test_encapsulated_pixel_data_runs_to_its_delimiter() -> None:
     data = Path(str(get_testdata_file("MR_small_RLE.dcm"))).read_bytes()
     _, start = file_meta(data)
     walker = Walker(data, implicit=False)
-    pixels = [e for e in walker.elements(start) if e.tag == PIXEL_DATA]
+    pixels = [e for e in _named(walker.elements(start)) if e.tag == PIXEL_DATA]
     assert len(pixels) == 1 and pixels[0].length == UNDEFINED
     end = walker.value_end(pixels[0])
     assert data[end - 8:end] == struct.pack("<HHL", 0xFFFE, 0xE0DD, 0)
     fragments = pydicom.dcmread(io.BytesIO(data)).PixelData
     assert data[pixels[0].value:end - 8] == fragments  # what pydicom reads as the value
     # The full walk does not take fragments for data sets.
-    walked = [e.tag for e in walker.walk(start)]
+    walked = [e.tag for e in _named(walker.walk(start))]
     assert PIXEL_DATA in walked and ITEM not in walked
 
 
@@ -219,16 +235,17 @@ def test_un_of_undefined_length_holds_implicit_vr() -> None:
     data = (struct.pack("<HH2sHL", 0x0009, 0x1001, b"UN", 0, UNDEFINED) + value
             + struct.pack("<HH2sH", 0x0010, 0x0020, b"LO", 2) + b"ID")
     walker = Walker(data, implicit=False)
-    assert [(e.tag, e.depth) for e in walker.walk(0)] == [
+    assert [(e.tag, e.depth) for e in _named(walker.walk(0))] == [
         (0x00091001, 0), (ITEM, 1), (0x00091010, 1), (0x00100020, 0)]
-    assert [e.tag for e in walker.elements(0)] == [0x00091001, 0x00100020]
+    assert [e.tag for e in _named(walker.elements(0))] == [0x00091001, 0x00100020]
 
 
 def test_file_meta_and_where_the_data_set_starts() -> None:
     path = Path(str(get_testdata_file("CT_small.dcm")))
     data = path.read_bytes()
     meta, start = file_meta(data)
-    assert [e.tag for e in meta] == [int(t) for t in pydicom.dcmread(path).file_meta.keys()]
+    assert [e.tag for e in _named(meta)] == [
+        int(t) for t in pydicom.dcmread(path).file_meta.keys()]
     assert data[start:start + 2] == b"\x08\x00"
     with pytest.raises(WalkError):
         file_meta(b"\0" * 200)
@@ -238,7 +255,7 @@ def test_file_meta_and_where_the_data_set_starts() -> None:
 
 def test_an_unknown_vr_is_handed_on_or_refused_when_strict() -> None:
     data = struct.pack("<HH2sH", 0x0009, 0x1001, b"ZZ", 2) + b"ab"
-    (element,) = Walker(data, implicit=False).elements(0)
+    (element,) = _named(Walker(data, implicit=False).elements(0))
     assert (element.vr, element.value, element.length) == (b"ZZ", 8, 2)
     with pytest.raises(WalkError):
         list(Walker(data, implicit=False, strict=True).elements(0))
@@ -250,7 +267,7 @@ def test_stray_items_and_unclosed_items_are_errors_of_our_hierarchy() -> None:
                 + struct.pack("<HHL", 0xFFFE, 0xE000, UNDEFINED))
     for data in (stray, unclosed, b"\x08\x00\x20\x00DA\x08\x00123"):
         with pytest.raises(WalkError) as caught:
-            for e in Walker(data, implicit=False).walk(0):
+            for e in _named(Walker(data, implicit=False).walk(0)):
                 Walker(data, implicit=False).value_end(e)
         assert isinstance(caught.value, NotDicom)  # a damaged file, as the agent says it
 
@@ -261,13 +278,13 @@ def test_nesting_deeper_than_any_clinical_object_is_refused_not_recursed() -> No
     data = level * (MAX_DEPTH + 5) + b"\0" * 8  # far less than Python's recursion limit
     walker = Walker(data, implicit=False)
     with pytest.raises(WalkError):
-        list(walker.walk(0))
+        list(_named(walker.walk(0)))
     with pytest.raises(WalkError):
-        for e in walker.elements(0):
+        for e in _named(walker.elements(0)):
             walker.value_end(e)
     hostile = level * 5000  # deeper than Python's recursion limit
     with pytest.raises(WalkError):
-        list(Walker(hostile, implicit=False).walk(0))
+        list(_named(Walker(hostile, implicit=False).walk(0)))
 
 
 def _exhaust(data: bytes, implicit: bool, little: bool) -> None:
@@ -278,7 +295,7 @@ def _exhaust(data: bytes, implicit: bool, little: bool) -> None:
             try:
                 for e in walk:
                     walker.value_end(e)
-                    walker.header(e.start, None, e.depth)
+                    assert walker.header(e[2], None, e[5]) == e
             except WalkError:
                 pass
 
@@ -304,8 +321,3 @@ def test_random_bytes_end_in_a_walk_error(data: bytes, syntax: tuple[bool, bool]
     _exhaust(data, *syntax)
     # As an element stream made of headers with undefined lengths and items.
     _exhaust(data.replace(b"\xff", b"\xff\xff\xff\xff"), *syntax)
-
-
-def test_element_is_a_plain_header_record() -> None:
-    e = Element(0x00100010, b"PN", 0, 8, 4, 0)
-    assert (e.tag, e.vr, e.start, e.value, e.length, e.depth) == (0x00100010, b"PN", 0, 8, 4, 0)

@@ -120,8 +120,8 @@ def _risk_elements(data: bytes, found: dict[int, tuple[bytes, int, int]], implic
 
 def _read(data: bytes) -> Quick | None:
     meta, start = file_meta(data)
-    syntax = next((data[e.value:e.value + e.length].decode("ascii", "replace").strip("\x00 ")
-                   for e in meta if e.tag == 0x00020010), "")
+    syntax = next((data[value:value + length].decode("ascii", "replace").strip("\x00 ")
+                   for tag, _vr, _pos, value, length, _depth in meta if tag == 0x00020010), "")
     if syntax not in (_EXPLICIT, _IMPLICIT):
         return None
     found = _walk(data, start, syntax == _IMPLICIT)
