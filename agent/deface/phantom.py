@@ -161,9 +161,13 @@ def withheld(images: Sequence[sitk.Image], sources: Sequence[Path], why: str
     when it does not look like a phantom (it is quarantined)."""
     if not images:
         return None
-    stripes = [parallel_stripes(img) for img in _one_per_geometry(images)]
-    if all(s is not None for s in stripes):
-        evidence = str(stripes[0])
+    stripes: str | None = None
+    for img in _one_per_geometry(images):  # every geometry must show them: stop at one not
+        stripes = parallel_stripes(img)
+        if stripes is None:
+            break
+    if stripes is not None:
+        evidence = stripes
     elif named_phantom(sources):
         evidence = "its headers name a phantom"
     else:
