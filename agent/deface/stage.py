@@ -32,6 +32,7 @@ from pathlib import Path
 
 from agent.config import Config
 from agent.deface import dicomio
+from agent.deface.phantom import phantom_words
 from agent.deface.presence import Verdict
 from agent.deface.render import render_before_after
 from agent.deface.studyfit import StudyFits
@@ -60,6 +61,7 @@ class DefaceStage:
         self.cfg = cfg
         self.fits = fits or StudyFits(cfg.paths.state_dir / "studyfits",
                                       partner_wait=cfg.deface.partner_wait_minutes * 60.0)
+        phantom_words(patient=True)  # a broken data file stops the agent at start
 
     def intake_closed(self) -> None:
         """No more series will arrive (one-shot runs): stop waiting for partners."""
