@@ -44,7 +44,7 @@ from agent.deid.risk import refusal
 from agent.deid.screen import screen
 from agent.deid.variants import IdentityVariants, build_variants, identifying_tags
 from agent.deid.vocabulary import Vocabulary, vocabulary
-from agent.deid.walk import DEVICE_TAGS, Plan, Walk, plan_mode, write_ascii
+from agent.deid.walk import DEVICE_TAGS, PIXEL_DATA_TAGS, Plan, Walk, plan_mode, write_ascii
 from agent.deid.writer import can_write, encode_items, encode_with_meta, raw_text
 from agent.errors import IdentityRisk, NotDicom, SeriesProblem
 from agent.vocab import ProblemCode
@@ -257,20 +257,21 @@ class Engine:
     def plan(self, tag: int, read_vr: str | None) -> Plan:
         """What the walk does with a standard element: (VR as read - the dictionary's for
         implicit VR, "UN" stays UN -, VR typed by the dictionary, the kind of identifier
-        it holds or None, the profile's action, and :data:`agent.deid.walk.QUIET` when
-        the element is kept untouched and unread or :data:`agent.deid.walk.DROP` when it
-        is simply removed), remembered per (tag, VR as read)."""
+        it holds or None, the profile's action, and how the walk treats it with the
+        screen's mode: :func:`agent.deid.walk.plan_mode`), remembered per (tag, VR as
+        read)."""
         key = (tag, read_vr)
         plan = self.plans.get(key)
         if plan is None:
             vr = str(read_vr) if read_vr is not None else self.dictionary_vr(tag)
             typed = self.dictionary_vr(tag) if vr == "UN" else vr  # UN: by the dictionary
             kind = ("name" if typed == "PN" else "date" if typed in ("DA", "DT")
-                    else self.identifying_tags.get(tag))
+                    else self.identifying_tags.get(tag)) if tag not in PIXEL_DATA_TAGS else None
             action = self.profile.actions.get(tag)
             if action is None:
                 action = self.default_action(tag)
-            plan = self.plans[key] = (vr, typed, kind, action, plan_mode(action, vr))
+            plan = self.plans[key] = (vr, typed, kind, action,
+                                      *plan_mode(tag, action, vr, self.keep_mode))
         return plan
 
     def dictionary_vr(self, tag: int) -> str:

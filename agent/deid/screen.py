@@ -54,11 +54,13 @@ def screen(pending: list[Pending], cleaner: Cleaner,
         tag = int(item.tag)  # pydicom's BaseTag compares in Python: plain ints here
         if (isinstance(raw, RawDataElement) and isinstance(raw.value, bytes)
                 and tag != CODE_MEANING):
-            key = (tag, item.vr, item.mode, raw.value, _key(item.encodings))
-            if key in memo:
-                decided = memo[key]
+            encodings = item.encodings
+            key = (tag, item.vr, item.mode, raw.value,
+                   None if encodings is None else tuple(encodings))
+            decided = memo.get(key, _UNSEEN)  # one lookup (a tuple's hash is not kept)
+            if decided is not _UNSEEN:
                 if decided is not None:
-                    _write(item, raw, elements, decided)
+                    _write(item, raw, elements, decided)  # type: ignore[arg-type]
                 continue
         decided = _decide(item, raw, cleaner, required)
         if key is not None:
@@ -71,10 +73,7 @@ def screen(pending: list[Pending], cleaner: Cleaner,
 
 #: Decisions a cleaner remembers before it forgets them all (a series needs hundreds).
 _MEMO_LIMIT = 8192
-
-
-def _key(encodings: Any) -> tuple[str, ...] | None:
-    return None if encodings is None else tuple(encodings)
+_UNSEEN = object()
 
 
 def _decide(item: Pending, raw: Any, cleaner: Cleaner,

@@ -307,6 +307,8 @@ def _pixel_needle(needle: bytes, whole: bool) -> bool:
 _TEXT_TABLE = bytes(49 if 0x20 <= i <= 0x7E or i >= 0x80 else 48 for i in range(256))
 _TOKEN_TABLE = bytes(49 if chr(i) in "0123456789./-" else 48 for i in range(256))
 _SEPARATORS = re.compile(rb"[./-]")
+#: a maximal run of 6+ token bytes (the runs :func:`_runs` finds with ``_TOKEN_TABLE``)
+_TOKEN_RUN = re.compile(rb"[0-9./-]{6,}")
 _DIGIT_BYTES = frozenset(b"0123456789")
 
 
@@ -344,6 +346,8 @@ def _text_runs(data: bytes, begin: int, stop: int) -> list[tuple[int, int]]:
     n = (stop - begin) & ~1
     if n < 6:
         return [(begin + s, begin + e) for s, e in _runs(data[begin:stop], _TEXT_TABLE)]
+    if np.frombuffer(data, dtype="<u2", count=n // 2, offset=begin).max() < 0x2000:
+        return []  # every pair's second byte is below 0x20 (12- and 16-bit samples): no pair
     both = np.frombuffer(data, dtype=np.uint8, count=n, offset=begin) >= 0x20
     pairs = both.view(np.uint16) == 0x0101
     candidates = np.flatnonzero(pairs[:-1] & pairs[1:])
@@ -364,8 +368,8 @@ def _text_runs(data: bytes, begin: int, stop: int) -> list[tuple[int, int]]:
 
 def _digit_tokens(data: bytes) -> list[tuple[int, bytes]]:
     """Maximal runs of [0-9./-] of 6+ bytes holding a digit (pixel data rarely has any)."""
-    return [(start, data[start:end]) for start, end in _runs(data, _TOKEN_TABLE)
-            if not _DIGIT_BYTES.isdisjoint(data[start:end])]
+    return [(m.start(), token) for m in _TOKEN_RUN.finditer(data)
+            if not _DIGIT_BYTES.isdisjoint(token := m.group())]
 
 
 def _boundary(data: bytes, index: int) -> bool:

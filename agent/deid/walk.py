@@ -16,6 +16,7 @@ Values are decoded only when they change: ASCII text is rewritten straight from 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -33,7 +34,7 @@ from agent.deid.profile import Action
 if TYPE_CHECKING:
     from agent.deid.engine import Engine
 
-_PIXEL_DATA_TAGS = frozenset({0x7FE00010, 0x7FE00008, 0x7FE00009})
+PIXEL_DATA_TAGS = frozenset({0x7FE00010, 0x7FE00008, 0x7FE00009})
 _DUMMY_TEXT = "ANONYMIZED"
 _NUMERIC_VRS = frozenset({"IS", "DS", "US", "SS", "UL", "SL", "UV", "SV", "FL", "FD", "AT"})
 _BYTES_VRS = frozenset({"OB", "OW", "OD", "OF", "OL", "OV", "UN"})
@@ -68,21 +69,47 @@ DEVICE_TAGS = frozenset({
 
 
 #: How the walk treats an element of a plan (see Engine.plan): untouched and unread, simply
-#: removed, or by its action (``apply``).
-QUIET, DROP, GENERAL = "quiet", "drop", "general"
-#: (VR as read, VR typed by the dictionary, kind of identifier, action, QUIET/DROP/GENERAL)
-Plan = tuple[str, str, "str | None", Action, str]
+#: removed, handed to the screen, its ASCII value rewritten first (``fast``), or by its
+#: action (``apply``).
+QUIET, DROP, SCREEN, FAST, GENERAL = "quiet", "drop", "screen", "fast", "general"
+#: (VR as read, VR typed by the dictionary, kind of identifier, action, how (QUIET ...),
+#: the screen's mode for SCREEN, else "")
+Plan = tuple[str, str, "str | None", Action, str, str]
 
 
-def plan_mode(action: Action, vr: str) -> str:
-    """QUIET for what :meth:`Walk.apply` would leave as it is without looking (kept, not
-    text the screen reads, not an age, not a sequence); DROP for what it would only
-    delete (removed, not a sequence whose identifiers are collected)."""
-    if action is Action.KEEP and vr not in ("SQ", "UN", "AS") and vr not in SCREENED_VRS:
-        return QUIET
+def screen_mode(tag: int, action: Action, vr: str,
+                keep_mode: Callable[[int, str], str]) -> str | None:
+    """The screen's mode for text the profile keeps (``keep_mode``: the engine's choice
+    for kept text), None when the walk does not hand the element to the screen now."""
+    if action is Action.KEEP and vr not in ("SQ", "UN") and vr in SCREENED_VRS:
+        return keep_mode(tag, vr)
+    if action is Action.SCRUB and vr != "UN":
+        return "descriptor" if tag == CODE_MEANING else "text"
+    if action is Action.CLEAN and vr in _CLEANABLE_VRS:
+        return "descriptor"
+    return None
+
+
+def plan_mode(tag: int, action: Action, vr: str, keep_mode: Callable[[int, str], str]
+              ) -> tuple[str, str]:
+    """How :meth:`Walk.dataset` treats an element, decided as :meth:`Walk.apply` would:
+    QUIET what it leaves as it is without looking (kept, not text the screen reads, not
+    an age, not a sequence); DROP what it only deletes (removed, not a sequence whose
+    identifiers are collected); SCREEN (with the screen's mode) what it defers; FAST
+    what it first tries to rewrite from the ASCII bytes; GENERAL the rest. Pixel Data
+    (and its float and double float forms) is QUIET: never looked at."""
+    if tag in PIXEL_DATA_TAGS:
+        return QUIET, ""
+    mode = screen_mode(tag, action, vr, keep_mode)
+    if mode is not None:
+        return SCREEN, mode
+    if action is Action.KEEP and vr not in ("SQ", "UN", "AS"):
+        return QUIET, ""
     if action is Action.REMOVE and vr != "SQ":
-        return DROP
-    return GENERAL
+        return DROP, ""
+    if action is not Action.KEEP and action is not Action.REMOVE and vr in _FAST_VRS:
+        return FAST, ""
+    return GENERAL, ""
 
 
 @dataclass
@@ -116,6 +143,7 @@ class Walk:
             self.encodings = _charset(ds)
         engine = self.engine
         plans = engine.plans
+        pending = self.pending
         private: list[int] = []
         for key in list(elements):
             # Table lookups with a plain int (pydicom's BaseTag compares in Python); the
@@ -124,22 +152,21 @@ class Walk:
             if tag >> 16 & 1:
                 private.append(key)
                 continue
-            if tag in _PIXEL_DATA_TAGS:
-                continue
             raw = elements[key]
             read_vr = raw.VR
-            plan = plans.get((tag, read_vr))
-            if plan is None:
-                plan = engine.plan(tag, read_vr)
-            vr, typed, kind, action, mode = plan
+            vr, typed, kind, action, mode, screen_as = (plans.get((tag, read_vr))
+                                                        or engine.plan(tag, read_vr))
             if kind is not None:
                 self.record(kind, raw, typed)
             if mode is QUIET:
                 continue  # the common case: kept as the raw bytes read
             if mode is DROP:
                 del elements[key]
-                continue
-            self.apply(ds, key, action, vr)
+            elif mode is SCREEN:
+                pending.append(Pending(ds, key, vr, screen_as, self.encodings))
+            elif not (mode is FAST and type(raw) is RawDataElement
+                      and self.fast(ds, key, raw, vr, action)):
+                self.apply(ds, key, action, vr)
         if private:
             self.private(ds, private)
         self.encodings = outer
@@ -318,18 +345,14 @@ class Walk:
 
     def deferred(self, ds: Dataset, tag: int, action: Action, vr: str) -> bool:
         """Kept text goes to the screen; True when nothing else is to be done now."""
+        mode = screen_mode(int(tag), action, vr, self.engine.keep_mode)
+        if mode is not None:
+            self.defer(ds, tag, vr, mode)
+            return True
         if action is Action.KEEP and vr not in ("SQ", "UN"):
-            if vr in SCREENED_VRS:
-                self.defer(ds, tag, vr, self.engine.keep_mode(int(tag), vr))
-            elif vr == "AS":
+            if vr == "AS":
                 self.engine.cap_age(ds, tag)
             return True  # the common case: untouched, written back as raw bytes
-        if action is Action.SCRUB and vr != "UN":
-            self.defer(ds, tag, vr, "descriptor" if int(tag) == CODE_MEANING else "text")
-            return True
-        if action is Action.CLEAN and vr in _CLEANABLE_VRS:
-            self.defer(ds, tag, vr, "descriptor")
-            return True
         return False
 
     def decoded(self, ds: Dataset, elem: DataElement, action: Action) -> None:

@@ -87,15 +87,18 @@ class _Encoder:
         if 0x00080005 in elements:
             encodings = convert_encodings(ds[0x00080005].value or "ISO_IR 6")
         headers = self.headers
+        implicit = self.implicit
         append = out.append
         # (int, element) pairs sorted by the int alone (pydicom's BaseTag compares in
         # Python); a dict's keys are unique, so the elements are never compared
         for number, elem in sorted([(int(t), e) for t, e in elements.items()], key=_first):
             if type(elem) is RawDataElement:
                 value = elem.value or b""
-                if elem.VR is not None and elem.length != _UNDEFINED:
+                vr = elem.VR
+                if (vr is not None or implicit) and elem.length != _UNDEFINED:
                     # the common case: a header written before for this tag, VR and length
-                    done = headers.get((number, elem.VR, len(value)))
+                    # (implicit VR: the VR is not written, raw() reads it as UN)
+                    done = headers.get((number, vr or "UN", len(value)))
                     if done is not None:
                         append(done)
                         append(value)
