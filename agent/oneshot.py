@@ -172,6 +172,9 @@ def process_folder(cfg: Config, src: Path, out: Path,
                             stages if stages is not None else build_stages(run_cfg, site_key),
                             install_key)
         pipeline.export_roots = [src]
+        # Its work area is removed at exit and never resumed from: staged files may be
+        # links to the exported ones, checked unchanged before delivery (agent.staging).
+        pipeline.link_exports = True
         survey = survey_export(
             src, lambda study, series: keyed_hash(install_key, "series", study, series),
             listing, pipeline.looks)

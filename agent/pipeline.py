@@ -140,6 +140,7 @@ class Pipeline(Staging):
         self.export_roots = (
             [Path(cfg.watch.folder).expanduser()] if cfg.watch.folder else [])
         self.looks = LookCache()
+        self._linked = {}
 
     # -- paths -----------------------------------------------------------------------------
 
@@ -313,6 +314,7 @@ class Pipeline(Staging):
         return cast(ManifestChanges, doc)
 
     def _deliver(self, series_id: int, ready: Ready) -> Outcome:
+        self.check_links(series_id)  # (staged links: the originals read held still)
         row = self.ledger.get(series_id)
         read = check_deliverable([Path(f["local"]) for f in ready["files"]], running_pool())
         files: tuple[DeliveryFile, ...] = describe_files(

@@ -6,6 +6,16 @@ copied into the work area - every file opened through :mod:`agent.boundary`, and
 with what the watcher saw before and after the copy, so that a file rewritten while the
 series is taken makes the series wait (:class:`~agent.errors.ExportChanged`) rather than
 leave short. A full work area is :class:`~agent.errors.DiskFull`: the series waits too.
+
+The one-shot command (``link_exports``) may stage a hard link to the exported file instead
+of a copy, where the work area shares its filesystem and the file may be linked: its work
+area is a temporary folder that nothing resumes from, so the staged file need only hold
+still while the run reads it - and that is checked, not assumed: before a series is
+delivered every linked file must still be the inode staged, with the size, modification
+and change times it had (a rewrite in place, even one that restores the modification
+time, changes the change time), else nothing of it is delivered
+(:meth:`Staging.check_links`). The export's bytes are never written; the running agent,
+whose staged copies outlive a restart, always copies.
 """
 
 from __future__ import annotations
@@ -27,7 +37,7 @@ from agent.ledger import DELIVERED, STAGED, UNFINISHED, SeriesRow
 from agent.limits import check_sizes
 from agent.reexport import Plan, plan_export
 from agent.series import FileState
-from agent.sync.place import clone_or_copy_open
+from agent.sync.place import CANNOT_LINK, clone_or_copy_open
 from agent.vocab import ProblemCode
 
 if TYPE_CHECKING:
@@ -60,6 +70,10 @@ class Staging:
     #: What the watcher (or the one-shot survey) read of each exported file: a file read
     #: at the state it is staged with is not read again to plan the copy.
     looks: LookCache
+    #: Stage hard links where possible (the one-shot command only: see the module doc).
+    link_exports: bool = False
+    #: The state of each linked staged file (by series, by staged name) at staging.
+    _linked: dict[int, dict[str, tuple[int, ...]]]
 
     def path_hash(self, path: str | Path) -> str:
         raise NotImplementedError
@@ -129,12 +143,15 @@ class Staging:
         partial.mkdir(parents=True)
         names = {inst.path: f"{n:06d}.dcm" for n, inst in enumerate(plan.chosen)}
         try:
-            for path, name in names.items():
-                self._copy_in(path, files[path], partial / name)
+            linked = self._copy_all(names, files, partial)
         except BaseException:
             shutil.rmtree(partial, ignore_errors=True)
             raise
         self._record_plan(row.id, plan, names)
+        if linked:
+            self._linked[row.id] = linked
+        else:
+            self._linked.pop(row.id, None)
         os.replace(partial, source)
         self.looks.forget(list(files))
         return Taken(self.ledger.set_state(row.id, STAGED))
@@ -156,14 +173,31 @@ class Staging:
         atomic_write(self.workdir(series_id) / "changes.json",
                       json.dumps(plan.changes(names)).encode())
 
-    def _copy_in(self, path: str, seen: FileState, dst: Path) -> None:
+    def _copy_all(self, names: Mapping[str, str], files: Mapping[str, FileState],
+                  folder: Path) -> dict[str, tuple[int, ...]]:
+        """Every chosen file into ``folder`` under its staged name; the states of those
+        staged as links."""
+        linked = {}
+        for path, name in names.items():
+            state = self._copy_in(path, files[path], folder / name)
+            if state is not None:
+                linked[name] = state
+        return linked
+
+    def _copy_in(self, path: str, seen: FileState, dst: Path) -> tuple[int, ...] | None:
         """Copy one exported file, refusing a link, a file outside the export folder and a
-        file that is not the one the watcher saw (changed before or during the copy)."""
+        file that is not the one the watcher saw (changed before or during the copy).
+        With ``link_exports``, a hard link where it can be made: then its state, for
+        :meth:`check_links` (None for a copy)."""
         try:
             with open_export_file(path, self.root_of([path])) as src:
                 if _state_of(src) != seen:
                     raise ExportChanged("a file of the series changed since it was seen; "
                                         "the series waits until it is quiet", retry_after=0)
+                if self.link_exports:
+                    state = _link_in(path, src.fileno(), seen, dst)
+                    if state is not None:
+                        return state
                 with open(dst, "wb") as out:
                     # Never a hard link: an export may be rewritten in place later.
                     copied = clone_or_copy_open(src, out).size
@@ -172,6 +206,51 @@ class Staging:
                                         "the series waits until it is quiet", retry_after=0)
         except OSError as exc:
             raise staging_fault(exc, self.work_root) from None
+        return None
+
+    def check_links(self, series_id: int) -> None:
+        """Raise ExportChanged unless every file staged as a link (``link_exports``) is
+        still the inode staged, unchanged since: called after the last stage read the
+        series' originals, before anything of it is delivered."""
+        linked = self._linked.get(series_id)
+        if not linked:
+            return
+        source = self.workdir(series_id) / "source"
+        for name, state in linked.items():
+            try:
+                now = _link_state(os.stat(source / name))
+            except OSError:
+                now = ()
+            if now != state:
+                raise ExportChanged(
+                    "a file of the series changed in the export folder while the series was "
+                    "processed, so nothing of it was delivered; run again once the export "
+                    "has finished", retry_after=0)
+
+
+def _link_state(st: os.stat_result) -> tuple[int, ...]:
+    """What a rewrite of a linked file changes: inode, size, modification and change time
+    (the change time moves with every write, and no program can set it back)."""
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
+def _link_in(path: str, fd: int, seen: FileState, dst: Path) -> tuple[int, ...] | None:
+    """Hard-link the exported file open as ``fd`` (found at ``path``) to ``dst``: its
+    state, or None (nothing left at ``dst``) where it cannot be linked - another
+    filesystem, a file this user may not link (``protected_hardlinks``) - or ``path`` is
+    no longer the file opened and checked (replaced meanwhile)."""
+    try:
+        os.link(path, dst, follow_symlinks=False)
+    except OSError as exc:
+        if exc.errno in CANNOT_LINK:
+            return None
+        raise
+    st, opened = os.stat(dst, follow_symlinks=False), os.fstat(fd)
+    if ((st.st_dev, st.st_ino) != (opened.st_dev, opened.st_ino)
+            or FileState(st.st_size, st.st_mtime_ns) != seen):
+        os.unlink(dst)
+        return None
+    return _link_state(st)
 
 
 def _state_of(fh: Any) -> FileState:

@@ -176,7 +176,8 @@ def test_a_file_rewritten_while_taken_makes_the_series_wait_not_ship_short(
     real = pipeline_module.Pipeline._copy_in
     rewritten: list[str] = []
 
-    def copy_while_rewriting(self: object, path: str, seen: object, dst: Path) -> None:
+    def copy_while_rewriting(self: object, path: str, seen: object, dst: Path
+                             ) -> tuple[int, ...] | None:
         if rewritten or not path.endswith("IMG00005.dcm"):
             return real(self, path, seen, dst)  # type: ignore[arg-type]
         rewritten.append(path)
@@ -299,3 +300,87 @@ def test_outputs_that_would_not_decode_are_quarantined_with_the_reason(
     assert outcome.state == SeriesState.QUARANTINED
     assert outcome.code == ProblemCode.INVALID_OUTPUT and "pixel data" in outcome.reason
     assert list(out.rglob("*.dcm")) == []
+
+
+# -- the one-shot's staged links -------------------------------------------------------------
+
+
+class SeeOriginals:
+    """Notes the inodes of the staged originals; with ``rewrite``, rewrites one exported
+    file in place first (a byte of it changed, its modification time put back)."""
+
+    name = "see-originals"
+
+    def __init__(self, rewrite: Path | None = None) -> None:
+        self.rewrite = rewrite
+        self.inodes: set[int] = set()
+
+    def __call__(self, work: SeriesWork) -> None:
+        self.inodes |= {os.stat(p).st_ino for p in work.source_files}
+        if self.rewrite is not None:
+            st = os.stat(self.rewrite)
+            data = bytearray(self.rewrite.read_bytes())
+            data[-1] ^= 0xFF
+            with open(self.rewrite, "r+b") as fh:  # in place: the same inode
+                fh.write(data)
+            os.utime(self.rewrite, ns=(st.st_atime_ns, st.st_mtime_ns))
+
+
+def test_the_one_shot_stages_links_and_leaves_the_export_as_it_was(
+        make_config: Callable[..., Config], tmp_path: Path) -> None:
+    """``process`` stages a hard link where it can (no bytes copied): delivered as from a
+    copy, and the exported files keep their bytes and modification times."""
+    cfg = make_config()
+    seer = SeeOriginals()
+    src = tmp_path / "src"
+    files = write_series(src / "a", 3)
+    before = {f: (f.read_bytes(), f.stat().st_mtime_ns) for f in files}
+    summary = process_folder(cfg, src, tmp_path / "out",
+                             stages=[DeidStage(cfg, b"s" * 32), seer, VerifyStage(cfg)])
+    assert [o.state for o in summary.series] == [SeriesState.DELIVERED]
+    assert seer.inodes == {f.stat().st_ino for f in files}  # the staged files were links
+    assert {f: (f.read_bytes(), f.stat().st_mtime_ns) for f in files} == before
+    assert all(f.stat().st_nlink == 1 for f in files)  # the links went with the work area
+    assert len(list((tmp_path / "out").rglob("*.dcm"))) == 3
+
+
+def test_an_export_rewritten_in_place_while_processed_is_not_delivered(
+        make_config: Callable[..., Config], tmp_path: Path) -> None:
+    """A staged link whose exported file is rewritten during processing (even with its
+    modification time put back) delivers nothing: the stages read changing originals."""
+    cfg = make_config()
+    src = tmp_path / "src"
+    files = write_series(src / "a", 3)
+    seer = SeeOriginals(rewrite=files[1])
+    summary = process_folder(cfg, src, tmp_path / "out",
+                             stages=[DeidStage(cfg, b"s" * 32), seer, VerifyStage(cfg)])
+    [outcome] = summary.series
+    assert outcome.state not in (SeriesState.DELIVERED, SeriesState.WITHHELD)
+    assert "changed in the export folder while the series was processed" in outcome.reason
+    assert not summary.ok
+    assert list((tmp_path / "out").rglob("*.dcm")) == []
+
+
+def test_an_export_that_cannot_be_linked_is_copied(
+        make_config: Callable[..., Config], tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Where a link is refused (another filesystem, protected_hardlinks), the file is
+    copied as before."""
+    import errno
+
+    link = os.link
+
+    def refuse(src: str, dst: Path, **kwargs: bool) -> None:
+        if Path(dst).parent.name == "source.partial":  # staging's links only
+            raise PermissionError(errno.EPERM, "not permitted")
+        link(src, dst, **kwargs)
+
+    monkeypatch.setattr(os, "link", refuse)
+    cfg = make_config()
+    seer = SeeOriginals()
+    src = tmp_path / "src"
+    files = write_series(src / "a", 3)
+    summary = process_folder(cfg, src, tmp_path / "out",
+                             stages=[DeidStage(cfg, b"s" * 32), seer, VerifyStage(cfg)])
+    assert [o.state for o in summary.series] == [SeriesState.DELIVERED]
+    assert not seer.inodes & {f.stat().st_ino for f in files}

@@ -39,6 +39,8 @@ FICLONE = 0x40049409
 _CANNOT = frozenset({errno.EXDEV, errno.EPERM, errno.EOPNOTSUPP, errno.ENOTTY, errno.EINVAL,
                      errno.ENOSYS, errno.EMLINK, errno.EACCES, errno.EBADF,
                      getattr(errno, "ENOTSUP", errno.EOPNOTSUPP)})
+#: What ``link`` answers where a hard link cannot be made (the caller copies instead).
+CANNOT_LINK = _CANNOT
 
 
 @dataclass(frozen=True)
@@ -205,5 +207,5 @@ def make_durable(folder: Path, files: Iterable[Path]) -> None:
         fsync_dir(d)
 
 
-__all__ = ["Placed", "clone_into", "clone_or_copy", "clone_or_copy_open", "copy_hashed",
-           "fsync_dir", "make_durable", "place", "reflink", "same_file"]
+__all__ = ["CANNOT_LINK", "Placed", "clone_into", "clone_or_copy", "clone_or_copy_open",
+           "copy_hashed", "fsync_dir", "make_durable", "place", "reflink", "same_file"]
