@@ -12,7 +12,7 @@ from pydicom.misc import is_dicom
 from agent.config import DefaceConfig
 from agent.deface.core import DefaceReport, DefaceResult, check_output, deface_image
 from agent.deface.render import render_before_after
-from agent.deface.template import load_template
+from agent.deface.template import load_template, warm_in_background
 from agent.errors import DefaceFailed
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
@@ -46,6 +46,8 @@ def deface_nifti(inp: Path, out: Path, *, render: Path | None = None,
     """Deface a NIfTI volume into ``out`` with the same grid and data type
     (``modality`` None: guessed from the values, see :func:`guess_modality`)."""
     t0 = time.perf_counter()
+    template = load_template()
+    warm_in_background(template)  # (while the volume is read and fitted)
     try:
         img = sitk.ReadImage(str(inp))
     except RuntimeError as exc:
@@ -55,7 +57,7 @@ def deface_nifti(inp: Path, out: Path, *, render: Path | None = None,
         raise DefaceFailed(f"{inp.name} is not a single 3-D volume", code="deface-input")
     original = sitk.GetArrayFromImage(img)
     modality = modality or guess_modality(img)
-    result = deface_image(sitk.Cast(img, sitk.sitkFloat32), load_template(), modality=modality)
+    result = deface_image(sitk.Cast(img, sitk.sitkFloat32), template, modality=modality)
     integer = np.issubdtype(original.dtype, np.integer)
     info = np.iinfo(original.dtype) if integer else np.finfo(original.dtype)
     new = apply_result(original, result, float(info.min), float(info.max), integer)
@@ -101,6 +103,7 @@ def deface_path(inp: Path, out: Path, *, render: Path | None = None,
             raise DefaceFailed(f"{inp} holds no DICOM files", code="deface-input")
         from agent.deface.plan import deface_dicom_files
 
+        warm_in_background(load_template())  # (while the series is read and fitted)
         return deface_dicom_files(files, out, render=render, base=inp)
     raise DefaceFailed(f"{inp} is neither a DICOM series folder nor a NIfTI file",
                        code="deface-input")

@@ -13,7 +13,6 @@ import dataclasses
 import hashlib
 import time
 from dataclasses import dataclass, field
-from functools import lru_cache
 
 import numpy as np
 import SimpleITK as sitk
@@ -28,7 +27,15 @@ from agent.deface.register import (
     to_work_grid,
 )
 from agent.deface.render import skin_threshold
-from agent.deface.template import BRAIN, FACE, PROTECT, WRAP, Template
+from agent.deface.template import (
+    BRAIN,
+    FACE,
+    PROTECT,
+    WRAP,
+    Template,
+    derived,
+    warm_in_background,
+)
 from agent.errors import DefaceFailed
 from agent.vocab import ProblemCode
 
@@ -88,8 +95,8 @@ class TemplateDoesNotFit(DefaceFailed):
     code = ProblemCode.DEFACE_FIT
 
 
-@lru_cache(maxsize=4)
-def _template_maps(template: Template) -> tuple[sitk.Image, sitk.Image]:
+@derived
+def template_maps(template: Template) -> tuple[sitk.Image, sitk.Image]:
     """(replacement weight 0..1, protection mask 0/1) on the template grid, float32.
 
     The weight is the template's smooth field (it already falls to 0 towards the protection
@@ -195,7 +202,8 @@ def content_seed(image: sitk.Image, seed: int) -> int:
     """A noise seed from the volume's bytes and geometry, plus ``seed``: the same input
     always gets the same new face, to the bit (a re-export is not a new delivery)."""
     h = hashlib.blake2b(digest_size=8)
-    h.update(np.ascontiguousarray(sitk.GetArrayViewFromImage(image)).tobytes())
+    # The voxels' buffer itself (a bytes copy of a 256^3 head took longer than its hash).
+    h.update(np.ascontiguousarray(sitk.GetArrayViewFromImage(image)).data.cast("B"))
     h.update(repr((image.GetSize(), image.GetSpacing(), image.GetOrigin(),
                    image.GetDirection())).encode())
     h.update(int(seed).to_bytes(8, "little", signed=True))
@@ -205,6 +213,7 @@ def content_seed(image: sitk.Image, seed: int) -> int:
 def _deface_image(image: sitk.Image, template: Template, seed: int,
                   given: Registration | None, modality: str = "MR") -> DefaceResult:
     t0 = time.perf_counter()
+    warm_in_background(template)  # (the maps the region needs, while the fit runs)
     if image.GetPixelID() != sitk.sitkFloat32:  # (a cast copies the whole volume)
         image = sitk.Cast(image, sitk.sitkFloat32)
     report = DefaceReport(shape=tuple(int(v) for v in image.GetSize()[::-1]))  # type: ignore[arg-type]
@@ -267,7 +276,7 @@ def _deface_image(image: sitk.Image, template: Template, seed: int,
                         tissue=tissue, registration=reg, report=report)
 
 
-@lru_cache(maxsize=4)
+@derived
 def _template_levels(template: Template) -> tuple[float, float, float]:
     """(skin threshold, median tissue, bright tissue) of the template's MR intensities."""
     head = sitk.GetArrayViewFromImage(template.head)
@@ -317,7 +326,7 @@ def _region(image: sitk.Image, template: Template, reg: Registration
 
     Regions and protection follow the full affine fit of the head.
     """
-    w_t, p_t = _template_maps(template)
+    w_t, p_t = template_maps(template)
     # Where the weight is positive, found first on a grid 4 times coarser, then resampled at
     # full resolution inside that box (and a margin) only.
     size = np.array(image.GetSize())

@@ -39,7 +39,13 @@ from agent.deface.masks import tissue_mask, work_grid
 from agent.deface.presence import coherent_tissue
 from agent.deface.register import Registration, register_template, to_work_grid
 from agent.deface.studyfit import Fit
-from agent.deface.template import BRAIN, Template, load_template
+from agent.deface.template import (
+    BRAIN,
+    Template,
+    derived,
+    load_template,
+    warm_in_background,
+)
 from agent.deface.volumes import Volume
 from agent.errors import DefaceFailed
 
@@ -102,9 +108,10 @@ def _dice_where_both(fixed: sitk.Image, fmask: sitk.Image, template: Template,
     template's work grid), over the subject's voxels that map inside the template's grid."""
     ones = sitk.Image(template.head.GetSize(), sitk.sitkUInt8) + 1
     ones.CopyInformation(template.head)
-    inside = sitk.GetArrayViewFromImage(
+    # Copies, not views: a view of an image nobody holds reads freed memory.
+    inside = sitk.GetArrayFromImage(
         sitk.Resample(ones, fixed, tx, sitk.sitkNearestNeighbor, 0)) > 0
-    warped = sitk.GetArrayViewFromImage(
+    warped = sitk.GetArrayFromImage(
         sitk.Resample(tmask, fixed, tx, sitk.sitkNearestNeighbor, 0)) > 0
     subject = sitk.GetArrayViewFromImage(fmask) > 0
     a, b = subject & inside, warped & inside
@@ -112,8 +119,8 @@ def _dice_where_both(fixed: sitk.Image, fmask: sitk.Image, template: Template,
     return 2.0 * float((a & b).sum()) / total if total else 0.0
 
 
-@lru_cache(maxsize=2)
-def _head_mask(template: Template) -> sitk.Image:
+@derived
+def template_head_mask(template: Template) -> sitk.Image:
     return tissue_mask(to_work_grid(template.head))
 
 
@@ -124,7 +131,7 @@ def brain_on_tissue(fixed: sitk.Image, fmask: sitk.Image, tx: sitk.Transform,
     tissue = sitk.GetArrayViewFromImage(fmask) > 0
     brain = sitk.GetImageFromArray(((template.label_array() & BRAIN) > 0).astype(np.uint8))
     brain.CopyInformation(template.labels)
-    mapped = sitk.GetArrayViewFromImage(
+    mapped = sitk.GetArrayFromImage(  # (a copy: a view of a temporary reads freed memory)
         sitk.Resample(brain, fixed, tx, sitk.sitkNearestNeighbor, 0)) > 0
     return float(tissue[mapped].mean()) if mapped.any() else 0.0
 
@@ -167,7 +174,8 @@ _MEMO_LOCK = threading.Lock()
 
 
 def _memo_key(image: sitk.Image, template: Template, modality: str) -> str:
-    h = hashlib.sha256(sitk.GetArrayViewFromImage(image).tobytes())
+    # The voxels' buffer itself, not a bytes copy of it (the same digest).
+    h = hashlib.sha256(np.ascontiguousarray(sitk.GetArrayViewFromImage(image)).data.cast("B"))
     h.update(repr((image.GetSpacing(), image.GetOrigin(), image.GetDirection())).encode())
     h.update(template_id(template).encode())
     h.update(modality.encode())
@@ -184,6 +192,7 @@ def fit_volume(volume: Volume, *, source: str, template: Template | None = None,
     or exported twice - is not fitted twice.
     """
     template = template or load_template()
+    warm_in_background(template)  # (while this volume is fitted)
     image = fit_source(volume.fit_image())
     key = _memo_key(image, template, modality)
     with _MEMO_LOCK:
@@ -277,7 +286,7 @@ def _try(volume: Volume, image: sitk.Image, template: Template, method: str,
     try:
         if method == "head":
             tx = register_template(image, template.head, modality=modality).transform
-            tmask = _head_mask(template)
+            tmask = template_head_mask(template)
         else:
             tx = fit_brain(image, template)
             tmask = brain_mask(template)

@@ -35,12 +35,24 @@ def tissue_mask(image: sitk.Image) -> sitk.Image:
     if not largest.any():
         return _like(out, image)
     axis = _head_foot_axis(image)
-    filled = np.moveaxis(largest, axis, 0).copy()
-    for k in range(filled.shape[0]):
-        if filled[k].any():
-            sl = sitk.GetImageFromArray(filled[k].astype(np.uint8))
-            filled[k] = sitk.GetArrayFromImage(sitk.BinaryFillhole(sl)) > 0
+    filled = fill_slices(np.moveaxis(largest, axis, 0))
     return _like(np.moveaxis(filled, 0, axis).astype(np.uint8), image)
+
+
+def fill_slices(stack: np.ndarray) -> np.ndarray:
+    """The holes of each slice ``stack[k]`` (bool) filled, in one filter run: the slices
+    are stacked with a plane of foreground before, between and after them, so that a
+    slice's background reaches the volume's border only through that slice's own edges
+    (face connectivity): exactly each slice's own 2-D fill (a filter run per slice cost
+    ITK's start-up a hundred times, half a CPU-second per series)."""
+    n = stack.shape[0]
+    if n == 0:
+        return stack.astype(bool)
+    spaced = np.ones((2 * n + 1, *stack.shape[1:]), np.uint8)
+    spaced[1::2] = stack
+    out = sitk.GetArrayFromImage(sitk.BinaryFillhole(sitk.GetImageFromArray(spaced),
+                                                     fullyConnected=False))
+    return out[1::2] > 0
 
 
 def _head_foot_axis(image: sitk.Image) -> int:

@@ -270,7 +270,9 @@ def _skin_samples(fixed: sitk.Image, fmask: sitk.Image) -> surfacefit.Samples:
     """Work-grid points near the subject's skin with their signed distances, away from the
     field of view's edges (where a cut head shows a false skin)."""
     d_fixed = surface_distance(fmask)
-    keep = sitk.GetArrayViewFromImage(fov_margin_mask(fixed, 10.0)) > 0
+    # A copy, not a view: the mask image is a temporary, and a view of it read freed
+    # memory (the skin samples, and so the skin fit and the output, changed between runs).
+    keep = sitk.GetArrayFromImage(fov_margin_mask(fixed, 10.0)) > 0
     samples = surfacefit.samples_from(d_fixed, keep, SURFACE_BAND_MM)
     if len(samples) < 500:
         raise DefaceFailed("too little of the head's skin lies inside the field of view to "
@@ -278,7 +280,8 @@ def _skin_samples(fixed: sitk.Image, fmask: sitk.Image) -> surfacefit.Samples:
     return samples
 
 
-def _template_field(surface: sitk.Image) -> surfacefit.Field:
+def template_field(surface: sitk.Image) -> surfacefit.Field:
+    """The template's skin distance as a sampled field (made once per image)."""
     return surfacefit.field_of(surface, SURFACE_BAND_MM + 4.0)
 
 
@@ -291,7 +294,7 @@ def refine_on_surface(fixed: sitk.Image, fmask: sitk.Image, surface: sitk.Image,
     view or a head holder pulls little (Cauchy weights)."""
     samples = _skin_samples(fixed, fmask)
     pose = surfacefit.Pose.from_sitk(transform)
-    pose, _ = surfacefit.refine(_template_field(surface), samples, pose, kind, iterations=30)
+    pose, _ = surfacefit.refine(template_field(surface), samples, pose, kind, iterations=30)
     transform.SetParameters(pose.to_sitk().GetParameters())
 
 
@@ -300,7 +303,7 @@ def _fit_surface_only(fixed: sitk.Image, fmask: sitk.Image, surface: sitk.Image,
     """Rigid, then one scale more, fit of the template's skin distance map to the
     subject's (CT): the best of ``starts`` (translations), refined."""
     samples = _skin_samples(fixed, fmask)
-    field = _template_field(surface)
+    field = template_field(surface)
     best: tuple[float, surfacefit.Pose] | None = None
     for translation in starts:
         pose = surfacefit.Pose(np.eye(3), np.asarray(centre, np.float64),
@@ -372,7 +375,7 @@ def _fit_skin(work: sitk.Image, surface: sitk.Image, start: sitk.AffineTransform
     if len(samples) < 2000:
         return None
     start_pose = surfacefit.Pose.from_sitk(start)
-    pose, _ = surfacefit.refine(_template_field(surface), samples, start_pose, "affine",
+    pose, _ = surfacefit.refine(template_field(surface), samples, start_pose, "affine",
                                 iterations=30)
     pts = samples.points[::7]
     moved = np.linalg.norm(pose.apply(pts) - start_pose.apply(pts), axis=1)
@@ -406,20 +409,23 @@ def one_thread() -> Iterator[None]:
 
 
 _TEMPLATE_WORK: dict[int, tuple[sitk.Image, sitk.Image, sitk.Image]] = {}
+_TEMPLATE_WORK_LOCK = threading.Lock()
 
 
-def _template_work(template_head: sitk.Image) -> tuple[sitk.Image, sitk.Image]:
-    """The template head on the work grid and its head mask, made once per image."""
-    found = _TEMPLATE_WORK.get(id(template_head))
-    if found is not None and found[0] is template_head:
-        return found[1], found[2]
-    if len(_TEMPLATE_WORK) >= 4:
-        _TEMPLATE_WORK.clear()
-    moving = to_work_grid(template_head)
-    mmask = head_mask(moving)
-    # The image is kept so that its id is not reused while cached.
-    _TEMPLATE_WORK[id(template_head)] = (template_head, moving, mmask)
-    return moving, mmask
+def template_work(template_head: sitk.Image) -> tuple[sitk.Image, sitk.Image]:
+    """The template head on the work grid and its head mask, made once per image (a
+    second thread asking meanwhile waits for it)."""
+    with _TEMPLATE_WORK_LOCK:
+        found = _TEMPLATE_WORK.get(id(template_head))
+        if found is not None and found[0] is template_head:
+            return found[1], found[2]
+        if len(_TEMPLATE_WORK) >= 4:
+            _TEMPLATE_WORK.clear()
+        moving = to_work_grid(template_head)
+        mmask = head_mask(moving)
+        # The image is kept so that its id is not reused while cached.
+        _TEMPLATE_WORK[id(template_head)] = (template_head, moving, mmask)
+        return moving, mmask
 
 
 def register_template(subject: sitk.Image, template_head: sitk.Image, *,
@@ -450,7 +456,7 @@ def _register(subject: sitk.Image, template_head: sitk.Image, *,
     if ct and surface is None:
         raise ValueError("a CT fit needs the template's surface distance map")
     fixed = to_work_grid(subject)
-    moving, mmask = _template_work(template_head)
+    moving, mmask = template_work(template_head)
     if ct:
         from agent.deface.ct import head_mask as ct_head_mask
 

@@ -14,6 +14,7 @@ milliseconds. Contrast-free: MR of any weighting and CT alike.
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 
 import numpy as np
@@ -240,16 +241,19 @@ def _update(pose: Pose, step: np.ndarray, kind: str) -> Pose:
 
 
 _FIELDS: dict[int, tuple[sitk.Image, Field]] = {}
+_FIELDS_LOCK = threading.Lock()
 
 
 def field_of(surface: sitk.Image, clip: float) -> Field:
-    """:meth:`Field.from_image` of a template's distance map, made once per image."""
+    """:meth:`Field.from_image` of a template's distance map, made once per image (a
+    second thread asking meanwhile waits for it)."""
     key = id(surface)
-    found = _FIELDS.get(key)
-    if found is not None and found[0] is surface:
-        return found[1]
-    if len(_FIELDS) >= 4:
-        _FIELDS.clear()
-    field = Field.from_image(surface, clip=clip)
-    _FIELDS[key] = (surface, field)  # the image is kept so that its id is not reused
-    return field
+    with _FIELDS_LOCK:
+        found = _FIELDS.get(key)
+        if found is not None and found[0] is surface:
+            return found[1]
+        if len(_FIELDS) >= 4:
+            _FIELDS.clear()
+        field = Field.from_image(surface, clip=clip)
+        _FIELDS[key] = (surface, field)  # the image is kept so that its id is not reused
+        return field

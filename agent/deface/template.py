@@ -15,11 +15,15 @@ replaced) and ``templates/surface.nii.gz`` the signed distance to the template's
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from typing import ParamSpec, TypeVar
 
 import numpy as np
 import SimpleITK as sitk
@@ -113,6 +117,55 @@ def load_template(folder: Path | None = None) -> Template:
     for img in (labels, weight, surface):
         img.CopyInformation(head)
     return Template(head=head, labels=labels, folder=folder, weight=weight, surface=surface)
+
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+def derived(fn: Callable[_P, _R]) -> Callable[_P, _R]:
+    """A cache (per template) of something derived from the template, made once: a
+    caller arriving while another thread makes it waits for that result instead of making
+    it again (:func:`warm_in_background` makes them while a volume is read and fitted)."""
+    cached = lru_cache(maxsize=4)(fn)
+    lock = threading.Lock()
+
+    @functools.wraps(fn)
+    def call(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+        with lock:
+            return cached(*args, **kwargs)  # type: ignore[arg-type]
+    return call
+
+
+_WARMED: set[int] = set()
+_WARMED_LOCK = threading.Lock()
+
+
+def warm_in_background(template: Template) -> None:
+    """Start making, on a thread of its own and once per template, what every defacing
+    derives from the template (its work-grid head and mask, its skin's distance field,
+    the region maps, the head mask the fit is measured with): about half a CPU-second
+    that otherwise runs between a volume's fit and its blend, on a second core meanwhile.
+    Each is a deterministic function of the template: the same numbers whichever thread
+    makes it first."""
+    with _WARMED_LOCK:
+        if id(template) in _WARMED:
+            return
+        _WARMED.add(id(template))
+    threading.Thread(target=_warm, args=(template,), name="template-warm-up",
+                     daemon=True).start()
+
+
+def _warm(template: Template) -> None:
+    from agent.deface import core, fitting, register
+
+    try:
+        register.template_work(template.head)
+        register.template_field(template.surface)
+        core.template_maps(template)
+        fitting.template_head_mask(template)
+    except (RuntimeError, ValueError, MemoryError, DefaceFailed):
+        pass  # the defacing that needs it makes it again and reports what fails
 
 
 def _first_line(exc: BaseException) -> str:
