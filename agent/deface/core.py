@@ -41,9 +41,11 @@ from agent.vocab import ProblemCode
 
 #: Registration QC bounds.
 MIN_DICE = 0.80
-#: Up to 1.75: a child of about 0.75 adult head size fits near 1.6 (the corpus heads fit
-#: at 1.08-1.25).
-SCALE_RANGE = (0.72, 1.75)
+#: Up to 2.4 (template mm per subject mm): the corpus heads fit at 1.08-1.25, a child of
+#: 0.8 adult head size near 1.6, an infant's head of 0.55-0.7 at 1.5-2.1 (a newborn's head
+#: is about 0.6 of an adult's across); at 1.75 such heads were refused or left to the
+#: brain fit, which replaced 40 % of a 0.7 head's face tissue.
+SCALE_RANGE = (0.72, 2.4)
 MAX_ROTATION_DEG = 40.0
 #: At least this fraction of the template's face tissue must fall inside the field of view.
 MIN_FACE_IN_FOV = 0.30

@@ -1,7 +1,7 @@
-"""Real heads (the corpus' T1s) made into the heads a held-out set plausibly holds: a child's
-and a large adult's, under a strong bias field, in other contrasts (T2-, FLAIR-, PD-like,
-post-contrast), with part of the head outside the field of view, tilted, off-centre in a
-large field of view, and as a 1 mm sagittal 3-D T1 of 176 slices.
+"""Real heads (the corpus' T1s) made into the heads a held-out set plausibly holds: an
+infant's, a child's and a large adult's, under a strong bias field, in other contrasts
+(T2-, FLAIR-, PD-like, post-contrast), with part of the head outside the field of view,
+tilted, off-centre in a large field of view, and as a 1 mm sagittal 3-D T1 of 176 slices.
 
 Each variant is the head image and its face mask on the variant's grid: the face is found
 once on the source head (by :func:`tests.deface.test_deface_heads.regions`, an intensity
@@ -230,6 +230,8 @@ def bias_field(head: Head, low: float = 0.5, high: float = 1.5) -> Head:
 def variants(base: Head) -> dict[str, Callable[[], Head]]:
     """Every variant of ``base`` (a 2 mm head), by name."""
     return {
+        "infant-0.6": lambda: scaled(base, 0.6),
+        "child-0.7": lambda: scaled(base, 0.7),
         "child-0.8": lambda: scaled(base, 0.8),
         "child-0.85": lambda: scaled(base, 0.85),
         "adult-1.18": lambda: scaled(base, 1.18),

@@ -17,9 +17,10 @@ import pytest
 
 from . import headvariants as hv
 
-#: Run by default (a child's head; the face-tissue test below reuses its run).
-FAST = ("child-0.8",)
-SOAK = ("flair-like", "fov-ends-mid-nose", "adult-1.18", "bias-0.5-1.5", "t2-like",
+#: Run by default (a child's and an infant's head; the face-tissue tests below reuse
+#: their runs).
+FAST = ("child-0.8", "infant-0.6")
+SOAK = ("child-0.7", "flair-like", "fov-ends-mid-nose", "adult-1.18", "bias-0.5-1.5", "t2-like",
         "pd-like", "post-contrast", "vertex-cut-20mm", "fov-ends-at-nose-tip", "pitch-28",
         "roll-28", "off-centre-large-fov", "sagittal-2mm", "child-0.85")
 #: At full resolution (1.6 mm, 1 mm): soak only.
@@ -72,4 +73,11 @@ def test_a_childs_face_tissue_is_replaced(ending: Callable[[str], hv.Ending]) ->
     45 % of the old face tissue (orbits, eyelids, nasal cavity) stayed behind the new face;
     the fit from a start sized to the head replaces it."""
     e = ending("child-0.8")
+    assert e.face is not None and e.face >= 0.85, e
+
+
+def test_an_infants_face_tissue_is_replaced(ending: Callable[[str], hv.Ending]) -> None:
+    """A head 0.6 of the corpus head's size (an infant's) fits at scales near 2: it was
+    refused as an implausible scale (the plausible range ended at 1.75) and quarantined."""
+    e = ending("infant-0.6")
     assert e.face is not None and e.face >= 0.85, e
