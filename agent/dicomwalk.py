@@ -39,12 +39,12 @@ PIXEL_DATA = 0x7FE00010
 LONG_VRS = frozenset(
     {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"}
 )
-#: Every VR of the standard. Another two bytes in an explicit VR header are handed on as
-#: they are, with a 2-byte length (as pydicom reads them), unless the walk is strict.
 _SHORT_VRS = frozenset(
     {b"AE", b"AS", b"AT", b"CS", b"DA", b"DS", b"DT", b"FD", b"FL", b"IS", b"LO", b"LT",
      b"PN", b"SH", b"SL", b"SS", b"ST", b"TM", b"UI", b"UL", b"US"}
 )
+#: Every VR of the standard. Another two bytes in an explicit VR header are handed on as
+#: they are, with a 2-byte length (as pydicom reads them), unless the walk is strict.
 VRS = LONG_VRS | _SHORT_VRS
 #: Transfer syntaxes whose data set is walked as it is (not deflated): UID -> (implicit VR,
 #: little endian). Encapsulated syntaxes are explicit VR little endian too; their users
