@@ -91,6 +91,7 @@ def _check_part(task: tuple[list[tuple[int, Path]], int, frozenset[int]]
     the series of ``total`` (``sampled``: the indices parsed and decoded in full)."""
     files, total, sampled = task
     described: dict[Path, tuple[int, str]] = {}
+    frames: dict[int, int | None] = {}  # the sampled files' frames (None: no pixels)
     for i, path in files:
         whole, desc = _read(path)
         if desc is not None:
@@ -100,9 +101,12 @@ def _check_part(task: tuple[list[tuple[int, Path]], int, frozenset[int]]
             _check_length(ds, i, total)
             if not whole and not is_complete(path):  # (the walk answers as it does)
                 raise _problem(i, total, "is cut short or holds broken elements")
+            if i in sampled:
+                frames[i] = _frames(ds, i, total)
     for i, path in files:
-        if i in sampled:
-            _check_decodes(path, i, total)
+        count = frames.get(i)
+        if count is not None:
+            _check_decodes(path, i, total, count)
     return described
 
 
@@ -166,17 +170,26 @@ def _check_length(ds: pydicom.Dataset, index: int, total: int) -> None:
                                      f"announces {expected}")
 
 
-def _check_decodes(path: Path, index: int, total: int) -> None:
+def _frames(ds: pydicom.Dataset, index: int, total: int) -> int | None:
+    """The frames a parsed file announces (None without pixel data), from the full parse
+    the length check made. (The header parse that used to answer this stopped before
+    the pixel data, so it never found any: no sampled frame was ever decoded.)"""
+    if "PixelData" not in ds and "FloatPixelData" not in ds and \
+            "DoubleFloatPixelData" not in ds:
+        return None
+    try:
+        return int(str(ds.get("NumberOfFrames", 1) or 1))
+    except ValueError as exc:
+        raise _problem(index, total, f"has frames that do not decode ({type(exc).__name__})"
+                       ) from None
+
+
+def _check_decodes(path: Path, index: int, total: int, frames: int) -> None:
     from pydicom.pixels import iter_pixels  # type: ignore[attr-defined]
 
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            ds = pydicom.dcmread(path, stop_before_pixels=True)
-            if "PixelData" not in ds and "FloatPixelData" not in ds and \
-                    "DoubleFloatPixelData" not in ds:
-                return
-            frames = int(str(ds.get("NumberOfFrames", 1) or 1))
             for _ in iter_pixels(path, indices=spread(frames, DECODED_FRAMES)):
                 pass
     except BaseException as exc:

@@ -71,3 +71,24 @@ def test_a_pool_that_is_gone_leaves_the_check_to_this_process(
     gone.shutdown()
     with pytest.raises(SeriesProblem, match=f"file {BAD + 1} of"):
         check_deliverable(short_series, gone)
+
+
+def test_a_sampled_frame_that_does_not_decode_is_found(tmp_path: Path) -> None:
+    """The sampled files' frames are decoded, not only their structure walked: an RLE
+    image whose frame's first segment starts beyond the frame's end (every element whole,
+    every length right) is kept back, while the intact image passes."""
+    from pydicom.data import get_testdata_file
+
+    good = Path(str(get_testdata_file("MR_small_RLE.dcm")))  # bundled with pydicom
+    ds = pydicom.dcmread(good)
+    data = bytearray(ds.PixelData)
+    fragment = 8 + int.from_bytes(data[4:8], "little") + 8  # past the offset table item
+    assert int.from_bytes(data[fragment:fragment + 4], "little") == 2  # 16-bit: 2 segments
+    data[fragment + 4:fragment + 8] = (10**6).to_bytes(4, "little")  # segment 1's offset
+    ds.PixelData = bytes(data)
+    bad = tmp_path / "bad.dcm"
+    ds.save_as(bad)
+    assert set(check_deliverable([good])) == {good}
+    with pytest.raises(SeriesProblem, match="do not decode") as problem:
+        check_deliverable([bad])
+    assert problem.value.code == ProblemCode.INVALID_OUTPUT
