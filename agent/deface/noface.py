@@ -224,7 +224,7 @@ def _level_taken_over(image: sitk.Image, mask: np.ndarray, level: float) -> bool
     for a limb, a constant cross-section)."""
     if not np.isfinite(level) or not mask.any():
         return False
-    arr = sitk.GetArrayViewFromImage(work_grid(image))
+    arr = sitk.GetArrayFromImage(work_grid(image))
     floor = min(_air_floor(image, level), DIM_FRACTION * level)
     dim = int(((arr > floor) & (arr < level)).sum())
     return dim > MAX_DIM_SHARE * int((arr >= level).sum())

@@ -193,7 +193,7 @@ def lines_up(image: sitk.Image, tx: sitk.AffineTransform, template: Template) ->
         return 0.0
     mask = tissue_mask(to_work_grid(template.head))
     grown = sitk.BinaryDilate(mask, [max(1, int(HEAD_MARGIN_MM / 4.0))] * 3)
-    mapped = sitk.GetArrayViewFromImage(
+    mapped = sitk.GetArrayFromImage(
         sitk.Resample(grown, work, tx, sitk.sitkNearestNeighbor, 0)) > 0
     # The body goes on below any head template (neck, shoulders in a long field of view):
     # tissue that maps below the template's lowest head tissue is not judged. A patient
@@ -228,7 +228,7 @@ def vertex_depth(image: sitk.Image) -> float | None:
     """How far (mm) the tissue reaches below the top of the head, along the patient's
     head-foot axis; None when the top of the head is not inside the field of view."""
     work = work_grid(image)
-    mask = sitk.GetArrayViewFromImage(tissue_mask(work)) > 0
+    mask = sitk.GetArrayFromImage(tissue_mask(work)) > 0
     if not mask.any():
         return None
     idx = np.argwhere(mask)[:, ::-1].astype(np.float64)  # x, y, z

@@ -194,7 +194,7 @@ def _air(image: sitk.Image) -> np.ndarray:
         return np.zeros(sitk.GetArrayViewFromImage(image).shape, bool)
     radius = [max(1, int(round(6.0 / s))) if n > 2 else 0
               for s, n in zip(image.GetSpacing(), image.GetSize(), strict=True)]
-    return sitk.GetArrayViewFromImage(sitk.BinaryDilate(mask, radius)) == 0
+    return sitk.GetArrayFromImage(sitk.BinaryDilate(mask, radius)) == 0
 
 
 def _noise_in(subject: np.ndarray, air: np.ndarray) -> float:
