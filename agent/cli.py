@@ -127,22 +127,22 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def _warm_pool_early(cfg: Config, src: Path) -> None:
-    """Start the process pool's fork server now, for an export large enough to use it:
-    it imports the stages while this process imports them too and reads the export
-    (counting stops at the threshold: a few directory listings). Not where the one-shot
-    forks its workers from itself once it has imported the stages (Linux): a fork server
-    would import them a second time, and its thread would forbid the fork."""
+    """Start the process pool now, for an export large enough to use it (counting stops
+    at the threshold: a few directory listings): forked from this process, still its only
+    thread (:func:`agent.procpool.start_forked`: it imports the stages first, as this
+    process must anyway), where it can; else a fork server, which imports them while this
+    process imports them too and reads the export. Only the command forks: a library
+    caller of process_folder (a test) may hold state its workers must not inherit."""
     if cfg.worker_count < 2:
         return
     from agent import procpool
 
-    if procpool.can_fork():
-        return
     count = 0
     for _folder, _subfolders, files in os.walk(src):
         count += len(files)
         if count >= procpool.WORTH_POOLING:
-            procpool.warm_in_background()
+            if not procpool.start_forked():
+                procpool.warm_in_background()
             return
 
 

@@ -145,12 +145,12 @@ def attempt(pipeline: Pipeline, series_id: int, last: bool = False) -> Outcome:
 
 
 def _warm_pool(cfg: Config, files: int) -> None:
-    """Start the process pool's workers for an export large enough to use them: forked
-    from this process where it can (:func:`agent.procpool.start_forked`; before the
-    ledger is opened), else from the fork server while the export folder is read (its
-    start-up blocks the caller until it has imported the stages: not this thread)."""
-    if cfg.worker_count > 1 and files >= POOL_THRESHOLD and not procpool.start_forked():
-        procpool.warm_in_background()  # (once: ``process`` may have started it already)
+    """Start the process pool's workers while the export folder is read, for an export
+    large enough to use them (start-up blocks the caller until the fork server has
+    imported the stages: not this thread). The ``process`` command has usually started
+    them already, forked from itself (agent.cli)."""
+    if cfg.worker_count > 1 and files >= POOL_THRESHOLD:
+        procpool.warm_in_background()  # (once: nothing if the pool is up)
 
 
 def process_folder(cfg: Config, src: Path, out: Path,
