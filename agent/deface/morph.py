@@ -13,7 +13,6 @@ and the noise. float32 throughout.
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -77,23 +76,6 @@ def _sample_moved(values: np.ndarray, disp_mm: np.ndarray, spacing_zyx: np.ndarr
     return blend._sample(values, cidx).reshape(values.shape)
 
 
-def _patient_moved(subject: np.ndarray, flat: np.ndarray, wr: np.ndarray, d_s: np.ndarray,
-                   d_b: np.ndarray, up: coarse.Upsampler, csp_zyx: np.ndarray,
-                   sp_zyx: np.ndarray) -> np.ndarray:
-    """The patient's values at the region's voxels ``flat``, moved along the normals of
-    its skin onto the new skin ``d_b`` where they still count (weight ``wr`` < 1)."""
-    s_moved = subject.ravel()[flat].astype(np.float32)
-    part = np.flatnonzero(wr < 1.0)
-    if len(part):
-        disp_c = normal_shift(d_s, d_b, csp_zyx)
-        moving = flat[part]
-        cidx = np.stack(np.unravel_index(moving, subject.shape)).astype(np.float32)
-        for axis in range(3):
-            cidx[axis] += up.at(disp_c[axis], moving) / sp_zyx[axis]
-        s_moved[part] = blend._sample(subject, cidx)
-    return s_moved
-
-
 def blend_box(image: sitk.Image, template: Template, place: Placement,
               box: tuple[slice, slice, slice], ref: sitk.Image, subject: np.ndarray,
               weight: np.ndarray, protect: np.ndarray, seed: int
@@ -143,60 +125,64 @@ def blend_box(image: sitk.Image, template: Template, place: Placement,
     d_b = blend.keep_off_the_edge(d_b, d_edge, edge, edge_mm)  # the cover obeys it too
     del d_p, d_edge, edge
 
+    # The template's values, moved onto the new skin (on the coarse grid: they carry
+    # nothing finer).
+    tvals = sitk.GetArrayFromImage(sitk.Resample(
+        template.head, cref, place.transform, sitk.sitkLinear, 0.0, sitk.sitkFloat32))
+    if place.ct_mode:
+        t_mean = ct.template_to_hu(tvals, d_raw, *place.template_levels,
+                                   air_hu=float(place.imap.subject_levels[0]))
+    else:
+        t_mean, _ = place.imap.apply(tvals)
+    t_moved_c = _sample_moved(t_mean, normal_shift(d_raw, d_b, csp_zyx), csp_zyx)
+    del tvals, t_mean, d_raw
+    disp_c = normal_shift(d_s, d_b, csp_zyx)
+
+    # The scan's own grid, inside the region.
     region = weight > 0
     flat = np.flatnonzero(region)
-    wr = weight.ravel()[flat]
     up = coarse.Upsampler(shape, f)
-    # The patient's side (its voxels moved onto the new skin) on a second thread while
-    # the template's side is made here: numpy's and ITK's loops release the GIL, and
-    # neither side writes what the other reads, so the values are the same to the bit.
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        patient = pool.submit(_patient_moved, subject, flat, wr, d_s, d_b, up, csp_zyx,
-                              sp_zyx)
-        # The template's values, moved onto the new skin (on the coarse grid: they carry
-        # nothing finer).
-        tvals = sitk.GetArrayFromImage(sitk.Resample(
-            template.head, cref, place.transform, sitk.sitkLinear, 0.0, sitk.sitkFloat32))
-        if place.ct_mode:
-            t_mean = ct.template_to_hu(tvals, d_raw, *place.template_levels,
-                                       air_hu=float(place.imap.subject_levels[0]))
-        else:
-            t_mean, _ = place.imap.apply(tvals)
-        t_moved_c = _sample_moved(t_mean, normal_shift(d_raw, d_b, csp_zyx), csp_zyx)
-        del tvals, t_mean, d_raw
-        # The scan's own grid, inside the region.
-        db = up.at(d_b, flat)
-        t_moved = up.at(t_moved_c, flat)
-        del t_moved_c
-        keep = (~region | (weight < 0.2)) & ~protect
-        if keep.sum() < 2000:
-            keep = ~protect
-        # The patient's skin profile, learnt where the patient is kept (a few of its voxels
-        # per coarse voxel are plenty for its medians).
-        kept = np.flatnonzero(keep)[::max(1, int(np.prod(f)) // 2)]
-        del keep
-        centres, prof = blend.skin_profile(subject.ravel()[kept],
-                                           up.at(d_s, kept),
-                                           np.ones(len(kept), bool))
-        del kept
-        if place.ct_mode:
-            prof = ct.cap_profile(prof, float(place.imap.subject_levels[0]))
-        m = blend.smoothstep((np.abs(db) - blend.PROFILE_MM) / blend.PROFILE_MM)
-        t_side = (1.0 - m) * np.interp(db, centres, prof).astype(np.float32) + m * t_moved
-        # Noise: the template side is noise-free; add the patient's noise so that the sum
-        # has the patient's noise level whatever the weights.
-        imap = place.imap
-        if place.ct_mode:
-            sd = np.where(db > 0, float(imap.noise_levels[0]), float(imap.noise_levels[-1]))
-        else:
-            _, sd = imap.apply(t_side)
-            sd = np.where(db > 0, float(imap.noise_levels[0]), sd)
-        gain = np.sqrt(np.clip(1.0 - (1.0 - wr) ** 2, 0.0, 1.0))
-        noise = gain * sd.astype(np.float32) * synth.noise_field(wr.shape, seed)
-        del sd, gain
-        s_moved = patient.result()
+    db = up.at(d_b, flat)
+    t_moved = up.at(t_moved_c, flat)
+    del t_moved_c
+    wr = weight.ravel()[flat]
+    # The patient's own voxels, moved onto the new skin, where they still count (w < 1).
+    s_moved = subject.ravel()[flat].astype(np.float32)
+    part = np.flatnonzero(wr < 1.0)
+    if len(part):
+        moving = flat[part]
+        cidx = np.stack(np.unravel_index(moving, shape)).astype(np.float32)
+        for axis in range(3):
+            cidx[axis] += up.at(disp_c[axis], moving) / sp_zyx[axis]
+        s_moved[part] = blend._sample(subject, cidx)
+        del cidx, moving
+    del disp_c
+    keep = (~region | (weight < 0.2)) & ~protect
+    if keep.sum() < 2000:
+        keep = ~protect
+    # The patient's skin profile, learnt where the patient is kept (a few of its voxels per
+    # coarse voxel are plenty for its medians).
+    kept = np.flatnonzero(keep)[::max(1, int(np.prod(f)) // 2)]
+    del keep
+    centres, prof = blend.skin_profile(subject.ravel()[kept],
+                                       up.at(d_s, kept),
+                                       np.ones(len(kept), bool))
+    del kept
+    if place.ct_mode:
+        prof = ct.cap_profile(prof, float(place.imap.subject_levels[0]))
+    m = blend.smoothstep((np.abs(db) - blend.PROFILE_MM) / blend.PROFILE_MM)
+    t_side = (1.0 - m) * np.interp(db, centres, prof).astype(np.float32) + m * t_moved
     mixed = (1.0 - wr) * s_moved + wr * t_side
-    mixed = mixed + noise
+    # Noise: the template side is noise-free; add the patient's noise so that the sum has
+    # the patient's noise level whatever the weights.
+    imap = place.imap
+    if place.ct_mode:
+        sd = np.where(db > 0, float(imap.noise_levels[0]), float(imap.noise_levels[-1]))
+    else:
+        _, sd = imap.apply(t_side)
+        sd = np.where(db > 0, float(imap.noise_levels[0]), sd)
+    gain = np.sqrt(np.clip(1.0 - (1.0 - wr) ** 2, 0.0, 1.0))
+    mixed = mixed + gain * sd.astype(np.float32) * synth.noise_field(mixed.shape, seed)
     arr = sitk.GetArrayViewFromImage(image)
     lo, hi = float(arr.min()), float(arr.max())
     values = subject.astype(np.float32, copy=True)
