@@ -26,6 +26,18 @@ issue's target: <= 5 s on 2 cores).
 Prints medians of wall time, files/s, CPU seconds (all processes) and peak memory (the
 whole process tree), the
 ratios against the issue's targets (>= 4x dicognito, >= 0.5x gdcmanon) and the load average.
+
+Session 6 (2,000 files, 266 MB; the machine shared, load 2-4: CPU seconds compared, old and
+new alternated). ``process`` as a whole process, CPU of every process of it (sampled from
+/proc per process): e0ae57b 9.21 s -> b405e52 7.21 s (medians of 4 alternated rounds; the
+main process 3.67 -> 2.77 s); main with this session's pool and staging commits reverted
+10.36 s against 7.91 s with them. What went: the fork server and its resource tracker (the
+one-shot forks its workers from itself: 0.65 s), the staging copy (hard links, checked
+before delivery: 266 MB less written to the page cache), every worker's person-name filter
+(0.14 s each). This script at load 3.4: process 6.33 CPU-s / 7.38 s wall, dicognito 7.32 /
+7.91, gdcmanon 0.94 / 1.04 - 2.3x dicognito and 0.30x gdcmanon by CPU on idle cores (the
+targets need about 4.5 CPU-s and 3.8 CPU-s). At session start (load 4.9) process was 10.72
+CPU-s beside dicognito's 9.10.
 """
 
 from __future__ import annotations
