@@ -36,7 +36,7 @@ one-shot forks its workers from itself: 0.65 s), the staging copy (hard links, c
 before delivery: 266 MB less written to the page cache), every worker's person-name filter
 (0.14 s each). This script at load 3.4: process 6.33 CPU-s / 7.38 s wall, dicognito 7.32 /
 7.91, gdcmanon 0.94 / 1.04 - 2.3x dicognito and 0.30x gdcmanon by CPU on idle cores (the
-targets need about 4.5 CPU-s and 3.8 CPU-s). At session start (load 4.9) process was 10.72
+targets need about 3.7 CPU-s for either). At session start (load 4.9) process was 10.72
 CPU-s beside dicognito's 9.10.
 """
 
