@@ -64,8 +64,15 @@ def save_defaced(ds: Dataset, path: Path) -> Path:
     return path
 
 
-def stored_range(ds: Dataset, dtype: np.dtype) -> tuple[int, int]:
-    """The stored values the object can represent (Bits Stored, sign, data type)."""
+def stored_range(ds: Dataset, dtype: np.dtype) -> tuple[float, float]:
+    """The stored values the object can represent (Bits Stored, sign, data type).
+
+    Float pixel data (a parametric map in real units: T1 in ms, ADC, CBF, a phase in
+    radians) carries no Bits Stored and may be negative: any finite value of its type.
+    """
+    if np.issubdtype(dtype, np.floating):
+        finite = np.finfo(dtype)
+        return float(finite.min), float(finite.max)
     bits = int(ds.get("BitsStored", 16) or 16)
     if int(ds.get("PixelRepresentation", 0) or 0):
         lo, hi = -(1 << (bits - 1)), (1 << (bits - 1)) - 1

@@ -22,7 +22,7 @@ from agent.errors import DefaceFailed
 
 
 def quantise(volume: Volume, start: int, stop: int, result: DefaceResult,
-             lo: int, hi: int) -> np.ndarray:
+             lo: float, hi: float) -> np.ndarray:
     """New stored values of slices [start, stop): originals, blended voxels replaced."""
     out = volume.stored[start:stop].copy()
     box = result.box

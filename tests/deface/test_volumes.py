@@ -271,3 +271,18 @@ def test_images_without_geometry_are_refused_with_a_reason(tmp_path: Path) -> No
     with pytest.raises(DefaceFailed) as info:
         read_series(files)
     assert info.value.code == "deface-geometry"
+
+
+def test_the_replaced_values_of_a_float_map_are_not_cut_to_an_integer_range() -> None:
+    """A parametric map in real units (a phase in radians, a CBF map with negative noise)
+    has no Bits Stored: its new face may take any finite value (it was cut to 0-65535);
+    integer images keep the range their Bits Stored and sign allow."""
+    from pydicom.dataset import Dataset
+
+    lo, hi = dicomio.stored_range(Dataset(), np.dtype(np.float32))
+    assert lo < -1e30 and hi > 1e30 and np.isfinite([lo, hi]).all()
+    ds = Dataset()
+    ds.BitsStored, ds.PixelRepresentation = 12, 0
+    assert dicomio.stored_range(ds, np.dtype(np.uint16)) == (0, 4095)
+    ds.PixelRepresentation = 1
+    assert dicomio.stored_range(ds, np.dtype(np.int16)) == (-2048, 2047)
