@@ -131,7 +131,10 @@ class SeriesObjects:
                 written[path] = path
                 continue
             lay = self.spliceable.get(i)
-            if lay is not None and i not in self.colour and self.arrays[i].ndim == 2:
+            # An enhanced object (even one frame of it) also marks its Frame Types
+            # DERIVED, which the splice (top-level elements only) cannot.
+            if (lay is not None and i not in self.colour and self.arrays[i].ndim == 2
+                    and not multiframe.is_enhanced(ds)):
                 try:
                     written[path] = _splice(out_dir / names[path], lay, marks.of(ds, lay),
                                             self.arrays[i])
@@ -143,7 +146,7 @@ class SeriesObjects:
             else:
                 _set_pixels(ds, self.arrays[i])
             mark_derived(ds)
-            if int(ds.get("NumberOfFrames", 1) or 1) > 1:
+            if multiframe.is_enhanced(ds):
                 multiframe.mark_frames_derived(ds)
             written[path] = save_defaced(ds, out_dir / names[path])
         return written

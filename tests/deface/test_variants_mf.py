@@ -217,6 +217,12 @@ def test_single_frame_enhanced_objects_and_foreign_headers(thin_t1: list[Path],
     out = pydicom.dcmread(changed[0])
     assert out.SOPClassUID == pydicom.uid.EnhancedMRImageStorage and out.NumberOfFrames == 1
     assert "PerFrameFunctionalGroupsSequence" in out and out.ImageType[0] == "DERIVED"
+    # ... and so are its Frame Types (Image Type DERIVED over ORIGINAL frames contradicts)
+    frame_types = [item.FrameType[0] for group in (out.PerFrameFunctionalGroupsSequence[0],
+                                                   *out.get("SharedFunctionalGroupsSequence", []))
+                   for elem in group if elem.keyword.endswith("FrameTypeSequence")
+                   for item in elem.value if "FrameType" in item]
+    assert frame_types and set(frame_types) == {"DERIVED"}
     echoes = variants.multi_echo(thin_t1, tmp_path / "echo-classic")
     got = _volumes(variants_mf.enhanced_4d(variants_mf.load(tmp_path / "echo-classic"),
                                            tmp_path / "echo"))
