@@ -58,6 +58,11 @@ class Rules:
     localizer_words: re.Pattern[str]
     projection_types: frozenset[str]
     projection_words: re.Pattern[str]
+    #: Words naming a QA phantom in a description or the patient's name or ID; and those
+    #: with the further words that name one only as the patient (agent.deface.phantom:
+    #: they may only withhold a series no head template fits, never deliver it).
+    phantom_words: re.Pattern[str]
+    phantom_patient_words: re.Pattern[str]
 
 
 @lru_cache(maxsize=1)
@@ -71,6 +76,9 @@ def rules(path: Path = _DATA) -> Rules:
         localizer_words=re.compile(raw["localizer_descriptions"], re.I),
         projection_types=frozenset(raw["projection_image_types"]),
         projection_words=re.compile(raw["projection_descriptions"], re.I),
+        phantom_words=re.compile(raw["phantom_words"], re.I),
+        phantom_patient_words=re.compile(
+            f"{raw['phantom_words']}|{raw['phantom_patient_words']}", re.I),
     )
 
 

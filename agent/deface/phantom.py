@@ -23,10 +23,8 @@ series): a phantom-like series the template does fit is judged and defaced as an
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Sequence
-from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -34,12 +32,14 @@ import pydicom
 import SimpleITK as sitk
 
 from agent.errors import Withheld
+from agent.policy import rules
 from agent.vocab import WithheldCode
 
-_DATA = Path(__file__).resolve().parent.parent / "data" / "send_policy.json"
 #: Header fields whose words may name a phantom (read from the originals, never logged).
 NAME_FIELDS = ("PatientName", "PatientID", "SeriesDescription", "ProtocolName",
                "StudyDescription", "ImageComments")
+#: Of those, the fields that name the patient: a few more words name a phantom there.
+PATIENT_FIELDS = ("PatientName", "PatientID")
 
 #: Parallel stripes: the structure tensor's scale (mm), how far a place may turn from the
 #: common direction (degrees), the fraction of structured places that must agree over the
@@ -57,19 +57,12 @@ STRIPE_ENERGY = 0.05
 STRIPE_IMAGES = 24
 
 
-#: Of those, the fields that name the patient: a few more words name a phantom there.
-PATIENT_FIELDS = ("PatientName", "PatientID")
-
-
-@lru_cache(maxsize=2)
-def phantom_words(patient: bool = False, path: Path = _DATA) -> re.Pattern[str]:
+def phantom_words(patient: bool = False) -> re.Pattern[str]:
     """The words that name a phantom in any of :data:`NAME_FIELDS` - and with ``patient``,
-    those that name one as the patient (rules as data)."""
-    raw = json.loads(path.read_text(encoding="utf-8"))
-    words = str(raw["phantom_words"])
-    if patient:
-        words = f"{words}|{raw['phantom_patient_words']}"
-    return re.compile(words, re.I)
+    those that name one as the patient (rules as data, read with the product's other
+    fixed rules: :func:`agent.policy.rules`)."""
+    fixed = rules()
+    return fixed.phantom_patient_words if patient else fixed.phantom_words
 
 
 def _smooth2d(arr: np.ndarray, sigma: tuple[float, float]) -> np.ndarray:
