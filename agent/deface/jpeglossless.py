@@ -65,7 +65,5 @@ def encode(ds: Dataset, arr: np.ndarray) -> bool:
         return False
     if back.shape != arr.shape or not np.array_equal(back, arr):
         return False
-    ds.PixelData = trial.PixelData
-    ds["PixelData"].VR = "OB"
-    ds["PixelData"].is_undefined_length = True
+    ds["PixelData"] = trial["PixelData"]
     return True
