@@ -199,7 +199,8 @@ class Staging:
                     if state is not None:
                         return state
                 with open(dst, "wb") as out:
-                    # Never a hard link: an export may be rewritten in place later.
+                    # Else a copy: the running agent's staged files outlive a restart,
+                    # and an export may be rewritten in place later.
                     copied = clone_or_copy_open(src, out).size
                 if _state_of(src) != seen or copied != seen.size:
                     raise ExportChanged("a file of the series changed while it was copied; "
