@@ -64,29 +64,25 @@ class QCReport:
     problems: list[str] = field(default_factory=list)
 
 
-def local_median(depth: np.ndarray, window: int = WINDOW) -> np.ndarray:
-    """Median of each pixel's ``window`` x ``window`` neighbourhood (NaN if any is NaN)."""
+def local_median(depth: np.ndarray, at: np.ndarray, window: int = WINDOW) -> np.ndarray:
+    """Median of the ``window`` x ``window`` neighbourhood of each pixel where ``at``
+    (bool, the map's shape) holds, in row order (NaN if any neighbour is NaN). Only
+    those pixels' medians are computed: a defect count asks for a third of the map or
+    less."""
     r = window // 2
     padded = np.pad(depth, r, mode="constant", constant_values=np.nan)
-    win = sliding_window_view(padded, (window, window))
-    flat = win.reshape(depth.shape[0], depth.shape[1], -1)
-    med = np.median(flat, axis=-1)  # NaN wherever a neighbour is NaN: silhouette edges
-    return med
+    win = sliding_window_view(padded, (window, window))[at]
+    return np.median(win.reshape(len(win), -1), axis=-1)  # NaN at silhouette edges
 
 
 def surface_defects(depth: np.ndarray, spacing_mm: float, where: np.ndarray | None = None
                     ) -> tuple[int, int]:
     """(defect pixels, surface pixels) of a depth map (in voxels of ``spacing_mm``):
     holes and spikes away from the silhouette's edge, optionally only ``where``."""
-    # The medians only where they are asked for (a third of the map or less): the same
-    # windows as :func:`local_median`'s, so the same numbers.
     ok = np.isfinite(depth)
     if where is not None:
         ok &= where
-    r = WINDOW // 2
-    padded = np.pad(depth, r, mode="constant", constant_values=np.nan)
-    win = sliding_window_view(padded, (WINDOW, WINDOW))[ok]
-    med = np.median(win.reshape(len(win), -1), axis=-1)
+    med = local_median(depth, ok)
     fine = np.isfinite(med)
     bad = fine & (np.abs(depth[ok] - med) * spacing_mm > DEFECT_MM)
     return int(bad.sum()), int(fine.sum())
